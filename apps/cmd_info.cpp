@@ -1,0 +1,82 @@
+// palm info: parameter counts, FLOPs per token and memory of a configuration.
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "base/check.h"
+#include "common.h"
+#include "kernels/backend.h"
+#include "model/accounting.h"
+
+namespace palm {
+
+namespace {
+
+struct InfoOptions {
+  ConfigChoice model;
+  std::int64_t seq_len = 0;
+  std::int64_t batch_size = 1;
+  bool json = false;
+};
+
+void run_info(const InfoOptions& o) {
+  const ModelConfig c = o.model.resolve();
+  const std::int64_t T = o.seq_len > 0 ? o.seq_len : c.max_seq_len;
+  PALM_CHECK(o.batch_size > 0, "--batch-size must be positive");
+  const auto be = make_backend();
+  const ModelAccounting a = account(*be, c, o.batch_size, T);
+  const double train_bytes = double(a.weight_bytes) + a.gradient_bytes + a.optimizer_bytes +
+                             a.activation_bytes;
+  if (o.json) {
+    nlohmann::ordered_json j;
+    j["config"] = nlohmann::json::parse(config_to_json(c));
+    j["parameters"] = a.parameters;
+    j["embedding_parameters"] = a.embedding_parameters;
+    j["non_embedding_parameters"] = a.non_embedding_parameters;
+    j["seq_len"] = T;
+    j["batch_size"] = o.batch_size;
+    j["flops_per_token"] = a.flops_per_token;
+    j["kv_cache_bytes_per_token"] = a.kv_cache_bytes_per_token_f32;
+    j["kv_cache_bytes_per_token_multi_head"] = a.kv_cache_bytes_per_token_mha_f32;
+    j["memory_bytes"] = {{"weights", a.weight_bytes},
+                         {"gradients", a.gradient_bytes},
+                         {"optimizer", a.optimizer_bytes},
+                         {"activations", a.activation_bytes},
+                         {"activations_remat", a.activation_bytes_remat},
+                         {"training_total", train_bytes}};
+    fmt::print("{}\n", j.dump());
+    return;
+  }
+  fmt::print("model     V={} D={} L={} H={} K={} F={} max_seq_len={} rope_base={} norm_eps={}\n",
+             c.vocab_size, c.d_model, c.n_layers, c.n_heads, c.head_dim, c.d_ff, c.max_seq_len,
+             c.rope_base, c.norm_eps);
+  fmt::print("parameters            {:>18}  ({})\n", a.parameters, human_count(a.parameters));
+  fmt::print("  embedding           {:>18}\n", a.embedding_parameters);
+  fmt::print("  non-embedding       {:>18}\n", a.non_embedding_parameters);
+  fmt::print("train FLOPs/token     {:>18.4e}  (6N + 12 L H K T, T={})\n", a.flops_per_token, T);
+  fmt::print("KV cache per token    {:>18}  (fp32; multi-head would need {})\n",
+             human_bytes(a.kv_cache_bytes_per_token_f32),
+             human_bytes(a.kv_cache_bytes_per_token_mha_f32));
+  fmt::print("memory at batch {} x {} tokens (fp32):\n", o.batch_size, T);
+  fmt::print("  weights             {:>18}\n", human_bytes(a.weight_bytes));
+  fmt::print("  gradients           {:>18}\n", human_bytes(a.gradient_bytes));
+  fmt::print("  optimizer (Adafactor, unfactored) {:>4}\n", human_bytes(a.optimizer_bytes));
+  fmt::print("  activations         {:>18}  ({} with remat)\n", human_bytes(a.activation_bytes),
+             human_bytes(a.activation_bytes_remat));
+  fmt::print("  training total      {:>18}\n", human_bytes(train_bytes));
+}
+
+}  // namespace
+
+void register_info(CLI::App& app) {
+  auto opts = std::make_shared<InfoOptions>();
+  auto* cmd = app.add_subcommand("info", "Parameter counts, FLOPs per token and memory of a model");
+  opts->model.add_to(cmd);
+  cmd->add_option("--seq-len", opts->seq_len, "Sequence length T (default: max_seq_len)");
+  cmd->add_option("--batch-size", opts->batch_size, "Batch size for the activation memory")
+      ->capture_default_str();
+  cmd->add_flag("--json", opts->json, "Print one JSON object");
+  cmd->callback([opts] { run_info(*opts); });
+}
+
+}  // namespace palm

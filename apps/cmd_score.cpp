@@ -1,0 +1,93 @@
+// palm score: log-probability of each token given its prefix.
+#include <fmt/format.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "base/check.h"
+#include "base/file_util.h"
+#include "base/threads.h"
+#include "common.h"
+#include "kernels/backend.h"
+#include "model/model.h"
+#include "model/model_io.h"
+
+namespace palm {
+
+namespace {
+
+struct ScoreOptions {
+  std::string model;
+  std::string tokens;
+  std::string tokens_file;
+  bool json = false;
+  int threads = 0;
+};
+
+std::vector<std::int32_t> parse_tokens(const std::string& text, const std::string& where) {
+  std::vector<std::int32_t> ids;
+  std::istringstream in(text);
+  std::string word;
+  while (in >> word) {
+    std::size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    PALM_CHECK(used == word.size(), where, ": '", word, "' is not a token id");
+    PALM_CHECK(v >= 0 && v <= 0x7fffffff, where, ": token id ", word, " is out of range");
+    ids.push_back(static_cast<std::int32_t>(v));
+  }
+  return ids;
+}
+
+void run_score(const ScoreOptions& o) {
+  set_threads(o.threads);
+  PALM_CHECK(o.tokens.empty() != o.tokens_file.empty(), "give exactly one of --tokens and --tokens-file");
+  const std::vector<std::int32_t> seq = o.tokens_file.empty()
+                                            ? parse_tokens(o.tokens, "--tokens")
+                                            : parse_tokens(read_file(o.tokens_file), o.tokens_file);
+  const auto w = load_model(o.model);
+  const ModelConfig& c = w->config;
+  PALM_CHECK(seq.size() >= 2, "need at least 2 tokens to score (got ", seq.size(), ")");
+  PALM_CHECK(std::int64_t(seq.size()) - 1 <= c.max_seq_len, "sequence of ", seq.size(),
+             " tokens is longer than the model's max_seq_len + 1 (", c.max_seq_len + 1, ")");
+  check_tokens(c, seq.data(), std::int64_t(seq.size()), "token");
+  const std::int64_t T = std::int64_t(seq.size()) - 1;
+  const std::vector<std::int32_t> inputs(seq.begin(), seq.end() - 1), targets(seq.begin() + 1, seq.end());
+  const auto be = make_backend();
+  Activations acts(*be, c, ActivationPlan{1, T, false, false});
+  const LossStats s = forward(*be, *w, acts, inputs.data(), targets.data(), 0.0f);
+  std::vector<double> logprobs(T);
+  for (std::int64_t t = 0; t < T; ++t) logprobs[t] = -double(acts.nll[t]);
+  if (o.json) {
+    nlohmann::ordered_json j;
+    j["logprobs"] = logprobs;
+    j["mean_nll"] = s.loss;
+    fmt::print("{}\n", j.dump());
+    return;
+  }
+  fmt::print("{:>6} {:>8} {:>12}\n", "pos", "token", "logprob");
+  for (std::int64_t t = 0; t < T; ++t) fmt::print("{:>6} {:>8} {:>12.6f}\n", t + 1, seq[t + 1], logprobs[t]);
+  fmt::print("mean_nll {:.6f}  perplexity {:.4f}\n", s.loss, std::exp(s.loss));
+}
+
+}  // namespace
+
+void register_score(CLI::App& app) {
+  auto opts = std::make_shared<ScoreOptions>();
+  auto* cmd = app.add_subcommand(
+      "score", "Log-probability of each token given its prefix (tokens 2..n; the first has no prefix)");
+  cmd->add_option("--model", opts->model, "Model .safetensors file")->required();
+  cmd->add_option("--tokens", opts->tokens, "Token ids separated by spaces, e.g. \"5 17 3\"");
+  cmd->add_option("--tokens-file", opts->tokens_file, "File of whitespace-separated token ids");
+  cmd->add_flag("--json", opts->json, "Print {\"logprobs\": [...], \"mean_nll\": x}");
+  cmd->add_option("--threads", opts->threads, "Threads (default: all cores)");
+  cmd->callback([opts] { run_score(*opts); });
+}
+
+}  // namespace palm

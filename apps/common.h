@@ -1,0 +1,28 @@
+// Helpers shared by the subcommands: model selection options and number formatting.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "model/config.h"
+
+namespace palm {
+
+// --preset NAME | --config FILE.json (exactly one).
+struct ConfigChoice {
+  std::string preset;
+  std::string config_file;
+  void add_to(CLI::App* cmd);
+  ModelConfig resolve() const;
+};
+
+std::string human_bytes(double bytes);
+std::string human_count(double n);  // 8.63B, 62.50B, ...
+std::string preset_list();
+
+// Registration of each subcommand (one file each).
+void register_info(CLI::App& app);
+void register_init(CLI::App& app);
+void register_score(CLI::App& app);
+void register_bench(CLI::App& app);
+
+}  // namespace palm

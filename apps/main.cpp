@@ -1,0 +1,70 @@
+// palm: one binary, git-style subcommands. Each subcommand parses its options and calls
+// src/; errors become one "palm: error: ..." line on stderr and exit status 1.
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "base/check.h"
+#include "common.h"
+#include "model/params.h"
+
+namespace palm {
+
+void ConfigChoice::add_to(CLI::App* cmd) {
+  auto* p = cmd->add_option("--preset", preset, "Model preset: " + preset_list());
+  auto* c = cmd->add_option("--config", config_file, "Model config JSON (fields of docs/model.md)");
+  p->excludes(c);
+  c->excludes(p);
+}
+
+ModelConfig ConfigChoice::resolve() const {
+  PALM_CHECK(!preset.empty() || !config_file.empty(), "give --preset NAME or --config FILE.json");
+  return preset.empty() ? load_config_file(config_file) : palm::preset(preset);
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  int u = 0;
+  while (b >= 1024 && u < 5) {
+    b /= 1024;
+    ++u;
+  }
+  return fmt::format("{:.2f} {}", b, units[u]);
+}
+
+std::string human_count(double n) {
+  if (n >= 1e9) return fmt::format("{:.2f}B", n / 1e9);
+  if (n >= 1e6) return fmt::format("{:.2f}M", n / 1e6);
+  if (n >= 1e3) return fmt::format("{:.2f}K", n / 1e3);
+  return fmt::format("{:.0f}", n);
+}
+
+std::string preset_list() {
+  std::string r;
+  for (const auto& n : preset_names()) r += (r.empty() ? "" : ", ") + n;
+  return r;
+}
+
+}  // namespace palm
+
+int main(int argc, char** argv) {
+  CLI::App app{"palm: train, evaluate and serve PaLM-family language models"};
+  app.set_version_flag("--version", std::string("palm ") + PALM_VERSION + " (" + PALM_GIT_COMMIT + ")");
+  app.require_subcommand(1);
+  palm::register_info(app);
+  palm::register_init(app);
+  palm::register_score(app);
+  palm::register_bench(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const palm::Error& e) {
+    std::fprintf(stderr, "palm: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "palm: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,191 @@
+// palm bench train: this machine's fp32 GEMM peak, palm's forward+backward throughput
+// and MFU, and the PyTorch reference on the same step, all in one run.
+#include <fmt/format.h>
+#include <oneapi/dnnl/dnnl.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <vector>
+
+#include "base/check.h"
+#include "base/progress.h"
+#include "base/threads.h"
+#include "common.h"
+#include "kernels/backend.h"
+#include "model/accounting.h"
+#include "model/model.h"
+
+namespace palm {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+struct BenchTrainOptions {
+  std::string preset = "bench-small";
+  std::int64_t batch_size = 0;
+  std::int64_t seq_len = 0;
+  int steps = 0;
+  int threads = 0;
+  bool remat = false;
+  bool no_reference = false;
+  bool json = false;
+};
+
+// Best of three ~1 s runs of a 2048^3 sgemm: the fp32 rate the GEMM library reaches here.
+double measure_gemm_peak() {
+  const std::int64_t n = 2048;
+  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    int calls = 0;
+    const auto t0 = Clock::now();
+    do {
+      dnnl_sgemm('N', 'T', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+      ++calls;
+    } while (seconds_since(t0) < 1.0);
+    best = std::max(best, 2.0 * n * n * n * calls / seconds_since(t0));
+  }
+  return best;
+}
+
+// Runs tools/palm_ref.py bench, well configured (tcmalloc, passive OpenMP waits), and
+// returns its tokens/s, or a negative number when PyTorch is not available.
+double run_reference(const ModelConfig& c, std::int64_t B, std::int64_t T, int threads,
+                     int steps, std::string* note) {
+  const char* env_tools = std::getenv("PALM_TOOLS_DIR");
+  const std::string tools = env_tools ? env_tools : std::string(PALM_SOURCE_DIR) + "/tools";
+  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0) {
+    *note = "PyTorch (python3-torch) not installed: reference skipped";
+    return -1;
+  }
+  const char* tcmalloc = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4";
+  std::string env = "OMP_WAIT_POLICY=PASSIVE ";
+  if (FILE* f = std::fopen(tcmalloc, "r")) {
+    std::fclose(f);
+    env += std::string("LD_PRELOAD=") + tcmalloc + " ";
+  }
+  const std::string cmd =
+      fmt::format("{} /usr/bin/python3 {}/palm_ref.py bench --config '{}' --batch-size {} "
+                  "--seq-len {} --threads {} --steps {}",
+                  env, tools, config_to_json(c), B, T, threads, steps);
+  FILE* p = ::popen(cmd.c_str(), "r");
+  PALM_CHECK(p != nullptr, "cannot run the PyTorch reference");
+  std::string out;
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, p)) out += buf;
+  const int rc = ::pclose(p);
+  PALM_CHECK(rc == 0, "PyTorch reference failed (", cmd, ")");
+  const auto j = nlohmann::json::parse(out.substr(out.rfind('{')));
+  *note = fmt::format("torch {} ({}), {} threads, OMP_WAIT_POLICY=PASSIVE{}",
+                      j["torch"].get<std::string>(), "fp32", j["threads"].get<int>(),
+                      env.find("LD_PRELOAD") != std::string::npos ? ", tcmalloc" : "");
+  return j["tokens_per_s"].get<double>();
+}
+
+void run_bench_train(const BenchTrainOptions& o) {
+  set_threads(o.threads);
+  const int threads = current_threads();
+  const ModelConfig c = preset(o.preset);
+  // The reference shapes: bench-small batch 8 x 256, bench-medium batch 4 x 512.
+  const bool medium = o.preset == "bench-medium";
+  const std::int64_t B = o.batch_size > 0 ? o.batch_size : (medium ? 4 : 8);
+  const std::int64_t T = o.seq_len > 0 ? o.seq_len : (medium ? 512 : 256);
+  const int steps = o.steps > 0 ? o.steps : (medium ? 4 : 6);
+
+  fmt::print(stderr, "measuring the fp32 GEMM peak ({} threads)...\n", threads);
+  const double peak = measure_gemm_peak();
+
+  const auto be = make_backend();
+  const auto comm = make_local_comm();
+  Weights w(c);
+  init_weights(w, 1);
+  Gradients g(c);
+  Activations acts(*be, c, ActivationPlan{B, T, o.remat, true});
+  std::mt19937 rng(7);
+  std::vector<std::int32_t> tokens(B * T), targets(B * T);
+  for (auto& t : tokens) t = std::int32_t(rng() % c.vocab_size);
+  for (auto& t : targets) t = std::int32_t(rng() % c.vocab_size);
+  auto step = [&] {
+    forward(*be, w, acts, tokens.data(), targets.data());
+    backward(*be, *comm, w, acts, tokens.data(), g);
+  };
+  step();  // warm-up: first touch of every buffer
+  Progress progress("palm fwd+bwd", steps, "steps");
+  const auto t0 = Clock::now();
+  for (int s = 0; s < steps; ++s) {
+    step();
+    progress.update(s + 1);
+  }
+  const double el = seconds_since(t0);
+  progress.finish();
+  const double tokens_per_s = double(B * T * steps) / el;
+  const ModelAccounting a = account(*be, c, B, T);
+  const double achieved = tokens_per_s * a.flops_per_token;
+  const double mfu = achieved / peak;
+
+  double ref = -1;
+  std::string note = "reference not run (--no-reference)";
+  if (!o.no_reference) {
+    fmt::print(stderr, "running the PyTorch reference...\n");
+    ref = run_reference(c, B, T, threads, steps, &note);
+  }
+
+  fmt::print("bench train  preset {}  batch {} x seq {}  threads {}{}\n", o.preset, B, T, threads,
+             o.remat ? "  remat" : "");
+  fmt::print("  fp32 GEMM peak (oneDNN sgemm 2048^3)  {:8.1f} GFLOP/s\n", peak / 1e9);
+  fmt::print("  palm forward+backward                 {:8.1f} tokens/s  {:6.1f} GFLOP/s  MFU {:.1f}%\n",
+             tokens_per_s, achieved / 1e9, 100 * mfu);
+  if (ref > 0) {
+    fmt::print("  PyTorch reference                     {:8.1f} tokens/s  {:6.1f} GFLOP/s  MFU {:.1f}%\n",
+               ref, ref * a.flops_per_token / 1e9, 100 * ref * a.flops_per_token / peak);
+    fmt::print("  palm / PyTorch                        {:8.2f}x   ({})\n", tokens_per_s / ref, note);
+  } else {
+    fmt::print("  {}\n", note);
+  }
+  if (o.json) {
+    nlohmann::ordered_json j;
+    j["preset"] = o.preset;
+    j["batch_size"] = B;
+    j["seq_len"] = T;
+    j["threads"] = threads;
+    j["remat"] = o.remat;
+    j["tokens_per_s"] = tokens_per_s;
+    j["flops_per_token"] = a.flops_per_token;
+    j["gemm_peak_flops"] = peak;
+    j["achieved_flops"] = achieved;
+    j["mfu"] = mfu;
+    if (ref > 0) {
+      j["reference_tokens_per_s"] = ref;
+      j["ratio_vs_reference"] = tokens_per_s / ref;
+    }
+    fmt::print("{}\n", j.dump());
+  }
+}
+
+}  // namespace
+
+void register_bench(CLI::App& app) {
+  auto* bench = app.add_subcommand("bench", "Benchmarks measured against a named reference in one run");
+  bench->require_subcommand(1);
+  auto o = std::make_shared<BenchTrainOptions>();
+  auto* cmd = bench->add_subcommand("train", "GEMM peak, palm forward+backward throughput and MFU, PyTorch reference");
+  cmd->add_option("--preset", o->preset, "bench-small or bench-medium (any preset works)")->capture_default_str();
+  cmd->add_option("--batch-size", o->batch_size, "Batch size (default 8 small, 4 medium)");
+  cmd->add_option("--seq-len", o->seq_len, "Sequence length (default 256 small, 512 medium)");
+  cmd->add_option("--steps", o->steps, "Timed steps (default 6 small, 4 medium)");
+  cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
+  cmd->add_flag("--remat", o->remat, "Recompute activations in the backward");
+  cmd->add_flag("--no-reference", o->no_reference, "Skip the PyTorch reference");
+  cmd->add_flag("--json", o->json, "End with one JSON line");
+  cmd->callback([o] { run_bench_train(*o); });
+}
+
+}  // namespace palm

@@ -1,0 +1,49 @@
+#include "base/arena.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include <fstream>
+#include <string>
+
+#include "base/check.h"
+
+namespace palm {
+
+namespace {
+
+// MemAvailable from /proc/meminfo in bytes, or -1 where unknown.
+double available_memory_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  double kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024.0;
+  }
+  return -1;
+}
+
+}  // namespace
+
+void FloatArena::Free::operator()(float* p) const { std::free(p); }
+
+FloatArena::FloatArena(std::size_t count) : count_(count) {
+  const std::size_t bytes = ((count * sizeof(float) + 63) / 64) * 64;
+  // Refuse up front rather than be killed by the OOM killer halfway through.
+  const double avail = available_memory_bytes();
+  PALM_CHECK(avail < 0 || double(bytes) <= avail, "out of memory: need ",
+             double(bytes) / (1 << 30), " GiB but only ", avail / (1 << 30),
+             " GiB are available");
+  void* p = bytes ? std::aligned_alloc(64, bytes) : nullptr;
+  PALM_CHECK(count == 0 || p != nullptr, "out of memory: cannot allocate ",
+             static_cast<double>(bytes) / (1 << 20), " MiB");
+  data_.reset(static_cast<float*>(p));
+  zero();
+}
+
+void FloatArena::zero() {
+  if (count_) std::memset(data_.get(), 0, count_ * sizeof(float));
+}
+
+}  // namespace palm

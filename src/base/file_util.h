@@ -1,0 +1,19 @@
+// File utilities: whole-file reads with clear errors, and atomic writes (temp file in the
+// same directory, fsync, rename, fsync of the directory) so nothing on disk is ever left
+// half-written.
+#pragma once
+#include <functional>
+#include <string>
+
+namespace palm {
+
+std::string read_file(const std::string& path);
+
+// Calls write(fd) on a temporary file next to `path`, then fsyncs and renames it over
+// `path`. On any failure the temporary is removed, the old `path` is untouched, and an
+// Error names the file and the reason.
+void write_file_atomic(const std::string& path, const std::function<void(int fd)>& write);
+void write_all(int fd, const void* data, std::size_t bytes, const std::string& what);
+void write_text_atomic(const std::string& path, const std::string& text);
+
+}  // namespace palm

@@ -1,0 +1,46 @@
+// The CPU backend: oneDNN's sgemm for matrix products, OpenMP-threaded and
+// compiler-vectorized loops for everything else. Every reduction has a fixed order that
+// does not depend on the thread count.
+#pragma once
+#include <memory>
+
+#include "kernels/backend.h"
+
+namespace palm {
+
+class CpuBackend final : public Backend {
+ public:
+  std::string name() const override { return "cpu"; }
+  void gemm(bool trans_a, bool trans_b, i64 M, i64 N, i64 K, float alpha, const float* A,
+            i64 lda, const float* B, i64 ldb, float beta, float* C, i64 ldc) override;
+  void embedding_fwd(const std::int32_t* tokens, const float* E, float* x, i64 N,
+                     i64 D) override;
+  void embedding_bwd_acc(const std::int32_t* tokens, const float* dx, float* dE, i64 N,
+                         i64 D) override;
+  void layernorm_fwd(const float* x, const float* scale, float* y, float* mean, float* rstd,
+                     i64 N, i64 D, float eps) override;
+  void layernorm_bwd_acc(const float* dy, const float* x, const float* scale,
+                         const float* mean, const float* rstd, float* dx, float* dscale,
+                         i64 N, i64 D) override;
+  void rope_fwd(const float* in, i64 ld_in, float* out, i64 ld_out, i64 N, i64 T, i64 heads,
+                i64 K, float base) override;
+  void rope_bwd(const float* dout, i64 ld_dout, float* din, i64 ld_din, i64 N, i64 T,
+                i64 heads, i64 K, float base) override;
+  void swiglu_fwd(const float* gate, const float* up, i64 ld_in, float* act, i64 N,
+                  i64 F) override;
+  void swiglu_bwd(const float* dact, const float* gate, const float* up, i64 ld_in,
+                  float* dgate, float* dup, i64 ld_out, i64 N, i64 F) override;
+  void attention_fwd(const float* q, const float* k, const float* v, i64 ld_kv, float* probs,
+                     float* o, i64 B, i64 T, i64 H, i64 K) override;
+  void attention_bwd(const float* dout, const float* q, const float* k, const float* v,
+                     i64 ld_kv, const float* probs, float* dq, float* dk, float* dv,
+                     i64 ld_dv, float* scratch, i64 B, i64 T, i64 H, i64 K) override;
+  i64 attention_bwd_scratch_floats(i64 B, i64 T, i64 H, i64 K) const override;
+  void xent_fwd_bwd(float* logits, const std::int32_t* targets, float* nll, float* log_z,
+                    float* dlogits, float z_coef, float grad_scale, i64 N, i64 V) override;
+  void add(const float* a, const float* b, float* out, i64 n) override;
+};
+
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace palm

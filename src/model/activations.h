@@ -1,0 +1,68 @@
+// Activation memory for one (batch, sequence length) shape, planned once: one arena with
+// named views. Without remat every layer keeps what its backward needs; with remat only
+// the residual stream x_l is kept per layer and one layer's worth of buffers is
+// recomputed in the backward.
+//
+// Letters: N = B*T rows, D model, H heads, K head dim, F ffn, E = H*K + 2K + 2F, V vocab.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "base/arena.h"
+#include "kernels/backend.h"
+#include "model/config.h"
+
+namespace palm {
+
+struct LayerActs {
+  float* h;      // [N, D]     LN(x)
+  float* mean;   // [N]
+  float* rstd;   // [N]
+  float* u;      // [N, E]     h W_in^T; the k columns hold RoPE(k) after the forward
+  float* q;      // [N, H*K]   RoPE(q)
+  float* probs;  // [B, T*H, T] attention softmax
+  float* att;    // [N, H*K]   attention output (heads concatenated)
+  float* act;    // [N, F]     swish(gate) * up
+};
+
+struct ActivationPlan {
+  std::int64_t B = 0, T = 0;
+  bool remat = false;
+  bool training = true;  // false: no gradient buffers (scoring)
+};
+
+class Activations {
+ public:
+  Activations(const Backend& backend, const ModelConfig& c, const ActivationPlan& plan);
+  // Bytes the plan needs, without allocating (for `palm info` and memory checks).
+  static std::int64_t bytes_needed(const Backend& backend, const ModelConfig& c,
+                                   const ActivationPlan& plan);
+
+  const ActivationPlan plan;
+  std::vector<float*> x;          // L+1 x [N, D]: residual stream entering layer l; x[L] final
+  std::vector<LayerActs> layers;  // L entries, or 1 shared entry with remat
+  float* hf;      // [N, D]  LN_final(x_L)
+  float* fmean;   // [N]
+  float* frstd;   // [N]
+  float* logits;  // [N, V]  overwritten by dlogits in training
+  float* nll;     // [N]
+  float* log_z;   // [N]
+  // backward buffers (training only)
+  float* dx;      // [N, D]  gradient of the residual stream
+  float* dh;      // [N, D]
+  float* du;      // [N, E]
+  float* dq;      // [N, H*K]
+  float* dk;      // [N, K]
+  float* datt;    // [N, H*K]
+  float* dact;    // [N, F]
+  float* attn_scratch;
+
+  LayerActs& layer(std::int64_t l) { return layers[plan.remat ? 0 : l]; }
+
+ private:
+  static std::int64_t plan_floats(const Backend& backend, const ModelConfig& c,
+                                  const ActivationPlan& plan, Activations* out);
+  FloatArena arena_;
+};
+
+}  // namespace palm

@@ -1,0 +1,42 @@
+// The PaLM model: forward and backward over planned buffers (docs/model.md).
+//
+// Letters: B batch, T time, N = B*T, D model, H heads, K head dim, F ffn, V vocab, L layers.
+#pragma once
+#include <cstdint>
+
+#include "dist/comm.h"
+#include "kernels/backend.h"
+#include "model/activations.h"
+#include "model/params.h"
+
+namespace palm {
+
+// Gradients share the parameters' layout (one contiguous arena: one all-reduce).
+using Gradients = Weights;
+
+struct LossStats {
+  double loss = 0;    // mean cross-entropy over the N positions
+  double z_loss = 0;  // z_coef * mean(log(Z)^2)
+};
+
+inline constexpr float kDefaultZLoss = 1e-4f;  // PaLM's z-loss coefficient
+
+// tokens [B*T], targets [B*T] (targets[n] = the token after tokens[n]).
+// When acts.plan.training, also leaves dlogits in acts.logits for backward().
+LossStats forward(Backend& be, const Weights& w, Activations& acts, const std::int32_t* tokens,
+                  const std::int32_t* targets, float z_coef = kDefaultZLoss);
+
+// Accumulates d(loss + z_loss)/d(param) into g, then all-reduces g through comm.
+// Must follow forward() on the same activations.
+void backward(Backend& be, Comm& comm, const Weights& w, Activations& acts,
+              const std::int32_t* tokens, Gradients& g);
+
+// One block forward: x_out = x_in + Attn(LN(x_in)) + MLP(LN(x_in)); fills a.
+void layer_fwd(Backend& be, const ModelConfig& c, const LayerView& w, LayerActs& a,
+               const float* x_in, float* x_out, std::int64_t B, std::int64_t T);
+
+// Checks token ids against the vocabulary; throws Error naming the first bad one.
+void check_tokens(const ModelConfig& c, const std::int32_t* tokens, std::int64_t n,
+                  const char* what);
+
+}  // namespace palm

@@ -1,0 +1,58 @@
+#include "model/model_io.h"
+
+#include <set>
+
+#include "base/check.h"
+#include "model/safetensors.h"
+
+namespace palm {
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors data is little-endian");
+
+void save_model(const std::string& path, const Weights& w) {
+  std::vector<TensorToWrite> tensors;
+  for_each_param(w.config, [&](const ParamInfo& p) {
+    tensors.push_back({p.name, p.shape, w.arena.data() + p.offset});
+  });
+  write_safetensors(path, {{kConfigKey, config_to_json(w.config)}, {"format", "pt"}}, tensors);
+}
+
+namespace {
+
+ModelConfig config_of(const SafetensorsFile& f) {
+  const auto it = f.metadata().find(kConfigKey);
+  PALM_CHECK(it != f.metadata().end(), f.path(), ": not a palm model: __metadata__ lacks '",
+             kConfigKey, "'");
+  return config_from_json(it->second, f.path() + " (" + kConfigKey + ")");
+}
+
+std::string shape_str(const std::vector<std::int64_t>& s) {
+  std::string r = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) r += (i ? "," : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+}  // namespace
+
+ModelConfig read_model_config(const std::string& path) { return config_of(SafetensorsFile(path)); }
+
+std::unique_ptr<Weights> load_model(const std::string& path) {
+  const SafetensorsFile f(path);
+  const ModelConfig c = config_of(f);
+  auto w = std::make_unique<Weights>(c);
+  std::set<std::string> expected;
+  for_each_param(c, [&](const ParamInfo& p) {
+    expected.insert(p.name);
+    const auto it = f.tensors().find(p.name);
+    PALM_CHECK(it != f.tensors().end(), path, ": missing tensor '", p.name, "'");
+    PALM_CHECK(it->second.shape == p.shape, path, ": tensor '", p.name, "' has shape ",
+               shape_str(it->second.shape), " but the config needs ", shape_str(p.shape));
+    f.read_f32(it->second, w->arena.data() + p.offset);
+  });
+  for (const auto& [name, t] : f.tensors()) {
+    PALM_CHECK(expected.count(name), path, ": unexpected tensor '", name, "'");
+  }
+  return w;
+}
+
+}  // namespace palm

@@ -1,0 +1,97 @@
+#include "model/params.h"
+
+#include <cmath>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "base/check.h"
+#include "base/rng.h"
+
+namespace palm {
+
+namespace {
+
+std::vector<ParamInfo> build_list(const ModelConfig& c) {
+  const std::int64_t V = c.vocab_size, D = c.d_model, H = c.n_heads, K = c.head_dim,
+                     F = c.d_ff;
+  std::vector<ParamInfo> list;
+  std::int64_t offset = 0;
+  auto add = [&](std::string name, std::vector<std::int64_t> shape, ParamInit init) {
+    std::int64_t n = 1;
+    for (auto s : shape) n *= s;
+    list.push_back({std::move(name), std::move(shape), offset, n, init});
+    offset += n;
+  };
+  add("embed", {V, D}, ParamInit::kUnitNormal);
+  for (std::int64_t l = 0; l < c.n_layers; ++l) {
+    const std::string p = "layers." + std::to_string(l) + ".";
+    add(p + "norm", {D}, ParamInit::kOnes);
+    add(p + "attn.q", {H * K, D}, ParamInit::kFanIn);
+    add(p + "attn.k", {K, D}, ParamInit::kFanIn);
+    add(p + "attn.v", {K, D}, ParamInit::kFanIn);
+    add(p + "mlp.gate", {F, D}, ParamInit::kFanIn);
+    add(p + "mlp.up", {F, D}, ParamInit::kFanIn);
+    add(p + "attn.o", {D, H * K}, ParamInit::kFanIn);
+    add(p + "mlp.down", {D, F}, ParamInit::kFanIn);
+  }
+  add("final_norm", {D}, ParamInit::kOnes);
+  return list;
+}
+
+}  // namespace
+
+const std::vector<ParamInfo>& param_list(const ModelConfig& c) {
+  static std::mutex mu;
+  static std::map<std::string, std::unique_ptr<std::vector<ParamInfo>>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& slot = cache[config_to_json(c)];
+  if (!slot) slot = std::make_unique<std::vector<ParamInfo>>(build_list(c));
+  return *slot;
+}
+
+std::int64_t param_count(const ModelConfig& c) {
+  const auto& list = param_list(c);
+  return list.back().offset + list.back().numel;
+}
+
+ModelView make_view(const ModelConfig& c, float* base) {
+  const std::int64_t D = c.d_model, H = c.n_heads, K = c.head_dim, F = c.d_ff;
+  ModelView v;
+  v.embed = base;
+  float* p = base + c.vocab_size * D;
+  for (std::int64_t l = 0; l < c.n_layers; ++l) {
+    LayerView lv;
+    lv.norm = p;
+    p += D;
+    lv.w_in = p;
+    p += c.fused_in_dim() * D;
+    lv.w_o = p;
+    p += D * H * K;
+    lv.w_down = p;
+    p += D * F;
+    v.layers.push_back(lv);
+  }
+  v.final_norm = p;
+  PALM_ASSERT(p + D - base == param_count(c));
+  return v;
+}
+
+Weights::Weights(const ModelConfig& c)
+    : config(c), arena(static_cast<std::size_t>(param_count(c))), view(make_view(c, arena.data())) {}
+
+void init_weights(Weights& w, std::uint64_t seed) {
+  for_each_param(w.config, [&](const ParamInfo& p) {
+    float* dst = w.arena.data() + p.offset;
+    const std::uint64_t stream = hash_string(p.name);
+    const double stddev = p.init == ParamInit::kFanIn ? 1.0 / std::sqrt(double(p.shape.back()))
+                                                      : 1.0;
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < p.numel; ++i) {
+      dst[i] = p.init == ParamInit::kOnes ? 1.0f
+                                          : static_cast<float>(stddev * normal_at(seed, stream, i));
+    }
+  });
+}
+
+}  // namespace palm

@@ -1,0 +1,264 @@
+// Every Backend op against the double references in ref/, at odd shapes, and every
+// backward op against central finite differences of the reference forward in double.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <random>
+
+#include "kernels/backend.h"
+#include "ref/ref_ops.h"
+
+namespace palm {
+namespace {
+
+using ref::Vec;
+
+std::vector<float> rand_vec(std::size_t n, unsigned seed, float scale = 1.0f) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+Vec to_d(const std::vector<float>& v) { return Vec(v.begin(), v.end()); }
+
+// max |a - b| <= tol * max |b| (scale-aware, fails on any single bad element)
+void expect_close(const std::vector<float>& got, const Vec& want, double tol, const char* what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double max_ref = 1e-30, max_err = 0;
+  std::size_t worst = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    max_ref = std::max(max_ref, std::abs(want[i]));
+    const double e = std::abs(double(got[i]) - want[i]);
+    if (e > max_err) max_err = e, worst = i;
+  }
+  EXPECT_LE(max_err, tol * max_ref) << what << ": worst element " << worst << " got "
+                                    << got[worst] << " want " << want[worst];
+}
+
+// Central differences of f at x, for up to `samples` evenly spread coordinates.
+// Compares with the analytic gradient `grad` (scale-aware tolerance).
+void expect_grad_fd(const std::function<double(const Vec&)>& f, const std::vector<float>& x,
+                    const std::vector<float>& grad, double tol, const char* what,
+                    std::size_t samples = 300) {
+  Vec xd = to_d(x);
+  const std::size_t stride = std::max<std::size_t>(1, x.size() / samples);
+  double max_ref = 1e-30, max_err = 0;
+  std::vector<std::pair<double, double>> pairs;
+  for (std::size_t i = 0; i < x.size(); i += stride) {
+    const double h = 1e-5 * std::max(1.0, std::abs(xd[i]));
+    const double keep = xd[i];
+    xd[i] = keep + h;
+    const double fp = f(xd);
+    xd[i] = keep - h;
+    const double fm = f(xd);
+    xd[i] = keep;
+    const double num = (fp - fm) / (2 * h);
+    pairs.emplace_back(grad[i], num);
+  }
+  for (auto& [a, n] : pairs) max_ref = std::max(max_ref, std::abs(n));
+  for (auto& [a, n] : pairs) max_err = std::max(max_err, std::abs(a - n));
+  EXPECT_LE(max_err, tol * max_ref) << what << " (" << pairs.size() << " coordinates checked)";
+}
+
+double dot(const Vec& a, const std::vector<float>& b) {
+  double s = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+class Kernels : public ::testing::Test {
+ protected:
+  std::unique_ptr<Backend> be = make_backend("cpu");
+};
+
+TEST_F(Kernels, GemmAllTransposesOddShapesAndStrides) {
+  for (i64 M : {1, 17, 129})
+    for (i64 N : {1, 17, 130})
+      for (i64 K : {1, 17, 129})
+        for (int ta = 0; ta < 2; ++ta)
+          for (int tb = 0; tb < 2; ++tb) {
+            const i64 lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
+            auto A = rand_vec((ta ? K : M) * lda, 1), B = rand_vec((tb ? N : K) * ldb, 2);
+            auto C = rand_vec(M * ldc, 3);
+            const Vec want = ref::gemm(ta, tb, M, N, K, 0.7, to_d(A), lda, to_d(B), ldb, 0.5, to_d(C), ldc);
+            be->gemm(ta, tb, M, N, K, 0.7f, A.data(), lda, B.data(), ldb, 0.5f, C.data(), ldc);
+            expect_close(C, want, 1e-5, "gemm");
+          }
+}
+
+TEST_F(Kernels, EmbeddingForwardAndBackward) {
+  const i64 V = 17, D = 129, N = 33;
+  auto E = rand_vec(V * D, 4);
+  std::vector<std::int32_t> tok(N);
+  for (i64 n = 0; n < N; ++n) tok[n] = std::int32_t((n * 7) % V);
+  std::vector<float> x(N * D);
+  be->embedding_fwd(tok.data(), E.data(), x.data(), N, D);
+  for (i64 n = 0; n < N; ++n)
+    for (i64 d = 0; d < D; ++d) ASSERT_EQ(x[n * D + d], E[tok[n] * D + d]);
+  auto dx = rand_vec(N * D, 5);
+  std::vector<float> dE(V * D, 1.0f);
+  be->embedding_bwd_acc(tok.data(), dx.data(), dE.data(), N, D);
+  Vec want(V * D, 1.0);
+  for (i64 n = 0; n < N; ++n)
+    for (i64 d = 0; d < D; ++d) want[tok[n] * D + d] += dx[n * D + d];
+  expect_close(dE, want, 1e-6, "embedding_bwd_acc");
+}
+
+TEST_F(Kernels, LayerNormForwardAndFiniteDifferences) {
+  for (i64 N : {1, 17})
+    for (i64 D : {1, 17, 129}) {
+      auto x = rand_vec(N * D, 6, 2.0f), scale = rand_vec(D, 7);
+      for (auto& v : x) v += 3.0f;  // a non-zero mean
+      std::vector<float> y(N * D), mean(N), rstd(N);
+      be->layernorm_fwd(x.data(), scale.data(), y.data(), mean.data(), rstd.data(), N, D, 1e-6f);
+      expect_close(y, ref::layernorm(to_d(x), to_d(scale), N, D, 1e-6), 2e-5, "layernorm_fwd");
+      if (D == 1) continue;  // the output is identically 0: no gradient to check
+      auto dy = rand_vec(N * D, 8);
+      std::vector<float> dx(N * D, 0.0f), dscale(D, 0.0f);
+      be->layernorm_bwd_acc(dy.data(), x.data(), scale.data(), mean.data(), rstd.data(),
+                            dx.data(), dscale.data(), N, D);
+      const Vec dyd = to_d(dy);
+      auto loss_x = [&](const Vec& xv) {
+        const Vec yv = ref::layernorm(xv, to_d(scale), N, D, 1e-6);
+        double s = 0;
+        for (std::size_t i = 0; i < yv.size(); ++i) s += yv[i] * dyd[i];
+        return s;
+      };
+      auto loss_s = [&](const Vec& sv) {
+        const Vec yv = ref::layernorm(to_d(x), sv, N, D, 1e-6);
+        double s = 0;
+        for (std::size_t i = 0; i < yv.size(); ++i) s += yv[i] * dyd[i];
+        return s;
+      };
+      expect_grad_fd(loss_x, x, dx, 1e-3, "layernorm dx");
+      expect_grad_fd(loss_s, scale, dscale, 1e-3, "layernorm dscale");
+    }
+}
+
+TEST_F(Kernels, LayerNormBackwardAccumulates) {
+  const i64 N = 5, D = 17;
+  auto x = rand_vec(N * D, 9), scale = rand_vec(D, 10), dy = rand_vec(N * D, 11);
+  std::vector<float> y(N * D), mean(N), rstd(N);
+  be->layernorm_fwd(x.data(), scale.data(), y.data(), mean.data(), rstd.data(), N, D, 1e-6f);
+  std::vector<float> dx0(N * D, 0.0f), ds0(D, 0.0f), dx1(N * D, 2.0f), ds1(D, 3.0f);
+  be->layernorm_bwd_acc(dy.data(), x.data(), scale.data(), mean.data(), rstd.data(), dx0.data(), ds0.data(), N, D);
+  be->layernorm_bwd_acc(dy.data(), x.data(), scale.data(), mean.data(), rstd.data(), dx1.data(), ds1.data(), N, D);
+  for (i64 i = 0; i < N * D; ++i) EXPECT_NEAR(dx1[i], dx0[i] + 2.0f, 1e-6);
+  for (i64 i = 0; i < D; ++i) EXPECT_NEAR(ds1[i], ds0[i] + 3.0f, 1e-6);
+}
+
+TEST_F(Kernels, RopeForwardStridedAndFiniteDifferences) {
+  const i64 T = 13, B = 2, N = B * T, heads = 3, K = 16, ld = heads * K + 5;
+  auto in = rand_vec(N * ld, 12);
+  std::vector<float> out(N * heads * K);
+  be->rope_fwd(in.data(), ld, out.data(), heads * K, N, T, heads, K, 10000.0f);
+  Vec x(N * heads * K);
+  for (i64 n = 0; n < N; ++n)
+    for (i64 c = 0; c < heads * K; ++c) x[n * heads * K + c] = in[n * ld + c];
+  expect_close(out, ref::rope(x, N, T, heads, K, 10000.0), 1e-5, "rope_fwd");
+  // in place
+  std::vector<float> inplace(in);
+  be->rope_fwd(inplace.data(), ld, inplace.data(), ld, N, T, heads, K, 10000.0f);
+  for (i64 n = 0; n < N; ++n)
+    for (i64 c = 0; c < heads * K; ++c) ASSERT_EQ(inplace[n * ld + c], out[n * heads * K + c]);
+  auto dy = rand_vec(N * heads * K, 13);
+  std::vector<float> dx(N * heads * K);
+  be->rope_bwd(dy.data(), heads * K, dx.data(), heads * K, N, T, heads, K, 10000.0f);
+  std::vector<float> xf(x.begin(), x.end());
+  expect_grad_fd([&](const Vec& xv) { return dot(ref::rope(xv, N, T, heads, K, 10000.0), dy); },
+                 xf, dx, 1e-4, "rope_bwd");
+}
+
+TEST_F(Kernels, SwigluForwardAndFiniteDifferences) {
+  const i64 N = 17, F = 129, ld = 2 * F + 3;
+  auto u = rand_vec(N * ld, 14, 3.0f);
+  std::vector<float> act(N * F);
+  be->swiglu_fwd(u.data(), u.data() + F, ld, act.data(), N, F);
+  Vec g(N * F), up(N * F);
+  for (i64 n = 0; n < N; ++n)
+    for (i64 f = 0; f < F; ++f) g[n * F + f] = u[n * ld + f], up[n * F + f] = u[n * ld + F + f];
+  expect_close(act, ref::swiglu(g, up), 1e-5, "swiglu_fwd");
+  auto da = rand_vec(N * F, 15);
+  std::vector<float> du(N * ld, 0.0f);
+  be->swiglu_bwd(da.data(), u.data(), u.data() + F, ld, du.data(), du.data() + F, ld, N, F);
+  std::vector<float> dg(N * F), dup(N * F);
+  for (i64 n = 0; n < N; ++n)
+    for (i64 f = 0; f < F; ++f) dg[n * F + f] = du[n * ld + f], dup[n * F + f] = du[n * ld + F + f];
+  std::vector<float> gf(g.begin(), g.end()), uf(up.begin(), up.end());
+  expect_grad_fd([&](const Vec& gv) { return dot(ref::swiglu(gv, up), da); }, gf, dg, 1e-4, "swiglu dgate");
+  expect_grad_fd([&](const Vec& uv) { return dot(ref::swiglu(g, uv), da); }, uf, dup, 1e-4, "swiglu dup");
+}
+
+struct AttnShape {
+  i64 B, T, H, K;
+};
+
+class AttentionShapes : public Kernels, public ::testing::WithParamInterface<AttnShape> {};
+
+TEST_P(AttentionShapes, ForwardAndFiniteDifferences) {
+  const auto [B, T, H, K] = GetParam();
+  const i64 N = B * T, ld = 2 * K + 3;  // k | v interleaved in one strided buffer
+  auto q = rand_vec(N * H * K, 16), kv = rand_vec(N * ld, 17);
+  std::vector<float> probs(B * T * H * T), o(N * H * K);
+  be->attention_fwd(q.data(), kv.data(), kv.data() + K, ld, probs.data(), o.data(), B, T, H, K);
+  Vec k(N * K), v(N * K);
+  for (i64 n = 0; n < N; ++n)
+    for (i64 e = 0; e < K; ++e) k[n * K + e] = kv[n * ld + e], v[n * K + e] = kv[n * ld + K + e];
+  const Vec qd = to_d(q);
+  expect_close(o, ref::attention(qd, k, v, B, T, H, K), 1e-5, "attention_fwd");
+
+  auto dout = rand_vec(N * H * K, 18);
+  std::vector<float> dq(N * H * K), dk(N * K), dkv(N * ld, 9.0f);
+  std::vector<float> scratch(be->attention_bwd_scratch_floats(B, T, H, K));
+  be->attention_bwd(dout.data(), q.data(), kv.data(), kv.data() + K, ld, probs.data(), dq.data(),
+                    dk.data(), dkv.data() + K, ld, scratch.data(), B, T, H, K);
+  std::vector<float> dv(N * K);
+  for (i64 n = 0; n < N; ++n)
+    for (i64 e = 0; e < K; ++e) {
+      dv[n * K + e] = dkv[n * ld + K + e];
+      ASSERT_EQ(dkv[n * ld + e], 9.0f) << "attention_bwd wrote outside dv";
+    }
+  std::vector<float> kf(k.begin(), k.end()), vf(v.begin(), v.end());
+  expect_grad_fd([&](const Vec& x) { return dot(ref::attention(x, k, v, B, T, H, K), dout); }, q, dq, 1e-4, "attention dq");
+  expect_grad_fd([&](const Vec& x) { return dot(ref::attention(qd, x, v, B, T, H, K), dout); }, kf, dk, 1e-4, "attention dk");
+  expect_grad_fd([&](const Vec& x) { return dot(ref::attention(qd, k, x, B, T, H, K), dout); }, vf, dv, 1e-4, "attention dv");
+}
+
+INSTANTIATE_TEST_SUITE_P(Odd, AttentionShapes,
+                         ::testing::Values(AttnShape{1, 1, 1, 2}, AttnShape{2, 17, 3, 16},
+                                           AttnShape{1, 33, 2, 8}, AttnShape{2, 70, 3, 16}));
+
+TEST_F(Kernels, CrossEntropyWithZLossAndFiniteDifferences) {
+  for (i64 V : {1, 17, 129}) {
+    const i64 N = 17;
+    const float z = 1e-2f;  // larger than PaLM's 1e-4 so its gradient term is visible
+    auto logits = rand_vec(N * V, 19, 3.0f);
+    std::vector<std::int32_t> tgt(N);
+    for (i64 n = 0; n < N; ++n) tgt[n] = std::int32_t((n * 5) % V);
+    std::vector<float> nll(N), lz(N), dl(N * V);
+    be->xent_fwd_bwd(logits.data(), tgt.data(), nll.data(), lz.data(), dl.data(), z, 1.0f / N, N, V);
+    Vec want_nll, want_lz;
+    ref::xent(to_d(logits), tgt, N, V, z, &want_nll, &want_lz);
+    expect_close(nll, want_nll, 1e-5, "xent nll");
+    expect_close(lz, want_lz, 1e-5, "xent log_z");
+    expect_grad_fd([&](const Vec& x) { return ref::xent(x, tgt, N, V, z); }, logits, dl, 1e-4, "xent dlogits");
+    // in place (dlogits aliasing logits) gives the same gradient
+    std::vector<float> inplace(logits);
+    be->xent_fwd_bwd(inplace.data(), tgt.data(), nll.data(), lz.data(), inplace.data(), z, 1.0f / N, N, V);
+    EXPECT_EQ(inplace, dl);
+  }
+}
+
+TEST_F(Kernels, Add) {
+  auto a = rand_vec(129, 20), b = rand_vec(129, 21);
+  std::vector<float> out(129);
+  be->add(a.data(), b.data(), out.data(), 129);
+  for (int i = 0; i < 129; ++i) ASSERT_EQ(out[i], a[i] + b[i]);
+}
+
+}  // namespace
+}  // namespace palm
