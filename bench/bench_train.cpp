@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <oneapi/dnnl/dnnl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +18,7 @@
 #include "kernels/backend.h"
 #include "model/accounting.h"
 #include "model/model.h"
+#include "timing_backend.h"
 
 namespace palm {
 
@@ -35,6 +37,7 @@ struct BenchTrainOptions {
   int steps = 0;
   int threads = 0;
   bool remat = false;
+  bool profile = false;
   bool no_reference = false;
   bool json = false;
 };
@@ -72,21 +75,32 @@ double run_reference(const ModelConfig& c, std::int64_t B, std::int64_t T, int t
     std::fclose(f);
     env += std::string("LD_PRELOAD=") + tcmalloc + " ";
   }
-  const std::string cmd =
-      fmt::format("{} /usr/bin/python3 {}/palm_ref.py bench --config '{}' --batch-size {} "
-                  "--seq-len {} --threads {} --steps {}",
-                  env, tools, config_to_json(c), B, T, threads, steps);
-  FILE* p = ::popen(cmd.c_str(), "r");
-  PALM_CHECK(p != nullptr, "cannot run the PyTorch reference");
+  // Strongest correct configuration first: OpenBLAS choosing its own kernels for this
+  // CPU (without the machine's OPENBLAS_CORETYPE override); palm_ref.py checks that its
+  // products are right and fails otherwise, and then the environment's setting is used.
   std::string out;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) out += buf;
-  const int rc = ::pclose(p);
-  PALM_CHECK(rc == 0, "PyTorch reference failed (", cmd, ")");
+  std::string used;
+  for (const char* unset : {"env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ", ""}) {
+    const std::string cmd =
+        fmt::format("{}{} /usr/bin/python3 {}/palm_ref.py bench --config '{}' --batch-size {} "
+                    "--seq-len {} --threads {} --steps {} 2>/dev/null",
+                    unset, env, tools, config_to_json(c), B, T, threads, steps);
+    FILE* p = ::popen(cmd.c_str(), "r");
+    PALM_CHECK(p != nullptr, "cannot run the PyTorch reference");
+    out.clear();
+    char buf[4096];
+    while (std::fgets(buf, sizeof buf, p)) out += buf;
+    if (::pclose(p) == 0 && out.find('{') != std::string::npos) {
+      used = *unset ? "OpenBLAS auto-detected kernels" : "OpenBLAS as configured here";
+      break;
+    }
+    out.clear();
+  }
+  PALM_CHECK(!out.empty(), "the PyTorch reference failed (run tools/palm_ref.py bench by hand to see why)");
   const auto j = nlohmann::json::parse(out.substr(out.rfind('{')));
-  *note = fmt::format("torch {} ({}), {} threads, OMP_WAIT_POLICY=PASSIVE{}",
-                      j["torch"].get<std::string>(), "fp32", j["threads"].get<int>(),
-                      env.find("LD_PRELOAD") != std::string::npos ? ", tcmalloc" : "");
+  *note = fmt::format("torch {} fp32, {} threads, OMP_WAIT_POLICY=PASSIVE{}, {}",
+                      j["torch"].get<std::string>(), j["threads"].get<int>(),
+                      env.find("LD_PRELOAD") != std::string::npos ? ", tcmalloc" : "", used);
   return j["tokens_per_s"].get<double>();
 }
 
@@ -103,7 +117,9 @@ void run_bench_train(const BenchTrainOptions& o) {
   fmt::print(stderr, "measuring the fp32 GEMM peak ({} threads)...\n", threads);
   const double peak = measure_gemm_peak();
 
-  const auto be = make_backend();
+  const auto cpu = make_backend();
+  TimingBackend timing(*cpu);
+  Backend* be = o.profile ? static_cast<Backend*>(&timing) : cpu.get();
   const auto comm = make_local_comm();
   Weights w(c);
   init_weights(w, 1);
@@ -118,6 +134,7 @@ void run_bench_train(const BenchTrainOptions& o) {
     backward(*be, *comm, w, acts, tokens.data(), g);
   };
   step();  // warm-up: first touch of every buffer
+  timing.totals.clear();
   Progress progress("palm fwd+bwd", steps, "steps");
   const auto t0 = Clock::now();
   for (int s = 0; s < steps; ++s) {
@@ -143,6 +160,19 @@ void run_bench_train(const BenchTrainOptions& o) {
   fmt::print("  fp32 GEMM peak (oneDNN sgemm 2048^3)  {:8.1f} GFLOP/s\n", peak / 1e9);
   fmt::print("  palm forward+backward                 {:8.1f} tokens/s  {:6.1f} GFLOP/s  MFU {:.1f}%\n",
              tokens_per_s, achieved / 1e9, 100 * mfu);
+  if (o.profile) {
+    double total = 0;
+    for (const auto& [op, tf] : timing.totals) total += tf.first;
+    fmt::print("  profile per step ({:.3f} s in ops of {:.3f} s):\n", total / steps, el / steps);
+    std::vector<std::pair<double, std::string>> rows;
+    for (const auto& [op, tf] : timing.totals) rows.emplace_back(tf.first, op);
+    std::sort(rows.rbegin(), rows.rend());
+    for (const auto& [sec, op] : rows) {
+      const double fl = timing.totals[op].second;
+      fmt::print("    {:<16} {:8.4f} s {:5.1f}%{}\n", op, sec / steps, 100 * sec / total,
+                 fl > 0 ? fmt::format("  {:7.1f} GFLOP/s", fl / sec / 1e9) : "");
+    }
+  }
   if (ref > 0) {
     fmt::print("  PyTorch reference                     {:8.1f} tokens/s  {:6.1f} GFLOP/s  MFU {:.1f}%\n",
                ref, ref * a.flops_per_token / 1e9, 100 * ref * a.flops_per_token / peak);
@@ -183,6 +213,7 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--steps", o->steps, "Timed steps (default 6 small, 4 medium)");
   cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
   cmd->add_flag("--remat", o->remat, "Recompute activations in the backward");
+  cmd->add_flag("--profile", o->profile, "Print time per op (wall clock per step)");
   cmd->add_flag("--no-reference", o->no_reference, "Skip the PyTorch reference");
   cmd->add_flag("--json", o->json, "End with one JSON line");
   cmd->callback([o] { run_bench_train(*o); });

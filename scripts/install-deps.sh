@@ -11,7 +11,7 @@ packages=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # independent numerical oracle (tools/palm_ref.py) and its well-configured runtime
-  python3 python3-torch python3-numpy libtcmalloc-minimal4
+  python3 python3-torch python3-numpy libtcmalloc-minimal4 libopenblas0-pthread
 )
 
 missing=()

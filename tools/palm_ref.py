@@ -186,9 +186,20 @@ class FusedPalm(torch.nn.Module):
         return ce + zl
 
 
+def check_gemm_correct():
+    """The bench may run OpenBLAS without the machine's OPENBLAS_CORETYPE override (faster
+    kernels); refuse to report a speed for a BLAS that computes wrong products."""
+    a, b = torch.randn(301, 517), torch.randn(517, 263)
+    want = a.double() @ b.double()
+    err = ((a @ b).double() - want).abs().max() / want.abs().max()
+    if not err < 1e-5:
+        sys.exit(f"palm_ref: this BLAS computes wrong float32 products (relative error {err:.2e})")
+
+
 def cmd_bench(a):
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    check_gemm_correct()
     cfg = json.loads(a.config)
     model = FusedPalm(cfg)
     B, T = a.batch_size, a.seq_len

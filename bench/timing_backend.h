@@ -1,0 +1,112 @@
+// A Backend decorator that times every op (wall clock, by op name and GEMM shape class)
+// for `palm bench ... --profile`. Ops run unchanged on the wrapped backend.
+#pragma once
+#include <omp.h>
+
+#include <chrono>
+#include <map>
+#include <string>
+
+#include "kernels/backend.h"
+
+namespace palm {
+
+class TimingBackend final : public Backend {
+ public:
+  explicit TimingBackend(Backend& inner) : in_(inner) {}
+  std::map<std::string, std::pair<double, double>> totals;  // op -> (seconds, flops)
+
+  std::string name() const override { return in_.name() + "+timing"; }
+  void gemm(bool ta, bool tb, i64 M, i64 N, i64 K, float alpha, const float* A, i64 lda,
+            const float* B, i64 ldb, float beta, float* C, i64 ldc) override {
+    const bool nested = in_parallel();
+    const auto t0 = now();
+    in_.gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (!nested) add(std::string("gemm ") + (ta ? "T" : "N") + (tb ? "T" : "N"), t0, 2.0 * M * N * K);
+  }
+  void embedding_fwd(const std::int32_t* t, const float* E, float* x, i64 N, i64 D) override {
+    const auto t0 = now();
+    in_.embedding_fwd(t, E, x, N, D);
+    add("embedding_fwd", t0);
+  }
+  void embedding_bwd_acc(const std::int32_t* t, const float* dx, float* dE, i64 N, i64 D) override {
+    const auto t0 = now();
+    in_.embedding_bwd_acc(t, dx, dE, N, D);
+    add("embedding_bwd", t0);
+  }
+  void layernorm_fwd(const float* x, const float* s, float* y, float* m, float* r, i64 N, i64 D,
+                     float eps) override {
+    const auto t0 = now();
+    in_.layernorm_fwd(x, s, y, m, r, N, D, eps);
+    add("layernorm_fwd", t0);
+  }
+  void layernorm_bwd_acc(const float* dy, const float* x, const float* s, const float* m,
+                         const float* r, float* dx, float* ds, i64 N, i64 D) override {
+    const auto t0 = now();
+    in_.layernorm_bwd_acc(dy, x, s, m, r, dx, ds, N, D);
+    add("layernorm_bwd", t0);
+  }
+  void rope_fwd(const float* in, i64 li, float* out, i64 lo, i64 N, i64 T, i64 h, i64 K,
+                float base) override {
+    const auto t0 = now();
+    in_.rope_fwd(in, li, out, lo, N, T, h, K, base);
+    add("rope_fwd", t0);
+  }
+  void rope_bwd(const float* d, i64 ld, float* di, i64 ldi, i64 N, i64 T, i64 h, i64 K,
+                float base) override {
+    const auto t0 = now();
+    in_.rope_bwd(d, ld, di, ldi, N, T, h, K, base);
+    add("rope_bwd", t0);
+  }
+  void swiglu_fwd(const float* g, const float* u, i64 ld, float* a, i64 N, i64 F) override {
+    const auto t0 = now();
+    in_.swiglu_fwd(g, u, ld, a, N, F);
+    add("swiglu_fwd", t0);
+  }
+  void swiglu_bwd(const float* da, const float* g, const float* u, i64 ld, float* dg, float* du,
+                  i64 ldo, i64 N, i64 F) override {
+    const auto t0 = now();
+    in_.swiglu_bwd(da, g, u, ld, dg, du, ldo, N, F);
+    add("swiglu_bwd", t0);
+  }
+  void attention_fwd(const float* q, const float* k, const float* v, i64 ld, float* p, float* o,
+                     i64 B, i64 T, i64 H, i64 K) override {
+    const auto t0 = now();
+    in_.attention_fwd(q, k, v, ld, p, o, B, T, H, K);
+    add("attention_fwd", t0, 2.0 * B * H * T * T * K);  // causal half of 2 GEMMs
+  }
+  void attention_bwd(const float* d, const float* q, const float* k, const float* v, i64 ld,
+                     const float* p, float* dq, float* dk, float* dv, i64 ldv, float* s, i64 B,
+                     i64 T, i64 H, i64 K) override {
+    const auto t0 = now();
+    in_.attention_bwd(d, q, k, v, ld, p, dq, dk, dv, ldv, s, B, T, H, K);
+    add("attention_bwd", t0, 4.0 * B * H * T * T * K);
+  }
+  i64 attention_bwd_scratch_floats(i64 B, i64 T, i64 H, i64 K) const override {
+    return in_.attention_bwd_scratch_floats(B, T, H, K);
+  }
+  void xent_fwd_bwd(float* l, const std::int32_t* t, float* nll, float* lz, float* dl, float z,
+                    float gs, i64 N, i64 V) override {
+    const auto t0 = now();
+    in_.xent_fwd_bwd(l, t, nll, lz, dl, z, gs, N, V);
+    add("xent", t0);
+  }
+  void add(const float* a, const float* b, float* out, i64 n) override {
+    const auto t0 = now();
+    in_.add(a, b, out, n);
+    add("add", t0);
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  static Clock::time_point now() { return Clock::now(); }
+  static bool in_parallel() { return omp_in_parallel(); }  // inner GEMMs are in their op
+  void add(const std::string& op, Clock::time_point t0, double flops = 0) {
+    auto& [s, f] = totals[op];
+    s += std::chrono::duration<double>(now() - t0).count();
+    f += flops;
+  }
+  Backend& in_;
+};
+
+}  // namespace palm
