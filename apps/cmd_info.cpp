@@ -33,6 +33,7 @@ void run_info(const InfoOptions& o) {
     j["parameters"] = a.parameters;
     j["embedding_parameters"] = a.embedding_parameters;
     j["non_embedding_parameters"] = a.non_embedding_parameters;
+    j["matrix_parameters"] = a.matrix_parameters;
     j["seq_len"] = T;
     j["batch_size"] = o.batch_size;
     j["flops_per_token"] = a.flops_per_token;
@@ -53,6 +54,8 @@ void run_info(const InfoOptions& o) {
   fmt::print("parameters            {:>18}  ({})\n", a.parameters, human_count(a.parameters));
   fmt::print("  embedding           {:>18}\n", a.embedding_parameters);
   fmt::print("  non-embedding       {:>18}\n", a.non_embedding_parameters);
+  fmt::print("  without LN scales   {:>18}  ({}; PaLM's Table 1 counts these)\n",
+             a.matrix_parameters, human_count(a.matrix_parameters));
   fmt::print("train FLOPs/token     {:>18.4e}  (6N + 12 L H K T, T={})\n", a.flops_per_token, T);
   fmt::print("KV cache per token    {:>18}  (fp32; multi-head would need {})\n",
              human_bytes(a.kv_cache_bytes_per_token_f32),

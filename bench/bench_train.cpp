@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
@@ -38,12 +39,14 @@ struct BenchTrainOptions {
   int threads = 0;
   bool remat = false;
   bool profile = false;
+  bool bf16 = false;
   bool no_reference = false;
   bool json = false;
 };
 
-// Best of three ~1 s runs of a 2048^3 sgemm: the fp32 rate the GEMM library reaches here.
-double measure_gemm_peak() {
+// Best of three ~1 s runs of a 2048^3 GEMM: the rate the GEMM library reaches here, in
+// fp32 (oneDNN sgemm) or bf16 (the backend's gemm_bf16, conversions included).
+double measure_gemm_peak(Backend* bf16_backend = nullptr) {
   const std::int64_t n = 2048;
   std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
   double best = 0;
@@ -51,7 +54,11 @@ double measure_gemm_peak() {
     int calls = 0;
     const auto t0 = Clock::now();
     do {
-      dnnl_sgemm('N', 'T', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+      if (bf16_backend) {
+        bf16_backend->gemm_bf16(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+      } else {
+        dnnl_sgemm('N', 'T', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+      }
       ++calls;
     } while (seconds_since(t0) < 1.0);
     best = std::max(best, 2.0 * n * n * n * calls / seconds_since(t0));
@@ -62,7 +69,7 @@ double measure_gemm_peak() {
 // Runs tools/palm_ref.py bench, well configured (tcmalloc, passive OpenMP waits), and
 // returns its tokens/s, or a negative number when PyTorch is not available.
 double run_reference(const ModelConfig& c, std::int64_t B, std::int64_t T, int threads,
-                     int steps, std::string* note) {
+                     int steps, bool bf16, std::string* note) {
   const char* env_tools = std::getenv("PALM_TOOLS_DIR");
   const std::string tools = env_tools ? env_tools : std::string(PALM_SOURCE_DIR) + "/tools";
   if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0) {
@@ -83,8 +90,9 @@ double run_reference(const ModelConfig& c, std::int64_t B, std::int64_t T, int t
   for (const char* unset : {"env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ", ""}) {
     const std::string cmd =
         fmt::format("{}{} /usr/bin/python3 {}/palm_ref.py bench --config '{}' --batch-size {} "
-                    "--seq-len {} --threads {} --steps {} 2>/dev/null",
-                    unset, env, tools, config_to_json(c), B, T, threads, steps);
+                    "--seq-len {} --threads {} --steps {}{} 2>/dev/null",
+                    unset, env, tools, config_to_json(c), B, T, threads, steps,
+                    bf16 ? " --bf16" : "");
     FILE* p = ::popen(cmd.c_str(), "r");
     PALM_CHECK(p != nullptr, "cannot run the PyTorch reference");
     out.clear();
@@ -98,8 +106,9 @@ double run_reference(const ModelConfig& c, std::int64_t B, std::int64_t T, int t
   }
   PALM_CHECK(!out.empty(), "the PyTorch reference failed (run tools/palm_ref.py bench by hand to see why)");
   const auto j = nlohmann::json::parse(out.substr(out.rfind('{')));
-  *note = fmt::format("torch {} fp32, {} threads, OMP_WAIT_POLICY=PASSIVE{}, {}",
-                      j["torch"].get<std::string>(), j["threads"].get<int>(),
+  *note = fmt::format("torch {} {}, {} threads, OMP_WAIT_POLICY=PASSIVE{}, {}",
+                      j["torch"].get<std::string>(), bf16 ? "bf16 autocast" : "fp32",
+                      j["threads"].get<int>(),
                       env.find("LD_PRELOAD") != std::string::npos ? ", tcmalloc" : "", used);
   return j["tokens_per_s"].get<double>();
 }
@@ -116,15 +125,16 @@ void run_bench_train(const BenchTrainOptions& o) {
 
   fmt::print(stderr, "measuring the fp32 GEMM peak ({} threads)...\n", threads);
   const double peak = measure_gemm_peak();
-
   const auto cpu = make_backend();
+  const double peak_bf16 = o.bf16 ? measure_gemm_peak(cpu.get()) : 0;
+
   TimingBackend timing(*cpu);
   Backend* be = o.profile ? static_cast<Backend*>(&timing) : cpu.get();
   const auto comm = make_local_comm();
   Weights w(c);
   init_weights(w, 1);
   Gradients g(c);
-  Activations acts(*be, c, ActivationPlan{B, T, o.remat, true});
+  Activations acts(*be, c, ActivationPlan{B, T, o.remat, true, o.bf16});
   std::mt19937 rng(7);
   std::vector<std::int32_t> tokens(B * T), targets(B * T);
   for (auto& t : tokens) t = std::int32_t(rng() % c.vocab_size);
@@ -143,39 +153,68 @@ void run_bench_train(const BenchTrainOptions& o) {
   }
   const double el = seconds_since(t0);
   progress.finish();
+  const auto op_totals = timing.totals;  // before the bf16-vs-fp32 comparison below
   const double tokens_per_s = double(B * T * steps) / el;
   const ModelAccounting a = account(*be, c, B, T);
   const double achieved = tokens_per_s * a.flops_per_token;
-  const double mfu = achieved / peak;
+  // MFU against the peak of the arithmetic actually used
+  const double mfu = achieved / (o.bf16 ? peak_bf16 : peak);
 
   double ref = -1;
   std::string note = "reference not run (--no-reference)";
   if (!o.no_reference) {
     fmt::print(stderr, "running the PyTorch reference...\n");
-    ref = run_reference(c, B, T, threads, steps, &note);
+    ref = run_reference(c, B, T, threads, steps, o.bf16, &note);
+  }
+  // bf16's effect: loss and gradients against fp32 on the same weights and batch.
+  double loss_f32 = 0, loss_bf16 = 0, grad_cosine = 1;
+  if (o.bf16) {
+    const LossStats sb = forward(*be, w, acts, tokens.data(), targets.data());
+    g.arena.zero();
+    backward(*be, *comm, w, acts, tokens.data(), g);
+    std::vector<float> gb(g.arena.data(), g.arena.data() + g.arena.size());
+    Activations acts32(*cpu, c, ActivationPlan{B, T, o.remat, true, false});
+    const LossStats sf = forward(*cpu, w, acts32, tokens.data(), targets.data());
+    g.arena.zero();
+    backward(*cpu, *comm, w, acts32, tokens.data(), g);
+    double dot = 0, n1 = 0, n2 = 0;
+    for (std::size_t i = 0; i < gb.size(); ++i) {
+      dot += double(gb[i]) * g.arena.data()[i];
+      n1 += double(gb[i]) * gb[i];
+      n2 += double(g.arena.data()[i]) * g.arena.data()[i];
+    }
+    loss_f32 = sf.loss;
+    loss_bf16 = sb.loss;
+    grad_cosine = dot / std::sqrt(n1 * n2);
   }
 
-  fmt::print("bench train  preset {}  batch {} x seq {}  threads {}{}\n", o.preset, B, T, threads,
-             o.remat ? "  remat" : "");
+  fmt::print("bench train  preset {}  batch {} x seq {}  threads {}{}{}\n", o.preset, B, T,
+             threads, o.remat ? "  remat" : "", o.bf16 ? "  bf16 GEMMs (fp32 master weights)" : "");
   fmt::print("  fp32 GEMM peak (oneDNN sgemm 2048^3)  {:8.1f} GFLOP/s\n", peak / 1e9);
+  if (o.bf16) fmt::print("  bf16 GEMM peak (gemm_bf16 2048^3)     {:8.1f} GFLOP/s\n", peak_bf16 / 1e9);
   fmt::print("  palm forward+backward                 {:8.1f} tokens/s  {:6.1f} GFLOP/s  MFU {:.1f}%\n",
              tokens_per_s, achieved / 1e9, 100 * mfu);
+  if (o.bf16) {
+    fmt::print("  bf16 vs fp32 (same weights and batch): loss {:.6f} vs {:.6f} ({:+.2e} relative), gradient cosine {:.6f}\n",
+               loss_bf16, loss_f32, (loss_bf16 - loss_f32) / loss_f32, grad_cosine);
+  }
   if (o.profile) {
     double total = 0;
-    for (const auto& [op, tf] : timing.totals) total += tf.first;
+    for (const auto& [op, tf] : op_totals) total += tf.first;
     fmt::print("  profile per step ({:.3f} s in ops of {:.3f} s):\n", total / steps, el / steps);
     std::vector<std::pair<double, std::string>> rows;
-    for (const auto& [op, tf] : timing.totals) rows.emplace_back(tf.first, op);
+    for (const auto& [op, tf] : op_totals) rows.emplace_back(tf.first, op);
     std::sort(rows.rbegin(), rows.rend());
     for (const auto& [sec, op] : rows) {
-      const double fl = timing.totals[op].second;
+      const double fl = op_totals.at(op).second;
       fmt::print("    {:<16} {:8.4f} s {:5.1f}%{}\n", op, sec / steps, 100 * sec / total,
                  fl > 0 ? fmt::format("  {:7.1f} GFLOP/s", fl / sec / 1e9) : "");
     }
   }
   if (ref > 0) {
     fmt::print("  PyTorch reference                     {:8.1f} tokens/s  {:6.1f} GFLOP/s  MFU {:.1f}%\n",
-               ref, ref * a.flops_per_token / 1e9, 100 * ref * a.flops_per_token / peak);
+               ref, ref * a.flops_per_token / 1e9,
+               100 * ref * a.flops_per_token / (o.bf16 ? peak_bf16 : peak));
     fmt::print("  palm / PyTorch                        {:8.2f}x   ({})\n", tokens_per_s / ref, note);
   } else {
     fmt::print("  {}\n", note);
@@ -187,11 +226,18 @@ void run_bench_train(const BenchTrainOptions& o) {
     j["seq_len"] = T;
     j["threads"] = threads;
     j["remat"] = o.remat;
+    j["bf16"] = o.bf16;
     j["tokens_per_s"] = tokens_per_s;
     j["flops_per_token"] = a.flops_per_token;
     j["gemm_peak_flops"] = peak;
+    if (o.bf16) j["gemm_peak_flops_bf16"] = peak_bf16;
     j["achieved_flops"] = achieved;
     j["mfu"] = mfu;
+    if (o.bf16) {
+      j["loss_fp32"] = loss_f32;
+      j["loss_bf16"] = loss_bf16;
+      j["grad_cosine_bf16_vs_fp32"] = grad_cosine;
+    }
     if (ref > 0) {
       j["reference_tokens_per_s"] = ref;
       j["ratio_vs_reference"] = tokens_per_s / ref;
@@ -213,6 +259,7 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--steps", o->steps, "Timed steps (default 6 small, 4 medium)");
   cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
   cmd->add_flag("--remat", o->remat, "Recompute activations in the backward");
+  cmd->add_flag("--bf16", o->bf16, "bf16 GEMMs with fp32 accumulation and master weights (PyTorch: autocast bf16)");
   cmd->add_flag("--profile", o->profile, "Print time per op (wall clock per step)");
   cmd->add_flag("--no-reference", o->no_reference, "Skip the PyTorch reference");
   cmd->add_flag("--json", o->json, "End with one JSON line");

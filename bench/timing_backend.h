@@ -24,6 +24,12 @@ class TimingBackend final : public Backend {
     in_.gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     if (!nested) add(std::string("gemm ") + (ta ? "T" : "N") + (tb ? "T" : "N"), t0, 2.0 * M * N * K);
   }
+  void gemm_bf16(bool ta, bool tb, i64 M, i64 N, i64 K, float alpha, const float* A, i64 lda,
+                 const float* B, i64 ldb, float beta, float* C, i64 ldc) override {
+    const auto t0 = now();
+    in_.gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    add(std::string("gemm_bf16 ") + (ta ? "T" : "N") + (tb ? "T" : "N"), t0, 2.0 * M * N * K);
+  }
   void embedding_fwd(const std::int32_t* t, const float* E, float* x, i64 N, i64 D) override {
     const auto t0 = now();
     in_.embedding_fwd(t, E, x, N, D);

@@ -90,6 +90,44 @@ TEST_F(Kernels, GemmAllTransposesOddShapesAndStrides) {
           }
 }
 
+TEST_F(Kernels, GemmBf16ExactOnBf16RepresentableInputs) {
+  // Values k/8 with |k| < 128 have at most 8 significant bits: exact in bfloat16, so the
+  // only error left is fp32 accumulation.
+  std::mt19937 g(5);
+  std::uniform_int_distribution<int> d(-127, 127);
+  for (i64 M : {1, 17, 129})
+    for (i64 N : {1, 130})
+      for (i64 K : {17, 129})
+        for (int ta = 0; ta < 2; ++ta)
+          for (int tb = 0; tb < 2; ++tb) {
+            const i64 lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N;
+            std::vector<float> A((ta ? K : M) * lda), B((tb ? N : K) * ldb), C(M * ldc, 0.5f);
+            for (auto& x : A) x = d(g) / 8.0f;
+            for (auto& x : B) x = d(g) / 8.0f;
+            for (float beta : {0.0f, 1.0f}) {
+              std::vector<float> c = C;
+              const Vec want = ref::gemm(ta, tb, M, N, K, 0.25, to_d(A), lda, to_d(B), ldb, beta, to_d(c), ldc);
+              be->gemm_bf16(ta, tb, M, N, K, 0.25f, A.data(), lda, B.data(), ldb, beta, c.data(), ldc);
+              expect_close(c, want, 1e-6, "gemm_bf16 exact inputs");
+            }
+          }
+}
+
+TEST_F(Kernels, GemmBf16ErrorIsBf16Rounding) {
+  const i64 M = 33, N = 65, K = 257;
+  auto A = rand_vec(M * K, 30), B = rand_vec(N * K, 31);
+  std::vector<float> C(M * N);
+  be->gemm_bf16(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C.data(), N);
+  const Vec want = ref::gemm(false, true, M, N, K, 1.0, to_d(A), K, to_d(B), K, 0.0, Vec(M * N), N);
+  // each operand is off by at most 2^-9 relative: a dot product of random-sign terms is
+  // off by ~2^-8 * |a||b| / sqrt(K) typical; bound it loosely by 2^-6 of the largest value
+  expect_close(C, want, 1.0 / 64, "gemm_bf16 rounding");
+  // and it is not exact: the inputs really were rounded
+  double diff = 0;
+  for (i64 i = 0; i < M * N; ++i) diff = std::max(diff, std::abs(C[i] - want[i]));
+  EXPECT_GT(diff, 1e-5);
+}
+
 TEST_F(Kernels, EmbeddingForwardAndBackward) {
   const i64 V = 17, D = 129, N = 33;
   auto E = rand_vec(V * D, 4);

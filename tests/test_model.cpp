@@ -65,10 +65,11 @@ struct Result {
   std::vector<float> grads;
 };
 
-Result run_fwd_bwd(const Weights& w, const Batch& b, bool remat, float z = kDefaultZLoss) {
+Result run_fwd_bwd(const Weights& w, const Batch& b, bool remat, float z = kDefaultZLoss,
+                   bool bf16 = false) {
   auto be = make_backend();
   auto comm = make_local_comm();
-  Activations acts(*be, w.config, ActivationPlan{b.B, b.T, remat, true});
+  Activations acts(*be, w.config, ActivationPlan{b.B, b.T, remat, true, bf16});
   Gradients g(w.config);
   Result r;
   r.loss = forward(*be, w, acts, b.tokens.data(), b.targets.data(), z);
@@ -185,6 +186,24 @@ TEST(Model, ZLossGradientIsIncluded) {
   EXPECT_GT(with.loss.z_loss, 0.0);
   EXPECT_EQ(without.loss.z_loss, 0.0);
   EXPECT_NE(with.grads, without.grads);
+}
+
+TEST(Model, Bf16ModeStaysCloseToFp32) {
+  const ModelConfig c = tiny_odd();
+  const auto w = random_model(c, 11);
+  const Batch b = random_batch(c, 2, 29, 12);
+  const Result f32 = run_fwd_bwd(*w, b, false), bf = run_fwd_bwd(*w, b, false, kDefaultZLoss, true);
+  EXPECT_NEAR(bf.loss.loss, f32.loss.loss, 1e-2 * f32.loss.loss);
+  EXPECT_NE(bf.loss.loss, f32.loss.loss) << "bf16 mode must actually round";
+  double dot = 0, n1 = 0, n2 = 0;
+  for (std::size_t i = 0; i < f32.grads.size(); ++i) {
+    dot += double(f32.grads[i]) * bf.grads[i];
+    n1 += double(f32.grads[i]) * f32.grads[i];
+    n2 += double(bf.grads[i]) * bf.grads[i];
+  }
+  EXPECT_GT(dot / std::sqrt(n1 * n2), 0.999) << "gradient direction (cosine)";
+  // remat stays bitwise in bf16 too
+  EXPECT_EQ(run_fwd_bwd(*w, b, true, kDefaultZLoss, true).grads, bf.grads);
 }
 
 TEST(Model, InitIsDeterministicAndHasTheContractStatistics) {

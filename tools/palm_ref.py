@@ -9,6 +9,7 @@ peer to beat.
   palm_ref.py grads --model M.safetensors --batch IN.json --out OUT.safetensors [--dtype float64]
       IN.json: {"tokens": [[...]], "targets": [[...]], "z_loss": 1e-4}
       OUT: logits [B*T, V], loss [1], z_loss [1], and grad.<name> for every parameter.
+  palm_ref.py score --model M.safetensors --tokens "5 17 3"   (prints {"logprobs": [...], "mean_nll": x})
   palm_ref.py bench --config JSON --batch-size B --seq-len T --threads N [--steps S] [--bf16]
       prints one JSON line: {"tokens_per_s": ..., "seconds_per_step": ...}
 """
@@ -149,6 +150,17 @@ def cmd_grads(a):
     write_safetensors(a.out, out)
 
 
+def cmd_score(a):
+    """log-probability of tokens[1:] given their prefixes, in float64"""
+    meta, tensors = read_safetensors(a.model)
+    cfg = json.loads(meta["palm.config"])
+    p = {n: torch.tensor(t, dtype=torch.float64) for n, t in tensors.items()}
+    seq = [int(t) for t in a.tokens.split()]
+    logits = logits_of(p, cfg, torch.tensor([seq[:-1]]))[0]
+    lp = torch.log_softmax(logits, -1)[torch.arange(len(seq) - 1), torch.tensor(seq[1:])]
+    print(json.dumps({"logprobs": lp.tolist(), "mean_nll": -lp.mean().item()}))
+
+
 class FusedPalm(torch.nn.Module):
     """The same contract laid out for speed, as a PyTorch user would write it for the bench:
     fused q|k|v|gate|up projection, bias-free Linear layers."""
@@ -234,6 +246,9 @@ def main():
     g.add_argument("--batch", required=True)
     g.add_argument("--out", required=True)
     g.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    s = sub.add_parser("score")
+    s.add_argument("--model", required=True)
+    s.add_argument("--tokens", required=True)
     b = sub.add_parser("bench")
     b.add_argument("--config", required=True)
     b.add_argument("--batch-size", type=int, required=True)
@@ -243,7 +258,7 @@ def main():
     b.add_argument("--warmup", type=int, default=2)
     b.add_argument("--bf16", action="store_true")
     a = ap.parse_args()
-    {"grads": cmd_grads, "bench": cmd_bench}[a.cmd](a)
+    {"grads": cmd_grads, "score": cmd_score, "bench": cmd_bench}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,13 @@ class Backend {
                     const float* A, i64 lda, const float* B, i64 ldb, float beta, float* C,
                     i64 ldc) = 0;
 
+  // gemm with A and B rounded to bfloat16 (nearest even), products accumulated in fp32,
+  // C in fp32: the mixed-precision mode for the large projections. Must be called
+  // outside parallel regions.
+  virtual void gemm_bf16(bool trans_a, bool trans_b, i64 M, i64 N, i64 K, float alpha,
+                         const float* A, i64 lda, const float* B, i64 ldb, float beta,
+                         float* C, i64 ldc) = 0;
+
   // x0[n, :] = E[tokens[n], :]
   virtual void embedding_fwd(const std::int32_t* tokens, const float* E, float* x, i64 N,
                              i64 D) = 0;

@@ -11,6 +11,7 @@ ModelAccounting account(const Backend& be, const ModelConfig& c, std::int64_t ba
   a.parameters = param_count(c);
   a.embedding_parameters = c.vocab_size * c.d_model;
   a.non_embedding_parameters = a.parameters - a.embedding_parameters;
+  a.matrix_parameters = a.parameters - (c.n_layers + 1) * c.d_model;
   a.flops_per_token = 6.0 * double(a.parameters) +
                       12.0 * double(c.n_layers) * c.n_heads * c.head_dim * double(seq_len);
   a.kv_cache_bytes_per_token_f32 = c.n_layers * 2 * c.head_dim * 4;

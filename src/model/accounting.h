@@ -12,6 +12,7 @@ struct ModelAccounting {
   std::int64_t parameters = 0;
   std::int64_t embedding_parameters = 0;
   std::int64_t non_embedding_parameters = 0;
+  std::int64_t matrix_parameters = 0;  // without LayerNorm scales (how PaLM's Table 1 counts)
   double flops_per_token = 0;        // 6 N + 12 L H K T  (N = all parameters)
   std::int64_t kv_cache_bytes_per_token_f32 = 0;  // L * 2 * K * 4: one shared K/V head
   std::int64_t kv_cache_bytes_per_token_mha_f32 = 0;  // the same with H K/V heads

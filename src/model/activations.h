@@ -29,6 +29,7 @@ struct ActivationPlan {
   std::int64_t B = 0, T = 0;
   bool remat = false;
   bool training = true;  // false: no gradient buffers (scoring)
+  bool bf16 = false;     // projections as bf16 GEMMs (fp32 accumulation, fp32 weights)
 };
 
 class Activations {

@@ -12,8 +12,9 @@ namespace {
 // Accumulates layer l's parameter gradients into gw, and adds d(loss)/d(x_l) to
 // acts.dx, which holds d(loss)/d(x_{l+1}) on entry (the residual path passes it through).
 void layer_bwd(Backend& be, const ModelConfig& c, const LayerView& w, LayerView& gw,
-               LayerActs& a, const float* x_in, Activations& acts, std::int64_t B,
-               std::int64_t T) {
+               LayerActs& a, const float* x_in, Activations& acts) {
+  const ActivationPlan& plan = acts.plan;
+  const std::int64_t B = plan.B, T = plan.T;
   const std::int64_t N = B * T, D = c.d_model, H = c.n_heads, K = c.head_dim, F = c.d_ff,
                      E = c.fused_in_dim(), HK = H * K;
   const float base = float(c.rope_base);
@@ -28,11 +29,11 @@ void layer_bwd(Backend& be, const ModelConfig& c, const LayerView& w, LayerView&
   const float* ugate = a.u + HK + 2 * K;
   const float* uup = ugate + F;
   // undo x_out += act W_down^T
-  be.gemm(false, false, N, F, D, 1.0f, dy, D, w.w_down, F, 0.0f, acts.dact, F);
-  be.gemm(true, false, D, F, N, 1.0f, dy, D, a.act, F, 1.0f, gw.w_down, F);
+  project(be, plan, false, false, N, F, D, 1.0f, dy, D, w.w_down, F, 0.0f, acts.dact, F);
+  project(be, plan, true, false, D, F, N, 1.0f, dy, D, a.act, F, 1.0f, gw.w_down, F);
   // undo x_out += att W_o^T
-  be.gemm(false, false, N, HK, D, 1.0f, dy, D, w.w_o, HK, 0.0f, acts.datt, HK);
-  be.gemm(true, false, D, HK, N, 1.0f, dy, D, a.att, HK, 1.0f, gw.w_o, HK);
+  project(be, plan, false, false, N, HK, D, 1.0f, dy, D, w.w_o, HK, 0.0f, acts.datt, HK);
+  project(be, plan, true, false, D, HK, N, 1.0f, dy, D, a.att, HK, 1.0f, gw.w_o, HK);
   // undo SwiGLU
   be.swiglu_bwd(acts.dact, ugate, uup, E, dugate, duup, E, N, F);
   // undo attention (dv lands in du directly)
@@ -42,8 +43,8 @@ void layer_bwd(Backend& be, const ModelConfig& c, const LayerView& w, LayerView&
   be.rope_bwd(acts.dq, HK, duq, E, N, T, H, K, base);
   be.rope_bwd(acts.dk, K, duk, E, N, T, 1, K, base);
   // undo u = h W_in^T (the fused GEMM, fused in the backward too)
-  be.gemm(true, false, E, D, N, 1.0f, acts.du, E, a.h, D, 1.0f, gw.w_in, D);
-  be.gemm(false, false, N, D, E, 1.0f, acts.du, E, w.w_in, D, 0.0f, acts.dh, D);
+  project(be, plan, true, false, E, D, N, 1.0f, acts.du, E, a.h, D, 1.0f, gw.w_in, D);
+  project(be, plan, false, false, N, D, E, 1.0f, acts.du, E, w.w_in, D, 0.0f, acts.dh, D);
   // undo h = LN(x): dx_l = dx_{l+1} + LN'(dh)
   be.layernorm_bwd_acc(acts.dh, x_in, w.norm, a.mean, a.rstd, acts.dx, gw.norm, N, D);
 }
@@ -56,11 +57,12 @@ void backward(Backend& be, Comm& comm, const Weights& w, Activations& acts,
   PALM_CHECK(acts.plan.training, "backward() needs activations planned for training");
   const std::int64_t B = acts.plan.B, T = acts.plan.T, N = B * T, D = c.d_model,
                      V = c.vocab_size;
+  const ActivationPlan& plan = acts.plan;
   const float out_scale = 1.0f / std::sqrt(float(D));
   const float* dlogits = acts.logits;  // left by forward()
   // undo logits = hf E^T / sqrt(D)
-  be.gemm(false, false, N, D, V, out_scale, dlogits, V, w.view.embed, D, 0.0f, acts.dh, D);
-  be.gemm(true, false, V, D, N, out_scale, dlogits, V, acts.hf, D, 1.0f, g.view.embed, D);
+  project(be, plan, false, false, N, D, V, out_scale, dlogits, V, w.view.embed, D, 0.0f, acts.dh, D);
+  project(be, plan, true, false, V, D, N, out_scale, dlogits, V, acts.hf, D, 1.0f, g.view.embed, D);
   // undo hf = LN_final(x_L)
   std::fill(acts.dx, acts.dx + N * D, 0.0f);
   be.layernorm_bwd_acc(acts.dh, acts.x[c.n_layers], w.view.final_norm, acts.fmean,
@@ -69,9 +71,9 @@ void backward(Backend& be, Comm& comm, const Weights& w, Activations& acts,
     if (acts.plan.remat) {
       // Recompute this block's activations; the output goes to dh, which is free until
       // layer_bwd overwrites it. Same code, same inputs: bitwise the stored values.
-      layer_fwd(be, c, w.view.layers[l], acts.layer(l), acts.x[l], acts.dh, B, T);
+      layer_fwd(be, c, acts.plan, w.view.layers[l], acts.layer(l), acts.x[l], acts.dh);
     }
-    layer_bwd(be, c, w.view.layers[l], g.view.layers[l], acts.layer(l), acts.x[l], acts, B, T);
+    layer_bwd(be, c, w.view.layers[l], g.view.layers[l], acts.layer(l), acts.x[l], acts);
   }
   // undo x_0 = E[token]
   be.embedding_bwd_acc(tokens, acts.dx, g.view.embed, N, D);

@@ -14,8 +14,9 @@ void check_tokens(const ModelConfig& c, const std::int32_t* tokens, std::int64_t
   }
 }
 
-void layer_fwd(Backend& be, const ModelConfig& c, const LayerView& w, LayerActs& a,
-               const float* x_in, float* x_out, std::int64_t B, std::int64_t T) {
+void layer_fwd(Backend& be, const ModelConfig& c, const ActivationPlan& plan, const LayerView& w,
+               LayerActs& a, const float* x_in, float* x_out) {
+  const std::int64_t B = plan.B, T = plan.T;
   const std::int64_t N = B * T, D = c.d_model, H = c.n_heads, K = c.head_dim, F = c.d_ff,
                      E = c.fused_in_dim(), HK = H * K;
   const float base = float(c.rope_base);
@@ -27,7 +28,7 @@ void layer_fwd(Backend& be, const ModelConfig& c, const LayerView& w, LayerActs&
   // h = LN(x)
   be.layernorm_fwd(x_in, w.norm, a.h, a.mean, a.rstd, N, D, float(c.norm_eps));
   // u = h W_in^T: q, k, v, gate and up in ONE GEMM (PaLM's reason for the parallel block)
-  be.gemm(false, true, N, E, D, 1.0f, a.h, D, w.w_in, D, 0.0f, a.u, E);
+  project(be, plan, false, true, N, E, D, 1.0f, a.h, D, w.w_in, D, 0.0f, a.u, E);
   // RoPE: q into its own buffer (so Q_b is [T*H, K]); k in place
   be.rope_fwd(uq, E, a.q, HK, N, T, H, K, base);
   be.rope_fwd(uk, E, uk, E, N, T, 1, K, base);
@@ -37,8 +38,8 @@ void layer_fwd(Backend& be, const ModelConfig& c, const LayerView& w, LayerActs&
   be.swiglu_fwd(ugate, uup, E, a.act, N, F);
   // x_out = x_in + att W_o^T + act W_down^T (both branches accumulate into one buffer)
   std::memcpy(x_out, x_in, sizeof(float) * N * D);
-  be.gemm(false, true, N, D, HK, 1.0f, a.att, HK, w.w_o, HK, 1.0f, x_out, D);
-  be.gemm(false, true, N, D, F, 1.0f, a.act, F, w.w_down, F, 1.0f, x_out, D);
+  project(be, plan, false, true, N, D, HK, 1.0f, a.att, HK, w.w_o, HK, 1.0f, x_out, D);
+  project(be, plan, false, true, N, D, F, 1.0f, a.act, F, w.w_down, F, 1.0f, x_out, D);
 }
 
 LossStats forward(Backend& be, const Weights& w, Activations& acts, const std::int32_t* tokens,
@@ -49,13 +50,13 @@ LossStats forward(Backend& be, const Weights& w, Activations& acts, const std::i
   // x_0 = E[token]
   be.embedding_fwd(tokens, w.view.embed, acts.x[0], N, D);
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
-    layer_fwd(be, c, w.view.layers[l], acts.layer(l), acts.x[l], acts.x[l + 1], B, T);
+    layer_fwd(be, c, acts.plan, w.view.layers[l], acts.layer(l), acts.x[l], acts.x[l + 1]);
   }
   // logits = LN_final(x_L) E^T / sqrt(D)
   be.layernorm_fwd(acts.x[c.n_layers], w.view.final_norm, acts.hf, acts.fmean, acts.frstd, N,
                    D, float(c.norm_eps));
   const float out_scale = 1.0f / std::sqrt(float(D));
-  be.gemm(false, true, N, V, D, out_scale, acts.hf, D, w.view.embed, D, 0.0f, acts.logits, V);
+  project(be, acts.plan, false, true, N, V, D, out_scale, acts.hf, D, w.view.embed, D, 0.0f, acts.logits, V);
   // cross-entropy + z-loss; in training dlogits replace the logits in place
   float* dlogits = acts.plan.training ? acts.logits : nullptr;
   be.xent_fwd_bwd(acts.logits, targets, acts.nll, acts.log_z, dlogits, z_coef,

@@ -32,8 +32,20 @@ void backward(Backend& be, Comm& comm, const Weights& w, Activations& acts,
               const std::int32_t* tokens, Gradients& g);
 
 // One block forward: x_out = x_in + Attn(LN(x_in)) + MLP(LN(x_in)); fills a.
-void layer_fwd(Backend& be, const ModelConfig& c, const LayerView& w, LayerActs& a,
-               const float* x_in, float* x_out, std::int64_t B, std::int64_t T);
+void layer_fwd(Backend& be, const ModelConfig& c, const ActivationPlan& plan, const LayerView& w,
+               LayerActs& a, const float* x_in, float* x_out);
+
+// The weight GEMMs (projections and logits) in the plan's precision; attention's own
+// products stay fp32.
+inline void project(Backend& be, const ActivationPlan& plan, bool ta, bool tb, i64 M, i64 N,
+                    i64 K, float alpha, const float* A, i64 lda, const float* B, i64 ldb,
+                    float beta, float* C, i64 ldc) {
+  if (plan.bf16) {
+    be.gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  } else {
+    be.gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+}
 
 // Checks token ids against the vocabulary; throws Error naming the first bad one.
 void check_tokens(const ModelConfig& c, const std::int32_t* tokens, std::int64_t n,

@@ -2,7 +2,11 @@
 // compiler-vectorized loops for everything else. Every reduction has a fixed order that
 // does not depend on the thread count.
 #pragma once
+#include <map>
 #include <memory>
+#include <mutex>
+#include <tuple>
+#include <vector>
 
 #include "kernels/backend.h"
 
@@ -13,6 +17,8 @@ class CpuBackend final : public Backend {
   std::string name() const override { return "cpu"; }
   void gemm(bool trans_a, bool trans_b, i64 M, i64 N, i64 K, float alpha, const float* A,
             i64 lda, const float* B, i64 ldb, float beta, float* C, i64 ldc) override;
+  void gemm_bf16(bool trans_a, bool trans_b, i64 M, i64 N, i64 K, float alpha, const float* A,
+                 i64 lda, const float* B, i64 ldb, float beta, float* C, i64 ldc) override;
   void embedding_fwd(const std::int32_t* tokens, const float* E, float* x, i64 N,
                      i64 D) override;
   void embedding_bwd_acc(const std::int32_t* tokens, const float* dx, float* dE, i64 N,
@@ -39,6 +45,15 @@ class CpuBackend final : public Backend {
   void xent_fwd_bwd(float* logits, const std::int32_t* targets, float* nll, float* log_z,
                     float* dlogits, float z_coef, float grad_scale, i64 N, i64 V) override;
   void add(const float* a, const float* b, float* out, i64 n) override;
+
+ private:
+  // bf16 GEMM state: operand copies reused across calls (no per-step allocation) and
+  // oneDNN matmul primitives by shape, created once.
+  struct Bf16Matmul;
+  using Bf16Key = std::tuple<bool, bool, i64, i64, i64, i64, float, float>;
+  std::mutex bf16_mu_;
+  std::vector<std::uint16_t> bf16_a_, bf16_b_;
+  std::map<Bf16Key, std::shared_ptr<Bf16Matmul>> bf16_cache_;
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -1,0 +1,166 @@
+// Integration tests: the real build/palm binary, driven as a user would, including bad
+// input (one "palm: error:" line on stderr, non-zero exit, nothing half-written).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+struct CmdResult {
+  int status;
+  std::string out, err;
+};
+
+class Cli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string t = (fs::temp_directory_path() / "palm_cli_XXXXXX").string();
+    dir_ = ::mkdtemp(t.data());
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static std::string path(const std::string& f) { return (fs::path(dir_) / f).string(); }
+
+  static CmdResult run(const std::string& args) { return sh(std::string(PALM_BINARY) + " " + args); }
+  static CmdResult sh(const std::string& cmd) {
+    const std::string err_file = path("stderr.txt");
+    FILE* p = ::popen((cmd + " 2>" + err_file).c_str(), "r");
+    CmdResult r;
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+    const int st = ::pclose(p);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    std::ifstream e(err_file);
+    r.err.assign(std::istreambuf_iterator<char>(e), {});
+    return r;
+  }
+  static void expect_error(const std::string& args, const std::string& fragment) {
+    const CmdResult r = run(args);
+    EXPECT_NE(r.status, 0) << args;
+    EXPECT_NE(r.err.find(fragment), std::string::npos) << args << "\nstderr: " << r.err;
+    EXPECT_TRUE(r.out.empty()) << args << "\nstdout: " << r.out;
+  }
+  static std::string tiny_model() {
+    const std::string m = path("tiny.safetensors");
+    if (!fs::exists(m)) {
+      const CmdResult r = run("init --preset tiny --seed 3 --out " + m);
+      EXPECT_EQ(r.status, 0) << r.err;
+    }
+    return m;
+  }
+  static std::string dir_;
+};
+std::string Cli::dir_;
+
+TEST_F(Cli, VersionAndHelpEverywhere) {
+  CmdResult r = run("--version");
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.out.rfind("palm ", 0), 0u) << r.out;
+  for (const char* cmd : {"", "info", "init", "score", "bench", "bench train"}) {
+    r = run(std::string(cmd) + " --help");
+    EXPECT_EQ(r.status, 0) << cmd;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << cmd << ": " << r.out;
+  }
+  r = run("");
+  EXPECT_NE(r.status, 0) << "no subcommand is an error";
+  r = run("frobnicate");
+  EXPECT_NE(r.status, 0);
+}
+
+TEST_F(Cli, InfoReproducesThePaperTable1) {
+  struct Row {
+    const char* preset;
+    long long params;
+    double billions;
+  };
+  // PaLM Table 1: 8.63B, 62.50B, 540.35B. Our exact counts include the LayerNorm scales
+  // (2.19M for 540B); without them 540B rounds to the paper's 540.35B.
+  for (Row row : {Row{"palm-8b", 8632012800LL, 8.63}, Row{"palm-62b", 62495662080LL, 62.50},
+                  Row{"palm-540b", 540356474880LL, 540.35}}) {
+    const CmdResult r = run(std::string("info --preset ") + row.preset + " --json");
+    ASSERT_EQ(r.status, 0) << r.err;
+    const json j = json::parse(r.out);
+    EXPECT_EQ(j["parameters"].get<long long>(), row.params) << row.preset;
+    EXPECT_NEAR(j["matrix_parameters"].get<double>() / 1e9, row.billions, 0.005) << row.preset;
+  }
+  const json j = json::parse(run("info --preset palm-540b --json").out);
+  // Appendix B: 6N + 12 L H K T = 3.28 TFLOPs per token at T = 2048
+  EXPECT_NEAR(j["flops_per_token"].get<double>() / 1e12, 3.28, 0.005);
+  EXPECT_EQ(j["kv_cache_bytes_per_token"].get<long long>(), 118LL * 2 * 256 * 4);
+  const CmdResult text = run("info --preset bench-small --seq-len 256 --batch-size 8");
+  EXPECT_EQ(text.status, 0);
+  EXPECT_NE(text.out.find("activations"), std::string::npos);
+}
+
+TEST_F(Cli, ScoreMatchesThePyTorchReference) {
+  const std::string m = tiny_model();
+  const std::string toks = "5 17 3 200 511 0 42 42 42 7";
+  const CmdResult r = run("score --model " + m + " --tokens \"" + toks + "\" --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const json got = json::parse(r.out);
+  const CmdResult ref = sh("/usr/bin/python3 " PALM_SOURCE_DIR "/tools/palm_ref.py score --model " + m +
+                     " --tokens \"" + toks + "\"");
+  ASSERT_EQ(ref.status, 0) << ref.err;
+  const json want = json::parse(ref.out);
+  ASSERT_EQ(got["logprobs"].size(), 9u);
+  for (std::size_t i = 0; i < 9; ++i) {
+    EXPECT_NEAR(got["logprobs"][i].get<double>(), want["logprobs"][i].get<double>(), 1e-4) << i;
+  }
+  EXPECT_NEAR(got["mean_nll"].get<double>(), want["mean_nll"].get<double>(), 1e-4);
+  // the same through --tokens-file
+  std::ofstream(path("toks.txt")) << toks << "\n";
+  const CmdResult f = run("score --model " + m + " --tokens-file " + path("toks.txt") + " --json");
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_EQ(json::parse(f.out), got);
+}
+
+TEST_F(Cli, InitIsDeterministicPerSeed) {
+  ASSERT_EQ(run("init --preset tiny --seed 9 --out " + path("a.safetensors")).status, 0);
+  ASSERT_EQ(run("init --preset tiny --seed 9 --out " + path("b.safetensors")).status, 0);
+  ASSERT_EQ(run("init --preset tiny --seed 10 --out " + path("c.safetensors")).status, 0);
+  EXPECT_EQ(sh("cmp -s " + path("a.safetensors") + " " + path("b.safetensors")).status, 0);
+  EXPECT_NE(sh("cmp -s " + path("a.safetensors") + " " + path("c.safetensors")).status, 0);
+  std::ofstream(path("cfg.json")) << R"({"vocab_size": 97, "d_model": 48, "n_layers": 2,
+      "n_heads": 3, "head_dim": 16, "d_ff": 80, "max_seq_len": 13})";
+  const CmdResult r = run("init --config " + path("cfg.json") + " --out " + path("cfg.safetensors"));
+  EXPECT_EQ(r.status, 0) << r.err;
+  const json info = json::parse(run("info --config " + path("cfg.json") + " --json").out);
+  EXPECT_EQ(info["config"]["vocab_size"], 97);
+}
+
+TEST_F(Cli, BadInputIsOneClearErrorLine) {
+  const std::string m = tiny_model();
+  expect_error("score --model " + m + " --tokens \"1 2 512\"", "id 512 at position 2 is outside the vocabulary [0, 512)");
+  expect_error("score --model " + m + " --tokens \"1 x 2\"", "'x' is not a token id");
+  expect_error("score --model " + m + " --tokens \"1 -4\"", "out of range");
+  expect_error("score --model " + m + " --tokens \"1\"", "need at least 2 tokens");
+  std::string long_seq;
+  for (int i = 0; i < 258; ++i) long_seq += "1 ";
+  expect_error("score --model " + m + " --tokens \"" + long_seq + "\"", "longer than the model's max_seq_len");
+  expect_error("score --model " + path("nope.safetensors") + " --tokens \"1 2\"", "cannot open");
+  std::ofstream(path("junk.safetensors")) << "this is not a model at all";
+  expect_error("score --model " + path("junk.safetensors") + " --tokens \"1 2\"", "corrupt safetensors");
+  expect_error("info --preset palm-9000b", "unknown preset 'palm-9000b'");
+  std::ofstream(path("bad.json")) << R"({"vocab_size": 10, "d_model": "big"})";
+  expect_error("info --config " + path("bad.json"), "'d_model' must be an integer");
+  std::ofstream(path("odd.json")) << R"({"vocab_size": 10, "d_model": 8, "n_layers": 1,
+      "n_heads": 1, "head_dim": 3, "d_ff": 8, "max_seq_len": 8})";
+  expect_error("info --config " + path("odd.json"), "head_dim must be even");
+  expect_error("info", "give --preset NAME or --config FILE.json");
+  // an unwritable output leaves no file behind
+  expect_error("init --preset tiny --out " + path("missing/dir/x.safetensors"), "cannot create a temporary file");
+  EXPECT_FALSE(fs::exists(path("missing")));
+  // a model too large for this machine's memory is refused up front
+  expect_error("init --preset palm-540b --out " + path("huge.safetensors"), "out of memory");
+  EXPECT_FALSE(fs::exists(path("huge.safetensors")));
+}
+
+}  // namespace
