@@ -24,5 +24,6 @@ void register_info(CLI::App& app);
 void register_init(CLI::App& app);
 void register_score(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_tokenizer(CLI::App& app);
 
 }  // namespace palm

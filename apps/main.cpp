@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   palm::register_info(app);
   palm::register_init(app);
   palm::register_score(app);
+  palm::register_tokenizer(app);
   palm::register_bench(app);
   try {
     app.parse(argc, argv);

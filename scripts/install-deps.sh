@@ -7,7 +7,7 @@ packages=(
   # build
   cmake ninja-build g++ make pkg-config
   # libraries (DESIGN.md section 4)
-  libdnnl-dev nlohmann-json3-dev libcli11-dev libfmt-dev
+  libdnnl-dev nlohmann-json3-dev libcli11-dev libfmt-dev libsentencepiece-dev sentencepiece
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # independent numerical oracle (tools/palm_ref.py) and its well-configured runtime

@@ -4,6 +4,7 @@
 #pragma once
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace palm {
 
@@ -15,5 +16,14 @@ std::string read_file(const std::string& path);
 void write_file_atomic(const std::string& path, const std::function<void(int fd)>& write);
 void write_all(int fd, const void* data, std::size_t bytes, const std::string& what);
 void write_text_atomic(const std::string& path, const std::string& text);
+
+}  // namespace palm
+
+namespace palm {
+
+// Expands input specifications to a sorted list of regular files: a file; a directory
+// (every file under it); or a pattern with *, ? and [..] in any component and ** for any
+// number of directories. A spec that matches nothing is an Error naming it.
+std::vector<std::string> expand_inputs(const std::vector<std::string>& specs);
 
 }  // namespace palm
