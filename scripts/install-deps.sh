@@ -9,7 +9,10 @@ packages=(
   # libraries (DESIGN.md section 4)
   libdnnl-dev nlohmann-json3-dev libcli11-dev libfmt-dev libsentencepiece-dev sentencepiece
   # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
+  # real multilingual text and code for tokenizer tests (and the default corpus)
+  fortunes fortunes-de fortunes-es fortunes-ru fortunes-zh fortunes-it fortunes-pl fortunes-cs fortunes-br
+  python3.11
   # independent numerical oracle (tools/palm_ref.py) and its well-configured runtime
   python3 python3-torch python3-numpy libtcmalloc-minimal4 libopenblas0-pthread
 )
