@@ -5,6 +5,7 @@
 #include "common.h"
 #include "model/model_io.h"
 #include "model/params.h"
+#include "tokenizer/tokenizer.h"
 
 namespace palm {
 
@@ -14,15 +15,22 @@ struct InitOptions {
   ConfigChoice model;
   std::uint64_t seed = 0;
   std::string out;
+  std::string tokenizer;
   int threads = 0;
 };
 
 void run_init(const InitOptions& o) {
   set_threads(o.threads);
-  const ModelConfig c = o.model.resolve();
+  ModelConfig c = o.model.resolve();
+  std::map<std::string, std::string> meta;
+  if (!o.tokenizer.empty()) {  // the vocabulary comes from the tokenizer
+    const auto tok = Tokenizer::load(o.tokenizer);
+    c.vocab_size = tok->vocab_size();
+    meta[kTokenizerShaKey] = tok->sha256();
+  }
   Weights w(c);
   init_weights(w, o.seed);
-  save_model(o.out, w);
+  save_model(o.out, w, meta);
   fmt::print(stderr, "wrote {} ({} parameters, seed {})\n", o.out, param_count(c), o.seed);
 }
 
@@ -34,6 +42,8 @@ void register_init(CLI::App& app) {
   opts->model.add_to(cmd);
   cmd->add_option("--seed", opts->seed, "Initialization seed")->capture_default_str();
   cmd->add_option("--out", opts->out, "Output .safetensors file")->required();
+  cmd->add_option("--tokenizer", opts->tokenizer,
+                  "Tokenizer directory: its vocab size replaces the preset's; its sha256 is recorded");
   cmd->add_option("--threads", opts->threads, "Threads (default: all cores)");
   cmd->callback([opts] { run_init(*opts); });
 }

@@ -13,6 +13,7 @@
 #include "kernels/backend.h"
 #include "model/model.h"
 #include "model/model_io.h"
+#include "tokenizer/tokenizer.h"
 
 namespace palm {
 
@@ -22,6 +23,8 @@ struct ScoreOptions {
   std::string model;
   std::string tokens;
   std::string tokens_file;
+  std::string tokenizer;
+  std::string text;
   bool json = false;
   int threads = 0;
 };
@@ -47,12 +50,25 @@ std::vector<std::int32_t> parse_tokens(const std::string& text, const std::strin
 
 void run_score(const ScoreOptions& o) {
   set_threads(o.threads);
-  PALM_CHECK(o.tokens.empty() != o.tokens_file.empty(), "give exactly one of --tokens and --tokens-file");
-  const std::vector<std::int32_t> seq = o.tokens_file.empty()
-                                            ? parse_tokens(o.tokens, "--tokens")
-                                            : parse_tokens(read_file(o.tokens_file), o.tokens_file);
+  PALM_CHECK(int(!o.tokens.empty()) + int(!o.tokens_file.empty()) + int(!o.text.empty()) == 1,
+             "give exactly one of --tokens, --tokens-file and --text");
+  PALM_CHECK(o.text.empty() || !o.tokenizer.empty(), "--text needs --tokenizer DIR");
   const auto w = load_model(o.model);
   const ModelConfig& c = w->config;
+  std::vector<std::int32_t> seq;
+  if (!o.text.empty()) {
+    const auto tok = Tokenizer::load(o.tokenizer);
+    const auto meta = read_model_metadata(o.model);
+    const auto it = meta.find(kTokenizerShaKey);
+    PALM_CHECK(it == meta.end() || it->second == tok->sha256(), o.model, " was made for the tokenizer with sha256 ",
+               it->second, ", not ", o.tokenizer, " (sha256 ", tok->sha256(), ")");
+    PALM_CHECK(tok->vocab_size() == c.vocab_size, o.tokenizer, " has ", tok->vocab_size(),
+               " tokens but the model's vocabulary is ", c.vocab_size);
+    seq = tok->encode(o.text);
+  } else {
+    seq = o.tokens_file.empty() ? parse_tokens(o.tokens, "--tokens")
+                                : parse_tokens(read_file(o.tokens_file), o.tokens_file);
+  }
   PALM_CHECK(seq.size() >= 2, "need at least 2 tokens to score (got ", seq.size(), ")");
   PALM_CHECK(std::int64_t(seq.size()) - 1 <= c.max_seq_len, "sequence of ", seq.size(),
              " tokens is longer than the model's max_seq_len + 1 (", c.max_seq_len + 1, ")");
@@ -85,6 +101,8 @@ void register_score(CLI::App& app) {
   cmd->add_option("--model", opts->model, "Model .safetensors file")->required();
   cmd->add_option("--tokens", opts->tokens, "Token ids separated by spaces, e.g. \"5 17 3\"");
   cmd->add_option("--tokens-file", opts->tokens_file, "File of whitespace-separated token ids");
+  cmd->add_option("--tokenizer", opts->tokenizer, "Tokenizer directory (for --text)");
+  cmd->add_option("--text", opts->text, "Text to score (tokenized with --tokenizer)");
   cmd->add_flag("--json", opts->json, "Print {\"logprobs\": [...], \"mean_nll\": x}");
   cmd->add_option("--threads", opts->threads, "Threads (default: all cores)");
   cmd->callback([opts] { run_score(*opts); });

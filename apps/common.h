@@ -25,5 +25,6 @@ void register_init(CLI::App& app);
 void register_score(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_tokenizer(CLI::App& app);
+void register_bench_tokenizer(CLI::App& bench);
 
 }  // namespace palm

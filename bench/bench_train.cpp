@@ -264,6 +264,7 @@ void register_bench(CLI::App& app) {
   cmd->add_flag("--no-reference", o->no_reference, "Skip the PyTorch reference");
   cmd->add_flag("--json", o->json, "End with one JSON line");
   cmd->callback([o] { run_bench_train(*o); });
+  register_bench_tokenizer(*bench);
 }
 
 }  // namespace palm

@@ -64,7 +64,8 @@ TEST_F(Cli, VersionAndHelpEverywhere) {
   CmdResult r = run("--version");
   EXPECT_EQ(r.status, 0);
   EXPECT_EQ(r.out.rfind("palm ", 0), 0u) << r.out;
-  for (const char* cmd : {"", "info", "init", "score", "bench", "bench train"}) {
+  for (const char* cmd : {"", "info", "init", "score", "bench", "bench train", "bench tokenizer", "tokenizer",
+                          "tokenizer train", "tokenizer encode", "tokenizer decode", "tokenizer info"}) {
     r = run(std::string(cmd) + " --help");
     EXPECT_EQ(r.status, 0) << cmd;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << cmd << ": " << r.out;
@@ -161,6 +162,64 @@ TEST_F(Cli, BadInputIsOneClearErrorLine) {
   // a model too large for this machine's memory is refused up front
   expect_error("init --preset palm-540b --out " + path("huge.safetensors"), "out of memory");
   EXPECT_FALSE(fs::exists(path("huge.safetensors")));
+}
+
+TEST_F(Cli, TokenizerTrainEncodeDecodeInfo) {
+  const std::string tok = path("tok");
+  CmdResult r = run("tokenizer train --input '/usr/lib/python3.11/json/*.py' --input /usr/share/games/fortunes/ru "
+                    "--vocab-size 700 --max-sentences 20000 --out " + tok);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run("tokenizer info --tokenizer " + tok + " --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const json info = json::parse(r.out);
+  EXPECT_EQ(info["vocab_size"], 700);
+  EXPECT_EQ(info["special"], json::parse(R"({"pad": 0, "eod": 1, "unk": 2})"));
+  EXPECT_EQ(info["byte_tokens"], 256);
+  const json meta = json::parse(std::ifstream(tok + "/tokenizer.json"));
+  EXPECT_EQ(meta["sha256"], info["sha256"]);
+  EXPECT_EQ(meta["settings"]["byte_fallback"], "true");
+  EXPECT_EQ(meta["settings"]["split_digits"], "true");
+
+  // a multilingual file with code through the streaming commands, both thread counts
+  std::ofstream(path("mixed.txt")) << "  Привет, мир!\r\n\tdef f(x):  return 42\n\n東京 🙂 \u2581\n"
+                                   << std::string(100000, 'x') << "\nend without newline";
+  for (int threads : {1, 2}) {
+    r = sh("cat " + path("mixed.txt") + " | " PALM_BINARY " tokenizer encode --threads " + std::to_string(threads) +
+           " --tokenizer " + tok + " | " PALM_BINARY " tokenizer decode --tokenizer " + tok + " | cmp - " + path("mixed.txt"));
+    EXPECT_EQ(r.status, 0) << "round trip with " << threads << " threads: " << r.err;
+  }
+  r = run("tokenizer encode --tokenizer " + tok + " --text '2024' --pieces");
+  EXPECT_EQ(r.out, "2 0 2 4\n");
+  // bad input
+  std::ofstream(path("bad.txt"), std::ios::binary) << "fine line\nthen \xff here";
+  r = sh(PALM_BINARY " tokenizer encode --tokenizer " + tok + " < " + path("bad.txt"));
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("invalid UTF-8 at byte offset 15"), std::string::npos) << r.err;
+  r = sh("echo '5 99999' | " PALM_BINARY " tokenizer decode --tokenizer " + tok);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("outside the vocabulary"), std::string::npos) << r.err;
+  expect_error("tokenizer train --input /usr/lib/python3.11/json/ --vocab-size 700 --out " + tok, "already exists");
+  expect_error("tokenizer info --tokenizer " + path("nope"), "not a tokenizer directory");
+}
+
+TEST_F(Cli, ScoreTextThroughTheTokenizer) {
+  const std::string tok = path("tok2");
+  ASSERT_EQ(run("tokenizer train --input /usr/lib/python3.11/json/ --vocab-size 500 --out " + tok).status, 0);
+  const std::string m = path("tokmodel.safetensors");
+  CmdResult r = run("init --preset tiny --tokenizer " + tok + " --out " + m);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::string text = "import json  # 12";
+  r = run("score --model " + m + " --tokenizer " + tok + " --text '" + text + "' --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const CmdResult ids = run("tokenizer encode --tokenizer " + tok + " --text '" + text + "'");
+  const CmdResult by_ids = run("score --model " + m + " --tokens '" + ids.out + "' --json");
+  ASSERT_EQ(by_ids.status, 0) << by_ids.err;
+  EXPECT_EQ(json::parse(r.out), json::parse(by_ids.out));
+  // a model made for another tokenizer is refused
+  const std::string other = path("tok3");
+  ASSERT_EQ(run("tokenizer train --input /usr/lib/python3.11/json/ --vocab-size 500 --seed 1 --max-sentences 300 --out " + other).status, 0);
+  expect_error("score --model " + m + " --tokenizer " + other + " --text 'x y'", "was made for the tokenizer with sha256");
+  expect_error("score --model " + m + " --text 'x y'", "--text needs --tokenizer");
 }
 
 }  // namespace

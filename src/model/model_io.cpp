@@ -9,12 +9,16 @@ namespace palm {
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors data is little-endian");
 
-void save_model(const std::string& path, const Weights& w) {
+void save_model(const std::string& path, const Weights& w,
+                const std::map<std::string, std::string>& extra_metadata) {
   std::vector<TensorToWrite> tensors;
   for_each_param(w.config, [&](const ParamInfo& p) {
     tensors.push_back({p.name, p.shape, w.arena.data() + p.offset});
   });
-  write_safetensors(path, {{kConfigKey, config_to_json(w.config)}, {"format", "pt"}}, tensors);
+  std::map<std::string, std::string> meta = extra_metadata;
+  meta[kConfigKey] = config_to_json(w.config);
+  meta["format"] = "pt";
+  write_safetensors(path, meta, tensors);
 }
 
 namespace {
@@ -35,6 +39,10 @@ std::string shape_str(const std::vector<std::int64_t>& s) {
 }  // namespace
 
 ModelConfig read_model_config(const std::string& path) { return config_of(SafetensorsFile(path)); }
+
+std::map<std::string, std::string> read_model_metadata(const std::string& path) {
+  return SafetensorsFile(path).metadata();
+}
 
 std::unique_ptr<Weights> load_model(const std::string& path) {
   const SafetensorsFile f(path);

@@ -1,6 +1,7 @@
 // Models as safetensors files: the tensor names of docs/formats.md and the config as
 // JSON under __metadata__["palm.config"].
 #pragma once
+#include <map>
 #include <memory>
 #include <string>
 
@@ -9,10 +10,14 @@
 namespace palm {
 
 inline constexpr const char* kConfigKey = "palm.config";
+inline constexpr const char* kTokenizerShaKey = "palm.tokenizer_sha256";
 
-void save_model(const std::string& path, const Weights& w);
+// extra_metadata is stored beside the config (e.g. the tokenizer's sha256).
+void save_model(const std::string& path, const Weights& w,
+                const std::map<std::string, std::string>& extra_metadata = {});
 // Validates header, names, shapes and the config; throws Error with one line.
 std::unique_ptr<Weights> load_model(const std::string& path);
 ModelConfig read_model_config(const std::string& path);
+std::map<std::string, std::string> read_model_metadata(const std::string& path);
 
 }  // namespace palm

@@ -79,6 +79,9 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& dir) {
     PALM_CHECK(t->byte_ids_[b] >= 0, model_path, ": byte token <0x", std::hex, b,
                "> is missing (palm tokenizers are trained with byte fallback)");
   }
+  t->newline_id_ = sp.PieceToId("\n");
+  PALM_CHECK(t->newline_id_ > kUnkId && !sp.IsUnknown(t->newline_id_), model_path,
+             ": lacks the \"\\n\" piece (palm tokenizers keep newlines as one token)");
   for (int i = 0; i < 3; ++i) t->marker_bytes_[i] = t->byte_ids_[static_cast<unsigned char>(kSpaceMarker[i])];
   return t;
 }
@@ -88,14 +91,26 @@ void Tokenizer::encode_append(std::string_view text, std::vector<std::int32_t>& 
   PALM_CHECK(bad == std::string_view::npos, "invalid UTF-8 at byte offset ", bad, " (byte 0x",
              std::hex, int(static_cast<unsigned char>(text[bad])), ")");
   std::vector<int> ids;
+  const std::int32_t nl = newline_id_;
+  // One library call per line: "\n" is a token of its own, so this equals encoding the
+  // whole text, and SentencePiece is ~2x faster on lines than on megabyte blocks.
+  auto encode_part = [&](std::string_view part) {
+    while (!part.empty()) {
+      const std::size_t eol = part.find('\n');
+      const std::string_view line = part.substr(0, eol);
+      if (!line.empty()) {
+        const auto st = impl_->sp.Encode(line, &ids);
+        PALM_CHECK(st.ok(), "SentencePiece encode failed: ", st.ToString());
+        out.insert(out.end(), ids.begin(), ids.end());
+      }
+      if (eol == std::string_view::npos) break;
+      out.push_back(nl);
+      part.remove_prefix(eol + 1);
+    }
+  };
   while (!text.empty()) {
     const std::size_t m = text.find(kSpaceMarker);
-    const std::string_view part = text.substr(0, m);
-    if (!part.empty()) {
-      const auto st = impl_->sp.Encode(part, &ids);
-      PALM_CHECK(st.ok(), "SentencePiece encode failed: ", st.ToString());
-      out.insert(out.end(), ids.begin(), ids.end());
-    }
+    encode_part(text.substr(0, m));
     if (m == std::string_view::npos) break;
     out.insert(out.end(), marker_bytes_, marker_bytes_ + 3);
     text.remove_prefix(m + kSpaceMarker.size());
@@ -128,6 +143,6 @@ std::int32_t Tokenizer::vocab_size() const { return impl_->sp.GetPieceSize(); }
 std::string Tokenizer::piece(std::int32_t id) const { return impl_->sp.IdToPiece(id); }
 bool Tokenizer::is_byte(std::int32_t id) const { return impl_->sp.IsByte(id); }
 std::int32_t Tokenizer::byte_id(unsigned char b) const { return byte_ids_[b]; }
-std::int32_t Tokenizer::newline_id() const { return impl_->sp.PieceToId("\n"); }
+std::int32_t Tokenizer::newline_id() const { return newline_id_; }
 
 }  // namespace palm

@@ -45,7 +45,8 @@ class Tokenizer {
   std::unique_ptr<Impl> impl_;
   std::string sha256_, dir_, model_type_;
   std::int32_t byte_ids_[256] = {};
-  std::int32_t marker_bytes_[3] = {};  // byte tokens of U+2581 (see encode_append)
+  std::int32_t marker_bytes_[3] = {};
+  std::int32_t newline_id_ = -1;  // byte tokens of U+2581 (see encode_append)
 };
 
 }  // namespace palm
