@@ -215,6 +215,7 @@ void register_tokenizer(CLI::App& app) {
   train->add_option("--threads", t->threads, "Threads (default: all cores)");
   train->add_option("--character-coverage", t->character_coverage,
                     "Share of characters kept as pieces; the rest become byte tokens")->capture_default_str();
+  train->add_flag("--verbose", t->verbose, "Show SentencePiece's training log");
   train->callback([t] {
     const TokenizerTrainReport r = train_tokenizer(*t);
     fmt::print("wrote {} (vocab {}, {} files, {:.1f} MB, {} lines, {} sampled, sha256 {})\n", t->out,

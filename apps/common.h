@@ -25,6 +25,7 @@ void register_init(CLI::App& app);
 void register_score(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_tokenizer(CLI::App& app);
+void register_data(CLI::App& app);
 void register_bench_tokenizer(CLI::App& bench);
 
 }  // namespace palm

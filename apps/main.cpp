@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
   palm::register_init(app);
   palm::register_score(app);
   palm::register_tokenizer(app);
+  palm::register_data(app);
   palm::register_bench(app);
   try {
     app.parse(argc, argv);

@@ -12,7 +12,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
   # real multilingual text and code for tokenizer tests (and the default corpus)
   fortunes fortunes-de fortunes-es fortunes-ru fortunes-zh fortunes-it fortunes-pl fortunes-cs fortunes-br
-  python3.11
+  python3.11 bible-kjv jargon-text perl-doc
   # independent numerical oracle (tools/palm_ref.py) and its well-configured runtime
   python3 python3-torch python3-numpy libtcmalloc-minimal4 libopenblas0-pthread
 )

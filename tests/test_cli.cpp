@@ -65,7 +65,8 @@ TEST_F(Cli, VersionAndHelpEverywhere) {
   EXPECT_EQ(r.status, 0);
   EXPECT_EQ(r.out.rfind("palm ", 0), 0u) << r.out;
   for (const char* cmd : {"", "info", "init", "score", "bench", "bench train", "bench tokenizer", "tokenizer",
-                          "tokenizer train", "tokenizer encode", "tokenizer decode", "tokenizer info"}) {
+                          "tokenizer train", "tokenizer encode", "tokenizer decode", "tokenizer info",
+                          "data", "data build", "data info"}) {
     r = run(std::string(cmd) + " --help");
     EXPECT_EQ(r.status, 0) << cmd;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << cmd << ": " << r.out;
@@ -220,6 +221,42 @@ TEST_F(Cli, ScoreTextThroughTheTokenizer) {
   ASSERT_EQ(run("tokenizer train --input /usr/lib/python3.11/json/ --vocab-size 500 --seed 1 --max-sentences 300 --out " + other).status, 0);
   expect_error("score --model " + m + " --tokenizer " + other + " --text 'x y'", "was made for the tokenizer with sha256");
   expect_error("score --model " + m + " --text 'x y'", "--text needs --tokenizer");
+}
+
+TEST_F(Cli, DataBuildAndInfo) {
+  const std::string tok = path("dtok");
+  ASSERT_EQ(run("tokenizer train --input /usr/lib/python3.11/json/ --vocab-size 500 --out " + tok).status, 0);
+  std::ofstream(path("books.txt")) << "one book line\nanother line\none book line\n";
+  const std::string out = path("data");
+  CmdResult r = run("data build --tokenizer " + tok + " --source 'books=" + path("books.txt") +
+                    ":format=lines:weight=3' --source 'code=/usr/lib/python3.11/json/*.py:kind=code' --out " + out);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run("data info " + out + " --json --tokens 1e6");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const json m = json::parse(r.out);
+  ASSERT_EQ(m["sources"].size(), 2u);
+  EXPECT_EQ(m["sources"][0]["documents"], 2);
+  EXPECT_EQ(m["sources"][0]["duplicates"], 1);
+  EXPECT_DOUBLE_EQ(m["sources"][0]["weight"].get<double>(), 0.75);
+  EXPECT_NEAR(m["sources"][1]["epochs"].get<double>(), 0.25e6 / m["sources"][1]["tokens"].get<double>(), 1e-9);
+  r = run("data info " + out + " --tokens 1e6");
+  EXPECT_NE(r.out.find("books"), std::string::npos);
+  EXPECT_NE(r.out.find("epochs"), std::string::npos);
+  // the default corpus from Debian packages (capped, with a given tokenizer to stay quick)
+  r = run("data build --default --max-mb 3 --tokenizer " + tok + " --out " + path("default"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  const json d = json::parse(run("data info " + path("default") + " --json").out);
+  std::vector<std::string> names;
+  for (const auto& s : d["sources"]) names.push_back(s["name"]);
+  EXPECT_EQ(names, (std::vector<std::string>{"fortunes", "bible", "jargon", "perldoc", "python"}));
+  for (const auto& s : d["sources"]) EXPECT_GT(s["tokens"].get<long>(), 1000) << s["name"];
+  // bad input
+  expect_error("data build --tokenizer " + tok + " --source 'x=" + path("nothing*.txt") + "' --out " + path("d2"), "no files match");
+  expect_error("data build --tokenizer " + tok + " --source 'x=" + path("books.txt") + ":colour=red' --out " + path("d2"), "unknown option 'colour=red'");
+  expect_error("data build --tokenizer " + tok + " --source 'x=" + path("books.txt") + "' --out " + out, "already exists");
+  expect_error("data build --tokenizer " + path("nope") + " --source 'x=" + path("books.txt") + "' --out " + path("d2"), "not a tokenizer directory");
+  expect_error("data info " + path("nope"), "not a data directory");
+  EXPECT_FALSE(fs::exists(path("d2")));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -16,6 +17,13 @@
 #include "base/threads.h"
 #include "base/utf8.h"
 #include "tokenizer/tokenizer.h"
+
+// Exported by libsentencepiece (its common.h) but not declared in the public headers:
+// the level below which its LOG(INFO) lines (a full trainer-spec dump and one line per
+// EM iteration) are dropped.
+namespace sentencepiece::logging {
+void SetMinLogLevel(int v);
+}
 
 namespace palm {
 
@@ -129,7 +137,11 @@ TokenizerTrainReport train_tokenizer(const TokenizerTrainOptions& o) {
                o.model_type.c_str(), (long long)o.vocab_size, (long long)lines.size(), threads);
   VectorIterator it(lines);
   std::string proto;
+  sentencepiece::logging::SetMinLogLevel(o.verbose ? 0 : 1);
+  const auto t0 = std::chrono::steady_clock::now();
   const auto st = sentencepiece::SentencePieceTrainer::Train(args, &it, &proto);
+  std::fprintf(stderr, "trained in %s\n",
+               format_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()).c_str());
   PALM_CHECK(st.ok(), "SentencePiece training failed: ", st.ToString());
 
   r.sha256 = sha256_hex(proto);

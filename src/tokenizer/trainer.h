@@ -15,6 +15,7 @@ struct TokenizerTrainOptions {
   std::uint64_t seed = 0;
   int threads = 0;
   double character_coverage = 0.9995;  // below 1: rare characters become byte tokens
+  bool verbose = false;                 // SentencePiece's own log lines
 };
 
 struct TokenizerTrainReport {

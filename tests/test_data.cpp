@@ -1,0 +1,312 @@
+// Data pipeline: source parsing, exact and near-duplicate removal on crafted inputs,
+// formats and bad documents, byte-identical builds whatever the thread count, shard
+// corruption detection, and the loader's invariants (pure function of the step,
+// rank-invariant global batch, one-window corpus, mixture proportions).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "base/check.h"
+#include "base/file_util.h"
+#include "data/build.h"
+#include "data/dedup.h"
+#include "data/loader.h"
+#include "data/shard.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/trainer.h"
+
+namespace palm {
+namespace {
+
+namespace fs = std::filesystem;
+
+class DataTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string t = (fs::temp_directory_path() / "palm_data_XXXXXX").string();
+    dir_ = ::mkdtemp(t.data());
+    TokenizerTrainOptions o;
+    o.inputs = {"/usr/lib/python3.11/json/"};
+    o.vocab_size = 400;
+    o.out = dir_ + "/tok";
+    train_tokenizer(o);
+    make_inputs();
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static std::string p(const std::string& f) { return dir_ + "/" + f; }
+  static void write(const std::string& f, const std::string& text) {
+    fs::create_directories(fs::path(p(f)).parent_path());
+    std::ofstream(p(f), std::ios::binary) << text;
+  }
+  static std::string words(int n, int seed) {
+    std::string s;
+    for (int i = 0; i < n; ++i) s += "w" + std::to_string(seed) + "_" + std::to_string((i * 7919) % 1000) + " ";
+    return s;
+  }
+  static void make_inputs() {
+    // lines: 6 documents, two exact copies of one of them
+    write("lines.txt", "alpha beta\ngamma delta\nalpha beta\nepsilon\nalpha beta\nzeta eta theta\n\n");
+    // code: 3 files, b is a near-duplicate of a (one word of 300 changed), c is different
+    const std::string a = words(300, 1);
+    std::string b = a;
+    b.replace(b.find("w"), 1, "v");
+    write("code/a.py", a);
+    write("code/b.py", b);
+    write("code/c.py", words(300, 2));
+    write("code/skip.txt", words(50, 3));  // filtered by ext=py
+    // fortune-style entries separated by %; the first one comes twice
+    write("fortunes", "first fortune\nspans two lines\n%\nsecond\n%\nfirst fortune\nspans two lines\n%\nlast one\n");
+    // jsonl with a malformed line, a missing field and invalid UTF-8; "alpha beta" repeats
+    // a document of the lines source
+    write("docs.jsonl", "{\"text\": \"json doc one\"}\n{\"text\": \"alpha beta\"}\nnot json\n{\"other\": 1}\n{\"text\": \"bad \\udc80\"}\n{\"text\": \"json doc two\"}\n");
+    write("latin1.txt", "caf\xe9\n");  // invalid UTF-8 as a whole document
+    write("short.txt", "ab\nabcdefghij\n");
+  }
+  static DataBuildOptions options(const std::string& out, int threads = 0) {
+    DataBuildOptions o;
+    o.tokenizer_dir = p("tok");
+    o.sources = {parse_source("lines=" + p("lines.txt") + ":format=lines:weight=2"),
+                 parse_source("code=" + p("code") + ":kind=code:ext=py"),
+                 parse_source("fortunes=" + p("fortunes") + ":sep=%"),
+                 parse_source("json=" + p("docs.jsonl") + ":format=jsonl"),
+                 parse_source("latin=" + p("latin1.txt") + ":min_chars=1"),
+                 parse_source("long=" + p("short.txt") + ":format=lines:min_chars=5")};
+    o.val_fraction = 0.0;
+    o.out = out;
+    o.threads = threads;
+    return o;
+  }
+  static inline std::string dir_;
+};
+
+TEST_F(DataTest, ParsesSourceSpecs) {
+  const SourceSpec s = parse_source("code=src/**/*.py:kind=code:weight=0.2:ext=py,c:min_chars=10");
+  EXPECT_EQ(s.name, "code");
+  EXPECT_EQ(s.paths, std::vector<std::string>{"src/**/*.py"});
+  EXPECT_EQ(s.kind, "code");
+  EXPECT_TRUE(s.near_dedup) << "on by default for code";
+  EXPECT_DOUBLE_EQ(s.weight, 0.2);
+  EXPECT_EQ(s.ext, (std::vector<std::string>{"py", "c"}));
+  EXPECT_EQ(s.min_chars, 10);
+  EXPECT_FALSE(parse_source("books=b.txt:format=lines").near_dedup);
+  EXPECT_EQ(parse_source("x=C:/odd:path.txt:sep=%").paths[0], "C:/odd:path.txt");
+  EXPECT_THROW(parse_source("nopath"), Error);
+  EXPECT_THROW(parse_source("a=b:format=xml"), Error);
+  EXPECT_THROW(parse_source("a=b:weight=-1"), Error);
+  EXPECT_THROW(parse_source("a=b:colour=red"), Error);
+  EXPECT_THROW(parse_source("a b=c"), Error);
+}
+
+TEST_F(DataTest, BuildsDedupsAndCountsOnCraftedInputs) {
+  const std::string out = p("built");
+  EXPECT_THROW(build_data(options(out)), Error) << "the invalid-UTF-8-only source has no documents";
+  EXPECT_FALSE(fs::exists(out)) << "a failed build leaves nothing behind";
+  DataBuildOptions o = options(out);
+  o.sources.erase(o.sources.begin() + 4);  // drop the latin-1 source
+  const auto m = nlohmann::json::parse(build_data(o));
+  auto src = [&](const std::string& name) {
+    for (const auto& s : m["sources"]) if (s["name"] == name) return s;
+    return nlohmann::json();
+  };
+  EXPECT_EQ(src("lines")["documents"], 4);
+  EXPECT_EQ(src("lines")["duplicates"], 2);
+  EXPECT_EQ(src("code")["files"], 3) << "ext=py";
+  EXPECT_EQ(src("code")["documents"], 2);
+  EXPECT_EQ(src("code")["near_duplicates"], 1);
+  EXPECT_EQ(src("fortunes")["documents"], 3);
+  EXPECT_EQ(src("fortunes")["duplicates"], 1);
+  EXPECT_EQ(src("json")["documents"], 2);
+  EXPECT_EQ(src("json")["duplicates"], 1) << "exact dedup across sources";
+  EXPECT_EQ(src("json")["malformed_lines"], 3);  // not JSON, no field, a lone surrogate
+  EXPECT_EQ(src("long")["documents"], 1);
+  EXPECT_EQ(src("long")["filtered_documents"], 1) << "min_chars";
+  EXPECT_NEAR(src("lines")["weight"].get<double>(), 2.0 / 6.0, 1e-12);
+  // every document ends with <eod>, and the shards decode back to the documents
+  const auto tok = Tokenizer::load(out + "/tokenizer");
+  ShardReader lines(out + "/lines/train.bin", tok->sha256());
+  std::vector<std::int32_t> ids(lines.tokens(), lines.tokens() + lines.size());
+  EXPECT_EQ(ids.back(), kEodId);
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), kEodId), 4);
+  std::string text;
+  for (auto id : ids) text += id == kEodId ? std::string("|") : tok->decode({id});
+  EXPECT_EQ(text, "alpha beta|gamma delta|epsilon|zeta eta theta|");
+  EXPECT_THROW(build_data(o), Error) << "an existing output is never overwritten";
+}
+
+TEST_F(DataTest, SourceWithOnlyDuplicatesIsAClearError) {
+  DataBuildOptions o = options(p("dups"));
+  o.sources = {parse_source("a=" + p("lines.txt") + ":format=lines"), parse_source("b=" + p("lines.txt") + ":format=lines")};
+  try {
+    build_data(o);
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("source b: no documents left"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(DataTest, BuildIsByteIdenticalWhateverTheThreads) {
+  DataBuildOptions o1 = options(p("t1"), 1), o2 = options(p("t2"), 2);
+  for (auto* o : {&o1, &o2}) {
+    o->sources.erase(o->sources.begin() + 4);
+    o->val_fraction = 0.3;
+    o->seed = 5;
+  }
+  build_data(o1);
+  build_data(o2);
+  int files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(p("t1"))) {
+    if (!e.is_regular_file()) continue;
+    const auto rel = fs::relative(e.path(), p("t1"));
+    EXPECT_EQ(read_file(e.path().string()), read_file((fs::path(p("t2")) / rel).string())) << rel;
+    ++files;
+  }
+  EXPECT_EQ(files, 3 + 5 * 2);  // manifest, 2 tokenizer files, train+val for 5 sources
+}
+
+TEST_F(DataTest, DetectsCorruptTruncatedAndForeignShards) {
+  DataBuildOptions o = options(p("c"));
+  o.sources = {parse_source("code=" + p("code") + ":kind=code:ext=py")};
+  build_data(o);
+  const std::string shard = p("c/code/train.bin");
+  const std::string good = read_file(shard);
+  EXPECT_NO_THROW(ShardReader r(shard));
+  EXPECT_THROW(ShardReader(shard, std::string(64, 'a')), Error);
+  std::string bad = good;
+  bad[100] ^= 1;
+  write_text_atomic(shard, bad);
+  try {
+    DataLoader l(p("c"), 8, 0);
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("checksum mismatch"), std::string::npos) << e.what();
+  }
+  write_text_atomic(shard, good.substr(0, good.size() - 7));
+  try {
+    ShardReader r(shard);
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
+  write_text_atomic(shard, "not a shard at all, just some text padding padding padding padding padding padding padding padding");
+  EXPECT_THROW(ShardReader r(shard), Error);
+}
+
+// A data directory made directly from token streams (one per source).
+std::string make_corpus(const std::string& dir, const std::vector<std::vector<std::int32_t>>& streams,
+                        const std::vector<double>& weights, const std::string& sha) {
+  fs::create_directories(dir);
+  nlohmann::ordered_json m;
+  m["tokenizer"] = {{"sha256", sha}, {"vocab_size", 1000}};
+  m["sources"] = nlohmann::json::array();
+  for (std::size_t s = 0; s < streams.size(); ++s) {
+    const std::string name = "s" + std::to_string(s);
+    fs::create_directories(dir + "/" + name);
+    ShardWriter w(dir + "/" + name + "/train.bin", 1000, sha);
+    w.append(streams[s].data(), streams[s].size());
+    w.finish();
+    ShardWriter v(dir + "/" + name + "/val.bin", 1000, sha);
+    v.append(streams[s].data(), std::min<std::size_t>(streams[s].size(), 20));
+    v.finish();
+    m["sources"].push_back({{"name", name}, {"weight", weights[s]}, {"tokens", streams[s].size()},
+                            {"shards", {{"train", {name + "/train.bin"}}, {"val", {name + "/val.bin"}}}}});
+  }
+  write_text_atomic(dir + "/" + kManifestFile, m.dump());
+  return dir;
+}
+
+TEST_F(DataTest, LoaderIsAPureFunctionOfTheStepAndRankInvariant) {
+  const std::string sha(64, 'b');
+  std::vector<std::int32_t> a(5000), b(3000);
+  for (int i = 0; i < 5000; ++i) a[i] = i % 997;
+  for (int i = 0; i < 3000; ++i) b[i] = 500 + i % 499;
+  const auto dir = make_corpus(p("mix"), {a, b}, {0.2, 0.8}, sha);
+  const std::int64_t T = 16, B = 8;
+  DataLoader one(dir, T, 42, sha);
+  for (std::int64_t step : {0, 1, 7, 1000000}) {
+    std::vector<std::int32_t> global(B * (T + 1)), again(B * (T + 1));
+    one.train_batch(step, 0, 1, B, global.data());
+    DataLoader fresh(dir, T, 42);  // a resumed run: no state
+    fresh.train_batch(step, 0, 1, B, again.data());
+    EXPECT_EQ(global, again);
+    for (int R : {2, 4, 8}) {
+      std::vector<std::int32_t> joined;
+      for (int r = 0; r < R; ++r) {
+        std::vector<std::int32_t> part(B / R * (T + 1));
+        one.train_batch(step, r, R, B, part.data());
+        joined.insert(joined.end(), part.begin(), part.end());
+      }
+      EXPECT_EQ(joined, global) << "R=" << R;
+    }
+    // every row is a contiguous window of one stream
+    for (std::int64_t j = 0; j < B; ++j) {
+      const std::int32_t* row = global.data() + j * (T + 1);
+      const auto& s = row[0] >= 500 ? b : a;
+      const auto it = std::search(s.begin(), s.end(), row, row + T + 1);
+      EXPECT_NE(it, s.end()) << "row " << j;
+    }
+  }
+  EXPECT_THROW(one.train_batch(0, 0, 3, B, nullptr), Error) << "8 rows do not split over 3 ranks";
+  std::vector<std::int32_t> other(B * (T + 1)), first(B * (T + 1));
+  DataLoader seeded(dir, T, 43);
+  seeded.train_batch(0, 0, 1, B, other.data());
+  one.train_batch(0, 0, 1, B, first.data());
+  EXPECT_NE(other, first) << "the seed matters";
+  EXPECT_THROW(DataLoader(dir, T, 42, std::string(64, 'c')), Error) << "tokenizer mismatch";
+}
+
+TEST_F(DataTest, MixtureProportionsMatchTheWeights) {
+  const std::string sha(64, 'b');
+  const auto dir = make_corpus(p("mix2"), {std::vector<std::int32_t>(4000, 1), std::vector<std::int32_t>(100, 2),
+                                           std::vector<std::int32_t>(900, 3)},
+                               {0.5, 0.3, 0.2}, sha);
+  DataLoader l(dir, 32, 1);
+  const int n = 40000;
+  std::vector<int> count(3);
+  for (int i = 0; i < n; ++i) ++count[l.source_of_sample(i)];
+  const double w[] = {0.5, 0.3, 0.2};
+  for (int s = 0; s < 3; ++s) {
+    const double sd = std::sqrt(w[s] * (1 - w[s]) / n);
+    EXPECT_NEAR(count[s] / double(n), w[s], 5 * sd) << "source " << s;
+  }
+}
+
+TEST_F(DataTest, OneWindowCorpusYieldsThatWindowEveryTime) {
+  const std::string sha(64, 'b');
+  std::vector<std::int32_t> w(17);
+  for (int i = 0; i < 17; ++i) w[i] = 100 + i;
+  const auto dir = make_corpus(p("one"), {w}, {1.0}, sha);
+  DataLoader l(dir, 16, 9);
+  std::vector<std::int32_t> batch(4 * 17);
+  for (std::int64_t step = 0; step < 50; ++step) {
+    l.train_batch(step, 0, 1, 4, batch.data());
+    for (int j = 0; j < 4; ++j) EXPECT_TRUE(std::equal(w.begin(), w.end(), batch.begin() + j * 17));
+  }
+  EXPECT_THROW(DataLoader(dir, 17, 0), Error) << "no source holds a window of 18";
+  EXPECT_EQ(l.val_windows(), 1);
+}
+
+TEST(Dedup, MinHashEstimatesJaccard) {
+  std::string a, b, c;
+  for (int i = 0; i < 400; ++i) a += "t" + std::to_string(i) + " ";
+  b = a;
+  for (int i = 0; i < 400; i += 40) b.replace(b.find("t" + std::to_string(i) + " "), 1, "u");  // 10 words changed
+  for (int i = 0; i < 400; ++i) c += "q" + std::to_string(i) + " ";
+  MinHashSig sa, sb, sc;
+  ASSERT_TRUE(minhash_signature(a, sa));
+  ASSERT_TRUE(minhash_signature(b, sb));
+  ASSERT_TRUE(minhash_signature(c, sc));
+  EXPECT_GT(estimated_jaccard(sa, sb), 0.65);  // true 5-shingle Jaccard ~0.78
+  EXPECT_LT(estimated_jaccard(sa, sc), 0.05);
+  MinHashSig short_sig;
+  EXPECT_FALSE(minhash_signature("too short", short_sig));
+  NearDupIndex idx(0.6);
+  EXPECT_FALSE(idx.check_and_add(sa));
+  EXPECT_TRUE(idx.check_and_add(sb));
+  EXPECT_FALSE(idx.check_and_add(sc));
+}
+
+}  // namespace
+}  // namespace palm
