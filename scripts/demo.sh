@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `make demo`: what palm can do today, on the built-in defaults. Training, the tokenizer
-# and generation arrive with their issues; until then the demo shows the model itself:
-# the paper's sizes, a freshly initialized model, and scoring with it.
+# `make demo`: what palm does today, on the built-in defaults: the paper's model sizes,
+# a vocabulary and training data built from the default corpus (Debian packages), and a
+# model scoring text. Training and generation arrive with their issues.
 set -euo pipefail
 palm=${1:-build/palm}
 out=${PALM_DEMO_DIR:-out/demo}
@@ -11,10 +11,19 @@ step() { printf '\n== %s\n$ %s\n' "$1" "${*:2}"; "${@:2}"; }
 
 step "PaLM 540B as in the paper's Table 1 (parameters, FLOPs/token, memory)" \
   "$palm" info --preset palm-540b
-step "the small preset this machine trains" "$palm" info --preset small --batch-size 8 --seq-len 256
-step "a freshly initialized model (safetensors)" \
-  "$palm" init --preset small --seed 1 --out "$out/small-init.safetensors"
-step "log-probability of each token given its prefix (random model: about -ln(8192) = -9.0)" \
-  "$palm" score --model "$out/small-init.safetensors" --tokens "17 4 99 1024 7 7 7 300"
-printf '\nThe model is at %s. Speed against PyTorch on this machine: make bench.\n' \
-  "$out/small-init.safetensors"
+if [ ! -f "$out/data/manifest.json" ]; then
+  rm -rf "$out/data"
+  step "the default corpus -> a lossless 8000-piece vocabulary and deduplicated token shards" \
+    "$palm" data build --default --max-mb 20 --out "$out/data"
+fi
+step "what the data holds, and the epochs 10M training tokens would imply" \
+  "$palm" data info "$out/data" --tokens 1e7
+step "the vocabulary: byte fallback, one token per digit, whitespace kept" \
+  "$palm" tokenizer info --tokenizer "$out/data/tokenizer"
+step "a freshly initialized small model for that vocabulary" \
+  "$palm" init --preset small --seed 1 --tokenizer "$out/data/tokenizer" --out "$out/small-init.safetensors"
+step "log-probability of each token of a text (random model: about -ln(8000) = -9.0)" \
+  "$palm" score --model "$out/small-init.safetensors" --tokenizer "$out/data/tokenizer" \
+  --text "In the beginning God created the heaven and the earth."
+printf '\nData: %s   model: %s\nSpeed against PyTorch on this machine: make bench.\n' \
+  "$out/data" "$out/small-init.safetensors"

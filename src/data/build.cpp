@@ -174,7 +174,11 @@ std::string build_data(const DataBuildOptions& o) {
       j["name"] = s.name;
       j["kind"] = s.kind;
       j["format"] = s.format;
-      j["paths"] = s.paths;
+      if (s.origin.empty()) {
+        j["paths"] = s.paths;
+      } else {
+        j["origin"] = s.origin;
+      }
       j["weight"] = s.weight / weight_sum;
       j["files"] = st.files;
       j["documents"] = st.documents;

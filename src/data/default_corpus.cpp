@@ -84,9 +84,11 @@ std::vector<SourceSpec> default_corpus_sources(const std::string& raw_dir) {
   s.push_back(fortunes);
   SourceSpec book = spec("bible", bible, 0.25);
   book.sep = "%";
+  book.origin = "Debian package bible-kjv: bible -l100000 Gen1:1-Rev22:21, one document per chapter";
   s.push_back(book);
   SourceSpec dict = spec("jargon", jargon, 0.10);
   dict.sep = "%";
+  dict.origin = "Debian package jargon-text: /usr/share/doc/jargon-text/jargon.txt.gz, documents of ~80 lines";
   s.push_back(dict);
   s.push_back(spec("perldoc", "/usr/share/perl/5.36/pod/*.pod", 0.20));
   SourceSpec code = spec("python", "/usr/lib/python3.11/**/*.py", 0.15, "code");

@@ -20,6 +20,7 @@ struct SourceSpec {
   std::vector<std::string> exclude;  // drop files whose path contains one of these
   std::int64_t min_chars = 1, max_chars = 1'000'000'000;
   bool near_dedup = false;           // default: on for kind=code
+  std::string origin;                // recorded in the manifest instead of paths (dumped inputs)
 };
 
 // Parses "NAME=PATH_OR_GLOB[:key=value...]"; throws Error naming the bad part.
