@@ -52,17 +52,20 @@ void run_score(const ScoreOptions& o) {
   set_threads(o.threads);
   PALM_CHECK(int(!o.tokens.empty()) + int(!o.tokens_file.empty()) + int(!o.text.empty()) == 1,
              "give exactly one of --tokens, --tokens-file and --text");
-  PALM_CHECK(o.text.empty() || !o.tokenizer.empty(), "--text needs --tokenizer DIR");
-  const auto w = load_model(o.model);
+  std::string stored_tokenizer;
+  const std::string model_path = resolve_model(o.model, &stored_tokenizer);
+  const std::string tokenizer = o.tokenizer.empty() ? stored_tokenizer : o.tokenizer;
+  PALM_CHECK(o.text.empty() || !tokenizer.empty(), "--text needs --tokenizer DIR (or a run/checkpoint that stores one)");
+  const auto w = load_model(model_path);
   const ModelConfig& c = w->config;
   std::vector<std::int32_t> seq;
   if (!o.text.empty()) {
-    const auto tok = Tokenizer::load(o.tokenizer);
-    const auto meta = read_model_metadata(o.model);
+    const auto tok = Tokenizer::load(tokenizer);
+    const auto meta = read_model_metadata(model_path);
     const auto it = meta.find(kTokenizerShaKey);
     PALM_CHECK(it == meta.end() || it->second == tok->sha256(), o.model, " was made for the tokenizer with sha256 ",
-               it->second, ", not ", o.tokenizer, " (sha256 ", tok->sha256(), ")");
-    PALM_CHECK(tok->vocab_size() == c.vocab_size, o.tokenizer, " has ", tok->vocab_size(),
+               it->second, ", not ", tokenizer, " (sha256 ", tok->sha256(), ")");
+    PALM_CHECK(tok->vocab_size() == c.vocab_size, tokenizer, " has ", tok->vocab_size(),
                " tokens but the model's vocabulary is ", c.vocab_size);
     seq = tok->encode(o.text);
   } else {
@@ -98,7 +101,7 @@ void register_score(CLI::App& app) {
   auto opts = std::make_shared<ScoreOptions>();
   auto* cmd = app.add_subcommand(
       "score", "Log-probability of each token given its prefix (tokens 2..n; the first has no prefix)");
-  cmd->add_option("--model", opts->model, "Model .safetensors file")->required();
+  cmd->add_option("--model", opts->model, "Model: safetensors file, checkpoint directory or run directory")->required();
   cmd->add_option("--tokens", opts->tokens, "Token ids separated by spaces, e.g. \"5 17 3\"");
   cmd->add_option("--tokens-file", opts->tokens_file, "File of whitespace-separated token ids");
   cmd->add_option("--tokenizer", opts->tokenizer, "Tokenizer directory (for --text)");

@@ -15,6 +15,11 @@ struct ConfigChoice {
   ModelConfig resolve() const;
 };
 
+// --model accepts a safetensors file, a checkpoint directory or a run directory (its
+// newest checkpoint). Returns the safetensors path; *tokenizer_dir gets the tokenizer
+// stored with the checkpoint ("" for a bare file).
+std::string resolve_model(const std::string& path, std::string* tokenizer_dir = nullptr);
+
 std::string human_bytes(double bytes);
 std::string human_count(double n);  // 8.63B, 62.50B, ...
 std::string preset_list();
@@ -26,6 +31,7 @@ void register_score(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_tokenizer(CLI::App& app);
 void register_data(CLI::App& app);
+void register_train(CLI::App& app);
 void register_bench_tokenizer(CLI::App& bench);
 
 }  // namespace palm

@@ -7,6 +7,9 @@
 #include "base/check.h"
 #include "common.h"
 #include "model/params.h"
+#include "train/checkpoint.h"
+
+#include <filesystem>
 
 namespace palm {
 
@@ -20,6 +23,24 @@ void ConfigChoice::add_to(CLI::App* cmd) {
 ModelConfig ConfigChoice::resolve() const {
   PALM_CHECK(!preset.empty() || !config_file.empty(), "give --preset NAME or --config FILE.json");
   return preset.empty() ? load_config_file(config_file) : palm::preset(preset);
+}
+
+std::string resolve_model(const std::string& path, std::string* tokenizer_dir) {
+  namespace fs = std::filesystem;
+  std::string dir;
+  if (fs::is_directory(path)) {
+    if (fs::exists(fs::path(path) / "model.safetensors")) {
+      dir = path;
+    } else {
+      dir = latest_checkpoint(path);
+      PALM_CHECK(!dir.empty(), path, ": neither a checkpoint nor a run with a complete checkpoint");
+    }
+  }
+  if (tokenizer_dir) {
+    *tokenizer_dir = dir.empty() ? "" : (fs::path(dir) / "tokenizer").string();
+    if (!dir.empty() && !fs::exists(*tokenizer_dir)) tokenizer_dir->clear();
+  }
+  return dir.empty() ? path : (fs::path(dir) / "model.safetensors").string();
 }
 
 std::string human_bytes(double b) {
@@ -56,6 +77,7 @@ int main(int argc, char** argv) {
   palm::register_score(app);
   palm::register_tokenizer(app);
   palm::register_data(app);
+  palm::register_train(app);
   palm::register_bench(app);
   try {
     app.parse(argc, argv);

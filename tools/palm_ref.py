@@ -150,6 +150,47 @@ def cmd_grads(a):
     write_safetensors(a.out, out)
 
 
+def cmd_optimizer(a):
+    """Optimizer steps in float64 from palm's optimizer contract (docs/training.md).
+    IN: x0.<name> (parameters), g.<k>.<name> (raw gradients of step k = 1..steps).
+    OUT: x.<k>.<name> after each step."""
+    _, t = read_safetensors(a.inp)
+    names = [n[3:] for n in t if n.startswith("x0.")]
+    x = {n: torch.tensor(t["x0." + n], dtype=torch.float64) for n in names}
+    out = {}
+    if a.kind == "adamw":
+        params = {n: torch.nn.Parameter(x[n].clone()) for n in names}
+        decay = [params[n] for n in names if params[n].dim() == 2]
+        no_decay = [params[n] for n in names if params[n].dim() != 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                                lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
+    m = {n: torch.zeros_like(x[n]) for n in names}
+    v = {n: torch.zeros_like(x[n]) for n in names}
+    for k in range(1, a.steps + 1):
+        g = {n: torch.tensor(t[f"g.{k}.{n}"], dtype=torch.float64) for n in names}
+        norm = torch.sqrt(sum((gi ** 2).sum() for gi in g.values()))
+        if norm > 1.0:
+            g = {n: gi / norm for n, gi in g.items()}
+        if a.kind == "adamw":
+            for n in names:
+                params[n].grad = g[n]
+            opt.step()
+            for n in names:
+                out[f"x.{k}.{n}"] = params[n].detach().clone().numpy()  # a copy: opt.step works in place
+            continue
+        lr = min(1e-2, 1 / math.sqrt(k))
+        b2 = 1 - k ** (-0.8)
+        for n in names:
+            v[n] = b2 * v[n] + (1 - b2) * (g[n] ** 2 + 1e-30)
+            u = g[n] / torch.sqrt(v[n])
+            u = u / max(1.0, (u.pow(2).mean().sqrt() / 1.0).item())
+            alpha = lr * max(1e-3, x[n].pow(2).mean().sqrt().item())
+            m[n] = 0.9 * m[n] + 0.1 * alpha * u
+            x[n] = x[n] - m[n] - lr ** 2 * x[n]
+            out[f"x.{k}.{n}"] = x[n].numpy()
+    write_safetensors(a.out, out)
+
+
 def cmd_score(a):
     """log-probability of tokens[1:] given their prefixes, in float64"""
     meta, tensors = read_safetensors(a.model)
@@ -246,6 +287,12 @@ def main():
     g.add_argument("--batch", required=True)
     g.add_argument("--out", required=True)
     g.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    o = sub.add_parser("optimizer")
+    o.add_argument("--in", dest="inp", required=True)
+    o.add_argument("--out", required=True)
+    o.add_argument("--kind", default="adafactor", choices=["adafactor", "adamw"])
+    o.add_argument("--steps", type=int, required=True)
+    o.add_argument("--lr", type=float, default=1e-3)
     s = sub.add_parser("score")
     s.add_argument("--model", required=True)
     s.add_argument("--tokens", required=True)
@@ -258,7 +305,7 @@ def main():
     b.add_argument("--warmup", type=int, default=2)
     b.add_argument("--bf16", action="store_true")
     a = ap.parse_args()
-    {"grads": cmd_grads, "score": cmd_score, "bench": cmd_bench}[a.cmd](a)
+    {"grads": cmd_grads, "score": cmd_score, "optimizer": cmd_optimizer, "bench": cmd_bench}[a.cmd](a)
 
 
 if __name__ == "__main__":

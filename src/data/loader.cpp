@@ -66,8 +66,12 @@ void DataLoader::train_batch(std::int64_t step, int rank, int ranks, std::int64_
   PALM_CHECK(B > 0 && B % ranks == 0, "global batch ", B, " is not divisible by ", ranks, " data-parallel ranks");
   PALM_CHECK(step >= 0, "step must be non-negative");
   const std::int64_t rows = B / ranks;
-  for (std::int64_t j = 0; j < rows; ++j) {
-    const std::int64_t i = step * B + rank * rows + j;  // global sample index
+  samples(step * B + rank * rows, rows, out);
+}
+
+void DataLoader::samples(std::int64_t first, std::int64_t count, std::int32_t* out) const {
+  for (std::int64_t j = 0; j < count; ++j) {
+    const std::int64_t i = first + j;  // global sample index
     const LoaderSource& s = sources_[source_of_sample(i)];
     const std::uint64_t starts = s.train->size() - std::uint64_t(T_);  // window starts 0..n-T-1
     const std::uint64_t start = splitmix64(splitmix64(seed_ ^ 0x77696e646f77ull) + std::uint64_t(i)) % starts;

@@ -30,6 +30,9 @@ class DataLoader {
 
   // out: [B/R, T+1] tokens (inputs are columns 0..T-1, targets 1..T).
   void train_batch(std::int64_t step, int rank, int ranks, std::int64_t global_batch, std::int32_t* out) const;
+  // Global samples [first, first + count) as rows of T+1 tokens (what train_batch uses;
+  // a batch-size ramp addresses samples directly).
+  void samples(std::int64_t first, std::int64_t count, std::int32_t* out) const;
   // Validation: consecutive non-overlapping windows of all val shards in source order.
   std::int64_t val_windows() const;
   void val_window(std::int64_t index, std::int32_t* out) const;

@@ -1,0 +1,104 @@
+#include "train/optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "base/check.h"
+
+namespace palm {
+
+namespace {
+constexpr std::int64_t kChunk = 4096;  // fixed reduction chunks: thread-count invariant sums
+}
+
+Optimizer::Optimizer(const ModelConfig& c, const OptimizerConfig& o)
+    : model_(c), cfg_(o), first_(std::size_t(param_count(c))), second_(std::size_t(param_count(c))) {
+  PALM_CHECK(o.kind == "adafactor" || o.kind == "adamw", "--optimizer must be adafactor or adamw, got '", o.kind, "'");
+  partials_.resize(std::size_t(param_count(c) / kChunk + 2));
+}
+
+double Optimizer::sum_squares(const float* x, std::int64_t n) {
+  const std::int64_t chunks = (n + kChunk - 1) / kChunk;
+  if (std::int64_t(partials_.size()) < chunks) partials_.resize(std::size_t(chunks));
+#pragma omp parallel for schedule(static)
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    double s = 0;
+    const std::int64_t end = std::min(n, (c + 1) * kChunk);
+    for (std::int64_t i = c * kChunk; i < end; ++i) s += double(x[i]) * x[i];
+    partials_[c] = s;
+  }
+  double total = 0;
+  for (std::int64_t c = 0; c < chunks; ++c) total += partials_[c];
+  return total;
+}
+
+double Optimizer::step(Weights& w, Weights& g, std::int64_t k, double lr) {
+  PALM_CHECK(k >= 1, "optimizer steps count from 1");
+  const std::int64_t total = param_count(model_);
+  const double norm = std::sqrt(sum_squares(g.arena.data(), total));
+  PALM_CHECK(std::isfinite(norm), "the gradient norm is not finite");
+  if (cfg_.clip_norm > 0 && norm > cfg_.clip_norm) {
+    const float scale = float(cfg_.clip_norm / norm);
+    float* gd = g.arena.data();
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < total; ++i) gd[i] *= scale;
+  }
+  if (cfg_.kind == "adamw") {
+    const double b1 = cfg_.beta1, b2 = cfg_.beta2;
+    const double c1 = 1 - std::pow(b1, double(k)), c2 = 1 - std::pow(b2, double(k));
+    float *x = w.arena.data(), *gd = g.arena.data(), *m = first_.data(), *v = second_.data();
+    for_each_param(model_, [&](const ParamInfo& p) {
+      const bool decay = p.shape.size() == 2;  // no decay on LayerNorm scales
+#pragma omp parallel for schedule(static)
+      for (std::int64_t i = p.offset; i < p.offset + p.numel; ++i) {
+        m[i] = float(b1 * m[i] + (1 - b1) * gd[i]);
+        v[i] = float(b2 * v[i] + (1 - b2) * double(gd[i]) * gd[i]);
+        const double upd = (m[i] / c1) / (std::sqrt(v[i] / c2) + cfg_.eps);
+        x[i] = float(x[i] - lr * (upd + (decay ? cfg_.weight_decay * x[i] : 0.0)));
+      }
+    });
+    return norm;
+  }
+  // Adafactor without factorization (PaLM), per parameter tensor:
+  //   b2 = 1 - k^-0.8;  V = b2 V + (1 - b2)(G^2 + 1e-30);  U = G / sqrt(V)
+  //   U /= max(1, RMS(U));  a = lr max(1e-3, RMS(X));  M = 0.9 M + 0.1 a U;  X -= M + lr^2 X
+  const double b2 = 1.0 - std::pow(double(k), -cfg_.decay_exponent);
+  float *x = w.arena.data(), *gd = g.arena.data(), *m = first_.data(), *v = second_.data();
+  for_each_param(model_, [&](const ParamInfo& p) {
+    float* xs = x + p.offset;
+    float* gs = gd + p.offset;
+    float* ms = m + p.offset;
+    float* vs = v + p.offset;
+    const std::int64_t n = p.numel;
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) {
+      vs[i] = float(b2 * vs[i] + (1 - b2) * (double(gs[i]) * gs[i] + 1e-30));
+      gs[i] = float(gs[i] / std::sqrt(double(vs[i])));  // U, in the gradient's place
+    }
+    const double rms_u = std::sqrt(sum_squares(gs, n) / double(n));
+    const double rms_x = std::sqrt(sum_squares(xs, n) / double(n));
+    const double u_scale = 1.0 / std::max(1.0, rms_u / cfg_.update_clip);
+    const double a = lr * std::max(cfg_.param_scale_floor, rms_x);
+    const double mom = cfg_.momentum;
+    const double decay = cfg_.weight_decay_lr2 ? lr * lr : 0.0;
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) {
+      ms[i] = float(mom * ms[i] + (1 - mom) * a * u_scale * gs[i]);
+      xs[i] = float(xs[i] - ms[i] - decay * xs[i]);
+    }
+  });
+  return norm;
+}
+
+std::vector<Optimizer::StateTensor> Optimizer::state_tensors() {
+  std::vector<StateTensor> out;
+  const std::string a = cfg_.kind == "adamw" ? "adamw.m." : "adafactor.m.";
+  const std::string b = cfg_.kind == "adamw" ? "adamw.v." : "adafactor.v.";
+  for_each_param(model_, [&](const ParamInfo& p) {
+    out.push_back({a + p.name, p.shape, first_.data() + p.offset});
+    out.push_back({b + p.name, p.shape, second_.data() + p.offset});
+  });
+  return out;
+}
+
+}  // namespace palm

@@ -1,0 +1,370 @@
+#include "train/trainer.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "base/check.h"
+#include "base/file_util.h"
+#include "base/progress.h"
+#include "base/sha256.h"
+#include "base/threads.h"
+#include "data/loader.h"
+#include "dist/comm.h"
+#include "kernels/backend.h"
+#include "model/accounting.h"
+#include "model/model.h"
+#include "model/model_io.h"
+#include "train/checkpoint.h"
+
+namespace palm {
+
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+using Clock = std::chrono::steady_clock;
+
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// fp32 GEMM rate on this machine for the MFU column (a short 1024^3 measurement).
+double quick_gemm_peak(Backend& be) {
+  const std::int64_t n = 1024;
+  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
+  be.gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+  const auto t0 = Clock::now();
+  int calls = 0;
+  while (std::chrono::duration<double>(Clock::now() - t0).count() < 0.5) {
+    be.gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    ++calls;
+  }
+  return 2.0 * n * n * n * calls / std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Keeps the metrics lines of steps <= step (resuming rewinds the log with the weights).
+void truncate_metrics(const std::string& path, std::int64_t step) {
+  if (!fs::exists(path)) return;
+  std::ifstream in(path);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      if (nlohmann::json::parse(line).value("step", std::int64_t(0)) <= step) kept += line + "\n";
+    } catch (const nlohmann::json::exception&) {
+      // a line cut by kill -9: dropped
+    }
+  }
+  write_text_atomic(path, kept);
+}
+
+}  // namespace
+
+std::string train_options_to_json(const TrainOptions& o) {
+  json j;
+  j["model"] = nlohmann::json::parse(config_to_json(o.model));
+  j["preset"] = o.preset;
+  j["data"] = o.data;
+  j["init"] = o.init;
+  j["steps"] = o.steps;
+  j["batch_size"] = o.batch_size;
+  j["seq_len"] = o.seq_len;
+  j["grad_accum"] = o.grad_accum;
+  j["seed"] = o.seed;
+  j["checkpoint_every"] = o.checkpoint_every;
+  j["keep_checkpoints"] = o.keep_checkpoints;
+  j["eval_every"] = o.eval_every;
+  j["eval_batches"] = o.eval_batches;
+  j["remat"] = o.remat;
+  j["bf16"] = o.bf16;
+  j["optimizer"] = o.optimizer.kind;
+  j["clip_norm"] = o.optimizer.clip_norm;
+  j["lr_schedule"] = o.lr.kind;
+  j["lr"] = o.lr.peak;
+  j["warmup_steps"] = o.lr.warmup;
+  j["min_lr_ratio"] = o.lr.min_ratio;
+  j["batch_ramp"] = o.batch_ramp;
+  j["z_loss"] = o.z_loss;
+  j["spike_factor"] = o.spike_factor;
+  j["spike_window"] = o.spike_window;
+  j["spike_skip"] = o.spike_skip;
+  j["max_rollbacks"] = o.max_rollbacks;
+  j["weight_decay"] = o.optimizer.weight_decay;
+  return j.dump(2) + "\n";
+}
+
+TrainOptions train_options_from_json(const std::string& text, const std::string& where) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail(str_cat(where, ": not valid JSON: ", e.what()));
+  }
+  TrainOptions o;
+  try {
+    o.model = config_from_json(j.at("model").dump(), where + " (model)");
+    o.preset = j.value("preset", "");
+    o.data = j.at("data").get<std::string>();
+    o.init = j.value("init", "");
+    o.steps = j.at("steps");
+    o.batch_size = j.at("batch_size");
+    o.seq_len = j.at("seq_len");
+    o.grad_accum = j.value("grad_accum", 1);
+    o.seed = j.value("seed", 0);
+    o.checkpoint_every = j.value("checkpoint_every", 100);
+    o.keep_checkpoints = j.value("keep_checkpoints", 3);
+    o.eval_every = j.value("eval_every", 100);
+    o.eval_batches = j.value("eval_batches", 8);
+    o.remat = j.value("remat", false);
+    o.bf16 = j.value("bf16", false);
+    o.optimizer.kind = j.value("optimizer", "adafactor");
+    o.optimizer.clip_norm = j.value("clip_norm", 1.0);
+    o.optimizer.weight_decay = j.value("weight_decay", 0.1);
+    o.lr.kind = j.value("lr_schedule", "palm");
+    o.lr.peak = j.value("lr", 1e-2);
+    o.lr.warmup = j.value("warmup_steps", 0);
+    o.lr.min_ratio = j.value("min_lr_ratio", 0.1);
+    o.batch_ramp = j.value("batch_ramp", "");
+    o.z_loss = j.value("z_loss", 1e-4);
+    o.spike_factor = j.value("spike_factor", 3.0);
+    o.spike_window = j.value("spike_window", 50);
+    o.spike_skip = j.value("spike_skip", 200);
+    o.max_rollbacks = j.value("max_rollbacks", 5);
+  } catch (const nlohmann::json::exception& e) {
+    fail(str_cat(where, ": ", e.what()));
+  }
+  return o;
+}
+
+std::int64_t run_training(TrainOptions o, bool resume) {
+  set_threads(o.threads);
+  PALM_CHECK(!o.out.empty(), "--out RUN is required");
+  PALM_CHECK(o.steps > 0, "--steps must be positive");
+  PALM_CHECK(o.seq_len > 0 && o.batch_size > 0 && o.grad_accum > 0, "--seq-len, --batch-size and --grad-accum must be positive");
+  PALM_CHECK(o.batch_size % o.grad_accum == 0, "--batch-size ", o.batch_size, " is not divisible by --grad-accum ", o.grad_accum);
+  PALM_CHECK(o.checkpoint_every > 0 && o.eval_every > 0, "--checkpoint-every and --eval-every must be positive");
+  validate(o.lr);
+  if (o.lr.kind == "cosine" && o.lr.total == 0) o.lr.total = o.steps;
+  const BatchRamp ramp = BatchRamp::parse(o.batch_ramp, o.batch_size);
+  const std::int64_t micro = o.batch_size / o.grad_accum;  // rows per forward/backward
+  for (const auto& [from, b] : ramp.points)
+    PALM_CHECK(b % micro == 0, "--batch-ramp batch ", b, " is not a multiple of the micro-batch ", micro);
+
+  // The data fixes the vocabulary: a preset's vocab is replaced.
+  DataLoader loader(o.data, o.seq_len, o.seed);
+  const std::string tok_dir = (fs::path(o.data) / "tokenizer").string();
+  o.model.vocab_size = loader.vocab_size();
+  o.model.max_seq_len = std::max(o.model.max_seq_len, o.seq_len);
+  validate(o.model);
+
+  const auto be = make_backend();
+  const auto comm = make_local_comm();
+  Weights w(o.model);
+  Gradients g(o.model);
+  Optimizer opt(o.model, o.optimizer);
+  // Refuse a batch that cannot fit before allocating it.
+  const std::int64_t act_bytes = Activations::bytes_needed(*be, o.model, {micro, o.seq_len, o.remat, true, o.bf16});
+  Activations acts(*be, o.model, {micro, o.seq_len, o.remat, true, o.bf16});
+  (void)act_bytes;
+
+  std::int64_t step = 0;            // last completed step
+  std::int64_t skip_samples = 0;    // data skipped by rollbacks
+  std::int64_t tokens_seen = 0;
+  double wall_before = 0;
+  json rollbacks = json::array();
+  const std::string metrics_path = (fs::path(o.out) / "metrics.jsonl").string();
+  if (resume) {
+    // A checkpoint interrupted by kill -9 is a hidden temporary: remove it.
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(fs::path(o.out) / "checkpoints", ec))
+      if (e.path().filename().string().rfind(".step-", 0) == 0) fs::remove_all(e.path(), ec);
+    const std::string ckpt = latest_checkpoint(o.out);
+    PALM_CHECK(!ckpt.empty(), o.out, ": no complete checkpoint to resume from");
+    const auto st = nlohmann::json::parse(load_checkpoint(ckpt, w, opt));
+    PALM_CHECK(st.at("tokenizer_sha256") == loader.tokenizer_sha256(), ckpt, ": made with the tokenizer ",
+               st.at("tokenizer_sha256").get<std::string>(), " but the data uses ", loader.tokenizer_sha256());
+    step = st.at("step");
+    skip_samples = st.value("skip_samples", std::int64_t(0));
+    tokens_seen = st.value("tokens_seen", std::int64_t(0));
+    wall_before = st.value("wall_seconds", 0.0);
+    rollbacks = st.value("rollbacks", json::array());
+    truncate_metrics(metrics_path, step);
+    std::fprintf(stderr, "resuming %s from step %lld (%s)\n", o.out.c_str(), (long long)step, ckpt.c_str());
+  } else {
+    PALM_CHECK(list_checkpoints(o.out).empty(), o.out, ": already holds checkpoints; use --resume ", o.out,
+               " or another --out");
+    fs::create_directories(o.out);
+    if (!o.init.empty()) {
+      const auto init = load_model(o.init);
+      PALM_CHECK(init->config.vocab_size == o.model.vocab_size, "--init ", o.init, " has vocab ", init->config.vocab_size,
+                 " but the data's tokenizer has ", o.model.vocab_size);
+      PALM_CHECK(init->config == o.model, "--init ", o.init, ": its config differs from the run's");
+      std::memcpy(w.arena.data(), init->arena.data(), w.arena.size() * sizeof(float));
+    } else {
+      init_weights(w, o.seed);
+    }
+    write_text_atomic(metrics_path, "");
+  }
+  write_text_atomic((fs::path(o.out) / "config.json").string(), train_options_to_json(o));
+
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+  g_stop_signal = 0;
+
+  const ModelAccounting acc = account(*be, o.model, micro, o.seq_len);
+  const double peak = quick_gemm_peak(*be);
+  std::vector<std::int32_t> rows(micro * (o.seq_len + 1)), tokens(micro * o.seq_len), targets(micro * o.seq_len);
+  std::vector<double> recent;
+  bool injected = false;
+  std::FILE* metrics = std::fopen(metrics_path.c_str(), "a");
+  PALM_CHECK(metrics, metrics_path, ": cannot append");
+  const auto t_start = Clock::now();
+
+  auto state_json = [&]() {
+    json s;
+    s["step"] = step;
+    s["seed"] = o.seed;
+    s["config"] = nlohmann::json::parse(config_to_json(o.model));
+    s["tokenizer_sha256"] = loader.tokenizer_sha256();
+    s["data_manifest_sha256"] = sha256_file((fs::path(o.data) / "manifest.json").string());
+    s["skip_samples"] = skip_samples;
+    s["tokens_seen"] = tokens_seen;
+    s["wall_seconds"] = wall_before + std::chrono::duration<double>(Clock::now() - t_start).count();
+    s["rollbacks"] = rollbacks;
+    return s.dump(2) + "\n";
+  };
+  auto checkpoint = [&] {
+    std::fflush(metrics);
+    save_checkpoint(o.out, step, w, opt, state_json(), tok_dir, loader.tokenizer_sha256(), o.keep_checkpoints);
+  };
+  auto eval = [&]() -> double {
+    const std::int64_t windows = std::min(loader.val_windows(), o.eval_batches * micro);
+    if (windows < micro) return NAN;
+    double sum = 0;
+    std::int64_t batches = 0;
+    for (std::int64_t first = 0; first + micro <= windows; first += micro, ++batches) {
+      for (std::int64_t r = 0; r < micro; ++r) loader.val_window(first + r, rows.data() + r * (o.seq_len + 1));
+      for (std::int64_t r = 0; r < micro; ++r)
+        for (std::int64_t t = 0; t < o.seq_len; ++t) {
+          tokens[r * o.seq_len + t] = rows[r * (o.seq_len + 1) + t];
+          targets[r * o.seq_len + t] = rows[r * (o.seq_len + 1) + t + 1];
+        }
+      sum += forward(*be, w, acts, tokens.data(), targets.data(), 0.0f).loss;
+    }
+    return sum / double(batches);
+  };
+
+  const std::int64_t start_step = step;
+  Progress progress("train", std::max<std::int64_t>(o.steps - start_step, 1), "steps");
+  const auto t_loop = Clock::now();
+  std::int64_t loop_tokens = 0;
+  while (step < o.steps) {
+    const std::int64_t k = step + 1;
+    const std::int64_t B = ramp.batch_at(k);
+    const std::int64_t first = ramp.samples_before(k) + skip_samples;
+    g.arena.zero();
+    double loss = 0, zl = 0;
+    const std::int64_t accum = B / micro;
+    for (std::int64_t m = 0; m < accum; ++m) {
+      loader.samples(first + m * micro, micro, rows.data());
+      for (std::int64_t r = 0; r < micro; ++r)
+        for (std::int64_t t = 0; t < o.seq_len; ++t) {
+          tokens[r * o.seq_len + t] = rows[r * (o.seq_len + 1) + t];
+          targets[r * o.seq_len + t] = rows[r * (o.seq_len + 1) + t + 1];
+        }
+      const LossStats s = forward(*be, w, acts, tokens.data(), targets.data(), float(o.z_loss));
+      backward(*be, *comm, w, acts, tokens.data(), g);
+      loss += s.loss / double(accum);
+      zl += s.z_loss / double(accum);
+    }
+    if (o.inject_spike == k && !injected) {
+      loss *= 100;
+      injected = true;
+    }
+    // Loss spike: roll back to the newest checkpoint and skip the batches around the spike.
+    const bool spike = !std::isfinite(loss) ||
+                       (std::int64_t(recent.size()) >= std::min<std::int64_t>(o.spike_window, 10) &&
+                        loss > o.spike_factor * median(recent));
+    if (spike) {
+      const std::string ckpt = latest_checkpoint(o.out);
+      PALM_CHECK(!ckpt.empty(), "loss spike at step ", k, " (loss ", loss, ") before the first checkpoint: stopping");
+      PALM_CHECK(std::int64_t(rollbacks.size()) < o.max_rollbacks, "loss spike at step ", k, ": already rolled back ",
+                 rollbacks.size(), " times (--max-rollbacks): stopping");
+      const auto st = nlohmann::json::parse(load_checkpoint(ckpt, w, opt));
+      const std::int64_t back_to = st.at("step");
+      const std::int64_t skip_steps = std::max(o.spike_skip, k - back_to);
+      skip_samples = st.value("skip_samples", std::int64_t(0)) + ramp.samples_before(k + skip_steps) - ramp.samples_before(k);
+      tokens_seen = st.value("tokens_seen", std::int64_t(0));
+      json event = {{"event", "rollback"}, {"spike_step", k}, {"loss", std::isfinite(loss) ? loss : -1.0},
+                    {"median", median(recent)}, {"to_step", back_to}, {"skipped_batches", skip_steps}};
+      rollbacks = st.value("rollbacks", json::array());
+      rollbacks.push_back(event);
+      std::fprintf(stderr, "\nloss spike at step %lld (%.4f, median %.4f): rolled back to step %lld, skipping %lld batches\n",
+                   (long long)k, loss, median(recent), (long long)back_to, (long long)skip_steps);
+      step = back_to;
+      recent.clear();
+      std::fflush(metrics);
+      std::fclose(metrics);
+      truncate_metrics(metrics_path, step);
+      metrics = std::fopen(metrics_path.c_str(), "a");
+      event["step"] = step;
+      std::fprintf(metrics, "%s\n", event.dump().c_str());
+      continue;
+    }
+    if (accum > 1) {
+      const float inv = 1.0f / float(accum);
+      float* gd = g.arena.data();
+#pragma omp parallel for schedule(static)
+      for (std::int64_t i = 0; i < std::int64_t(g.arena.size()); ++i) gd[i] *= inv;
+    }
+    const double lr = o.lr.at(k);
+    const double gnorm = opt.step(w, g, k, lr);
+    step = k;
+    tokens_seen += B * o.seq_len;
+    loop_tokens += B * o.seq_len;
+    recent.push_back(loss);
+    if (std::int64_t(recent.size()) > o.spike_window) recent.erase(recent.begin());
+    const double el = std::chrono::duration<double>(Clock::now() - t_loop).count();
+    const double tps = el > 0 ? double(loop_tokens) / el : 0;
+    json line = {{"step", k}, {"loss", loss}, {"z_loss", zl}, {"lr", lr}, {"grad_norm", gnorm}, {"batch", B},
+                 {"tokens", tokens_seen}};
+    std::fprintf(metrics, "%s\n", line.dump().c_str());
+    progress.update(k - start_step,
+                    str_cat("step ", k, "/", o.steps, "  loss ", std::round(loss * 1e4) / 1e4, "  z ",
+                            std::round(zl * 1e5) / 1e5, "  lr ", lr, "  |g| ", std::round(gnorm * 1e3) / 1e3, "  ",
+                            std::lround(tps), " tok/s  MFU ", std::round(1000 * tps * acc.flops_per_token / peak) / 10, "%"));
+    if (k % o.eval_every == 0 || k == o.steps) {
+      const double v = eval();
+      if (std::isfinite(v)) {
+        std::fprintf(metrics, "%s\n", json({{"step", k}, {"val_loss", v}}).dump().c_str());
+        std::fprintf(stderr, "%sstep %lld: validation loss %.4f\n", isatty(2) ? "\n" : "", (long long)k, v);
+      }
+    }
+    if (k % o.checkpoint_every == 0 || k == o.steps || g_stop_signal) checkpoint();
+    if (g_stop_signal) {
+      std::fprintf(stderr, "\nsignal %d: stopped after step %lld with a checkpoint; resume with palm train --resume %s\n",
+                   int(g_stop_signal), (long long)k, o.out.c_str());
+      break;
+    }
+  }
+  std::fclose(metrics);
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  progress.finish(str_cat("step ", step, ", ", tokens_seen, " tokens"));
+  return step;
+}
+
+}  // namespace palm

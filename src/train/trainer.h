@@ -1,0 +1,41 @@
+// palm train: PaLM's recipe over a data directory, with checkpoints, bitwise resume,
+// signal handling and loss-spike rollback (docs/training.md).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "model/config.h"
+#include "train/optimizer.h"
+#include "train/schedule.h"
+
+namespace palm {
+
+struct TrainOptions {
+  ModelConfig model;             // vocab_size replaced by the data's tokenizer
+  std::string preset;            // informational
+  std::string data, out, init;
+  std::int64_t steps = 1000, batch_size = 8, seq_len = 256, grad_accum = 1;
+  std::uint64_t seed = 0;
+  std::int64_t checkpoint_every = 100, keep_checkpoints = 3, eval_every = 100, eval_batches = 8;
+  bool remat = false, bf16 = false;
+  int threads = 0;
+  OptimizerConfig optimizer;
+  LrSchedule lr;
+  std::string batch_ramp;        // "" = constant batch_size
+  double z_loss = 1e-4;
+  // loss spikes: a non-finite loss, or one above spike_factor x the median of the last
+  // spike_window losses, rolls back to the newest checkpoint and skips spike_skip batches
+  double spike_factor = 3.0;
+  std::int64_t spike_window = 50, spike_skip = 200, max_rollbacks = 5;
+  std::int64_t inject_spike = 0;  // test hook: multiply the loss at this step by 100 (once)
+  bool card = true;               // model card at the end (when available)
+};
+
+std::string train_options_to_json(const TrainOptions& o);
+TrainOptions train_options_from_json(const std::string& json, const std::string& where);
+
+// Trains from scratch (resume = false; RUN must not hold checkpoints) or continues RUN
+// from its newest checkpoint. Returns the last completed step.
+std::int64_t run_training(TrainOptions o, bool resume);
+
+}  // namespace palm
