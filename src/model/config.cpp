@@ -21,6 +21,7 @@ void validate(const ModelConfig& c) {
   positive("max_seq_len", c.max_seq_len);
   PALM_CHECK(c.head_dim % 2 == 0, "config: head_dim must be even (RoPE rotates pairs), got ",
              c.head_dim);
+  PALM_CHECK(c.head_dim <= 1024, "config: head_dim must be at most 1024, got ", c.head_dim);
   PALM_CHECK(c.vocab_size <= (std::int64_t(1) << 31) - 1, "config: vocab_size too large: ",
              c.vocab_size);
   PALM_CHECK(c.rope_base > 1.0, "config: rope_base must be > 1, got ", c.rope_base);

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "base/check.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/fast_math.h"
 
@@ -73,14 +74,17 @@ void CpuBackend::layernorm_bwd_acc(const float* dy, const float* x, const float*
 
 namespace {
 
+constexpr i64 kMaxRopeHalf = 512;
+
 // Rotates each head's pairs (i, i + K/2) by sign * t * base^(-2i/K). The angle is formed
 // in double so long positions keep full float accuracy.
 void rope_rotate(const float* in, i64 ld_in, float* out, i64 ld_out, i64 N, i64 T, i64 heads,
                  i64 K, float base, float sign) {
   const i64 half = K / 2;
+  PALM_ASSERT(half <= kMaxRopeHalf);  // validate() bounds head_dim
 #pragma omp parallel
   {
-    std::vector<float> cs(half), sn(half);
+    float cs[kMaxRopeHalf], sn[kMaxRopeHalf];  // per-thread tables, no allocation
 #pragma omp for schedule(static)
     for (i64 n = 0; n < N; ++n) {
       const double t = double(n % T);
