@@ -64,6 +64,18 @@ class TimingBackend final : public Backend {
     in_.rope_bwd(d, ld, di, ldi, N, T, h, K, base);
     add("rope_bwd", t0);
   }
+  void rope_fwd_at(const float* in, i64 li, float* out, i64 lo, i64 N, const std::int32_t* pos, i64 h, i64 K,
+                   float base) override {
+    const auto t0 = now();
+    in_.rope_fwd_at(in, li, out, lo, N, pos, h, K, base);
+    add("rope_fwd_at", t0);
+  }
+  void attention_decode(const float* q, const float* const* c, i64 ld, const std::int64_t* lens, float* o, i64 b,
+                        i64 H, i64 K) override {
+    const auto t0 = now();
+    in_.attention_decode(q, c, ld, lens, o, b, H, K);
+    add("attention_decode", t0);
+  }
   void swiglu_fwd(const float* g, const float* u, i64 ld, float* a, i64 N, i64 F) override {
     const auto t0 = now();
     in_.swiglu_fwd(g, u, ld, a, N, F);

@@ -211,6 +211,48 @@ TEST_F(Kernels, RopeForwardStridedAndFiniteDifferences) {
                  xf, dx, 1e-4, "rope_bwd");
 }
 
+TEST_F(Kernels, RopeAtExplicitPositionsEqualsRopeAtThosePositions) {
+  const i64 heads = 3, K = 16, T = 40;
+  const std::vector<std::int32_t> pos = {0, 39, 7, 7, 1};
+  const i64 N = i64(pos.size());
+  auto in = rand_vec(N * heads * K, 40);
+  std::vector<float> out(N * heads * K);
+  be->rope_fwd_at(in.data(), heads * K, out.data(), heads * K, N, pos.data(), heads, K, 10000.0f);
+  // the reference rotates row n by n % T: place each row at its position in a T-row block
+  for (i64 n = 0; n < N; ++n) {
+    Vec block(T * heads * K, 0.0);
+    for (i64 c = 0; c < heads * K; ++c) block[pos[n] * heads * K + c] = in[n * heads * K + c];
+    const Vec want = ref::rope(block, T, T, heads, K, 10000.0);
+    std::vector<float> got(out.begin() + n * heads * K, out.begin() + (n + 1) * heads * K);
+    expect_close(got, Vec(want.begin() + pos[n] * heads * K, want.begin() + (pos[n] + 1) * heads * K), 1e-5, "rope_fwd_at");
+  }
+}
+
+TEST_F(Kernels, AttentionDecodeEqualsTheLastRowOfCausalAttention) {
+  const i64 H = 3, K = 16, ld = 2 * K + 5;
+  const std::vector<std::int64_t> lens = {1, 17, 70};
+  const i64 b = i64(lens.size());
+  auto q = rand_vec(b * H * K, 41);
+  std::vector<std::vector<float>> caches;
+  std::vector<const float*> ptrs;
+  for (i64 i = 0; i < b; ++i) {
+    caches.push_back(rand_vec(lens[i] * ld, 42 + unsigned(i)));
+    ptrs.push_back(caches.back().data());
+  }
+  std::vector<float> o(b * H * K);
+  be->attention_decode(q.data(), ptrs.data(), ld, lens.data(), o.data(), b, H, K);
+  for (i64 i = 0; i < b; ++i) {
+    const i64 T = lens[i];
+    Vec qq(T * H * K, 0.0), k(T * K), v(T * K);  // the query sits at the last position
+    for (i64 c = 0; c < H * K; ++c) qq[(T - 1) * H * K + c] = q[i * H * K + c];
+    for (i64 t = 0; t < T; ++t)
+      for (i64 e = 0; e < K; ++e) k[t * K + e] = caches[i][t * ld + e], v[t * K + e] = caches[i][t * ld + K + e];
+    const Vec full = ref::attention(qq, k, v, 1, T, H, K);
+    std::vector<float> got(o.begin() + i * H * K, o.begin() + (i + 1) * H * K);
+    expect_close(got, Vec(full.begin() + (T - 1) * H * K, full.end()), 1e-5, "attention_decode");
+  }
+}
+
 TEST_F(Kernels, SwigluForwardAndFiniteDifferences) {
   const i64 N = 17, F = 129, ld = 2 * F + 3;
   auto u = rand_vec(N * ld, 14, 3.0f);

@@ -57,6 +57,10 @@ class Backend {
   virtual void rope_bwd(const float* dout, i64 ld_dout, float* din, i64 ld_din, i64 N,
                         i64 T, i64 heads, i64 K, float base) = 0;
 
+  // rope_fwd with an explicit position per row (decode: each sequence is at its own).
+  virtual void rope_fwd_at(const float* in, i64 ld_in, float* out, i64 ld_out, i64 N,
+                           const std::int32_t* positions, i64 heads, i64 K, float base) = 0;
+
   // act = swish(gate) * up; gate/up rows at stride ld_in, act [N, F] contiguous.
   virtual void swiglu_fwd(const float* gate, const float* up, i64 ld_in, float* act, i64 N,
                           i64 F) = 0;
@@ -75,6 +79,12 @@ class Backend {
                              float* dk, float* dv, i64 ld_dv, float* scratch, i64 B, i64 T,
                              i64 H, i64 K) = 0;
   virtual i64 attention_bwd_scratch_floats(i64 B, i64 T, i64 H, i64 K) const = 0;
+
+  // One decode step of multi-query attention for b sequences: sequence i's query
+  // q [i, H*K] attends to its cached positions 0..lens[i]-1, whose k and v rows are at
+  // cache[i] + t * ld (k) and cache[i] + K + t * ld (v). o [b, H*K].
+  virtual void attention_decode(const float* q, const float* const* cache, i64 ld,
+                                const std::int64_t* lens, float* o, i64 b, i64 H, i64 K) = 0;
 
   // Cross-entropy with PaLM's z-loss for N rows of V logits.
   // nll[n] = logZ_n - logits[n, target[n]], log_z[n] = logZ_n.

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include <omp.h>
 
@@ -145,6 +146,41 @@ void CpuBackend::attention_bwd(const float* dout, const float* q, const float* k
         }
         off += t1;
       }
+    }
+  }
+}
+
+}  // namespace palm
+
+namespace palm {
+
+void CpuBackend::attention_decode(const float* q, const float* const* cache, i64 ld, const std::int64_t* lens,
+                                  float* o, i64 b, i64 H, i64 K) {
+  const float scale = 1.0f / std::sqrt(float(K));
+#pragma omp parallel
+  {
+    thread_local std::vector<float> scores;  // grows to the longest context, then reused
+#pragma omp for schedule(dynamic)
+    for (i64 i = 0; i < b; ++i) {
+      const i64 n = lens[i];
+      if (std::int64_t(scores.size()) < H * n) scores.resize(std::size_t(H * n));
+      // all H heads share the cached keys: S [H, n] = q_i [H, K] K^T, one GEMM
+      gemm(false, true, H, n, K, scale, q + i * H * K, K, cache[i], ld, 0.0f, scores.data(), n);
+      for (i64 h = 0; h < H; ++h) {
+        float* row = scores.data() + h * n;
+        float mx = row[0];
+        for (i64 j = 1; j < n; ++j) mx = std::max(mx, row[j]);
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (i64 j = 0; j < n; ++j) {
+          row[j] = fast_exp(row[j] - mx);
+          sum += row[j];
+        }
+        const float inv = 1.0f / sum;
+#pragma omp simd
+        for (i64 j = 0; j < n; ++j) row[j] *= inv;
+      }
+      gemm(false, false, H, K, n, 1.0f, scores.data(), n, cache[i] + K, ld, 0.0f, o + i * H * K, K);
     }
   }
 }

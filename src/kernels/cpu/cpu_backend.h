@@ -32,6 +32,10 @@ class CpuBackend final : public Backend {
                 i64 K, float base) override;
   void rope_bwd(const float* dout, i64 ld_dout, float* din, i64 ld_din, i64 N, i64 T,
                 i64 heads, i64 K, float base) override;
+  void rope_fwd_at(const float* in, i64 ld_in, float* out, i64 ld_out, i64 N,
+                   const std::int32_t* positions, i64 heads, i64 K, float base) override;
+  void attention_decode(const float* q, const float* const* cache, i64 ld, const std::int64_t* lens,
+                        float* o, i64 b, i64 H, i64 K) override;
   void swiglu_fwd(const float* gate, const float* up, i64 ld_in, float* act, i64 N,
                   i64 F) override;
   void swiglu_bwd(const float* dact, const float* gate, const float* up, i64 ld_in,

@@ -79,7 +79,7 @@ constexpr i64 kMaxRopeHalf = 512;
 // Rotates each head's pairs (i, i + K/2) by sign * t * base^(-2i/K). The angle is formed
 // in double so long positions keep full float accuracy.
 void rope_rotate(const float* in, i64 ld_in, float* out, i64 ld_out, i64 N, i64 T, i64 heads,
-                 i64 K, float base, float sign) {
+                 i64 K, float base, float sign, const std::int32_t* positions = nullptr) {
   const i64 half = K / 2;
   PALM_ASSERT(half <= kMaxRopeHalf);  // validate() bounds head_dim
 #pragma omp parallel
@@ -87,7 +87,7 @@ void rope_rotate(const float* in, i64 ld_in, float* out, i64 ld_out, i64 N, i64 
     float cs[kMaxRopeHalf], sn[kMaxRopeHalf];  // per-thread tables, no allocation
 #pragma omp for schedule(static)
     for (i64 n = 0; n < N; ++n) {
-      const double t = double(n % T);
+      const double t = positions ? double(positions[n]) : double(n % T);
       for (i64 i = 0; i < half; ++i) {
         const double angle = t * std::pow(double(base), -2.0 * double(i) / double(K));
         cs[i] = float(std::cos(angle));
@@ -112,6 +112,11 @@ void rope_rotate(const float* in, i64 ld_in, float* out, i64 ld_out, i64 N, i64 
 void CpuBackend::rope_fwd(const float* in, i64 ld_in, float* out, i64 ld_out, i64 N, i64 T,
                           i64 heads, i64 K, float base) {
   rope_rotate(in, ld_in, out, ld_out, N, T, heads, K, base, 1.0f);
+}
+
+void CpuBackend::rope_fwd_at(const float* in, i64 ld_in, float* out, i64 ld_out, i64 N,
+                             const std::int32_t* positions, i64 heads, i64 K, float base) {
+  rope_rotate(in, ld_in, out, ld_out, N, 1, heads, K, base, 1.0f, positions);
 }
 
 void CpuBackend::rope_bwd(const float* dout, i64 ld_dout, float* din, i64 ld_din, i64 N,

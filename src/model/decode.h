@@ -1,0 +1,42 @@
+// Autoregressive decoding with a multi-query KV cache: one K and one V head per layer,
+// so a sequence's cache is [L, T, 2K] (H times smaller than multi-head attention).
+//
+// Letters: b sequences in a decode batch, D model, H heads, K head dim, F ffn, V vocab.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "model/params.h"
+
+namespace palm {
+
+// One sequence's cache: positions 0..len-1 of every layer, k (after RoPE) | v.
+struct KvCache {
+  KvCache(const ModelConfig& c, std::int64_t capacity);
+  std::int64_t capacity, len = 0, two_k;
+  std::vector<float> data;  // [L, capacity, 2K]
+  float* at(std::int64_t layer, std::int64_t t) { return data.data() + (layer * capacity + t) * two_k; }
+};
+
+// Runs a prompt of n tokens through the model in one pass (the training forward, B = 1),
+// fills `cache` with positions 0..n-1 and writes the last position's logits [V].
+void prefill(Backend& be, const Weights& w, KvCache& cache, const std::int32_t* tokens, std::int64_t n,
+             float* last_logits);
+
+// Buffers for decode steps of up to max_batch sequences, allocated once.
+struct DecodeScratch {
+  DecodeScratch(const ModelConfig& c, std::int64_t max_batch);
+  std::int64_t max_batch;
+  std::vector<float> x, h, mean, rstd, u, q, att, act;
+  std::vector<std::int32_t> positions;
+  std::vector<std::int64_t> lens;
+  std::vector<const float*> rows;
+};
+
+// Adds one token to each of b sequences (each at its own position) and writes the
+// next-token logits [b, V]: batched GEMMs for all sequences, attention per sequence.
+void decode_step(Backend& be, const Weights& w, const std::vector<KvCache*>& caches, const std::int32_t* tokens,
+                 float* logits, DecodeScratch& s);
+
+}  // namespace palm

@@ -1,0 +1,113 @@
+// KV-cache decoding: logits at every position equal the full forward pass; a batch of
+// sequences of different lengths equals each decoded alone.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "base/check.h"
+#include "model/decode.h"
+#include "model/model.h"
+
+namespace palm {
+namespace {
+
+ModelConfig cfg() {
+  ModelConfig c;
+  c.vocab_size = 97;
+  c.d_model = 48;
+  c.n_layers = 2;
+  c.n_heads = 3;
+  c.head_dim = 16;
+  c.d_ff = 80;
+  c.max_seq_len = 64;
+  return c;
+}
+
+std::vector<float> full_logits(Backend& be, const Weights& w, const std::vector<std::int32_t>& seq) {
+  Activations acts(be, w.config, ActivationPlan{1, std::int64_t(seq.size()), false, false});
+  std::vector<std::int32_t> targets(seq.size(), 0);
+  forward(be, w, acts, seq.data(), targets.data(), 0.0f);
+  return std::vector<float>(acts.logits, acts.logits + seq.size() * w.config.vocab_size);
+}
+
+void expect_close(const float* got, const float* want, std::int64_t n, const std::string& what) {
+  double max_ref = 1e-30, max_err = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    max_ref = std::max(max_ref, double(std::abs(want[i])));
+    max_err = std::max(max_err, double(std::abs(got[i] - want[i])));
+  }
+  EXPECT_LT(max_err / max_ref, 1e-5) << what;
+}
+
+TEST(Decode, EveryPositionEqualsTheFullForward) {
+  const ModelConfig c = cfg();
+  Weights w(c);
+  init_weights(w, 5);
+  auto be = make_backend();
+  std::mt19937 g(1);
+  std::vector<std::int32_t> seq(40);
+  for (auto& t : seq) t = std::int32_t(g() % c.vocab_size);
+  const auto want = full_logits(*be, w, seq);
+  for (std::int64_t prompt : {1, 7, 39}) {
+    KvCache cache(c, c.max_seq_len);
+    std::vector<float> logits(c.vocab_size);
+    prefill(*be, w, cache, seq.data(), prompt, logits.data());
+    expect_close(logits.data(), want.data() + (prompt - 1) * c.vocab_size, c.vocab_size, "prefill");
+    DecodeScratch s(c, 1);
+    std::vector<KvCache*> one = {&cache};
+    for (std::int64_t t = prompt; t < std::int64_t(seq.size()); ++t) {
+      decode_step(*be, w, one, &seq[t], logits.data(), s);
+      expect_close(logits.data(), want.data() + t * c.vocab_size, c.vocab_size, "decode position " + std::to_string(t));
+    }
+  }
+}
+
+TEST(Decode, BatchOfDifferentLengthsEqualsEachAlone) {
+  const ModelConfig c = cfg();
+  Weights w(c);
+  init_weights(w, 6);
+  auto be = make_backend();
+  std::mt19937 g(2);
+  const std::vector<std::int64_t> prompts = {3, 11, 1, 25};
+  std::vector<std::vector<std::int32_t>> seqs;
+  for (auto p : prompts) {
+    std::vector<std::int32_t> s(std::size_t(p + 6));
+    for (auto& t : s) t = std::int32_t(g() % c.vocab_size);
+    seqs.push_back(s);
+  }
+  std::vector<KvCache> caches;
+  for (std::size_t i = 0; i < prompts.size(); ++i) caches.emplace_back(c, c.max_seq_len);
+  std::vector<float> scratch(c.vocab_size);
+  for (std::size_t i = 0; i < prompts.size(); ++i) prefill(*be, w, caches[i], seqs[i].data(), prompts[i], scratch.data());
+  DecodeScratch s(c, 4);
+  std::vector<KvCache*> ptrs;
+  for (auto& cc : caches) ptrs.push_back(&cc);
+  std::vector<float> batch_logits(4 * c.vocab_size);
+  for (int step = 0; step < 6; ++step) {
+    std::vector<std::int32_t> next;
+    for (std::size_t i = 0; i < prompts.size(); ++i) next.push_back(seqs[i][prompts[i] + step]);
+    decode_step(*be, w, ptrs, next.data(), batch_logits.data(), s);
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+      const auto want = full_logits(*be, w, std::vector<std::int32_t>(seqs[i].begin(), seqs[i].begin() + prompts[i] + step + 1));
+      expect_close(batch_logits.data() + i * c.vocab_size, want.data() + (prompts[i] + step) * c.vocab_size,
+                   c.vocab_size, "sequence " + std::to_string(i) + " step " + std::to_string(step));
+    }
+  }
+  EXPECT_EQ(caches[3].len, 31);
+}
+
+TEST(Decode, CacheIsHTimesSmallerThanMultiHeadAndBoundsAreChecked) {
+  const ModelConfig c = cfg();
+  KvCache cache(c, 10);
+  EXPECT_EQ(std::int64_t(cache.data.size()), c.n_layers * 10 * 2 * c.head_dim);
+  Weights w(c);
+  init_weights(w, 1);
+  auto be = make_backend();
+  std::vector<std::int32_t> prompt(11, 1);
+  std::vector<float> logits(c.vocab_size);
+  EXPECT_THROW(prefill(*be, w, cache, prompt.data(), 11, logits.data()), Error);
+  EXPECT_THROW(KvCache(c, c.max_seq_len + 1), Error);
+}
+
+}  // namespace
+}  // namespace palm
