@@ -78,6 +78,7 @@ int main(int argc, char** argv) {
   palm::register_tokenizer(app);
   palm::register_data(app);
   palm::register_train(app);
+  palm::register_generate(app);
   palm::register_bench(app);
   try {
     app.parse(argc, argv);

@@ -2,7 +2,7 @@
 # `make demo`: palm on the built-in defaults: the paper's model sizes, a vocabulary and
 # training data built from the default corpus (Debian packages), a small PaLM trained
 # for a few minutes with PaLM's recipe, its loss curve, and the trained model scoring
-# text. (Text generation arrives with the generation issue.)
+# text and generating it (greedy and sampled).
 set -euo pipefail
 palm=${1:-build/palm}
 out=${PALM_DEMO_DIR:-out/demo}
@@ -36,6 +36,10 @@ for r in train[:1] + train[len(train) // 2:len(train) // 2 + 1] + train[-1:]:
 for r in val:
     print(f"  step {r['step']:5d}  validation loss {r['val_loss']:.3f}")
 PY
+step "generated text, greedy" \
+  "$palm" generate --model "$out/run" --prompt "And God said" --max-tokens 40
+step "generated text, sampled (temperature 0.8, top-p 0.95)" \
+  "$palm" generate --model "$out/run" --prompt "def main(" --max-tokens 40 --temperature 0.8 --top-p 0.95 --seed 1
 step "the trained model scores text (a random model gives about -ln(8000) = -9.0 per token)" \
   "$palm" score --model "$out/run" --text "In the beginning God created the heaven and the earth."
 printf '\nData: %s\nRun: %s (checkpoints, metrics.jsonl, plot.svg; --model accepts it)\nSpeed against PyTorch: make bench.\n' \

@@ -66,7 +66,7 @@ TEST_F(Cli, VersionAndHelpEverywhere) {
   EXPECT_EQ(r.out.rfind("palm ", 0), 0u) << r.out;
   for (const char* cmd : {"", "info", "init", "score", "bench", "bench train", "bench tokenizer", "tokenizer",
                           "tokenizer train", "tokenizer encode", "tokenizer decode", "tokenizer info",
-                          "data", "data build", "data info"}) {
+                          "data", "data build", "data info", "train", "plot", "generate"}) {
     r = run(std::string(cmd) + " --help");
     EXPECT_EQ(r.status, 0) << cmd;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << cmd << ": " << r.out;
@@ -257,6 +257,60 @@ TEST_F(Cli, DataBuildAndInfo) {
   expect_error("data build --tokenizer " + path("nope") + " --source 'x=" + path("books.txt") + "' --out " + path("d2"), "not a tokenizer directory");
   expect_error("data info " + path("nope"), "not a data directory");
   EXPECT_FALSE(fs::exists(path("d2")));
+}
+
+TEST_F(Cli, GenerateAgreesWithScoreAndBatchesExactly) {
+  const std::string tok = path("gtok");
+  ASSERT_EQ(run("tokenizer train --input '/usr/lib/python3.11/json/*.py' --vocab-size 500 --out " + tok).status, 0);
+  const std::string m = path("gen.safetensors");
+  ASSERT_EQ(run("init --preset tiny --seed 4 --tokenizer " + tok + " --out " + m).status, 0);
+  const std::string common = "generate --model " + m + " --tokenizer " + tok + " --json --max-tokens 12";
+  CmdResult r = run(common + " --prompt 'import json'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const json g = json::parse(r.out);
+  ASSERT_EQ(g["tokens"].size(), 12u);
+  EXPECT_EQ(g["finish_reason"], "length");
+  EXPECT_NE(r.err.find("decode"), std::string::npos) << "tokens/s on stderr";
+  // logprobs are the model's: palm score of prompt + generated tokens gives the same
+  std::string all;
+  for (const auto& t : g["prompt_tokens"]) all += std::to_string(t.get<int>()) + " ";
+  for (const auto& t : g["tokens"]) all += std::to_string(t.get<int>()) + " ";
+  const json sc = json::parse(run("score --model " + m + " --tokens '" + all + "' --json").out);
+  const std::size_t np = g["prompt_tokens"].size();
+  for (std::size_t i = 0; i < 12; ++i)
+    EXPECT_NEAR(g["logprobs"][i].get<double>(), sc["logprobs"][np - 1 + i].get<double>(), 1e-4) << i;
+  // text is the decoding of the tokens
+  std::string ids;
+  for (const auto& t : g["tokens"]) ids += std::to_string(t.get<int>()) + " ";
+  EXPECT_EQ(sh("echo '" + ids + "' | " PALM_BINARY " tokenizer decode --tokenizer " + tok).out, g["text"].get<std::string>());
+  // a batch of prompts equals each prompt alone (greedy)
+  std::ofstream(path("prompts.jsonl")) << "{\"prompt\": \"import json\"}\n{\"prompt\": \"def f(x):\\n    return\"}\n\"class A:\"\n";
+  r = run(common + " --prompts-file " + path("prompts.jsonl"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::vector<json> batch;
+  for (std::size_t at = 0, nl; (nl = r.out.find('\n', at)) != std::string::npos; at = nl + 1) batch.push_back(json::parse(r.out.substr(at, nl - at)));
+  ASSERT_EQ(batch.size(), 3u);
+  EXPECT_EQ(batch[0]["tokens"], g["tokens"]);
+  const json alone = json::parse(run(common + " --prompt 'class A:'").out);
+  EXPECT_EQ(batch[2]["tokens"], alone["tokens"]);
+  // sampling is reproducible for a seed and differs across seeds
+  const std::string samp = common + " --prompt 'import json' --temperature 1.0 --top-p 0.9 --top-k 50";
+  EXPECT_EQ(json::parse(run(samp + " --seed 1").out)["tokens"], json::parse(run(samp + " --seed 1").out)["tokens"]);
+  EXPECT_NE(json::parse(run(samp + " --seed 1").out)["tokens"], json::parse(run(samp + " --seed 2").out)["tokens"]);
+  // a stop string ends the text before it
+  const std::string text = g["text"];
+  const std::string stop = text.substr(text.size() / 2, 2);
+  const json st = json::parse(run(common + " --prompt 'import json' --stop '" + stop + "'").out);
+  EXPECT_EQ(st["finish_reason"], "stop");
+  EXPECT_EQ(st["text"].get<std::string>(), text.substr(0, text.find(stop)));
+  // streaming output for one prompt is the same text
+  EXPECT_EQ(run("generate --model " + m + " --tokenizer " + tok + " --max-tokens 12 --prompt 'import json'").out, text + "\n");
+  // bad input
+  std::string long_prompt(2000, 'x');
+  expect_error(common + " --prompt '" + long_prompt + "'", "use --truncate left");
+  EXPECT_EQ(run(common + " --prompt '" + long_prompt + "' --truncate left").status, 0);
+  expect_error(common + " --prompt 'x' --top-p 0", "top-p must be in (0, 1]");
+  expect_error("generate --model " + m + " --prompt 'x'", "no tokenizer stored with it");
 }
 
 }  // namespace
