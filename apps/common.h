@@ -34,5 +34,6 @@ void register_data(CLI::App& app);
 void register_train(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_bench_tokenizer(CLI::App& bench);
+void register_bench_generate(CLI::App& bench);
 
 }  // namespace palm

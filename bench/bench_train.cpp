@@ -279,6 +279,7 @@ void register_bench(CLI::App& app) {
   cmd->add_flag("--json", o->json, "End with one JSON line");
   cmd->callback([o] { run_bench_train(*o); });
   register_bench_tokenizer(*bench);
+  register_bench_generate(*bench);
 }
 
 }  // namespace palm

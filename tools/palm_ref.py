@@ -249,6 +249,54 @@ def check_gemm_correct():
         sys.exit(f"palm_ref: this BLAS computes wrong float32 products (relative error {err:.2e})")
 
 
+def cmd_decode(a):
+    """KV-cache decoding at batch 1 in PyTorch, as a user would write it: prefill the
+    prompt, then one token at a time with cached K/V (one shared head)."""
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    cfg = json.loads(a.config)
+    model = FusedPalm(cfg).eval()
+    c = cfg
+    D, H, K, F = c["d_model"], c["n_heads"], c["head_dim"], c["d_ff"]
+    base = c.get("rope_base", 10000.0)
+    eps = c.get("norm_eps", 1e-6)
+    L = c["n_layers"]
+    inv = base ** (-torch.arange(0, K, 2, dtype=torch.float64) / K)
+
+    def rope_at(x, pos):  # x [..., K] at position pos
+        ang = pos * inv
+        cos = torch.cat([ang.cos(), ang.cos()]).float()
+        sin = torch.cat([ang.sin(), ang.sin()]).float()
+        return x * cos + torch.cat([-x[..., K // 2:], x[..., :K // 2]], -1) * sin
+
+    kc = torch.zeros(L, a.prompt + a.tokens, K)
+    vc = torch.zeros(L, a.prompt + a.tokens, K)
+
+    def step(tok, pos):
+        x = model.embed[tok]
+        for i in range(L):
+            h = torch.nn.functional.layer_norm(x, (D,), weight=model.norms[i], bias=None, eps=eps)
+            q, k, v, gate, up = model.w_in[i](h).split([H * K, K, K, F, F], -1)
+            kc[i, pos] = rope_at(k, pos)
+            vc[i, pos] = v
+            q = rope_at(q.view(H, K), pos)
+            p = torch.softmax(q @ kc[i, :pos + 1].T / math.sqrt(K), -1)
+            o = (p @ vc[i, :pos + 1]).reshape(H * K)
+            x = x + model.w_o[i](o) + model.w_down[i](torch.nn.functional.silu(gate) * up)
+        hf = torch.nn.functional.layer_norm(x, (D,), weight=model.final_norm, bias=None, eps=eps)
+        return hf @ model.embed.T / math.sqrt(D)
+
+    with torch.no_grad():
+        for pos in range(a.prompt):
+            step(pos % cfg["vocab_size"], pos)
+        t0 = time.perf_counter()
+        tok = 5
+        for pos in range(a.prompt, a.prompt + a.tokens):
+            tok = int(step(tok, pos).argmax())
+        el = time.perf_counter() - t0
+    print(json.dumps({"decode_tokens_per_s": a.tokens / el, "torch": torch.__version__}))
+
+
 def cmd_bench(a):
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -296,6 +344,11 @@ def main():
     s = sub.add_parser("score")
     s.add_argument("--model", required=True)
     s.add_argument("--tokens", required=True)
+    d = sub.add_parser("decode")
+    d.add_argument("--config", required=True)
+    d.add_argument("--prompt", type=int, default=128)
+    d.add_argument("--tokens", type=int, default=32)
+    d.add_argument("--threads", type=int, required=True)
     b = sub.add_parser("bench")
     b.add_argument("--config", required=True)
     b.add_argument("--batch-size", type=int, required=True)
@@ -305,7 +358,7 @@ def main():
     b.add_argument("--warmup", type=int, default=2)
     b.add_argument("--bf16", action="store_true")
     a = ap.parse_args()
-    {"grads": cmd_grads, "score": cmd_score, "optimizer": cmd_optimizer, "bench": cmd_bench}[a.cmd](a)
+    {"grads": cmd_grads, "score": cmd_score, "optimizer": cmd_optimizer, "decode": cmd_decode, "bench": cmd_bench}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 #include "model/decode.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -31,6 +32,22 @@ void prefill(Backend& be, const Weights& w, KvCache& cache, const std::int32_t* 
   std::memcpy(last_logits, acts.logits + (n - 1) * c.vocab_size, sizeof(float) * c.vocab_size);
 }
 
+namespace {
+
+// C[b, N] = alpha X[b, K] W[N, K]^T + beta C for a handful of rows b. oneDNN's sgemm is
+// slow with a small M and a transposed B (~25 GFLOP/s at b = 16), so compute the
+// transposed product T[N, b] = W X^T (large M) and add it back transposed.
+void rows_times_weights(Backend& be, std::int64_t b, std::int64_t N, std::int64_t K, float alpha, const float* X,
+                        const float* W, float beta, float* C, std::vector<float>& t) {
+  if (std::int64_t(t.size()) < N * b) t.resize(std::size_t(N * b));
+  be.gemm(false, true, N, b, K, alpha, W, K, X, K, 0.0f, t.data(), b);
+#pragma omp parallel for schedule(static)
+  for (std::int64_t n = 0; n < N; ++n)
+    for (std::int64_t i = 0; i < b; ++i) C[i * N + n] = t[n * b + i] + (beta == 0.0f ? 0.0f : beta * C[i * N + n]);
+}
+
+}  // namespace
+
 DecodeScratch::DecodeScratch(const ModelConfig& c, std::int64_t b)
     : max_batch(b),
       x(std::size_t(b * c.d_model)),
@@ -43,7 +60,8 @@ DecodeScratch::DecodeScratch(const ModelConfig& c, std::int64_t b)
       act(std::size_t(b * c.d_ff)),
       positions(std::size_t(b)),
       lens(std::size_t(b)),
-      rows(std::size_t(b)) {}
+      rows(std::size_t(b)),
+      t(std::size_t(b * std::max(c.vocab_size, c.fused_in_dim()))) {}
 
 void decode_step(Backend& be, const Weights& w, const std::vector<KvCache*>& caches, const std::int32_t* tokens,
                  float* logits, DecodeScratch& s) {
@@ -63,7 +81,7 @@ void decode_step(Backend& be, const Weights& w, const std::vector<KvCache*>& cac
     const LayerView& lw = w.view.layers[l];
     // the same block as layer_fwd, for one new position per sequence
     be.layernorm_fwd(s.x.data(), lw.norm, s.h.data(), s.mean.data(), s.rstd.data(), b, D, float(c.norm_eps));
-    be.gemm(false, true, b, E, D, 1.0f, s.h.data(), D, lw.w_in, D, 0.0f, s.u.data(), E);
+    rows_times_weights(be, b, E, D, 1.0f, s.h.data(), lw.w_in, 0.0f, s.u.data(), s.t);
     be.rope_fwd_at(s.u.data(), E, s.q.data(), HK, b, s.positions.data(), H, K, base);
     be.rope_fwd_at(s.u.data() + HK, E, s.u.data() + HK, E, b, s.positions.data(), 1, K, base);
     for (std::int64_t i = 0; i < b; ++i) {
@@ -72,12 +90,11 @@ void decode_step(Backend& be, const Weights& w, const std::vector<KvCache*>& cac
     }
     be.attention_decode(s.q.data(), s.rows.data(), 2 * K, s.lens.data(), s.att.data(), b, H, K);
     be.swiglu_fwd(s.u.data() + HK + 2 * K, s.u.data() + HK + 2 * K + F, E, s.act.data(), b, F);
-    be.gemm(false, true, b, D, HK, 1.0f, s.att.data(), HK, lw.w_o, HK, 1.0f, s.x.data(), D);
-    be.gemm(false, true, b, D, F, 1.0f, s.act.data(), F, lw.w_down, F, 1.0f, s.x.data(), D);
+    rows_times_weights(be, b, D, HK, 1.0f, s.att.data(), lw.w_o, 1.0f, s.x.data(), s.t);
+    rows_times_weights(be, b, D, F, 1.0f, s.act.data(), lw.w_down, 1.0f, s.x.data(), s.t);
   }
   be.layernorm_fwd(s.x.data(), w.view.final_norm, s.h.data(), s.mean.data(), s.rstd.data(), b, D, float(c.norm_eps));
-  be.gemm(false, true, b, c.vocab_size, D, 1.0f / std::sqrt(float(D)), s.h.data(), D, w.view.embed, D, 0.0f, logits,
-          c.vocab_size);
+  rows_times_weights(be, b, c.vocab_size, D, 1.0f / std::sqrt(float(D)), s.h.data(), w.view.embed, 0.0f, logits, s.t);
   for (auto* cache : caches) ++cache->len;
 }
 

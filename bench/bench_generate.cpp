@@ -1,0 +1,186 @@
+// palm bench generate: memory bandwidth, palm's decode tokens/s at batch 1 and 16 and
+// prefill tokens/s, against the bandwidth floor and (where installed) PyTorch's
+// KV-cache decode of the same model, in one run.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <vector>
+
+#include "base/check.h"
+#include "base/threads.h"
+#include "common.h"
+#include "kernels/backend.h"
+#include "model/accounting.h"
+#include "model/decode.h"
+#include "model/model.h"
+#include "timing_backend.h"
+
+namespace palm {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+struct BenchGenOptions {
+  std::string preset = "bench-medium";
+  std::int64_t prompt = 128, tokens = 32;
+  int threads = 0;
+  bool no_reference = false, json = false, profile = false;
+};
+
+// Read bandwidth: all threads summing a 1 GiB array (best of 5 passes).
+double measure_bandwidth() {
+  const std::size_t n = std::size_t(1) << 28;  // 1 GiB of floats
+  std::vector<float> a(n, 1.0f);
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = Clock::now();
+    double total = 0;
+#pragma omp parallel reduction(+ : total)
+    {
+      float lanes[16] = {};  // independent accumulators: vectorized, bandwidth-bound
+#pragma omp for schedule(static)
+      for (std::size_t i = 0; i < n / 16; ++i)
+        for (int k = 0; k < 16; ++k) lanes[k] += a[i * 16 + k];
+      for (float l : lanes) total += l;
+    }
+    const double el = since(t0);
+    PALM_CHECK(total > 0, "bandwidth probe");
+    best = std::max(best, double(n) * 4 / el);
+  }
+  return best;
+}
+
+double run_reference(const ModelConfig& c, std::int64_t prompt, std::int64_t tokens, int threads, std::string* note) {
+  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0) {
+    *note = "PyTorch not installed: reference skipped";
+    return -1;
+  }
+  const char* env_tools = std::getenv("PALM_TOOLS_DIR");
+  const std::string tools = env_tools ? env_tools : std::string(PALM_SOURCE_DIR) + "/tools";
+  for (const char* unset : {"env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ", ""}) {
+    const std::string cmd = fmt::format(
+        "{}OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 {}/palm_ref.py decode --config '{}' --prompt {} --tokens {} "
+        "--threads {} 2>/dev/null",
+        unset, tools, config_to_json(c), prompt, tokens, threads);
+    FILE* p = ::popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[4096];
+    while (p && std::fgets(buf, sizeof buf, p)) out += buf;
+    if (p && ::pclose(p) == 0 && out.find('{') != std::string::npos) {
+      const auto j = nlohmann::json::parse(out.substr(out.rfind('{')));
+      *note = fmt::format("torch {} fp32 KV-cache decode, {} threads", j["torch"].get<std::string>(), threads);
+      return j["decode_tokens_per_s"].get<double>();
+    }
+  }
+  *note = "PyTorch reference failed (run tools/palm_ref.py decode by hand)";
+  return -1;
+}
+
+void run_bench_generate(const BenchGenOptions& o) {
+  set_threads(o.threads);
+  const int threads = current_threads();
+  const ModelConfig c = preset(o.preset);
+  PALM_CHECK(o.prompt + o.tokens <= c.max_seq_len, "prompt + tokens exceed max_seq_len");
+  fmt::print(stderr, "measuring memory bandwidth...\n");
+  const double bw = measure_bandwidth();
+  const auto cpu = make_backend();
+  TimingBackend timing(*cpu);
+  Backend* be = o.profile ? static_cast<Backend*>(&timing) : cpu.get();
+  Weights w(c);
+  init_weights(w, 1);
+  const ModelAccounting a = account(*be, c, 1, o.prompt + o.tokens);
+  // bytes read per decoded token at batch 1: every weight once (the embedding twice:
+  // its row for the input and all of it for the logits; the row is negligible)
+  const double weight_bytes = double(a.weight_bytes);
+  const double floor_tps = bw / weight_bytes;
+
+  std::mt19937 rng(3);
+  auto run = [&](std::int64_t batch, double* prefill_tps) {
+    std::vector<std::unique_ptr<KvCache>> caches;
+    std::vector<KvCache*> ptrs;
+    std::vector<float> logits(std::size_t(batch * c.vocab_size));
+    std::vector<std::int32_t> prompt(std::size_t(o.prompt));
+    double pre = 0;
+    for (std::int64_t i = 0; i < batch; ++i) {
+      for (auto& t : prompt) t = std::int32_t(rng() % c.vocab_size);
+      caches.push_back(std::make_unique<KvCache>(c, o.prompt + o.tokens + 1));
+      const auto t0 = Clock::now();
+      prefill(*be, w, *caches.back(), prompt.data(), o.prompt, logits.data());
+      pre += since(t0);
+      ptrs.push_back(caches.back().get());
+    }
+    if (prefill_tps) *prefill_tps = double(batch * o.prompt) / pre;
+    DecodeScratch s(c, batch);
+    std::vector<std::int32_t> next(std::size_t(batch), 5);
+    decode_step(*be, w, ptrs, next.data(), logits.data(), s);  // warm-up
+    timing.totals.clear();
+    const auto t0 = Clock::now();
+    for (std::int64_t k = 1; k < o.tokens; ++k) decode_step(*be, w, ptrs, next.data(), logits.data(), s);
+    const double tps = double(batch * (o.tokens - 1)) / since(t0);
+    if (o.profile) {
+      fmt::print("  profile, batch {} (seconds per step):\n", batch);
+      for (const auto& [op, tf] : timing.totals) fmt::print("    {:<18} {:8.5f}\n", op, tf.first / double(o.tokens - 1));
+    }
+    return tps;
+  };
+  double prefill_tps = 0;
+  const double b1 = run(1, &prefill_tps);
+  const double b16 = run(16, nullptr);
+  double ref = -1;
+  std::string note = "reference not run (--no-reference)";
+  if (!o.no_reference) {
+    fmt::print(stderr, "running the PyTorch reference...\n");
+    ref = run_reference(c, o.prompt, o.tokens, threads, &note);
+  }
+  fmt::print("bench generate  preset {}  prompt {}  decode {} tokens  threads {}\n", o.preset, o.prompt, o.tokens, threads);
+  fmt::print("  memory bandwidth (read)          {:8.1f} GB/s\n", bw / 1e9);
+  fmt::print("  weights (fp32)                   {:8.1f} MB  -> floor {:.1f} tokens/s at batch 1\n", weight_bytes / 1e6, floor_tps);
+  fmt::print("  palm decode, batch 1             {:8.1f} tokens/s  ({:.0f}% of the floor)\n", b1, 100 * b1 / floor_tps);
+  fmt::print("  palm decode, batch 16 (aggregate){:8.1f} tokens/s  ({:.1f}x batch 1)\n", b16, b16 / b1);
+  fmt::print("  palm prefill                     {:8.1f} tokens/s\n", prefill_tps);
+  fmt::print("  KV cache per token               {:8} bytes (multi-query) vs {} (multi-head): {}x smaller\n",
+             a.kv_cache_bytes_per_token_f32, a.kv_cache_bytes_per_token_mha_f32, c.n_heads);
+  if (ref > 0) {
+    fmt::print("  PyTorch decode, batch 1          {:8.1f} tokens/s\n", ref);
+    fmt::print("  palm / PyTorch                   {:8.2f}x   ({})\n", b1 / ref, note);
+  } else {
+    fmt::print("  {}\n", note);
+  }
+  if (o.json) {
+    nlohmann::ordered_json j;
+    j["preset"] = o.preset;
+    j["threads"] = threads;
+    j["weight_bytes"] = weight_bytes;
+    j["bandwidth_bytes_per_s"] = bw;
+    j["floor_tokens_per_s"] = floor_tps;
+    j["prefill_tokens_per_s"] = prefill_tps;
+    j["decode_tokens_per_s"] = b1;
+    j["decode_tokens_per_s_batch16"] = b16;
+    j["kv_cache_bytes_per_token"] = a.kv_cache_bytes_per_token_f32;
+    j["kv_cache_bytes_per_token_multi_head"] = a.kv_cache_bytes_per_token_mha_f32;
+    if (ref > 0) j["reference_decode_tokens_per_s"] = ref;
+    fmt::print("{}\n", j.dump());
+  }
+}
+
+}  // namespace
+
+void register_bench_generate(CLI::App& bench) {
+  auto o = std::make_shared<BenchGenOptions>();
+  auto* cmd = bench.add_subcommand("generate", "Decode tokens/s (batch 1, 16), prefill, bandwidth floor, PyTorch");
+  cmd->add_option("--preset", o->preset, "Model preset (random weights)")->capture_default_str();
+  cmd->add_option("--prompt", o->prompt, "Prompt tokens")->capture_default_str();
+  cmd->add_option("--tokens", o->tokens, "Decoded tokens per sequence")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
+  cmd->add_flag("--profile", o->profile, "Time per op of a decode step");
+  cmd->add_flag("--no-reference", o->no_reference, "Skip the PyTorch reference");
+  cmd->add_flag("--json", o->json, "End with one JSON line");
+  cmd->callback([o] { run_bench_generate(*o); });
+}
+
+}  // namespace palm
