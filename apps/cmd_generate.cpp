@@ -10,6 +10,7 @@
 #include "common.h"
 #include "infer/generate.h"
 #include "kernels/backend.h"
+#include "model/decode.h"
 #include "model/model_io.h"
 #include "tokenizer/tokenizer.h"
 
@@ -18,7 +19,7 @@ namespace palm {
 namespace {
 
 struct GenerateCli {
-  std::string model, tokenizer, prompt, prompts_file, truncate;
+  std::string model, tokenizer, prompt, prompts_file, truncate, weights = "fp32";
   std::int64_t max_tokens = 64, num_samples = 1, max_batch = 16;
   SamplingOptions sampling;
   std::vector<std::string> stop;
@@ -112,8 +113,11 @@ void run_generate(const GenerateCli& o) {
     return stop;
   };
   const auto be = make_backend();
+  const WeightFormat format = parse_weight_format(o.weights);
+  std::unique_ptr<DecodeWeights> stored_weights;
+  if (format != WeightFormat::kF32) stored_weights = std::make_unique<DecodeWeights>(*w, format);
   GenerationStats st;
-  const auto results = generate(*be, *w, reqs, o.max_batch, on_token, &st);
+  const auto results = generate(*be, *w, reqs, o.max_batch, on_token, &st, stored_weights.get());
   if (stream_out) {
     std::fwrite(text[0].data() + printed, 1, text[0].size() - printed, stdout);
     std::fputc('\n', stdout);
@@ -158,6 +162,8 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--num-samples", o->num_samples, "Samples per prompt")->capture_default_str();
   cmd->add_option("--max-batch", o->max_batch, "Sequences decoded together")->capture_default_str();
   cmd->add_option("--truncate", o->truncate, "'left': keep the end of a prompt longer than the context");
+  cmd->add_option("--weights", o->weights, "Decode with fp32, bf16 or int8 (per-row scales) weight storage")
+      ->capture_default_str();
   cmd->add_flag("--json", o->json, "One JSON object per result: prompt_tokens, tokens, logprobs, text, finish_reason");
   cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
   cmd->callback([o] { run_generate(*o); });

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -100,6 +101,7 @@ void run_bench_generate(const BenchGenOptions& o) {
   const double floor_tps = bw / weight_bytes;
 
   std::mt19937 rng(3);
+  const DecodeWeights* stored = nullptr;
   auto run = [&](std::int64_t batch, double* prefill_tps) {
     std::vector<std::unique_ptr<KvCache>> caches;
     std::vector<KvCache*> ptrs;
@@ -117,10 +119,10 @@ void run_bench_generate(const BenchGenOptions& o) {
     if (prefill_tps) *prefill_tps = double(batch * o.prompt) / pre;
     DecodeScratch s(c, batch);
     std::vector<std::int32_t> next(std::size_t(batch), 5);
-    decode_step(*be, w, ptrs, next.data(), logits.data(), s);  // warm-up
+    decode_step(*be, w, ptrs, next.data(), logits.data(), s, stored);  // warm-up
     timing.totals.clear();
     const auto t0 = Clock::now();
-    for (std::int64_t k = 1; k < o.tokens; ++k) decode_step(*be, w, ptrs, next.data(), logits.data(), s);
+    for (std::int64_t k = 1; k < o.tokens; ++k) decode_step(*be, w, ptrs, next.data(), logits.data(), s, stored);
     const double tps = double(batch * (o.tokens - 1)) / since(t0);
     if (o.profile) {
       fmt::print("  profile, batch {} (seconds per step):\n", batch);
@@ -131,6 +133,42 @@ void run_bench_generate(const BenchGenOptions& o) {
   double prefill_tps = 0;
   const double b1 = run(1, &prefill_tps);
   const double b16 = run(16, nullptr);
+  // Stored weight formats: the bytes per token, speed, and the logprob change they cause.
+  struct FormatResult {
+    std::string name;
+    double bytes, b1, b16, mean_dlogprob, max_dlogprob;
+  };
+  std::vector<FormatResult> formats;
+  std::vector<std::int32_t> probe(64);
+  for (auto& t : probe) t = std::int32_t(rng() % c.vocab_size);
+  auto logprobs = [&](const DecodeWeights* dw) {  // teacher-forced decode of `probe`
+    KvCache cache(c, std::int64_t(probe.size()));
+    DecodeScratch s(c, 1);
+    std::vector<KvCache*> one = {&cache};
+    std::vector<float> lg(std::size_t(c.vocab_size));
+    std::vector<double> out;
+    for (std::size_t t = 0; t + 1 < probe.size(); ++t) {
+      decode_step(*cpu, w, one, &probe[t], lg.data(), s, dw);
+      double mx = lg[0], z = 0;
+      for (float v : lg) mx = std::max(mx, double(v));
+      for (float v : lg) z += std::exp(double(v) - mx);
+      out.push_back(double(lg[probe[t + 1]]) - mx - std::log(z));
+    }
+    return out;
+  };
+  const std::vector<double> ref_lp = logprobs(nullptr);
+  for (const char* name : {"fp32", "bf16", "int8"}) {
+    const DecodeWeights dw(w, parse_weight_format(name));
+    stored = &dw;
+    FormatResult f{name, double(dw.bytes()), run(1, nullptr), run(16, nullptr), 0, 0};
+    stored = nullptr;
+    const auto lp = logprobs(&dw);
+    for (std::size_t i = 0; i < lp.size(); ++i) {
+      f.mean_dlogprob += std::abs(lp[i] - ref_lp[i]) / double(lp.size());
+      f.max_dlogprob = std::max(f.max_dlogprob, std::abs(lp[i] - ref_lp[i]));
+    }
+    formats.push_back(f);
+  }
   double ref = -1;
   std::string note = "reference not run (--no-reference)";
   if (!o.no_reference) {
@@ -143,6 +181,11 @@ void run_bench_generate(const BenchGenOptions& o) {
   fmt::print("  palm decode, batch 1             {:8.1f} tokens/s  ({:.0f}% of the floor)\n", b1, 100 * b1 / floor_tps);
   fmt::print("  palm decode, batch 16 (aggregate){:8.1f} tokens/s  ({:.1f}x batch 1)\n", b16, b16 / b1);
   fmt::print("  palm prefill                     {:8.1f} tokens/s\n", prefill_tps);
+  fmt::print("  stored weights (palm's GEMV kernel; logprob change vs fp32 GEMM decode over 63 tokens):\n");
+  for (const auto& f : formats) {
+    fmt::print("    {:<5} {:7.1f} MB  floor {:6.1f}  batch 1 {:6.1f} tokens/s ({:3.0f}%)  batch 16 {:7.1f}  |dlogprob| mean {:.2e} max {:.2e}\n",
+               f.name, f.bytes / 1e6, bw / f.bytes, f.b1, 100 * f.b1 / (bw / f.bytes), f.b16, f.mean_dlogprob, f.max_dlogprob);
+  }
   fmt::print("  KV cache per token               {:8} bytes (multi-query) vs {} (multi-head): {}x smaller\n",
              a.kv_cache_bytes_per_token_f32, a.kv_cache_bytes_per_token_mha_f32, c.n_heads);
   if (ref > 0) {
@@ -164,6 +207,11 @@ void run_bench_generate(const BenchGenOptions& o) {
     j["kv_cache_bytes_per_token"] = a.kv_cache_bytes_per_token_f32;
     j["kv_cache_bytes_per_token_multi_head"] = a.kv_cache_bytes_per_token_mha_f32;
     if (ref > 0) j["reference_decode_tokens_per_s"] = ref;
+    for (const auto& f : formats) {
+      j["stored_" + f.name] = {{"weight_bytes", f.bytes}, {"decode_tokens_per_s", f.b1},
+                               {"decode_tokens_per_s_batch16", f.b16}, {"mean_abs_dlogprob", f.mean_dlogprob},
+                               {"max_abs_dlogprob", f.max_dlogprob}};
+    }
     fmt::print("{}\n", j.dump());
   }
 }

@@ -30,6 +30,12 @@ class TimingBackend final : public Backend {
     in_.gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     add(std::string("gemm_bf16 ") + (ta ? "T" : "N") + (tb ? "T" : "N"), t0, 2.0 * M * N * K);
   }
+  void rows_times_stored(const float* X, i64 b, i64 K, const void* W, WeightFormat f, const float* sc, i64 N,
+                         float alpha, float beta, float* C) override {
+    const auto t0 = now();
+    in_.rows_times_stored(X, b, K, W, f, sc, N, alpha, beta, C);
+    add("rows_times_stored", t0, 2.0 * b * N * K);
+  }
   void embedding_fwd(const std::int32_t* t, const float* E, float* x, i64 N, i64 D) override {
     const auto t0 = now();
     in_.embedding_fwd(t, E, x, N, D);

@@ -96,6 +96,43 @@ TEST(Decode, BatchOfDifferentLengthsEqualsEachAlone) {
   EXPECT_EQ(caches[3].len, 31);
 }
 
+TEST(Decode, StoredWeightFormatsTrackFp32) {
+  const ModelConfig c = cfg();
+  Weights w(c);
+  init_weights(w, 8);
+  auto be = make_backend();
+  std::mt19937 g(4);
+  std::vector<std::int32_t> seq(20);
+  for (auto& t : seq) t = std::int32_t(g() % c.vocab_size);
+  const auto want = full_logits(*be, w, seq);
+  for (const char* name : {"fp32", "bf16", "int8"}) {
+    const DecodeWeights dw(w, parse_weight_format(name));
+    KvCache cache(c, c.max_seq_len);
+    std::vector<float> logits(c.vocab_size);
+    prefill(*be, w, cache, seq.data(), 1, logits.data());
+    DecodeScratch s(c, 1);
+    std::vector<KvCache*> one = {&cache};
+    double worst = 0;
+    for (std::size_t t = 1; t < seq.size(); ++t) {
+      decode_step(*be, w, one, &seq[t], logits.data(), s, &dw);
+      double max_ref = 1e-30, max_err = 0;
+      for (std::int64_t v = 0; v < c.vocab_size; ++v) {
+        max_ref = std::max(max_ref, double(std::abs(want[t * c.vocab_size + v])));
+        max_err = std::max(max_err, double(std::abs(logits[v] - want[t * c.vocab_size + v])));
+      }
+      worst = std::max(worst, max_err / max_ref);
+    }
+    // fp32 storage is exact up to summation order; bf16 keeps 8 bits, int8 ~7 per row
+    const double tol = name == std::string("fp32") ? 1e-5 : (name == std::string("bf16") ? 2e-2 : 5e-2);
+    EXPECT_LT(worst, tol) << name;
+    if (name != std::string("fp32")) EXPECT_GT(worst, 1e-6) << name << " must actually round";
+  }
+  const std::int64_t f32 = DecodeWeights(w, WeightFormat::kF32).bytes();
+  EXPECT_EQ(DecodeWeights(w, WeightFormat::kBF16).bytes() * 2, f32);
+  EXPECT_LT(DecodeWeights(w, WeightFormat::kInt8).bytes() * 3, f32);  // 1 byte + a scale per row
+  EXPECT_THROW(parse_weight_format("fp8"), Error);
+}
+
 TEST(Decode, CacheIsHTimesSmallerThanMultiHeadAndBoundsAreChecked) {
   const ModelConfig c = cfg();
   KvCache cache(c, 10);

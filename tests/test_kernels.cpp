@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <cstring>
 #include <random>
 
 #include "kernels/backend.h"
@@ -126,6 +127,44 @@ TEST_F(Kernels, GemmBf16ErrorIsBf16Rounding) {
   double diff = 0;
   for (i64 i = 0; i < M * N; ++i) diff = std::max(diff, std::abs(C[i] - want[i]));
   EXPECT_GT(diff, 1e-5);
+}
+
+TEST_F(Kernels, RowsTimesStoredAllFormats) {
+  // bf16 and int8 weights made exactly representable, so the product is exact in double
+  const i64 K = 129, N = 33;
+  for (i64 b : {1, 2, 3, 17, 70}) {
+    auto X = rand_vec(b * K, 50);
+    std::mt19937 g(51);
+    std::uniform_int_distribution<int> d(-127, 127);
+    std::vector<float> wf(N * K), scales(N);
+    std::vector<std::uint16_t> wb(N * K);
+    std::vector<std::int8_t> wq(N * K);
+    for (i64 n = 0; n < N; ++n) scales[n] = 0.01f * float(n + 1);
+    for (i64 i = 0; i < N * K; ++i) {
+      wq[i] = std::int8_t(d(g));
+      wf[i] = float(wq[i]) / 8.0f;  // 8 significant bits: exact in bf16
+      std::uint32_t bits;
+      std::memcpy(&bits, &wf[i], 4);
+      wb[i] = std::uint16_t(bits >> 16);
+    }
+    auto check = [&](WeightFormat f, const void* W, const float* sc, double mult_of_n(i64)) {
+      std::vector<float> C(b * N, 1.0f);
+      be->rows_times_stored(X.data(), b, K, W, f, sc, N, 0.5f, 2.0f, C.data());
+      Vec want(b * N);
+      for (i64 i = 0; i < b; ++i)
+        for (i64 n = 0; n < N; ++n) {
+          double s = 0;
+          for (i64 k = 0; k < K; ++k) s += double(X[i * K + k]) * double(wq[n * K + k]);
+          want[i * N + n] = 0.5 * mult_of_n(n) * s + 2.0;
+        }
+      expect_close(C, want, 1e-5, "rows_times_stored");
+    };
+    check(WeightFormat::kF32, wf.data(), nullptr, [](i64) { return 1.0 / 8; });
+    check(WeightFormat::kBF16, wb.data(), nullptr, [](i64) { return 1.0 / 8; });
+    static std::vector<float> sc;
+    sc = scales;
+    check(WeightFormat::kInt8, wq.data(), scales.data(), [](i64 n) { return double(sc[n]); });
+  }
 }
 
 TEST_F(Kernels, EmbeddingForwardAndBackward) {

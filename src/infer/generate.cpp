@@ -17,7 +17,7 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 std::vector<GenerationResult> generate(Backend& be, const Weights& w, const std::vector<GenerationRequest>& requests,
                                        std::int64_t max_batch,
                                        const std::function<bool(std::size_t, std::int32_t)>& on_token,
-                                       GenerationStats* stats) {
+                                       GenerationStats* stats, const DecodeWeights* stored) {
   const ModelConfig& c = w.config;
   const std::int64_t V = c.vocab_size;
   std::vector<GenerationResult> out(requests.size());
@@ -66,7 +66,7 @@ std::vector<GenerationResult> generate(Backend& be, const Weights& w, const std:
         next.push_back(out[r].tokens.back());
       }
       const auto t0 = Clock::now();
-      decode_step(be, w, cs, next.data(), batch_logits.data(), ds);
+      decode_step(be, w, cs, next.data(), batch_logits.data(), ds, stored);
       st.decode_seconds += since(t0);
       st.decode_tokens += std::int64_t(active.size());
       std::vector<std::size_t> still;

@@ -34,9 +34,11 @@ struct GenerationStats {
 
 // on_token(request index, token) returns true to stop that sequence ("stop").
 // <eod> stops a sequence; so does reaching max_tokens or the context ("length").
+// `stored`: decode with bf16/int8 weight copies (model/decode.h); null: fp32.
+struct DecodeWeights;
 std::vector<GenerationResult> generate(Backend& be, const Weights& w, const std::vector<GenerationRequest>& requests,
                                        std::int64_t max_batch,
                                        const std::function<bool(std::size_t, std::int32_t)>& on_token,
-                                       GenerationStats* stats = nullptr);
+                                       GenerationStats* stats = nullptr, const DecodeWeights* stored = nullptr);
 
 }  // namespace palm

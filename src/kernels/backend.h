@@ -16,6 +16,10 @@ namespace palm {
 
 using i64 = std::int64_t;
 
+// Storage of weight matrices for decoding: fp32, bfloat16, or int8 with one fp32 scale
+// per output row (symmetric, w = scale * q).
+enum class WeightFormat { kF32, kBF16, kInt8 };
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -33,6 +37,13 @@ class Backend {
   virtual void gemm_bf16(bool trans_a, bool trans_b, i64 M, i64 N, i64 K, float alpha,
                          const float* A, i64 lda, const float* B, i64 ldb, float beta,
                          float* C, i64 ldc) = 0;
+
+  // Few-row products against stored weights, the decode-time GEMM:
+  // C[i, n] = alpha * scale[n] * dot(X[i, :], W[n, :]) + beta * C[i, n] for i < b, n < N;
+  // W is [N, K] in `format` (scales null unless int8). Weight rows are read once for all
+  // b rows of X, so the cost is the bytes of W: the memory-bandwidth floor.
+  virtual void rows_times_stored(const float* X, i64 b, i64 K, const void* W, WeightFormat format,
+                                 const float* scales, i64 N, float alpha, float beta, float* C) = 0;
 
   // x0[n, :] = E[tokens[n], :]
   virtual void embedding_fwd(const std::int32_t* tokens, const float* E, float* x, i64 N,

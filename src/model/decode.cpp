@@ -46,7 +46,77 @@ void rows_times_weights(Backend& be, std::int64_t b, std::int64_t N, std::int64_
     for (std::int64_t i = 0; i < b; ++i) C[i * N + n] = t[n * b + i] + (beta == 0.0f ? 0.0f : beta * C[i * N + n]);
 }
 
+void product(Backend& be, const StoredMatrix* m, std::int64_t b, std::int64_t N, std::int64_t K, float alpha,
+             const float* X, const float* W, float beta, float* C, std::vector<float>& t) {
+  if (m) {
+    be.rows_times_stored(X, b, K, m->data, m->format, m->scales.empty() ? nullptr : m->scales.data(), N, alpha, beta, C);
+  } else {
+    rows_times_weights(be, b, N, K, alpha, X, W, beta, C, t);
+  }
+}
+
+StoredMatrix store(const float* w, std::int64_t rows, std::int64_t cols, WeightFormat f) {
+  StoredMatrix m;
+  m.format = f;
+  m.rows = rows;
+  m.cols = cols;
+  const std::int64_t n = rows * cols;
+  if (f == WeightFormat::kF32) {
+    m.data = w;
+  } else if (f == WeightFormat::kBF16) {
+    m.bf16.resize(std::size_t(n));
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) {
+      std::uint32_t bits;
+      std::memcpy(&bits, &w[i], 4);
+      m.bf16[i] = std::uint16_t((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);  // nearest even
+    }
+    m.data = m.bf16.data();
+  } else {
+    m.q.resize(std::size_t(n));
+    m.scales.resize(std::size_t(rows));
+#pragma omp parallel for schedule(static)
+    for (std::int64_t r = 0; r < rows; ++r) {
+      float mx = 0.0f;
+      for (std::int64_t c = 0; c < cols; ++c) mx = std::max(mx, std::abs(w[r * cols + c]));
+      const float scale = mx > 0 ? mx / 127.0f : 1.0f;
+      m.scales[r] = scale;
+      for (std::int64_t c = 0; c < cols; ++c)
+        m.q[r * cols + c] = std::int8_t(std::lround(std::clamp(w[r * cols + c] / scale, -127.0f, 127.0f)));
+    }
+    m.data = m.q.data();
+  }
+  return m;
+}
+
 }  // namespace
+
+std::int64_t StoredMatrix::bytes() const {
+  const std::int64_t per = format == WeightFormat::kF32 ? 4 : (format == WeightFormat::kBF16 ? 2 : 1);
+  return rows * cols * per + std::int64_t(scales.size()) * 4;
+}
+
+DecodeWeights::DecodeWeights(const Weights& w, WeightFormat f) : format(f) {
+  const ModelConfig& c = w.config;
+  for (const auto& l : w.view.layers) {
+    layers.push_back({store(l.w_in, c.fused_in_dim(), c.d_model, f), store(l.w_o, c.d_model, c.n_heads * c.head_dim, f),
+                      store(l.w_down, c.d_model, c.d_ff, f)});
+  }
+  embed = store(w.view.embed, c.vocab_size, c.d_model, f);
+}
+
+std::int64_t DecodeWeights::bytes() const {
+  std::int64_t n = embed.bytes();
+  for (const auto& l : layers) n += l.w_in.bytes() + l.w_o.bytes() + l.w_down.bytes();
+  return n;
+}
+
+WeightFormat parse_weight_format(const std::string& name) {
+  if (name == "fp32") return WeightFormat::kF32;
+  if (name == "bf16") return WeightFormat::kBF16;
+  if (name == "int8") return WeightFormat::kInt8;
+  fail(str_cat("weight format must be fp32, bf16 or int8, got '", name, "'"));
+}
 
 DecodeScratch::DecodeScratch(const ModelConfig& c, std::int64_t b)
     : max_batch(b),
@@ -64,7 +134,7 @@ DecodeScratch::DecodeScratch(const ModelConfig& c, std::int64_t b)
       t(std::size_t(b * std::max(c.vocab_size, c.fused_in_dim()))) {}
 
 void decode_step(Backend& be, const Weights& w, const std::vector<KvCache*>& caches, const std::int32_t* tokens,
-                 float* logits, DecodeScratch& s) {
+                 float* logits, DecodeScratch& s, const DecodeWeights* stored) {
   const ModelConfig& c = w.config;
   const std::int64_t b = std::int64_t(caches.size());
   PALM_CHECK(b > 0 && b <= s.max_batch, "decode batch ", b, " outside [1, ", s.max_batch, "]");
@@ -79,9 +149,10 @@ void decode_step(Backend& be, const Weights& w, const std::vector<KvCache*>& cac
   be.embedding_fwd(tokens, w.view.embed, s.x.data(), b, D);
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
     const LayerView& lw = w.view.layers[l];
+    const DecodeWeights::Layer* sl = stored ? &stored->layers[l] : nullptr;
     // the same block as layer_fwd, for one new position per sequence
     be.layernorm_fwd(s.x.data(), lw.norm, s.h.data(), s.mean.data(), s.rstd.data(), b, D, float(c.norm_eps));
-    rows_times_weights(be, b, E, D, 1.0f, s.h.data(), lw.w_in, 0.0f, s.u.data(), s.t);
+    product(be, sl ? &sl->w_in : nullptr, b, E, D, 1.0f, s.h.data(), lw.w_in, 0.0f, s.u.data(), s.t);
     be.rope_fwd_at(s.u.data(), E, s.q.data(), HK, b, s.positions.data(), H, K, base);
     be.rope_fwd_at(s.u.data() + HK, E, s.u.data() + HK, E, b, s.positions.data(), 1, K, base);
     for (std::int64_t i = 0; i < b; ++i) {
@@ -90,11 +161,12 @@ void decode_step(Backend& be, const Weights& w, const std::vector<KvCache*>& cac
     }
     be.attention_decode(s.q.data(), s.rows.data(), 2 * K, s.lens.data(), s.att.data(), b, H, K);
     be.swiglu_fwd(s.u.data() + HK + 2 * K, s.u.data() + HK + 2 * K + F, E, s.act.data(), b, F);
-    rows_times_weights(be, b, D, HK, 1.0f, s.att.data(), lw.w_o, 1.0f, s.x.data(), s.t);
-    rows_times_weights(be, b, D, F, 1.0f, s.act.data(), lw.w_down, 1.0f, s.x.data(), s.t);
+    product(be, sl ? &sl->w_o : nullptr, b, D, HK, 1.0f, s.att.data(), lw.w_o, 1.0f, s.x.data(), s.t);
+    product(be, sl ? &sl->w_down : nullptr, b, D, F, 1.0f, s.act.data(), lw.w_down, 1.0f, s.x.data(), s.t);
   }
   be.layernorm_fwd(s.x.data(), w.view.final_norm, s.h.data(), s.mean.data(), s.rstd.data(), b, D, float(c.norm_eps));
-  rows_times_weights(be, b, c.vocab_size, D, 1.0f / std::sqrt(float(D)), s.h.data(), w.view.embed, 0.0f, logits, s.t);
+  product(be, stored ? &stored->embed : nullptr, b, c.vocab_size, D, 1.0f / std::sqrt(float(D)), s.h.data(),
+          w.view.embed, 0.0f, logits, s.t);
   for (auto* cache : caches) ++cache->len;
 }
 

@@ -19,6 +19,8 @@ class CpuBackend final : public Backend {
             i64 lda, const float* B, i64 ldb, float beta, float* C, i64 ldc) override;
   void gemm_bf16(bool trans_a, bool trans_b, i64 M, i64 N, i64 K, float alpha, const float* A,
                  i64 lda, const float* B, i64 ldb, float beta, float* C, i64 ldc) override;
+  void rows_times_stored(const float* X, i64 b, i64 K, const void* W, WeightFormat format, const float* scales,
+                         i64 N, float alpha, float beta, float* C) override;
   void embedding_fwd(const std::int32_t* tokens, const float* E, float* x, i64 N,
                      i64 D) override;
   void embedding_bwd_acc(const std::int32_t* tokens, const float* dx, float* dE, i64 N,
