@@ -7,21 +7,12 @@
 #include "base/check.h"
 #include "model/decode.h"
 #include "model/model.h"
+#include "test_util.h"
 
 namespace palm {
 namespace {
 
-ModelConfig cfg() {
-  ModelConfig c;
-  c.vocab_size = 97;
-  c.d_model = 48;
-  c.n_layers = 2;
-  c.n_heads = 3;
-  c.head_dim = 16;
-  c.d_ff = 80;
-  c.max_seq_len = 64;
-  return c;
-}
+ModelConfig cfg() { return testing_util::tiny_odd_config(); }
 
 std::vector<float> full_logits(Backend& be, const Weights& w, const std::vector<std::int32_t>& seq) {
   Activations acts(be, w.config, ActivationPlan{1, std::int64_t(seq.size()), false, false});

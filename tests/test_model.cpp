@@ -16,23 +16,14 @@
 #include "model/model.h"
 #include "model/model_io.h"
 #include "model/safetensors.h"
+#include "test_util.h"
 
 namespace palm {
 namespace {
 
 namespace fs = std::filesystem;
 
-ModelConfig tiny_odd() {  // odd sizes on purpose (the example)
-  ModelConfig c;
-  c.vocab_size = 97;
-  c.d_model = 48;
-  c.n_layers = 2;
-  c.n_heads = 3;
-  c.head_dim = 16;
-  c.d_ff = 80;
-  c.max_seq_len = 64;
-  return c;
-}
+ModelConfig tiny_odd() { return testing_util::tiny_odd_config(); }
 
 // Random weights with non-trivial LayerNorm scales, so every gradient path is exercised.
 std::unique_ptr<Weights> random_model(const ModelConfig& c, unsigned seed) {
