@@ -50,6 +50,10 @@ void product(Backend& be, const StoredMatrix* m, std::int64_t b, std::int64_t N,
              const float* X, const float* W, float beta, float* C, std::vector<float>& t) {
   if (m) {
     be.rows_times_stored(X, b, K, m->data, m->format, m->scales.empty() ? nullptr : m->scales.data(), N, alpha, beta, C);
+  } else if (b <= 2) {
+    // one or two rows: palm's GEMV reads fp32 weights at 90-107% of the bandwidth floor,
+    // oneDNN's transposed product at 71-90% (docs/PERFORMANCE.md)
+    be.rows_times_stored(X, b, K, W, WeightFormat::kF32, nullptr, N, alpha, beta, C);
   } else {
     rows_times_weights(be, b, N, K, alpha, X, W, beta, C, t);
   }
