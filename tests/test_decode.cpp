@@ -2,6 +2,7 @@
 // sequences of different lengths equals each decoded alone.
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <random>
 
 #include "base/check.h"
@@ -21,24 +22,41 @@ std::vector<float> full_logits(Backend& be, const Weights& w, const std::vector<
   return std::vector<float>(acts.logits, acts.logits + seq.size() * w.config.vocab_size);
 }
 
-void expect_close(const float* got, const float* want, std::int64_t n, const std::string& what) {
+double rel_err(const float* got, const float* want, std::int64_t n) {
   double max_ref = 1e-30, max_err = 0;
   for (std::int64_t i = 0; i < n; ++i) {
     max_ref = std::max(max_ref, double(std::abs(want[i])));
     max_err = std::max(max_err, double(std::abs(got[i] - want[i])));
   }
-  EXPECT_LT(max_err / max_ref, 1e-5) << what;
+  return max_err / max_ref;
 }
 
+void expect_close(const float* got, const float* want, std::int64_t n, const std::string& what) {
+  EXPECT_LT(rel_err(got, want, n), 1e-5) << what;
+}
+
+// A random model, a random sequence and the full forward's logits for it.
+struct Reference {
+  Reference(unsigned weight_seed, unsigned seq_seed, std::size_t len) : w(cfg()) {
+    init_weights(w, weight_seed);
+    std::mt19937 g(seq_seed);
+    seq.resize(len);
+    for (auto& t : seq) t = std::int32_t(g() % w.config.vocab_size);
+    want = full_logits(*be, w, seq);
+  }
+  std::unique_ptr<Backend> be = make_backend();
+  Weights w;
+  std::vector<std::int32_t> seq;
+  std::vector<float> want;
+};
+
 TEST(Decode, EveryPositionEqualsTheFullForward) {
-  const ModelConfig c = cfg();
-  Weights w(c);
-  init_weights(w, 5);
-  auto be = make_backend();
-  std::mt19937 g(1);
-  std::vector<std::int32_t> seq(40);
-  for (auto& t : seq) t = std::int32_t(g() % c.vocab_size);
-  const auto want = full_logits(*be, w, seq);
+  Reference r(5, 1, 40);
+  const ModelConfig& c = r.w.config;
+  auto& be = r.be;
+  const Weights& w = r.w;
+  const auto& seq = r.seq;
+  const auto& want = r.want;
   for (std::int64_t prompt : {1, 7, 39}) {
     KvCache cache(c, c.max_seq_len);
     std::vector<float> logits(c.vocab_size);
@@ -88,14 +106,12 @@ TEST(Decode, BatchOfDifferentLengthsEqualsEachAlone) {
 }
 
 TEST(Decode, StoredWeightFormatsTrackFp32) {
-  const ModelConfig c = cfg();
-  Weights w(c);
-  init_weights(w, 8);
-  auto be = make_backend();
-  std::mt19937 g(4);
-  std::vector<std::int32_t> seq(20);
-  for (auto& t : seq) t = std::int32_t(g() % c.vocab_size);
-  const auto want = full_logits(*be, w, seq);
+  Reference r(8, 4, 20);
+  const ModelConfig& c = r.w.config;
+  auto& be = r.be;
+  const Weights& w = r.w;
+  const auto& seq = r.seq;
+  const auto& want = r.want;
   for (const char* name : {"fp32", "bf16", "int8"}) {
     const DecodeWeights dw(w, parse_weight_format(name));
     KvCache cache(c, c.max_seq_len);
@@ -106,12 +122,7 @@ TEST(Decode, StoredWeightFormatsTrackFp32) {
     double worst = 0;
     for (std::size_t t = 1; t < seq.size(); ++t) {
       decode_step(*be, w, one, &seq[t], logits.data(), s, &dw);
-      double max_ref = 1e-30, max_err = 0;
-      for (std::int64_t v = 0; v < c.vocab_size; ++v) {
-        max_ref = std::max(max_ref, double(std::abs(want[t * c.vocab_size + v])));
-        max_err = std::max(max_err, double(std::abs(logits[v] - want[t * c.vocab_size + v])));
-      }
-      worst = std::max(worst, max_err / max_ref);
+      worst = std::max(worst, rel_err(logits.data(), want.data() + t * c.vocab_size, c.vocab_size));
     }
     // fp32 storage is exact up to summation order; bf16 keeps 8 bits, int8 ~7 per row
     const double tol = name == std::string("fp32") ? 1e-5 : (name == std::string("bf16") ? 2e-2 : 5e-2);
