@@ -107,16 +107,21 @@ void run_bench_generate(const BenchGenOptions& o) {
     std::vector<KvCache*> ptrs;
     std::vector<float> logits(std::size_t(batch * c.vocab_size));
     std::vector<std::int32_t> prompt(std::size_t(o.prompt));
-    double pre = 0;
+    double pre = 0;  // prompts after the first (which warms up the GEMM shapes)
+    timing.totals.clear();
     for (std::int64_t i = 0; i < batch; ++i) {
       for (auto& t : prompt) t = std::int32_t(rng() % c.vocab_size);
       caches.push_back(std::make_unique<KvCache>(c, o.prompt + o.tokens + 1));
       const auto t0 = Clock::now();
       prefill(*be, w, *caches.back(), prompt.data(), o.prompt, logits.data());
-      pre += since(t0);
+      if (i > 0) pre += since(t0);
       ptrs.push_back(caches.back().get());
     }
-    if (prefill_tps) *prefill_tps = double(batch * o.prompt) / pre;
+    if (prefill_tps) *prefill_tps = double((batch - 1) * o.prompt) / pre;
+    if (o.profile && prefill_tps) {
+      fmt::print("  profile, prefill of {} prompts (seconds per prompt):\n", batch);
+      for (const auto& [op, tf] : timing.totals) fmt::print("    {:<18} {:8.5f}\n", op, tf.first / double(batch));
+    }
     DecodeScratch s(c, batch);
     std::vector<std::int32_t> next(std::size_t(batch), 5);
     decode_step(*be, w, ptrs, next.data(), logits.data(), s, stored);  // warm-up
@@ -131,8 +136,8 @@ void run_bench_generate(const BenchGenOptions& o) {
     return tps;
   };
   double prefill_tps = 0;
-  const double b1 = run(1, &prefill_tps);
-  const double b16 = run(16, nullptr);
+  const double b1 = run(1, nullptr);
+  const double b16 = run(16, &prefill_tps);
   // Stored weight formats: the bytes per token, speed, and the logprob change they cause.
   struct FormatResult {
     std::string name;

@@ -127,7 +127,9 @@ TEST(Decode, StoredWeightFormatsTrackFp32) {
     // fp32 storage is exact up to summation order; bf16 keeps 8 bits, int8 ~7 per row
     const double tol = name == std::string("fp32") ? 1e-5 : (name == std::string("bf16") ? 2e-2 : 5e-2);
     EXPECT_LT(worst, tol) << name;
-    if (name != std::string("fp32")) EXPECT_GT(worst, 1e-6) << name << " must actually round";
+    if (name != std::string("fp32")) {
+      EXPECT_GT(worst, 1e-6) << name << " must actually round";
+    }
   }
   const std::int64_t f32 = DecodeWeights(w, WeightFormat::kF32).bytes();
   EXPECT_EQ(DecodeWeights(w, WeightFormat::kBF16).bytes() * 2, f32);

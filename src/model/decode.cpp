@@ -20,34 +20,28 @@ void prefill(Backend& be, const Weights& w, KvCache& cache, const std::int32_t* 
   PALM_CHECK(n > 0, "an empty prompt cannot be prefilled");
   PALM_CHECK(n <= cache.capacity, "prompt of ", n, " tokens does not fit the context of ", cache.capacity);
   check_tokens(c, tokens, n, "prompt token");
-  Activations acts(be, c, ActivationPlan{1, n, false, false});
-  const std::vector<std::int32_t> targets(std::size_t(n), 0);  // unused: only the logits are read
-  forward(be, w, acts, tokens, targets.data(), 0.0f);
-  const std::int64_t E = c.fused_in_dim(), HK = c.n_heads * c.head_dim, K = c.head_dim;
+  // The training forward's layers (B = 1), with one shared set of layer buffers (the remat
+  // plan): each layer's k|v go to the cache as soon as it is done. Only the last position's
+  // logits are computed: the other n-1 rows of the [n, V] product were a fifth of the work.
+  Activations acts(be, c, ActivationPlan{1, n, /*remat=*/true, /*training=*/false});
+  const std::int64_t D = c.d_model, E = c.fused_in_dim(), HK = c.n_heads * c.head_dim, K = c.head_dim;
+  be.embedding_fwd(tokens, w.view.embed, acts.x[0], n, D);
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
-    const float* u = acts.layer(l).u;  // k columns hold RoPE(k) after the forward
-    for (std::int64_t t = 0; t < n; ++t) std::memcpy(cache.at(l, t), u + t * E + HK, sizeof(float) * 2 * K);
+    LayerActs& a = acts.layer(l);
+    layer_fwd(be, c, acts.plan, w.view.layers[l], a, acts.x[l], acts.x[l + 1]);
+    for (std::int64_t t = 0; t < n; ++t) std::memcpy(cache.at(l, t), a.u + t * E + HK, sizeof(float) * 2 * K);
   }
   cache.len = n;
-  std::memcpy(last_logits, acts.logits + (n - 1) * c.vocab_size, sizeof(float) * c.vocab_size);
+  const float* x_last = acts.x[c.n_layers] + (n - 1) * D;
+  be.layernorm_fwd(x_last, w.view.final_norm, acts.hf, acts.fmean, acts.frstd, 1, D, float(c.norm_eps));
+  be.rows_times_stored(acts.hf, 1, D, w.view.embed, WeightFormat::kF32, nullptr, c.vocab_size,
+                       1.0f / std::sqrt(float(D)), 0.0f, last_logits);
 }
 
 namespace {
 
-// C[b, N] = alpha X[b, K] W[N, K]^T + beta C for a handful of rows b. oneDNN's sgemm is
-// slow with a small M and a transposed B (~25 GFLOP/s at b = 16), so compute the
-// transposed product T[N, b] = W X^T (large M) and add it back transposed.
-void rows_times_weights(Backend& be, std::int64_t b, std::int64_t N, std::int64_t K, float alpha, const float* X,
-                        const float* W, float beta, float* C, std::vector<float>& t) {
-  if (std::int64_t(t.size()) < N * b) t.resize(std::size_t(N * b));
-  be.gemm(false, true, N, b, K, alpha, W, K, X, K, 0.0f, t.data(), b);
-#pragma omp parallel for schedule(static)
-  for (std::int64_t n = 0; n < N; ++n)
-    for (std::int64_t i = 0; i < b; ++i) C[i * N + n] = t[n * b + i] + (beta == 0.0f ? 0.0f : beta * C[i * N + n]);
-}
-
 void product(Backend& be, const StoredMatrix* m, std::int64_t b, std::int64_t N, std::int64_t K, float alpha,
-             const float* X, const float* W, float beta, float* C, std::vector<float>& t) {
+             const float* X, const float* W, float beta, float* C) {
   if (m) {
     be.rows_times_stored(X, b, K, m->data, m->format, m->scales.empty() ? nullptr : m->scales.data(), N, alpha, beta, C);
   } else if (b <= 2) {
@@ -55,7 +49,7 @@ void product(Backend& be, const StoredMatrix* m, std::int64_t b, std::int64_t N,
     // oneDNN's transposed product at 71-90% (docs/PERFORMANCE.md)
     be.rows_times_stored(X, b, K, W, WeightFormat::kF32, nullptr, N, alpha, beta, C);
   } else {
-    rows_times_weights(be, b, N, K, alpha, X, W, beta, C, t);
+    be.gemm(false, true, b, N, K, alpha, X, K, W, K, beta, C, N);
   }
 }
 
@@ -134,8 +128,7 @@ DecodeScratch::DecodeScratch(const ModelConfig& c, std::int64_t b)
       act(std::size_t(b * c.d_ff)),
       positions(std::size_t(b)),
       lens(std::size_t(b)),
-      rows(std::size_t(b)),
-      t(std::size_t(b * std::max(c.vocab_size, c.fused_in_dim()))) {}
+      rows(std::size_t(b)) {}
 
 void decode_step(Backend& be, const Weights& w, const std::vector<KvCache*>& caches, const std::int32_t* tokens,
                  float* logits, DecodeScratch& s, const DecodeWeights* stored) {
@@ -156,7 +149,7 @@ void decode_step(Backend& be, const Weights& w, const std::vector<KvCache*>& cac
     const DecodeWeights::Layer* sl = stored ? &stored->layers[l] : nullptr;
     // the same block as layer_fwd, for one new position per sequence
     be.layernorm_fwd(s.x.data(), lw.norm, s.h.data(), s.mean.data(), s.rstd.data(), b, D, float(c.norm_eps));
-    product(be, sl ? &sl->w_in : nullptr, b, E, D, 1.0f, s.h.data(), lw.w_in, 0.0f, s.u.data(), s.t);
+    product(be, sl ? &sl->w_in : nullptr, b, E, D, 1.0f, s.h.data(), lw.w_in, 0.0f, s.u.data());
     be.rope_fwd_at(s.u.data(), E, s.q.data(), HK, b, s.positions.data(), H, K, base);
     be.rope_fwd_at(s.u.data() + HK, E, s.u.data() + HK, E, b, s.positions.data(), 1, K, base);
     for (std::int64_t i = 0; i < b; ++i) {
@@ -165,12 +158,12 @@ void decode_step(Backend& be, const Weights& w, const std::vector<KvCache*>& cac
     }
     be.attention_decode(s.q.data(), s.rows.data(), 2 * K, s.lens.data(), s.att.data(), b, H, K);
     be.swiglu_fwd(s.u.data() + HK + 2 * K, s.u.data() + HK + 2 * K + F, E, s.act.data(), b, F);
-    product(be, sl ? &sl->w_o : nullptr, b, D, HK, 1.0f, s.att.data(), lw.w_o, 1.0f, s.x.data(), s.t);
-    product(be, sl ? &sl->w_down : nullptr, b, D, F, 1.0f, s.act.data(), lw.w_down, 1.0f, s.x.data(), s.t);
+    product(be, sl ? &sl->w_o : nullptr, b, D, HK, 1.0f, s.att.data(), lw.w_o, 1.0f, s.x.data());
+    product(be, sl ? &sl->w_down : nullptr, b, D, F, 1.0f, s.act.data(), lw.w_down, 1.0f, s.x.data());
   }
   be.layernorm_fwd(s.x.data(), w.view.final_norm, s.h.data(), s.mean.data(), s.rstd.data(), b, D, float(c.norm_eps));
   product(be, stored ? &stored->embed : nullptr, b, c.vocab_size, D, 1.0f / std::sqrt(float(D)), s.h.data(),
-          w.view.embed, 0.0f, logits, s.t);
+          w.view.embed, 0.0f, logits);
   for (auto* cache : caches) ++cache->len;
 }
 

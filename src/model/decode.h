@@ -58,7 +58,6 @@ struct DecodeScratch {
   std::vector<std::int32_t> positions;
   std::vector<std::int64_t> lens;
   std::vector<const float*> rows;
-  std::vector<float> t;  // transposed products [N, b]
 };
 
 // Adds one token to each of b sequences (each at its own position) and writes the
