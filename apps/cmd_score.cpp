@@ -11,6 +11,7 @@
 #include "base/threads.h"
 #include "common.h"
 #include "kernels/backend.h"
+#include "infer/score.h"
 #include "model/model.h"
 #include "model/model_io.h"
 #include "tokenizer/tokenizer.h"
@@ -72,17 +73,11 @@ void run_score(const ScoreOptions& o) {
     seq = o.tokens_file.empty() ? parse_tokens(o.tokens, "--tokens")
                                 : parse_tokens(read_file(o.tokens_file), o.tokens_file);
   }
-  PALM_CHECK(seq.size() >= 2, "need at least 2 tokens to score (got ", seq.size(), ")");
-  PALM_CHECK(std::int64_t(seq.size()) - 1 <= c.max_seq_len, "sequence of ", seq.size(),
-             " tokens is longer than the model's max_seq_len + 1 (", c.max_seq_len + 1, ")");
-  check_tokens(c, seq.data(), std::int64_t(seq.size()), "token");
-  const std::int64_t T = std::int64_t(seq.size()) - 1;
-  const std::vector<std::int32_t> inputs(seq.begin(), seq.end() - 1), targets(seq.begin() + 1, seq.end());
   const auto be = make_backend();
-  Activations acts(*be, c, ActivationPlan{1, T, false, false});
-  const LossStats s = forward(*be, *w, acts, inputs.data(), targets.data(), 0.0f);
-  std::vector<double> logprobs(T);
-  for (std::int64_t t = 0; t < T; ++t) logprobs[t] = -double(acts.nll[t]);
+  const std::vector<double> logprobs = token_logprobs(*be, *w, seq);
+  const std::int64_t T = std::int64_t(logprobs.size());
+  LossStats s;
+  for (double lp : logprobs) s.loss -= lp / double(T);
   if (o.json) {
     nlohmann::ordered_json j;
     j["logprobs"] = logprobs;

@@ -23,6 +23,7 @@ std::string resolve_model(const std::string& path, std::string* tokenizer_dir = 
 std::string human_bytes(double bytes);
 std::string human_count(double n);  // 8.63B, 62.50B, ...
 std::string preset_list();
+std::string palm_version_string();  // "palm 0.x.y (commit)"
 
 // Registration of each subcommand (one file each).
 void register_info(CLI::App& app);
@@ -33,6 +34,7 @@ void register_tokenizer(CLI::App& app);
 void register_data(CLI::App& app);
 void register_train(CLI::App& app);
 void register_generate(CLI::App& app);
+void register_eval(CLI::App& app);
 void register_bench_tokenizer(CLI::App& bench);
 void register_bench_generate(CLI::App& bench);
 

@@ -66,11 +66,13 @@ std::string preset_list() {
   return r;
 }
 
+std::string palm_version_string() { return std::string("palm ") + PALM_VERSION + " (" + PALM_GIT_COMMIT + ")"; }
+
 }  // namespace palm
 
 int main(int argc, char** argv) {
   CLI::App app{"palm: train, evaluate and serve PaLM-family language models"};
-  app.set_version_flag("--version", std::string("palm ") + PALM_VERSION + " (" + PALM_GIT_COMMIT + ")");
+  app.set_version_flag("--version", palm::palm_version_string());
   app.require_subcommand(1);
   palm::register_info(app);
   palm::register_init(app);
@@ -79,6 +81,7 @@ int main(int argc, char** argv) {
   palm::register_data(app);
   palm::register_train(app);
   palm::register_generate(app);
+  palm::register_eval(app);
   palm::register_bench(app);
   try {
     app.parse(argc, argv);
