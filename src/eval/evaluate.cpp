@@ -173,7 +173,7 @@ void score_generative(const EvalTask& t, std::vector<Record>& recs) {
         const auto got = extract_number(out);
         const double want = *extract_number(r.item->target);
         r.extracted.push_back(got ? json(*got).dump() : "");
-        r.correct.push_back(got && std::fabs(*got - want) <= 1e-6 * std::max(1.0, std::fabs(want)));
+        r.correct.push_back(got && std::fabs(*got - want) < 1e-6);  // answers are exact decimals
       } else {
         const std::string got = extract_bbh_answer(out);
         r.extracted.push_back(got);

@@ -79,7 +79,7 @@ void write_program(const char* path, const std::string& text) {
 }
 
 [[noreturn]] void exec_python(const char* token_env) {
-  const char* argv[] = {"python3", "-I", "-B", "program.py", nullptr};
+  const char* argv[] = {"python3", "-I", "-B", "-u", "program.py", nullptr};
   const char* envp[] = {"PATH=/usr/bin:/bin", "HOME=/nonexistent", "LANG=C.UTF-8", "PYTHONHASHSEED=0", token_env,
                         nullptr};
   execve(kPython, const_cast<char* const*>(argv), const_cast<char* const*>(envp));
@@ -201,14 +201,11 @@ SandboxResult run_python_sandboxed(const std::string& program_body, const Sandbo
   SandboxResult res;
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   res.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  // passing: the sentinel is the last line of the output
-  std::string tail = out;
-  while (!tail.empty() && tail.back() == '\n') tail.pop_back();
-  const std::size_t nl = tail.rfind('\n');
-  const bool sentinel = tail.substr(nl == std::string::npos ? 0 : nl + 1) == token;
-  res.passed = !timed_out && sentinel;
+  // passing: the sentinel line was printed (anything the interpreter writes at exit may follow it)
+  const std::size_t at = out.find("\n" + token + "\n");
+  res.passed = !timed_out && at != std::string::npos;
   res.status = timed_out ? "timeout" : (res.passed ? "passed" : "failed");
-  if (sentinel) out.resize(nl == std::string::npos ? 0 : nl);
+  if (at != std::string::npos) out.erase(at, token.size() + 2);
   if (std::int64_t(out.size()) > l.output_bytes) out.erase(0, out.size() - std::size_t(l.output_bytes));
   res.output = out;
   return res;

@@ -10,8 +10,8 @@
 // are unavailable: the program runs in a fresh temporary directory under the rlimits and
 // its own process group only, and isolation() says so.
 //
-// A program passes only if it prints the run's random sentinel as its last output line:
-// the harness appends that print after the tests, so an early exit(0) is a failure.
+// A program passes only if it prints the run's random sentinel (a line of its own): the
+// harness appends that print after the tests, so an early exit(0) is a failure.
 #pragma once
 #include <cstdint>
 #include <string>

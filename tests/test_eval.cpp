@@ -1,0 +1,346 @@
+// Evaluation harness: scoring rules against hand-computed values, the sandbox against
+// hostile programs, oracle completions (canonical solutions, gold answers, a wrong set)
+// against exact expected scores, and a tiny trained model through every task.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "eval/metrics.h"
+#include "eval/sandbox.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace palm;
+
+const std::string kData = PALM_SOURCE_DIR "/../shared/data";
+
+std::string g_dir;
+std::string p(const std::string& f) { return g_dir + "/" + f; }
+
+struct Cmd {
+  int status;
+  std::string out, err;
+};
+
+Cmd sh(const std::string& cmd) {
+  FILE* f = ::popen((cmd + " 2>" + p("stderr.txt")).c_str(), "r");
+  Cmd r;
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) r.out.append(buf, n);
+  const int st = ::pclose(f);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  std::ifstream e(p("stderr.txt"));
+  r.err.assign(std::istreambuf_iterator<char>(e), {});
+  return r;
+}
+Cmd palm(const std::string& args) { return sh(std::string(PALM_BINARY) + " " + args); }
+
+// Runs `palm eval ... --json` and returns the results document.
+json eval(const std::string& args) {
+  const Cmd r = palm("eval " + args + " --json");
+  EXPECT_EQ(r.status, 0) << args << "\n" << r.err;
+  return r.status == 0 ? json::parse(r.out) : json();
+}
+
+// Completions JSONL from a data file: f(line json, index) -> {"task_id", "completion"}.
+template <typename F>
+std::string completions(const std::string& name, const std::string& data, F f) {
+  std::ifstream in(data);
+  std::ofstream out(p(name));
+  std::string line;
+  for (int i = 0; std::getline(in, line); ++i) out << f(json::parse(line), i).dump() << "\n";
+  return p(name);
+}
+
+class EvalEnv : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    std::string t = (fs::temp_directory_path() / "palm_eval_XXXXXX").string();
+    g_dir = ::mkdtemp(t.data());
+  }
+  void TearDown() override { fs::remove_all(g_dir); }
+};
+const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new EvalEnv);
+
+// ---- scoring rules ----
+
+TEST(Metrics, PassAtKMatchesHandComputedValues) {
+  EXPECT_DOUBLE_EQ(pass_at_k(10, 3, 1), 0.3);
+  EXPECT_DOUBLE_EQ(pass_at_k(5, 1, 2), 0.4);           // 1 - C(4,2)/C(5,2) = 1 - 6/10
+  EXPECT_NEAR(pass_at_k(10, 2, 5), 1.0 - 56.0 / 252.0, 1e-15);  // C(8,5)/C(10,5)
+  EXPECT_DOUBLE_EQ(pass_at_k(10, 0, 5), 0.0);
+  EXPECT_DOUBLE_EQ(pass_at_k(10, 6, 5), 1.0);          // fewer than k failures
+  // n = 200, c = 7, k = 100 against log-binomials
+  auto lc = [](double n, double k) { return std::lgamma(n + 1) - std::lgamma(k + 1) - std::lgamma(n - k + 1); };
+  EXPECT_NEAR(pass_at_k(200, 7, 100), 1.0 - std::exp(lc(193, 100) - lc(200, 100)), 1e-12);
+  EXPECT_THROW(pass_at_k(5, 1, 6), std::exception);
+}
+
+TEST(Metrics, AnswerExtractionRules) {
+  EXPECT_EQ(extract_bbh_answer("Let's see. Blah. So the answer is (B)."), "(B)");
+  EXPECT_EQ(extract_bbh_answer("the answer is No.\nQ: next"), "No");
+  EXPECT_EQ(extract_bbh_answer("\n  valid \nmore"), "valid");
+  EXPECT_EQ(extract_bbh_answer("The answer is x. Then the answer is Yes.."), "Yes.");  // the last phrase, one '.' dropped
+  EXPECT_EQ(*extract_number("She makes 9 * 2 = $18.\nThe answer is 18."), 18.0);
+  EXPECT_EQ(*extract_number("#### 1,234"), 1234.0);
+  EXPECT_EQ(*extract_number("so 3 then 4 then -5.5 apples"), -5.5);
+  EXPECT_EQ(*extract_number("The answer is $70,000."), 70000.0);
+  EXPECT_FALSE(extract_number("no digits here").has_value());
+  EXPECT_EQ(gsm8k_cot_answer("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs.\n#### 18"),
+            "Janet sells 16 - 3 - 4 = 9 duck eggs.\nThe answer is 18.");
+  EXPECT_EQ(truncate_at("    return 1\ndef g():\n", {"\nclass", "\ndef"}), "    return 1");
+}
+
+// ---- sandbox ----
+
+TEST(Sandbox, PassingFailingAndEarlyExit) {
+  EXPECT_TRUE(run_python_sandboxed("assert 1 + 1 == 2").passed);
+  const auto fail = run_python_sandboxed("assert 1 + 1 == 3");
+  EXPECT_FALSE(fail.passed);
+  EXPECT_NE(fail.output.find("AssertionError"), std::string::npos) << fail.output;
+  // exiting with status 0 before the tests ran is not a pass
+  EXPECT_FALSE(run_python_sandboxed("import sys\nsys.exit(0)\nassert False").passed);
+  EXPECT_FALSE(run_python_sandboxed("import os\nos._exit(0)").passed);
+  // printing lines of its own does not confuse the sentinel check
+  EXPECT_TRUE(run_python_sandboxed("print('hello')\nprint('world')").passed);
+}
+
+TEST(Sandbox, ContainsHostilePrograms) {
+  SandboxLimits l;
+  l.seconds = 3;
+  // infinite loop: killed at the deadline
+  auto r = run_python_sandboxed("while True:\n    pass", l);
+  EXPECT_EQ(r.status, "timeout");
+  EXPECT_LT(r.seconds, 6.0);
+  // a loop that leaves the process group and ignores SIGTERM is still killed
+  r = run_python_sandboxed("import os, signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                           "if os.fork() == 0:\n    os.setsid()\n    while True: pass\nwhile True: pass", l);
+  EXPECT_EQ(r.status, "timeout");
+  // 10 GB allocation: refused by the address-space limit
+  r = run_python_sandboxed("x = bytearray(10 * 1024**3)", l);
+  EXPECT_FALSE(r.passed);
+  EXPECT_NE(r.output.find("MemoryError"), std::string::npos) << r.output;
+  // fork bomb: contained by the process limit and the deadline; the machine keeps working
+  r = run_python_sandboxed("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", l);
+  EXPECT_FALSE(r.passed);
+  EXPECT_LT(r.seconds, 8.0);
+  EXPECT_TRUE(run_python_sandboxed("print(1)").passed) << "the sandbox works after a fork bomb";
+  if (geteuid() == 0) {
+    // nothing of it survives: no process of user nobody is left
+    int left = -1;
+    for (int i = 0; i < 100 && left != 0; ++i, usleep(20000)) left = std::stoi(sh("ps -u nobody -o stat= | grep -vc Z").out);
+    EXPECT_EQ(left, 0);
+    // writing outside its directory: the real file system is unchanged
+    const std::string outside = p("outside.txt");
+    r = run_python_sandboxed("open('" + outside + "', 'w').write('x')", l);
+    EXPECT_FALSE(r.passed);
+    EXPECT_FALSE(fs::exists(outside));
+    r = run_python_sandboxed("open('/tmp/palm_sandbox_escape', 'w').write('x')", l);
+    EXPECT_FALSE(fs::exists("/tmp/palm_sandbox_escape")) << "its /tmp is a private tmpfs";
+    // no network: a server listening on the host's loopback is unreachable
+    const int srv = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(srv, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ASSERT_EQ(::listen(srv, 1), 0);
+    socklen_t len = sizeof a;
+    ::getsockname(srv, reinterpret_cast<sockaddr*>(&a), &len);
+    r = run_python_sandboxed("import socket\nsocket.create_connection(('127.0.0.1', " + std::to_string(ntohs(a.sin_port)) +
+                                 "), timeout=1)",
+                             l);
+    ::close(srv);
+    EXPECT_FALSE(r.passed) << "connected to the host's loopback";
+    EXPECT_NE(sandbox_isolation().find("namespaces"), std::string::npos);
+  } else {
+    EXPECT_NE(sandbox_isolation().find("not root"), std::string::npos);
+  }
+}
+
+// ---- oracle completions through the real binary ----
+
+TEST(Oracle, HumanEvalCanonicalSolutionsPassAndAWrongSetFails) {
+  const std::string data = kData + "/humaneval/HumanEval.jsonl";
+  const auto good = completions("he_good.jsonl", data, [](const json& j, int) {
+    return json{{"task_id", j["task_id"]}, {"completion", j["canonical_solution"]}};
+  });
+  json r = eval("--task humaneval --data " + data + " --completions " + good + " --samples-out " + p("he.jsonl"));
+  EXPECT_EQ(r["n"], 164);
+  EXPECT_DOUBLE_EQ(r["pass@1"].get<double>(), 1.0);
+  EXPECT_TRUE(fs::exists(p("he.jsonl")));
+  const auto bad = completions("he_bad.jsonl", data, [](const json& j, int) {
+    return json{{"task_id", j["task_id"]}, {"completion", "    return None\n"}};
+  });
+  r = eval("--task humaneval --data " + data + " --limit 40 --completions " + bad);
+  EXPECT_EQ(r["n"], 40);
+  EXPECT_DOUBLE_EQ(r["pass@1"].get<double>(), 0.0);
+}
+
+TEST(Oracle, PassAtKFromSeveralSamplesPerProblem) {
+  // 10 samples per problem, the first c(problem) of them correct: pass@k is exact
+  const std::string data = kData + "/humaneval/HumanEval.jsonl";
+  std::ifstream in(data);
+  std::ofstream out(p("he_k.jsonl"));
+  std::string line;
+  double want1 = 0, want10 = 0;
+  for (int i = 0; i < 4 && std::getline(in, line); ++i) {
+    const json j = json::parse(line);
+    const int c = i;  // 0, 1, 2, 3 correct of 10
+    for (int s = 0; s < 10; ++s)
+      out << json{{"task_id", j["task_id"]}, {"completion", s < c ? j["canonical_solution"].get<std::string>() : "    return None\n"}}.dump() << "\n";
+    want1 += c / 10.0 / 4;
+    want10 += (c > 0 ? 1.0 : 0.0) / 4;
+  }
+  out.close();
+  const json r = eval("--task humaneval --data " + data + " --limit 4 --completions " + p("he_k.jsonl"));
+  EXPECT_NEAR(r["pass@1"].get<double>(), want1, 1e-12);
+  EXPECT_NEAR(r["pass@10"].get<double>(), want10, 1e-12);
+  EXPECT_FALSE(r.contains("pass@100"));
+}
+
+TEST(Oracle, Gsm8kGoldAnswersScore100AndOffByOneScores0) {
+  const std::string data = kData + "/gsm8k/test.jsonl";
+  const auto gold = completions("gsm_gold.jsonl", data, [](const json& j, int i) {
+    return json{{"task_id", i}, {"completion", j["answer"]}};
+  });
+  json r = eval("--task gsm8k --data " + data + " --completions " + gold);
+  EXPECT_EQ(r["n"], 1319);
+  EXPECT_DOUBLE_EQ(r["accuracy"].get<double>(), 1.0);
+  const auto wrong = completions("gsm_wrong.jsonl", data, [](const json& j, int i) {
+    const std::string a = j["answer"];
+    const double v = std::stod([&] { std::string s = a.substr(a.rfind("####") + 4); s.erase(std::remove(s.begin(), s.end(), ','), s.end()); return s; }());
+    return json{{"task_id", i}, {"completion", "The answer is " + std::to_string(v + 1) + "."}};
+  });
+  r = eval("--task gsm8k --data " + data + " --completions " + wrong);
+  EXPECT_DOUBLE_EQ(r["accuracy"].get<double>(), 0.0);
+}
+
+TEST(Oracle, MbppReferenceCodePassesAndBbhTargetsMatch) {
+  const std::string data = kData + "/mbpp/mbpp_test.jsonl";
+  const auto ref = completions("mbpp.jsonl", data, [](const json& j, int) {
+    return json{{"task_id", j["task_id"]}, {"completion", j["code"]}};
+  });
+  const json r = eval("--task mbpp --data " + data + " --completions " + ref);
+  EXPECT_EQ(r["n"], 500);
+  EXPECT_DOUBLE_EQ(r["pass@1"].get<double>(), 1.0);
+  for (const char* task : {"date_understanding", "sports_understanding"}) {
+    const std::string bbh = kData + "/bigbench_hard/" + task + ".json";
+    const json ex = json::parse(std::ifstream(bbh))["examples"];
+    std::ofstream out(p("bbh.jsonl"));
+    for (std::size_t i = 0; i < ex.size(); ++i)
+      out << json{{"task_id", i}, {"completion", " Let's think. So the answer is " + ex[i]["target"].get<std::string>() + ".\n"}}.dump() << "\n";
+    out.close();
+    const json b = eval("--task bbh --data " + bbh + " --completions " + p("bbh.jsonl"));
+    EXPECT_EQ(b["n"], ex.size());
+    EXPECT_DOUBLE_EQ(b["accuracy"].get<double>(), 1.0) << task;
+  }
+}
+
+TEST(Oracle, BadInputIsAClearError) {
+  std::ofstream(p("bad.jsonl")) << "{\"task_id\": \"HumanEval/0\", \"completion\": \"x\"}\nnot json\n";
+  Cmd r = palm("eval --task humaneval --data " + kData + "/humaneval/HumanEval.jsonl --completions " + p("bad.jsonl"));
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("bad.jsonl:2:"), std::string::npos) << r.err;
+  std::ofstream(p("mc_bad.jsonl")) << "{\"prompt\": \"a\", \"choices\": [\"b\", \"c\"], \"answer\": 0}\n{\"prompt\": \"a\", \"choices\": [\"b\"], \"answer\": 0}\n";
+  r = palm("eval --task mc --data " + p("mc_bad.jsonl") + " --model x.safetensors");
+  EXPECT_NE(r.status, 0);
+  r = palm("eval --task humaneval --data " + kData + "/humaneval/HumanEval.jsonl --completions " + p("he_bad_missing.jsonl"));
+  EXPECT_NE(r.err.find("cannot open"), std::string::npos) << r.err;
+  std::ofstream(p("one.jsonl")) << "{\"task_id\": \"HumanEval/0\", \"completion\": \"    return True\\n\"}\n";
+  r = palm("eval --task humaneval --data " + kData + "/humaneval/HumanEval.jsonl --completions " + p("one.jsonl"));
+  EXPECT_NE(r.err.find("no completion for task_id HumanEval/1"), std::string::npos) << r.err;
+  r = palm("eval --task nosuch --data " + kData + "/humaneval/HumanEval.jsonl --completions " + p("one.jsonl"));
+  EXPECT_NE(r.err.find("unknown task 'nosuch'"), std::string::npos) << r.err;
+  r = palm("eval --task piqa --data " + kData + "/piqa/valid.jsonl --completions " + p("one.jsonl"));
+  EXPECT_NE(r.err.find("--labels"), std::string::npos) << r.err;
+}
+
+// ---- a tiny trained model through every task ----
+
+class TinyModel : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    // corpus: Shakespeare plus three GSM8K test examples (to be found by the contamination check)
+    std::ifstream gsm(kData + "/gsm8k/test.jsonl");
+    std::ofstream corpus(p("corpus.txt"));
+    corpus << std::ifstream(kData + "/tinyshakespeare/input.txt").rdbuf() << "\n";
+    std::string line;
+    for (int i = 0; i < 3 && std::getline(gsm, line); ++i) {
+      const json j = json::parse(line);
+      corpus << j["question"].get<std::string>() << "\n" << j["answer"].get<std::string>() << "\n\n";
+    }
+    corpus.close();
+    ASSERT_EQ(palm("tokenizer train --input " + p("corpus.txt") + " --vocab-size 600 --out " + p("tok")).status, 0);
+    ASSERT_EQ(palm("data build --tokenizer " + p("tok") + " --source text=" + p("corpus.txt") + " --out " + p("data")).status, 0);
+    const Cmd r = palm("train --preset tiny --data " + p("data") + " --out " + p("run") +
+                       " --steps 30 --batch-size 4 --seq-len 128 --checkpoint-every 30 --eval-every 30");
+    ASSERT_EQ(r.status, 0) << r.err;
+  }
+};
+
+TEST_F(TinyModel, RunsEveryTaskEndToEnd) {
+  const std::string m = "--model " + p("run") + " --limit 3 ";
+  std::ofstream(p("mc.jsonl")) << "{\"prompt\": \"To be or not\", \"choices\": [\" to be\", \" a fish\", \" 12\"], \"answer\": 0}\n"
+                                  "{\"prompt\": \"ROMEO:\", \"choices\": [\" O\", \" x\"], \"answer\": 0}\n"
+                                  "{\"prompt\": \"The king\", \"choices\": [\" is\", \" qq\"], \"answer\": 0}\n";
+  json r = eval(m + "--task mc --data " + p("mc.jsonl") + " --shots 1 --samples-out " + p("mc_out.jsonl"));
+  EXPECT_EQ(r["n"], 2);
+  EXPECT_EQ(r["shots"], 1);
+  EXPECT_TRUE(r.contains("accuracy") && r.contains("accuracy_norm"));
+  EXPECT_EQ(r["model_sha256"].get<std::string>().size(), 64u);
+  EXPECT_EQ(r["tokenizer_sha256"].get<std::string>().size(), 64u);
+  // multiple-choice log-likelihoods are the model's: palm score agrees (checked on line 1)
+  std::ifstream s(p("mc_out.jsonl"));
+  std::string line;
+  std::getline(s, line);
+  EXPECT_EQ(json::parse(line)["choice_logprobs"].size(), 2u);
+  r = eval(m + "--task piqa --data " + kData + "/piqa/valid.jsonl --labels " + kData + "/piqa/valid-labels.lst");
+  EXPECT_EQ(r["n"], 3);
+  r = eval(m + "--task bbh --data " + kData + "/bigbench_hard/navigate.json --cot-prompts " + kData +
+           "/bigbench_hard/cot-prompts/navigate.txt");
+  EXPECT_EQ(r["shots"], 3);
+  EXPECT_TRUE(r["chain_of_thought"].get<bool>());
+  EXPECT_GE(r["prompts_truncated_left"].get<int>(), 1) << "a tiny context cannot hold 3 CoT exemplars";
+  r = eval(m + "--task gsm8k --data " + kData + "/gsm8k/test.jsonl --shots 2 --no-cot");
+  EXPECT_FALSE(r["chain_of_thought"].get<bool>());
+  r = eval(m + "--task humaneval --data " + kData + "/humaneval/HumanEval.jsonl --num-samples 2 --seed 1");
+  EXPECT_TRUE(r.contains("pass@1"));
+  EXPECT_DOUBLE_EQ(r["temperature"].get<double>(), 0.8);
+  r = eval(m + "--task mbpp --data " + kData + "/mbpp/mbpp_test.jsonl");
+  EXPECT_EQ(r["shots"], 3);
+  r = eval("--model " + p("run") + " --task perplexity --data " + kData + "/tinyshakespeare/README.md");
+  EXPECT_GT(r["bits_per_byte"].get<double>(), 0.5);
+  EXPECT_LT(r["bits_per_byte"].get<double>(), 12.0);
+  // greedy evaluation is deterministic
+  const json a = eval(m + "--task gsm8k --data " + kData + "/gsm8k/test.jsonl --shots 1 --samples-out " + p("g1.jsonl"));
+  const json b = eval(m + "--task gsm8k --data " + kData + "/gsm8k/test.jsonl --shots 1 --samples-out " + p("g2.jsonl"));
+  EXPECT_EQ(std::ifstream(p("g1.jsonl")).rdbuf() ? sh("cmp " + p("g1.jsonl") + " " + p("g2.jsonl")).status : 1, 0);
+}
+
+TEST_F(TinyModel, ContaminationFindsTheExamplesInTheTrainingData) {
+  const std::string data = kData + "/gsm8k/test.jsonl";
+  const auto gold = completions("gsm_gold10.jsonl", data, [](const json& j, int i) {
+    return json{{"task_id", i}, {"completion", j["answer"]}};
+  });
+  const json r = eval("--task gsm8k --data " + data + " --limit 10 --completions " + gold + " --contamination " + p("data") +
+                      " --samples-out " + p("cont.jsonl"));
+  EXPECT_EQ(r["contamination"]["contaminated"], 3);
+  EXPECT_EQ(r["contamination"]["clean"]["n"], 7);
+  EXPECT_DOUBLE_EQ(r["contamination"]["clean"]["accuracy"].get<double>(), 1.0);
+  std::ifstream s(p("cont.jsonl"));
+  std::string line;
+  for (int i = 0; std::getline(s, line); ++i) EXPECT_EQ(json::parse(line)["contaminated"].get<bool>(), i < 3) << i;
+}
+
+}  // namespace
