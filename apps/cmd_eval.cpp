@@ -1,6 +1,8 @@
 // palm eval: PaLM's evaluation tasks against a model, or given completions (src/eval).
 #include <fmt/format.h>
 
+#include <filesystem>
+
 #include "base/check.h"
 #include "base/file_util.h"
 #include "base/sha256.h"
@@ -13,6 +15,8 @@
 namespace palm {
 
 namespace {
+
+namespace fs = std::filesystem;
 
 struct EvalCli {
   EvalOptions eval;
@@ -49,7 +53,17 @@ void run(EvalCli& o) {
   }
   const auto res = run_eval(o.eval, m.get());
   const std::string text = res.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-  if (!o.out.empty()) write_text_atomic(o.out, text);
+  if (!o.out.empty()) {
+    if (fs::path(o.out).has_parent_path()) fs::create_directories(fs::path(o.out).parent_path());
+    write_text_atomic(o.out, text);
+  }
+  // A run directory keeps its results (RUN/eval/TASK-DATA.json): its model card reports them.
+  if (!o.model.empty() && fs::exists(fs::path(o.model) / "config.json")) {
+    const fs::path kept = fs::path(o.model) / "eval" / (o.eval.task.name + "-" + fs::path(o.eval.task.data).stem().string() + ".json");
+    fs::create_directories(kept.parent_path());
+    write_text_atomic(kept.string(), text);
+    if (!o.json) fmt::print(stderr, "results kept in {}\n", kept.string());
+  }
   if (o.json) {
     fmt::print("{}", text);
     return;

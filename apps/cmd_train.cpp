@@ -20,10 +20,22 @@ struct TrainCli {
   TrainOptions o;
   ConfigChoice model;
   std::string resume;
+  std::string card_info;  // --card-info: the author's statements for the model card
+  bool no_card = false;
   CLI::App* cmd = nullptr;
 };
 
 bool given(CLI::App* cmd, const char* flag) { return cmd->count(flag) > 0; }
+
+// A completed run gets its model card; a failure to write it does not fail the training.
+void card_after_training(const TrainCli& c, const std::string& run) {
+  if (c.no_card) return;
+  try {
+    write_model_card(run, c.card_info, run, false, true);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "palm: warning: the model card was not written: {}\n", e.what());
+  }
+}
 
 void run_train(TrainCli& c) {
   TrainOptions o = c.o;
@@ -38,6 +50,7 @@ void run_train(TrainCli& c) {
     o.threads = threads;
     const std::int64_t done = run_training(o, true);
     fmt::print("run {} at step {}\n", o.out, done);
+    if (done == o.steps) card_after_training(c, o.out);
     return;
   }
   PALM_CHECK(!o.data.empty(), "--data DIR is required (palm data build makes one)");
@@ -65,6 +78,7 @@ void run_train(TrainCli& c) {
   o.lr.total = o.steps;
   const std::int64_t done = run_training(o, false);
   fmt::print("run {} at step {}: checkpoints in {}/checkpoints, metrics in {}/metrics.jsonl\n", o.out, done, o.out, o.out);
+  if (done == o.steps) card_after_training(c, o.out);
 }
 
 // ------------------------------------------------------------------ palm plot
@@ -160,6 +174,8 @@ void register_train(CLI::App& app) {
   cmd->add_option("--preset", c->model.preset, "Model preset: " + preset_list());
   cmd->add_option("--config", c->model.config_file, "Model config JSON, or a training config (RUN/config.json names)");
   cmd->add_option("--resume", c->resume, "Continue RUN from its newest checkpoint (optionally with a new --steps)");
+  cmd->add_option("--card-info", c->card_info, "Author statements for the model card written at the end (palm card --info)");
+  cmd->add_flag("--no-card", c->no_card, "Do not write MODEL_CARD.md / DATASHEET.md at the end");
   cmd->add_option("--data", o.data, "Data directory (palm data build)");
   cmd->add_option("--out", o.out, "Run directory");
   cmd->add_option("--steps", o.steps, "Total optimizer steps")->capture_default_str();

@@ -23,7 +23,12 @@ std::string resolve_model(const std::string& path, std::string* tokenizer_dir = 
 std::string human_bytes(double bytes);
 std::string human_count(double n);  // 8.63B, 62.50B, ...
 std::string preset_list();
-std::string palm_version_string();  // "palm 0.x.y (commit)"
+std::string palm_version_string();
+
+// The GEMM rate this machine reaches (FLOP/s): best of three runs of a 2048^3 product,
+// fp32 (oneDNN sgemm) or, with a backend, its bf16 GEMM. (bench/bench_train.cpp)
+class Backend;
+double measure_gemm_peak(Backend* bf16_backend = nullptr, double seconds_per_run = 1.0);  // "palm 0.x.y (commit)"
 
 // Registration of each subcommand (one file each).
 void register_info(CLI::App& app);
@@ -35,6 +40,12 @@ void register_data(CLI::App& app);
 void register_train(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_eval(CLI::App& app);
+void register_card(CLI::App& app);
+
+// MODEL_CARD.md, DATASHEET.md and card.json for a run (apps/cmd_card.cpp); `palm train`
+// calls it when a run completes.
+void write_model_card(const std::string& run, const std::string& info, const std::string& out_dir, bool print_json,
+                      bool measure_peak);
 void register_bench_tokenizer(CLI::App& bench);
 void register_bench_generate(CLI::App& bench);
 

@@ -82,6 +82,7 @@ int main(int argc, char** argv) {
   palm::register_train(app);
   palm::register_generate(app);
   palm::register_eval(app);
+  palm::register_card(app);
   palm::register_bench(app);
   try {
     app.parse(argc, argv);

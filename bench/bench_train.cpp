@@ -46,28 +46,6 @@ struct BenchTrainOptions {
   bool json = false;
 };
 
-// Best of three ~1 s runs of a 2048^3 GEMM: the rate the GEMM library reaches here, in
-// fp32 (oneDNN sgemm) or bf16 (the backend's gemm_bf16, conversions included).
-double measure_gemm_peak(Backend* bf16_backend = nullptr) {
-  const std::int64_t n = 2048;
-  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
-  double best = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    int calls = 0;
-    const auto t0 = Clock::now();
-    do {
-      if (bf16_backend) {
-        bf16_backend->gemm_bf16(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
-      } else {
-        dnnl_sgemm('N', 'T', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
-      }
-      ++calls;
-    } while (seconds_since(t0) < 1.0);
-    best = std::max(best, 2.0 * n * n * n * calls / seconds_since(t0));
-  }
-  return best;
-}
-
 // Runs tools/palm_ref.py bench, well configured (tcmalloc, passive OpenMP waits), and
 // returns its tokens/s, or a negative number when PyTorch is not available.
 double run_reference(const ModelConfig& c, std::int64_t B, std::int64_t T, int threads,
@@ -259,6 +237,29 @@ void run_bench_train(const BenchTrainOptions& o) {
 }
 
 }  // namespace
+
+// Best of three runs (seconds_per_run each) of a 2048^3 GEMM: the rate the GEMM library reaches here, in
+// fp32 (oneDNN sgemm) or bf16 (the backend's gemm_bf16, conversions included).
+double measure_gemm_peak(Backend* bf16_backend, double seconds_per_run) {
+  const std::int64_t n = 2048;
+  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    int calls = 0;
+    const auto t0 = Clock::now();
+    do {
+      if (bf16_backend) {
+        bf16_backend->gemm_bf16(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+      } else {
+        dnnl_sgemm('N', 'T', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+      }
+      ++calls;
+    } while (seconds_since(t0) < seconds_per_run);
+    best = std::max(best, 2.0 * n * n * n * calls / seconds_since(t0));
+  }
+  return best;
+}
+
 
 void register_bench(CLI::App& app) {
   auto* bench = app.add_subcommand("bench", "Benchmarks measured against a named reference in one run");

@@ -8,6 +8,7 @@ packages=(
   cmake ninja-build g++ make pkg-config
   # libraries (DESIGN.md section 4)
   libdnnl-dev nlohmann-json3-dev libcli11-dev libfmt-dev libsentencepiece-dev sentencepiece
+  libicu-dev libcpp-httplib-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
   # real multilingual text and code for tokenizer tests (and the default corpus)
@@ -24,7 +25,24 @@ for p in "${packages[@]}"; do
   fi
 done
 
+# Node.js runs the independent clients of the tests (tests/js): any installed node/npm
+# will do (this machine's may come from NodeSource), else Debian's.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+fi
+
+# The tests' npm packages (pinned by tests/js/package-lock.json), fetched once.
+install_js() {
+  local js
+  js="$(dirname "$0")/../tests/js"
+  if [ ! -d "$js/node_modules" ] || [ "$js/package-lock.json" -nt "$js/node_modules" ]; then
+    echo "install-deps: npm ci in tests/js" >&2
+    (cd "$js" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && touch node_modules)
+  fi
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
+  install_js
   exit 0
 fi
 
@@ -37,3 +55,4 @@ echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install_js

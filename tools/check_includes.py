@@ -28,6 +28,7 @@ THIRD_PARTY_HOME = {  # header prefix -> folders allowed to include it
     "sentencepiece": {"tokenizer"},
     "httplib.h": {"serve"},
     "oneapi/dnnl": {"kernels/cpu"},
+    "unicode/": {"report"},
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')
 

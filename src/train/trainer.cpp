@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "base/check.h"
+#include "base/hardware.h"
 #include "base/file_util.h"
 #include "base/progress.h"
 #include "base/sha256.h"
@@ -244,6 +245,9 @@ std::int64_t run_training(TrainOptions o, bool resume) {
     s["tokens_seen"] = tokens_seen;
     s["wall_seconds"] = wall_before + std::chrono::duration<double>(Clock::now() - t_start).count();
     s["rollbacks"] = rollbacks;
+    const Hardware hw = describe_hardware();
+    s["hardware"] = {{"cpu", hw.cpu_model}, {"logical_cpus", hw.logical_cpus}, {"usable_cpus", hw.usable_cpus},
+                     {"threads", current_threads()}, {"gpus", 0}, {"backend", "cpu"}, {"host", hw.hostname}};
     return s.dump(2) + "\n";
   };
   auto checkpoint = [&] {

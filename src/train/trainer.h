@@ -28,7 +28,6 @@ struct TrainOptions {
   double spike_factor = 3.0;
   std::int64_t spike_window = 50, spike_skip = 200, max_rollbacks = 5;
   std::int64_t inject_spike = 0;  // test hook: multiply the loss at this step by 100 (once)
-  bool card = true;               // model card at the end (when available)
 };
 
 std::string train_options_to_json(const TrainOptions& o);
