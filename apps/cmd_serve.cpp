@@ -1,0 +1,107 @@
+// palm serve: the OpenAI-compatible HTTP server (src/serve over src/infer/engine).
+#include <fmt/format.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "base/check.h"
+#include "base/threads.h"
+#include "common.h"
+#include "infer/engine.h"
+#include "kernels/backend.h"
+#include "model/decode.h"
+#include "model/model_io.h"
+#include "serve/server.h"
+#include "tokenizer/tokenizer.h"
+
+namespace palm {
+
+namespace {
+
+struct ServeCli {
+  std::string model, tokenizer, weights = "fp32";
+  ServeOptions o;
+  std::int64_t max_batch = 16, max_queue = 64;
+  int threads = 0;
+};
+
+void run(ServeCli& c) {
+  set_threads(c.threads);
+  PALM_CHECK(c.max_batch > 0 && c.max_batch <= 256, "--max-batch must be in [1, 256]");
+  PALM_CHECK(c.max_queue >= 0 && c.max_queue <= 4096, "--max-queue must be in [0, 4096]");
+  PALM_CHECK(c.o.port >= 0 && c.o.port <= 65535, "--port must be in [0, 65535]");
+  std::string stored;
+  const std::string path = resolve_model(c.model, &stored);
+  const std::string tok_dir = c.tokenizer.empty() ? stored : c.tokenizer;
+  PALM_CHECK(!tok_dir.empty(), c.model, ": no tokenizer stored with it; give --tokenizer DIR");
+  const auto tok = Tokenizer::load(tok_dir);
+  const auto w = load_model(path);
+  const auto meta = read_model_metadata(path);
+  const auto it = meta.find(kTokenizerShaKey);
+  PALM_CHECK(it == meta.end() || it->second == tok->sha256(), c.model, " was made for another tokenizer (sha256 ",
+             it->second, "), not ", tok_dir);
+  PALM_CHECK(tok->vocab_size() == w->config.vocab_size, tok_dir, " has ", tok->vocab_size(), " tokens, the model ",
+             w->config.vocab_size);
+  if (c.o.model_name.empty()) {
+    namespace fs = std::filesystem;
+    const fs::path p = fs::absolute(c.model).lexically_normal();
+    c.o.model_name = fs::is_directory(p) ? (p.filename().empty() ? p.parent_path().filename() : p.filename()).string()
+                                         : p.stem().string();
+  }
+  const auto be = make_backend();
+  const WeightFormat format = parse_weight_format(c.weights);
+  std::unique_ptr<DecodeWeights> stored_weights;
+  if (format != WeightFormat::kF32) stored_weights = std::make_unique<DecodeWeights>(*w, format);
+
+  // SIGTERM / SIGINT are taken by one thread (sigwait), blocked everywhere else.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGUSR1);  // internal: wakes the watcher when the server ends on its own
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // a client that hangs up is a failed write, not a dead server
+
+  Engine engine(*be, *w, c.max_batch, c.max_queue, stored_weights.get());
+  Server server(engine, *tok, w->config, c.o);
+  server.bind();
+  std::thread watcher([&] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    if (sig != SIGUSR1) {
+      fmt::print(stderr, "palm serve: {} received: not accepting; finishing in-flight requests (at most {:.0f} s)\n",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT", c.o.grace_seconds);
+      server.stop();
+    }
+  });
+  server.listen();
+  pthread_kill(watcher.native_handle(), SIGUSR1);
+  watcher.join();
+  fmt::print(stderr, "palm serve: stopped\n");
+}
+
+}  // namespace
+
+void register_serve(CLI::App& app) {
+  auto c = std::make_shared<ServeCli>();
+  c->o.model_name.clear();
+  auto* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching");
+  cmd->add_option("--model", c->model, "Model: safetensors file, checkpoint directory or run directory")->required();
+  cmd->add_option("--tokenizer", c->tokenizer, "Tokenizer directory (default: the one stored with the model)");
+  cmd->add_option("--host", c->o.host, "Address to listen on")->capture_default_str();
+  cmd->add_option("--port", c->o.port, "Port (0: any free port, printed)")->capture_default_str();
+  cmd->add_option("--max-batch", c->max_batch, "Sequences decoded together")->capture_default_str();
+  cmd->add_option("--max-queue", c->max_queue, "Requests waiting for a batch slot before 429")->capture_default_str();
+  cmd->add_option("--api-key", c->o.api_key, "Require 'Authorization: Bearer KEY'");
+  cmd->add_option("--model-name", c->o.model_name, "The model id clients send (default: the run or file name)");
+  cmd->add_option("--weights", c->weights, "Decode weights: fp32, bf16 or int8")->capture_default_str();
+  cmd->add_option("--max-body", c->o.max_body_bytes, "Largest request body in bytes (413 above)")->capture_default_str();
+  cmd->add_option("--grace", c->o.grace_seconds, "Seconds in-flight requests get on SIGTERM")->capture_default_str();
+  cmd->add_flag("--quiet", [c](std::int64_t) { c->o.log = false; }, "No per-request log lines");
+  cmd->add_option("--threads", c->threads, "Compute threads (default: all cores)");
+  cmd->callback([c] { run(*c); });
+}
+
+}  // namespace palm

@@ -1,0 +1,423 @@
+// palm serve against real HTTP on loopback: greedy output equals `palm generate`,
+// streaming, n > 1, stop strings, every error status (the server keeps answering),
+// client disconnects, 32 concurrent streams, SIGTERM, metrics, and the official OpenAI
+// client (Node.js `openai` package) as an independent implementation of the protocol.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+std::string g_dir;
+std::string p(const std::string& f) { return g_dir + "/" + f; }
+
+std::string read(const std::string& f) {
+  std::ifstream in(f);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+int sh(const std::string& cmd) {
+  const int st = std::system(cmd.c_str());
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+std::string capture(const std::string& cmd) {
+  FILE* f = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  ::pclose(f);
+  return out;
+}
+
+// ---- a minimal HTTP/1.1 client over a socket (Connection: close), chunked decoding ----
+struct Reply {
+  int status = 0;
+  std::string headers, body;
+};
+
+int connect_to(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(std::uint16_t(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+std::string request_text(const std::string& method, const std::string& path, const std::string& body,
+                         const std::string& extra_headers) {
+  return method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\n" +
+         extra_headers + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+std::string dechunk(const std::string& s) {
+  std::string out;
+  std::size_t at = 0;
+  while (at < s.size()) {
+    const std::size_t nl = s.find("\r\n", at);
+    if (nl == std::string::npos) break;
+    const std::size_t n = std::stoul(s.substr(at, nl - at), nullptr, 16);
+    if (n == 0) break;
+    out += s.substr(nl + 2, n);
+    at = nl + 2 + n + 2;
+  }
+  return out;
+}
+
+Reply http(int port, const std::string& method, const std::string& path, const std::string& body = "",
+           const std::string& headers = "Authorization: Bearer sk-test\r\n") {
+  Reply r;
+  const int fd = connect_to(port);
+  if (fd < 0) return r;
+  const std::string req = request_text(method, path, body, headers);
+  ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+  std::string raw;
+  char buf[8192];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) raw.append(buf, std::size_t(n));
+  ::close(fd);
+  const std::size_t end = raw.find("\r\n\r\n");
+  if (raw.size() < 12 || end == std::string::npos) return r;
+  r.status = std::stoi(raw.substr(9, 3));
+  r.headers = raw.substr(0, end);
+  r.body = raw.substr(end + 4);
+  if (r.headers.find("Transfer-Encoding: chunked") != std::string::npos) r.body = dechunk(r.body);
+  return r;
+}
+
+json post(int port, const std::string& path, const json& body, int want_status = 200) {
+  const Reply r = http(port, "POST", path, body.dump());
+  EXPECT_EQ(r.status, want_status) << body.dump() << "\n" << r.body;
+  const auto j = json::parse(r.body, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << r.body;
+  return j;
+}
+
+// SSE "data: ..." payloads of a stream, [DONE] included
+std::vector<std::string> events(const std::string& body) {
+  std::vector<std::string> out;
+  for (std::size_t at = 0; (at = body.find("data: ", at)) != std::string::npos;) {
+    const std::size_t end = body.find("\n\n", at);
+    out.push_back(body.substr(at + 6, end - at - 6));
+    at = end;
+  }
+  return out;
+}
+
+// ---- the server as a child process ----
+struct ServerProcess {
+  pid_t pid = -1;
+  int port = 0;
+  std::string log;
+  ServerProcess(const std::string& args, const std::string& name) {
+    log = p(name + ".log");
+    pid = ::fork();
+    if (pid == 0) {
+      const std::string cmd = std::string("exec " PALM_BINARY " serve --port 0 ") + args + " 2>" + log;
+      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+      ::_exit(127);
+    }
+    for (int i = 0; i < 600 && port == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      const std::string s = read(log);
+      const std::size_t at = s.find("listening on http://127.0.0.1:");
+      if (at != std::string::npos) port = std::stoi(s.substr(at + 30));
+    }
+    EXPECT_GT(port, 0) << read(log);
+  }
+  int stop() {  // SIGTERM; the exit status
+    if (pid <= 0) return -1;
+    ::kill(pid, SIGTERM);
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    pid = -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  }
+  ~ServerProcess() { stop(); }
+};
+
+class Serve : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string t = (fs::temp_directory_path() / "palm_serve_XXXXXX").string();
+    g_dir = ::mkdtemp(t.data());
+    ASSERT_EQ(sh(std::string(PALM_BINARY) + " tokenizer train --input '/usr/lib/python3.11/json/*.py' --vocab-size 500 --out " +
+                 p("tok") + " 2>/dev/null"),
+              0);
+    // a random tiny model: varied tokens, so equality checks are meaningful
+    ASSERT_EQ(sh(std::string(PALM_BINARY) + " init --preset tiny --seed 7 --tokenizer " + p("tok") + " --out " + p("m.safetensors") +
+                 " 2>/dev/null >/dev/null"),
+              0);
+    server = new ServerProcess("--model " + p("m.safetensors") + " --tokenizer " + p("tok") +
+                                   " --model-name tiny --api-key sk-test --max-batch 8 --max-queue 64 --max-body 65536",
+                               "main");
+  }
+  static void TearDownTestSuite() {
+    EXPECT_EQ(server->stop(), 0) << "SIGTERM exits 0";
+    delete server;
+    fs::remove_all(g_dir);
+  }
+  static json generate(const std::string& args) {
+    const std::string out = capture(std::string(PALM_BINARY) + " generate --model " + p("m.safetensors") + " --tokenizer " +
+                                    p("tok") + " --json " + args + " 2>/dev/null");
+    std::vector<json> lines;
+    for (std::size_t at = 0, nl; (nl = out.find('\n', at)) != std::string::npos; at = nl + 1)
+      lines.push_back(json::parse(out.substr(at, nl - at)));
+    return lines;
+  }
+  static int port() { return server->port; }
+  static ServerProcess* server;
+};
+ServerProcess* Serve::server = nullptr;
+
+TEST_F(Serve, GreedyEqualsPalmGenerateStreamingOrNot) {
+  const json want = generate("--prompt 'import json' --max-tokens 20")[0];
+  const json r = post(port(), "/v1/completions",
+                      {{"model", "tiny"}, {"prompt", "import json"}, {"max_tokens", 20}, {"temperature", 0}, {"logprobs", 0}});
+  ASSERT_EQ(r["choices"].size(), 1u);
+  EXPECT_EQ(r["choices"][0]["text"], want["text"]);
+  EXPECT_EQ(r["choices"][0]["finish_reason"], want["finish_reason"]);
+  EXPECT_EQ(r["object"], "text_completion");
+  EXPECT_EQ(r["usage"]["prompt_tokens"], want["prompt_tokens"].size());
+  EXPECT_EQ(r["usage"]["completion_tokens"], want["tokens"].size());
+  EXPECT_EQ(r["usage"]["total_tokens"], want["prompt_tokens"].size() + want["tokens"].size());
+  const json& lp = r["choices"][0]["logprobs"]["token_logprobs"];
+  ASSERT_EQ(lp.size(), want["logprobs"].size());
+  for (std::size_t i = 0; i < lp.size(); ++i) EXPECT_NEAR(lp[i].get<double>(), want["logprobs"][i].get<double>(), 1e-4);
+  // streamed: the chunks concatenate to the same text, then [DONE]
+  const Reply s = http(port(), "POST", "/v1/completions",
+                       json{{"model", "tiny"}, {"prompt", "import json"}, {"max_tokens", 20}, {"temperature", 0}, {"stream", true}}.dump());
+  EXPECT_EQ(s.status, 200);
+  EXPECT_NE(s.headers.find("text/event-stream"), std::string::npos);
+  const auto ev = events(s.body);
+  ASSERT_GE(ev.size(), 2u);
+  EXPECT_EQ(ev.back(), "[DONE]");
+  std::string text, finish;
+  for (std::size_t i = 0; i + 1 < ev.size(); ++i) {
+    const json c = json::parse(ev[i]);
+    text += c["choices"][0]["text"].get<std::string>();
+    if (!c["choices"][0]["finish_reason"].is_null()) finish = c["choices"][0]["finish_reason"];
+  }
+  EXPECT_EQ(text, want["text"].get<std::string>());
+  EXPECT_EQ(finish, want["finish_reason"]);
+  // echo prepends the prompt
+  const json e = post(port(), "/v1/completions",
+                      {{"model", "tiny"}, {"prompt", "import json"}, {"max_tokens", 20}, {"temperature", 0}, {"echo", true}});
+  EXPECT_EQ(e["choices"][0]["text"], "import json" + want["text"].get<std::string>());
+}
+
+TEST_F(Serve, SeveralPromptsAndSamplesMatchPalmGenerate) {
+  std::ofstream(p("prompts.jsonl")) << "{\"prompt\": \"def f(x):\"}\n{\"prompt\": \"class A:\"}\n";
+  const auto want = generate("--prompts-file " + p("prompts.jsonl") + " --num-samples 2 --temperature 0.9 --top-p 0.95 --seed 11 --max-tokens 10");
+  const json r = post(port(), "/v1/completions",
+                      {{"model", "tiny"}, {"prompt", {"def f(x):", "class A:"}}, {"n", 2}, {"max_tokens", 10},
+                       {"temperature", 0.9}, {"top_p", 0.95}, {"seed", 11}});
+  ASSERT_EQ(r["choices"].size(), 4u);
+  for (std::size_t k = 0; k < 4; ++k) {
+    EXPECT_EQ(r["choices"][k]["index"], k);
+    EXPECT_EQ(r["choices"][k]["text"], want[k]["text"]) << k;
+  }
+  EXPECT_NE(r["choices"][0]["text"], r["choices"][1]["text"]) << "two samples of one prompt differ";
+  const json again = post(port(), "/v1/completions",
+                          {{"model", "tiny"}, {"prompt", {"def f(x):", "class A:"}}, {"n", 2}, {"max_tokens", 10},
+                           {"temperature", 0.9}, {"top_p", 0.95}, {"seed", 11}});
+  EXPECT_EQ(again["choices"], r["choices"]) << "reproducible for a seed";
+}
+
+TEST_F(Serve, StopStringsAndChat) {
+  const json full = post(port(), "/v1/completions", {{"model", "tiny"}, {"prompt", "import json"}, {"max_tokens", 24}, {"temperature", 0}});
+  const std::string text = full["choices"][0]["text"];
+  ASSERT_GT(text.size(), 6u);
+  const std::string stop = text.substr(text.size() / 2, 2);
+  for (bool stream : {false, true}) {
+    const Reply r = http(port(), "POST", "/v1/completions",
+                         json{{"model", "tiny"}, {"prompt", "import json"}, {"max_tokens", 24}, {"temperature", 0},
+                              {"stop", {stop, "\x01never"}}, {"stream", stream}}.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    std::string got, finish;
+    if (stream) {
+      for (const auto& e : events(r.body)) {
+        if (e == "[DONE]") continue;
+        const json c = json::parse(e);
+        got += c["choices"][0]["text"].get<std::string>();
+        if (!c["choices"][0]["finish_reason"].is_null()) finish = c["choices"][0]["finish_reason"];
+      }
+    } else {
+      const json c = json::parse(r.body);
+      got = c["choices"][0]["text"];
+      finish = c["choices"][0]["finish_reason"];
+    }
+    EXPECT_EQ(got, text.substr(0, text.find(stop))) << "stream " << stream;
+    EXPECT_EQ(finish, "stop");
+  }
+  // chat: the documented template, as a completion of that text
+  const json chat = post(port(), "/v1/chat/completions",
+                         {{"model", "tiny"}, {"messages", {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Hi"}}}},
+                          {"max_tokens", 12}, {"temperature", 0}});
+  EXPECT_EQ(chat["object"], "chat.completion");
+  EXPECT_EQ(chat["choices"][0]["message"]["role"], "assistant");
+  const json same = post(port(), "/v1/completions",
+                         {{"model", "tiny"}, {"prompt", "System: Be brief.\n\nUser: Hi\n\nAssistant:"}, {"max_tokens", 12},
+                          {"temperature", 0}, {"stop", "\nUser:"}});
+  EXPECT_EQ(chat["choices"][0]["message"]["content"], same["choices"][0]["text"]);
+  const Reply cs = http(port(), "POST", "/v1/chat/completions",
+                        json{{"model", "tiny"}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 5}, {"stream", true}}.dump());
+  const auto ev = events(cs.body);
+  ASSERT_GE(ev.size(), 3u);
+  EXPECT_EQ(json::parse(ev[0])["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(json::parse(ev[0])["object"], "chat.completion.chunk");
+  EXPECT_EQ(ev.back(), "[DONE]");
+}
+
+TEST_F(Serve, EveryErrorHasItsStatusAndTheServerStaysUp) {
+  auto expect_error = [&](const Reply& r, int status, const std::string& fragment) {
+    EXPECT_EQ(r.status, status) << r.body;
+    const auto j = json::parse(r.body, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << r.body;
+    ASSERT_TRUE(j.contains("error")) << r.body;
+    EXPECT_NE(j["error"]["message"].get<std::string>().find(fragment), std::string::npos) << r.body;
+    EXPECT_TRUE(j["error"].contains("type"));
+  };
+  const std::string ok = json{{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 2}}.dump();
+  expect_error(http(port(), "POST", "/v1/completions", "{not json"), 400, "not valid JSON");
+  expect_error(http(port(), "POST", "/v1/completions", json{{"model", "tiny"}, {"prompt", "x"}, {"temperature", "hot"}}.dump()), 400, "temperature");
+  expect_error(http(port(), "POST", "/v1/completions", json{{"model", "tiny"}, {"prompt", 5}}.dump()), 400, "prompt");
+  expect_error(http(port(), "POST", "/v1/completions", json{{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", -3}}.dump()), 400, "max_tokens");
+  expect_error(http(port(), "POST", "/v1/completions", json{{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 1000000000}}.dump()), 400, "max_tokens");
+  expect_error(http(port(), "POST", "/v1/completions", json{{"model", "tiny"}, {"prompt", "x"}, {"n", 1000}}.dump()), 400, "n");
+  expect_error(http(port(), "POST", "/v1/completions", json{{"model", "tiny"}, {"prompt", std::string(5000, 'x')}}.dump()), 400, "context");
+  expect_error(http(port(), "POST", "/v1/completions", "{\"model\": \"tiny\", \"prompt\": \"\xff\xfe\"}"), 400, "UTF-8");
+  expect_error(http(port(), "POST", "/v1/completions", json{{"prompt", "x"}}.dump()), 400, "model");
+  expect_error(http(port(), "POST", "/v1/completions", json{{"model", "gpt-4"}, {"prompt", "x"}}.dump()), 404, "does not exist");
+  expect_error(http(port(), "POST", "/v1/completions", ok, ""), 401, "API key");
+  expect_error(http(port(), "POST", "/v1/completions", ok, "Authorization: Bearer wrong\r\n"), 401, "API key");
+  expect_error(http(port(), "GET", "/v1/nothing"), 404, "no route");
+  const Reply m = http(port(), "GET", "/v1/completions");
+  expect_error(m, 405, "not allowed");
+  EXPECT_NE(m.headers.find("Allow: POST"), std::string::npos);
+  expect_error(http(port(), "POST", "/v1/completions", json{{"model", "tiny"}, {"prompt", std::string(70000, 'x')}}.dump()), 413, "exceeds");
+  // still up, still right
+  EXPECT_EQ(http(port(), "GET", "/health").status, 200);
+  EXPECT_EQ(post(port(), "/v1/completions", json::parse(ok))["choices"].size(), 1u);
+}
+
+TEST_F(Serve, FullQueueAnswers429WithRetryAfter) {
+  ServerProcess small("--model " + p("m.safetensors") + " --tokenizer " + p("tok") + " --model-name tiny --max-batch 1 --max-queue 0",
+                      "small");
+  // one long stream occupies the only slot
+  const int fd = connect_to(small.port);
+  const std::string req = request_text("POST", "/v1/completions",
+                                       json{{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 200}, {"stream", true}}.dump(), "");
+  ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+  char buf[256];
+  ASSERT_GT(::recv(fd, buf, sizeof buf, 0), 0);  // it is running
+  const Reply r = http(small.port, "POST", "/v1/completions", json{{"model", "tiny"}, {"prompt", "y"}, {"max_tokens", 2}}.dump(), "");
+  EXPECT_EQ(r.status, 429) << r.body;
+  EXPECT_NE(r.headers.find("Retry-After: 1"), std::string::npos) << r.headers;
+  ::close(fd);  // the client disconnects mid-stream: its slot frees within a step
+  bool freed = false;
+  for (int i = 0; i < 200 && !freed; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    freed = json::parse(http(small.port, "GET", "/health", "", "").body)["active"] == 0;
+  }
+  EXPECT_TRUE(freed) << "the disconnected stream still holds its slot";
+  EXPECT_EQ(http(small.port, "POST", "/v1/completions", json{{"model", "tiny"}, {"prompt", "y"}, {"max_tokens", 2}}.dump(), "").status, 200);
+  EXPECT_EQ(small.stop(), 0);
+}
+
+TEST_F(Serve, ThirtyTwoConcurrentStreamsAndAStalledReader) {
+  // a reader that never reads does not hold up the others
+  const int stalled = connect_to(port());
+  const std::string req = request_text("POST", "/v1/completions",
+                                       json{{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 200}, {"stream", true}}.dump(),
+                                       "Authorization: Bearer sk-test\r\n");
+  ::send(stalled, req.data(), req.size(), MSG_NOSIGNAL);
+  const json want = post(port(), "/v1/completions", {{"model", "tiny"}, {"prompt", "import json"}, {"max_tokens", 16}, {"temperature", 0}});
+  std::vector<std::thread> clients;
+  std::vector<std::string> texts(32);
+  std::vector<int> ok(32, 0);
+  for (int i = 0; i < 32; ++i) {
+    clients.emplace_back([&, i] {
+      const Reply r = http(port(), "POST", "/v1/completions",
+                           json{{"model", "tiny"}, {"prompt", "import json"}, {"max_tokens", 16}, {"temperature", 0}, {"stream", true}}.dump());
+      const auto ev = events(r.body);
+      ok[i] = r.status == 200 && !ev.empty() && ev.back() == "[DONE]";
+      for (const auto& e : ev)
+        if (e != "[DONE]") texts[i] += json::parse(e)["choices"][0]["text"].get<std::string>();
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (int i = 0; i < 32; ++i) {
+    EXPECT_TRUE(ok[i]) << "client " << i;
+    EXPECT_EQ(texts[i], want["choices"][0]["text"].get<std::string>()) << "client " << i;
+  }
+  ::close(stalled);
+  // metrics saw it all
+  const std::string m = http(port(), "GET", "/metrics").body;
+  EXPECT_NE(m.find("palm_requests_total{endpoint=\"/v1/completions\",status=\"200\"}"), std::string::npos) << m;
+  EXPECT_NE(m.find("palm_time_to_first_token_seconds_count"), std::string::npos);
+  EXPECT_NE(m.find("palm_inter_token_latency_seconds_bucket{le=\"+Inf\"}"), std::string::npos);
+  EXPECT_NE(m.find("palm_queue_depth"), std::string::npos);
+  const std::size_t at = m.find("\npalm_generated_tokens_total ");
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_GE(std::stoll(m.substr(at + 29)), 32 * 16);
+}
+
+TEST_F(Serve, SigtermFinishesInFlightRequestsAndExitsZero) {
+  ServerProcess s("--model " + p("m.safetensors") + " --tokenizer " + p("tok") + " --model-name tiny --grace 20", "term");
+  std::string body;
+  std::thread client([&] {
+    body = http(s.port, "POST", "/v1/completions",
+                json{{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 150}, {"stream", true}}.dump(), "")
+               .body;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  const auto t0 = Clock::now();
+  EXPECT_EQ(s.stop(), 0);
+  client.join();
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 20.0);
+  const auto ev = events(body);
+  ASSERT_FALSE(ev.empty());
+  EXPECT_EQ(ev.back(), "[DONE]") << "the in-flight stream was finished";
+  EXPECT_NE(body.find("\"finish_reason\":\"length\""), std::string::npos);
+  EXPECT_EQ(connect_to(s.port), -1) << "no longer accepting";
+  EXPECT_NE(read(s.log).find("SIGTERM received"), std::string::npos);
+}
+
+TEST_F(Serve, TheOfficialOpenAINodeClient) {
+  const json want = post(port(), "/v1/completions", {{"model", "tiny"}, {"prompt", "import json"}, {"max_tokens", 12}, {"temperature", 0}});
+  const std::string cmd = "node " PALM_SOURCE_DIR "/tests/js/openai_client.mjs http://127.0.0.1:" + std::to_string(port()) +
+                          "/v1 sk-test tiny 'import json' 12 2>&1";
+  const std::string out = capture(cmd);
+  const auto j = json::parse(out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << out;
+  EXPECT_EQ(j["models"], json::array({"tiny"}));
+  EXPECT_EQ(j["completion"], want["choices"][0]["text"]);
+  EXPECT_EQ(j["streamed"], want["choices"][0]["text"]);
+  EXPECT_EQ(j["chat_finish"].is_string(), true);
+  EXPECT_EQ(j["chat_streamed"], j["chat"]);
+  EXPECT_EQ(j["bad_request_status"], 400);
+  EXPECT_EQ(j["unauthorized_status"], 401);
+}
+
+}  // namespace
