@@ -49,5 +49,6 @@ void write_model_card(const std::string& run, const std::string& info, const std
                       bool measure_peak);
 void register_bench_tokenizer(CLI::App& bench);
 void register_bench_generate(CLI::App& bench);
+void register_bench_serve(CLI::App& bench);
 
 }  // namespace palm

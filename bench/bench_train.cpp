@@ -281,6 +281,7 @@ void register_bench(CLI::App& app) {
   cmd->callback([o] { run_bench_train(*o); });
   register_bench_tokenizer(*bench);
   register_bench_generate(*bench);
+  register_bench_serve(*bench);
 }
 
 }  // namespace palm

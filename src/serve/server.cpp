@@ -11,6 +11,8 @@
 #include <mutex>
 #include <random>
 
+#include <sys/socket.h>
+
 #include "base/check.h"
 #include "base/utf8.h"
 #include "serve/api.h"
@@ -68,6 +70,7 @@ struct Server::Impl {
   std::atomic<std::uint64_t> next_id{1};
   std::atomic<bool> stopping{false};
   int bound_port = 0;
+  int listen_fd = -1;
   std::mutex log_mu;
 
   Impl(Engine& e, const Tokenizer& t, const ModelConfig& c, ServeOptions opts)
@@ -437,6 +440,10 @@ Server::Server(Engine& engine, const Tokenizer& tok, const ModelConfig& config, 
   // every accepted request may hold a connection thread for its whole stream
   const std::size_t threads = std::size_t(engine.max_batch() + engine.max_queue()) + 16;
   s.svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  s.svr.set_socket_options([&s](socket_t sock) {
+    httplib::default_socket_options(sock);
+    s.listen_fd = sock;  // the listening socket, for its backlog (bind)
+  });
   s.routes();
 }
 
@@ -452,6 +459,10 @@ void Server::bind() {
                " (in use, or not an address of this machine)");
     s.bound_port = s.o.port;
   }
+  // cpp-httplib listens with a backlog of 5: a burst of clients would see dropped SYNs and
+  // 1 s retransmits (measured: p99 time to first token ~1 s at 16 streams). Listening
+  // again on the bound socket raises the backlog.
+  if (s.listen_fd >= 0) ::listen(s.listen_fd, 1024);
   std::fprintf(stderr, "palm serve: listening on http://%s:%d (model '%s')\n", s.o.host.c_str(), s.bound_port,
                s.o.model_name.c_str());
   std::fflush(stderr);
