@@ -37,7 +37,7 @@ using json = nlohmann::json;
 
 struct BenchServeOptions {
   std::string model, tokenizer, preset = "small", concurrency = "1,4,16,64";
-  std::int64_t tokens = 32, requests_per_client = 2;
+  std::int64_t tokens = 32, requests_per_client = 4;
   int threads = 0;
   bool json = false;
 };
@@ -191,7 +191,7 @@ void run(const BenchServeOptions& o) {
   std::vector<Row> rows;
   for (int n : levels) {
     fmt::print(stderr, "{} concurrent streams...\n", n);
-    rows.push_back(run_load(server.port(), n, o.requests_per_client * (n == 1 ? std::int64_t(4) : 1), "bench", o.tokens));
+    rows.push_back(run_load(server.port(), n, o.requests_per_client * (n == 1 ? std::int64_t(8) : 1), "bench", o.tokens));
   }
   server.stop();
   listener.join();
@@ -226,7 +226,7 @@ void register_bench_serve(CLI::App& bench) {
   cmd->add_option("--concurrency", o->concurrency, "Concurrent streams, comma-separated, starting with 1")->capture_default_str();
   cmd->add_option("--tokens", o->tokens, "Tokens per request")->capture_default_str();
   cmd->add_option("--requests-per-client", o->requests_per_client,
-                  "Requests each client sends in turn (concurrency 1: 4x this)")->capture_default_str();
+                  "Requests each client sends in turn (concurrency 1: 8x this)")->capture_default_str();
   cmd->add_option("--threads", o->threads, "Compute threads (default: all cores)");
   cmd->add_flag("--json", o->json, "End with one JSON line");
   cmd->callback([o] { run(*o); });
