@@ -1,6 +1,8 @@
 // palm train: PaLM's training recipe (src/train), and palm plot for its metrics.
 #include <fmt/format.h>
 
+#include <cstdlib>
+
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -28,8 +30,13 @@ struct TrainCli {
 bool given(CLI::App* cmd, const char* flag) { return cmd->count(flag) > 0; }
 
 // A completed run gets its model card; a failure to write it does not fail the training.
+bool is_leader() {  // rank 0 of an mpirun job, or a single process
+  const char* r = std::getenv("OMPI_COMM_WORLD_RANK");
+  return r == nullptr || std::string(r) == "0";
+}
+
 void card_after_training(const TrainCli& c, const std::string& run) {
-  if (c.no_card) return;
+  if (c.no_card || !is_leader()) return;
   try {
     write_model_card(run, c.card_info, run, false, true);
   } catch (const std::exception& e) {
@@ -42,14 +49,19 @@ void run_train(TrainCli& c) {
   if (!c.resume.empty()) {
     const std::string cfg = (fs::path(c.resume) / "config.json").string();
     PALM_CHECK(fs::exists(cfg), c.resume, ": not a training run (no config.json)");
-    const std::int64_t steps = o.steps;
-    const int threads = o.threads;
+    const TrainOptions cli = o;
     o = train_options_from_json(read_file(cfg), cfg);
     o.out = c.resume;
-    if (given(c.cmd, "--steps")) o.steps = steps;  // continue to a new total
-    o.threads = threads;
+    if (given(c.cmd, "--steps")) o.steps = cli.steps;  // continue to a new total
+    o.threads = cli.threads;
+    // the layout is this launch's: a run resumes on any number of processes
+    o.tp = cli.tp;
+    o.pods = cli.pods;
+    o.shard = cli.shard;
+    o.hash_every = cli.hash_every;
+    o.inject_divergence = cli.inject_divergence;
     const std::int64_t done = run_training(o, true);
-    fmt::print("run {} at step {}\n", o.out, done);
+    if (is_leader()) fmt::print("run {} at step {}\n", o.out, done);
     if (done == o.steps) card_after_training(c, o.out);
     return;
   }
@@ -77,7 +89,7 @@ void run_train(TrainCli& c) {
   }
   o.lr.total = o.steps;
   const std::int64_t done = run_training(o, false);
-  fmt::print("run {} at step {}: checkpoints in {}/checkpoints, metrics in {}/metrics.jsonl\n", o.out, done, o.out, o.out);
+  if (is_leader()) fmt::print("run {} at step {}: checkpoints in {}/checkpoints, metrics in {}/metrics.jsonl\n", o.out, done, o.out, o.out);
   if (done == o.steps) card_after_training(c, o.out);
 }
 
@@ -174,6 +186,11 @@ void register_train(CLI::App& app) {
   cmd->add_option("--preset", c->model.preset, "Model preset: " + preset_list());
   cmd->add_option("--config", c->model.config_file, "Model config JSON, or a training config (RUN/config.json names)");
   cmd->add_option("--resume", c->resume, "Continue RUN from its newest checkpoint (optionally with a new --steps)");
+  cmd->add_option("--tp", c->o.tp, "Tensor-parallel ranks (under mpirun; only 1 is implemented)");
+  cmd->add_option("--pods", c->o.pods, "Pods: data-parallel groups that exchange gradients point to point");
+  cmd->add_option("--shard", c->o.shard, "none | optimizer: each data-parallel rank keeps part of the optimizer state");
+  cmd->add_option("--hash-every", c->o.hash_every, "Steps between the check that replicas hold identical parameters");
+  cmd->add_option("--inject-divergence", c->o.inject_divergence, "Test hook: perturb the last rank's weights at this step");
   cmd->add_option("--card-info", c->card_info, "Author statements for the model card written at the end (palm card --info)");
   cmd->add_flag("--no-card", c->no_card, "Do not write MODEL_CARD.md / DATASHEET.md at the end");
   cmd->add_option("--data", o.data, "Data directory (palm data build)");

@@ -42,6 +42,7 @@ void register_generate(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_card(CLI::App& app);
 void register_serve(CLI::App& app);
+void register_export(CLI::App& app);
 
 // MODEL_CARD.md, DATASHEET.md and card.json for a run (apps/cmd_card.cpp); `palm train`
 // calls it when a run completes.
@@ -50,5 +51,6 @@ void write_model_card(const std::string& run, const std::string& info, const std
 void register_bench_tokenizer(CLI::App& bench);
 void register_bench_generate(CLI::App& bench);
 void register_bench_serve(CLI::App& bench);
+void register_bench_comm(CLI::App& bench);
 
 }  // namespace palm

@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
   palm::register_eval(app);
   palm::register_card(app);
   palm::register_serve(app);
+  palm::register_export(app);
   palm::register_bench(app);
   try {
     app.parse(argc, argv);

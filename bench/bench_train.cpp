@@ -282,6 +282,7 @@ void register_bench(CLI::App& app) {
   register_bench_tokenizer(*bench);
   register_bench_generate(*bench);
   register_bench_serve(*bench);
+  register_bench_comm(*bench);
 }
 
 }  // namespace palm

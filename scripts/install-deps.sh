@@ -8,7 +8,7 @@ packages=(
   cmake ninja-build g++ make pkg-config
   # libraries (DESIGN.md section 4)
   libdnnl-dev nlohmann-json3-dev libcli11-dev libfmt-dev libsentencepiece-dev sentencepiece
-  libicu-dev libcpp-httplib-dev
+  libicu-dev libcpp-httplib-dev libopenmpi-dev openmpi-bin
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
   # real multilingual text and code for tokenizer tests (and the default corpus)

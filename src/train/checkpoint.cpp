@@ -7,6 +7,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
 
 #include "base/check.h"
 #include "base/file_util.h"
@@ -89,15 +92,79 @@ std::string load_checkpoint(const std::string& dir, Weights& w, Optimizer& opt) 
   PALM_CHECK(loaded->config == w.config, dir, ": the checkpoint's model config differs from the run's (",
              config_to_json(loaded->config), " vs ", config_to_json(w.config), ")");
   std::memcpy(w.arena.data(), loaded->arena.data(), w.arena.size() * sizeof(float));
-  const SafetensorsFile f((fs::path(dir) / "optimizer.safetensors").string());
+  // tensor name -> file: one optimizer.safetensors, or the shards named by the index
+  const fs::path index = fs::path(dir) / "optimizer.index.json";
+  std::map<std::string, std::string> file_of;
+  if (fs::exists(index)) {
+    const auto j = nlohmann::json::parse(read_file(index.string()), nullptr, false);
+    PALM_CHECK(!j.is_discarded() && j.contains("tensors") && j["tensors"].is_object(), index.string(),
+               ": not a palm optimizer index");
+    for (const auto& [name, file] : j["tensors"].items()) file_of[name] = (fs::path(dir) / file.get<std::string>()).string();
+  }
+  std::map<std::string, std::unique_ptr<SafetensorsFile>> files;
   for (const auto& t : opt.state_tensors()) {
-    const auto it = f.tensors().find(t.name);
-    PALM_CHECK(it != f.tensors().end(), f.path(), ": missing optimizer tensor '", t.name,
+    const auto at = file_of.find(t.name);
+    const std::string path = at != file_of.end() ? at->second : (fs::path(dir) / "optimizer.safetensors").string();
+    auto& f = files[path];
+    if (!f) f = std::make_unique<SafetensorsFile>(path);
+    const auto it = f->tensors().find(t.name);
+    PALM_CHECK(it != f->tensors().end(), f->path(), ": missing optimizer tensor '", t.name,
                "' (was the run made with another --optimizer?)");
-    PALM_CHECK(it->second.shape == t.shape, f.path(), ": optimizer tensor '", t.name, "' has the wrong shape");
-    f.read_f32(it->second, t.data);
+    PALM_CHECK(it->second.shape == t.shape, f->path(), ": optimizer tensor '", t.name, "' has the wrong shape");
+    f->read_f32(it->second, t.data);
   }
   return read_file((fs::path(dir) / "state.json").string());
+}
+
+void save_checkpoint_sharded(Comm& world, bool leader, bool shard_writer, int shard, int shards, const std::string& run,
+                             std::int64_t step, const Weights& w, Optimizer& opt, const std::string& state_json,
+                             const std::string& tokenizer_dir, const std::string& tokenizer_sha256, std::int64_t keep) {
+  const fs::path root = fs::path(run) / "checkpoints";
+  const fs::path tmp = root / (".step-" + std::to_string(step) + ".tmp.sharded");  // hidden until renamed
+  std::error_code ec;
+  if (leader) {
+    fs::create_directories(root);
+    fs::remove_all(tmp, ec);
+    fs::create_directories(tmp);
+  }
+  world.barrier();
+  const std::string shard_file = "optimizer-shard-" + std::to_string(shard) + "-of-" + std::to_string(shards) + ".safetensors";
+  if (shard_writer) {
+    std::vector<TensorToWrite> state;
+    for (const auto& t : opt.state_tensors()) state.push_back({t.name, t.shape, t.data});
+    write_safetensors((tmp / shard_file).string(), {{"palm.optimizer", opt.config().kind}}, state);
+  }
+  world.barrier();
+  if (leader) {
+    try {
+      nlohmann::json index = {{"format", "palm-optimizer-shards"}, {"optimizer", opt.config().kind}, {"shards", shards}};
+      index["tensors"] = nlohmann::json::object();
+      for (int s = 0; s < shards; ++s) {
+        const std::string f = "optimizer-shard-" + std::to_string(s) + "-of-" + std::to_string(shards) + ".safetensors";
+        const SafetensorsFile sf((tmp / f).string());  // validates every shard before it becomes visible
+        for (const auto& [name, info] : sf.tensors()) index["tensors"][name] = f;
+      }
+      write_text_atomic((tmp / "optimizer.index.json").string(), index.dump(2) + "\n");
+      save_model((tmp / "model.safetensors").string(), w, {{kTokenizerShaKey, tokenizer_sha256}});
+      fs::create_directories(tmp / "tokenizer");
+      for (const char* f : {"tokenizer.model", "tokenizer.json"})
+        fs::copy_file(fs::path(tokenizer_dir) / f, tmp / "tokenizer" / f);
+      write_text_atomic((tmp / "state.json").string(), state_json);  // last: marks completeness
+      ::chmod(tmp.c_str(), 0755);
+      const std::string final_dir = checkpoint_dir(run, step);
+      if (fs::exists(final_dir, ec)) fs::remove_all(final_dir, ec);
+      fs::rename(tmp, final_dir);
+      write_text_atomic((fs::path(run) / "latest").string(), "step-" + std::to_string(step) + "\n");
+      if (keep > 0) {
+        const auto steps = list_checkpoints(run);
+        for (std::size_t i = 0; i + std::size_t(keep) < steps.size(); ++i) fs::remove_all(checkpoint_dir(run, steps[i]), ec);
+      }
+    } catch (const std::exception& e) {
+      fs::remove_all(tmp, ec);
+      fail(str_cat("checkpoint at step ", step, " failed (the previous checkpoint is intact): ", e.what()));
+    }
+  }
+  world.barrier();
 }
 
 }  // namespace palm

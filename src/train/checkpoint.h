@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/comm.h"
 #include "model/params.h"
 #include "train/optimizer.h"
 
@@ -17,11 +18,20 @@ std::string checkpoint_dir(const std::string& run, std::int64_t step);
 void save_checkpoint(const std::string& run, std::int64_t step, const Weights& w, Optimizer& opt,
                      const std::string& state_json, const std::string& tokenizer_dir,
                      const std::string& tokenizer_sha256, std::int64_t keep);
+// The same checkpoint written by the ranks of a sharded-optimizer job (a collective over
+// `world`): each shard writer (the data-parallel ranks of pod 0) writes the optimizer
+// state it owns to optimizer-shard-I-of-N.safetensors, the leader writes the rest and
+// optimizer.index.json (tensor name -> file); the directory becomes visible, renamed,
+// only once every file is complete. Any layout loads it (load_checkpoint).
+void save_checkpoint_sharded(Comm& world, bool leader, bool shard_writer, int shard, int shards, const std::string& run,
+                             std::int64_t step, const Weights& w, Optimizer& opt, const std::string& state_json,
+                             const std::string& tokenizer_dir, const std::string& tokenizer_sha256, std::int64_t keep);
 // Complete checkpoints of a run, by step.
 std::vector<std::int64_t> list_checkpoints(const std::string& run);
 // The newest complete checkpoint ("" when none): RUN/latest, or the highest step-N.
 std::string latest_checkpoint(const std::string& run);
-// Loads weights and optimizer state (validated against w's config); returns state.json.
+// Loads weights and the optimizer state of the tensors `opt` owns, from
+// optimizer.safetensors or the shard files its index names; returns state.json.
 std::string load_checkpoint(const std::string& dir, Weights& w, Optimizer& opt);
 
 }  // namespace palm

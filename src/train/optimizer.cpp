@@ -11,8 +11,26 @@ namespace {
 constexpr std::int64_t kChunk = 4096;  // fixed reduction chunks: thread-count invariant sums
 }
 
-Optimizer::Optimizer(const ModelConfig& c, const OptimizerConfig& o)
-    : model_(c), cfg_(o), first_(std::size_t(param_count(c))), second_(std::size_t(param_count(c))) {
+namespace {
+std::int64_t owned_floats(const ModelConfig& c, const std::vector<bool>& owned, std::vector<std::int64_t>& offsets) {
+  std::int64_t total = 0;
+  std::size_t i = 0;
+  for_each_param(c, [&](const ParamInfo& p) {
+    const bool mine = owned.empty() || owned[i];
+    offsets.push_back(mine ? total : -1);
+    if (mine) total += p.numel;
+    ++i;
+  });
+  PALM_CHECK(owned.empty() || owned.size() == i, "ownership given for ", owned.size(), " tensors, the model has ", i);
+  return total;
+}
+}  // namespace
+
+Optimizer::Optimizer(const ModelConfig& c, const OptimizerConfig& o, std::vector<bool> owned)
+    : model_(c),
+      cfg_(o),
+      first_(std::size_t(owned_floats(c, owned, state_offset_))),
+      second_(first_.size()) {
   PALM_CHECK(o.kind == "adafactor" || o.kind == "adamw", "--optimizer must be adafactor or adamw, got '", o.kind, "'");
   partials_.resize(std::size_t(param_count(c) / kChunk + 2));
 }
@@ -46,11 +64,15 @@ double Optimizer::step(Weights& w, Weights& g, std::int64_t k, double lr) {
   if (cfg_.kind == "adamw") {
     const double b1 = cfg_.beta1, b2 = cfg_.beta2;
     const double c1 = 1 - std::pow(b1, double(k)), c2 = 1 - std::pow(b2, double(k));
-    float *x = w.arena.data(), *gd = g.arena.data(), *m = first_.data(), *v = second_.data();
+    std::size_t index = 0;
     for_each_param(model_, [&](const ParamInfo& p) {
+      const std::int64_t so = state_offset_[index++];
+      if (so < 0) return;  // another rank's tensor
       const bool decay = p.shape.size() == 2;  // no decay on LayerNorm scales
+      float *x = w.arena.data() + p.offset, *gd = g.arena.data() + p.offset, *m = first_.data() + so,
+            *v = second_.data() + so;
 #pragma omp parallel for schedule(static)
-      for (std::int64_t i = p.offset; i < p.offset + p.numel; ++i) {
+      for (std::int64_t i = 0; i < p.numel; ++i) {
         m[i] = float(b1 * m[i] + (1 - b1) * gd[i]);
         v[i] = float(b2 * v[i] + (1 - b2) * double(gd[i]) * gd[i]);
         const double upd = (m[i] / c1) / (std::sqrt(v[i] / c2) + cfg_.eps);
@@ -63,12 +85,15 @@ double Optimizer::step(Weights& w, Weights& g, std::int64_t k, double lr) {
   //   b2 = 1 - k^-0.8;  V = b2 V + (1 - b2)(G^2 + 1e-30);  U = G / sqrt(V)
   //   U /= max(1, RMS(U));  a = lr max(1e-3, RMS(X));  M = 0.9 M + 0.1 a U;  X -= M + lr^2 X
   const double b2 = 1.0 - std::pow(double(k), -cfg_.decay_exponent);
-  float *x = w.arena.data(), *gd = g.arena.data(), *m = first_.data(), *v = second_.data();
+  float *x = w.arena.data(), *gd = g.arena.data();
+  std::size_t index = 0;
   for_each_param(model_, [&](const ParamInfo& p) {
+    const std::int64_t so = state_offset_[index++];
+    if (so < 0) return;  // another rank's tensor
     float* xs = x + p.offset;
     float* gs = gd + p.offset;
-    float* ms = m + p.offset;
-    float* vs = v + p.offset;
+    float* ms = first_.data() + so;
+    float* vs = second_.data() + so;
     const std::int64_t n = p.numel;
 #pragma omp parallel for schedule(static)
     for (std::int64_t i = 0; i < n; ++i) {
@@ -94,9 +119,12 @@ std::vector<Optimizer::StateTensor> Optimizer::state_tensors() {
   std::vector<StateTensor> out;
   const std::string a = cfg_.kind == "adamw" ? "adamw.m." : "adafactor.m.";
   const std::string b = cfg_.kind == "adamw" ? "adamw.v." : "adafactor.v.";
+  std::size_t index = 0;
   for_each_param(model_, [&](const ParamInfo& p) {
-    out.push_back({a + p.name, p.shape, first_.data() + p.offset});
-    out.push_back({b + p.name, p.shape, second_.data() + p.offset});
+    const std::int64_t so = state_offset_[index++];
+    if (so < 0) return;
+    out.push_back({a + p.name, p.shape, first_.data() + so});
+    out.push_back({b + p.name, p.shape, second_.data() + so});
   });
   return out;
 }

@@ -28,23 +28,28 @@ struct OptimizerConfig {
 
 class Optimizer {
  public:
-  Optimizer(const ModelConfig& c, const OptimizerConfig& o);
-  // One update at step k (k >= 1) with learning rate lr; g may be modified (clipping).
-  // Returns the global gradient norm before clipping.
+  // owned[i]: this process keeps the state of parameter tensor i (for_each_param order)
+  // and updates it; empty: all of them. Sharded data parallelism gives each rank a share.
+  Optimizer(const ModelConfig& c, const OptimizerConfig& o, std::vector<bool> owned = {});
+  // One update at step k (k >= 1) with learning rate lr of the owned tensors; g may be
+  // modified (clipping). The norm is over all of g. Returns the global gradient norm
+  // before clipping.
   double step(Weights& w, Weights& g, std::int64_t k, double lr);
   struct StateTensor {
     std::string name;  // "adafactor.v.<param>", ...
     std::vector<std::int64_t> shape;
     float* data;
   };
-  std::vector<StateTensor> state_tensors();
+  std::vector<StateTensor> state_tensors();  // the owned tensors' state
+  bool owns(std::size_t param_index) const { return state_offset_[param_index] >= 0; }
   const OptimizerConfig& config() const { return cfg_; }
 
  private:
   double sum_squares(const float* x, std::int64_t n);
   ModelConfig model_;
   OptimizerConfig cfg_;
-  FloatArena first_, second_;     // adafactor: M, V; adamw: m, v
+  std::vector<std::int64_t> state_offset_;  // per tensor: its offset in the state arenas, -1 if not owned
+  FloatArena first_, second_;     // adafactor: M, V; adamw: m, v (owned tensors only)
   std::vector<double> partials_;  // per-chunk sums
 };
 

@@ -21,6 +21,7 @@
 #include "base/threads.h"
 #include "data/loader.h"
 #include "dist/comm.h"
+#include "dist/mesh.h"
 #include "kernels/backend.h"
 #include "model/accounting.h"
 #include "model/model.h"
@@ -58,6 +59,32 @@ double quick_gemm_peak(Backend& be) {
 }
 
 // Keeps the metrics lines of steps <= step (resuming rewinds the log with the weights).
+// A 64-bit hash of the parameters' bits: chunks hashed in parallel, combined in order.
+std::uint64_t hash_parameters(const FloatArena& a) {
+  const std::int64_t n = std::int64_t(a.size()), chunk = 1 << 20, chunks = (n + chunk - 1) / chunk;
+  std::vector<std::uint64_t> h(static_cast<std::size_t>(chunks), 0);
+  const auto* words = reinterpret_cast<const std::uint32_t*>(a.data());
+#pragma omp parallel for schedule(static)
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    std::uint64_t x = 0x9E3779B97F4A7C15ull ^ std::uint64_t(c);
+    for (std::int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) x = (x ^ words[i]) * 0x100000001B3ull;
+    h[std::size_t(c)] = x;
+  }
+  std::uint64_t all = 0xCBF29CE484222325ull;
+  for (auto x : h) all = (all ^ x) * 0x100000001B3ull;
+  return all;
+}
+
+// Data-parallel replicas (and pods) must hold bitwise the same parameters; a mismatch is a
+// bug or a hardware fault, and training on would diverge silently.
+void check_replicas_identical(Comm& world, const Weights& w, std::int64_t step) {
+  const std::uint64_t h = hash_parameters(w.arena);
+  std::int64_t v[2] = {std::int64_t(h), std::int64_t(~h)};
+  world.all_reduce_max(v, 2);
+  PALM_CHECK(v[0] == ~v[1], "step ", step, ": the parameters differ between replicas (hash ", h, " on rank ",
+             world.rank(), "); stopping");
+}
+
 void truncate_metrics(const std::string& path, std::int64_t step) {
   if (!fs::exists(path)) return;
   std::ifstream in(path);
@@ -104,6 +131,8 @@ std::string train_options_to_json(const TrainOptions& o) {
   j["spike_skip"] = o.spike_skip;
   j["max_rollbacks"] = o.max_rollbacks;
   j["weight_decay"] = o.optimizer.weight_decay;
+  // the layout it last ran with (informational: a resume takes its layout from the command line)
+  j["layout"] = {{"tp", o.tp}, {"pods", o.pods}, {"shard", o.shard}};
   return j.dump(2) + "\n";
 }
 
@@ -172,13 +201,42 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   validate(o.model);
 
   const auto be = make_backend();
-  const auto comm = make_local_comm();
+  // The mesh: every rank of a data-parallel replica set takes its slice of each micro-batch.
+  Mesh mesh(make_world_comm(), o.tp, o.pods);
+  PALM_CHECK(o.tp == 1, "--tp ", o.tp, ": tensor parallelism is not implemented yet (docs/scaling.md)");
+  PALM_CHECK(o.shard == "none" || o.shard == "optimizer", "--shard ", o.shard,
+             ": expected none or optimizer (full sharding is not implemented yet)");
+  const int W = mesh.data_parallel_ranks(), R = mesh.data_parallel_index();
+  const bool leader = mesh.world().rank() == 0;  // writes the run's files and shows progress
+  PALM_CHECK(micro % W == 0, "the micro-batch of ", micro, " sequences does not split over ", W,
+             " data-parallel ranks (--batch-size / --grad-accum must be a multiple of ", W, ")");
+  const std::int64_t local = micro / W;  // rows this rank computes per micro-batch
+  if (mesh.world().size() > 1) std::fprintf(stderr, "palm train: %s, %lld of every %lld sequences\n", mesh.describe().c_str(), (long long)local, (long long)micro);
   Weights w(o.model);
   Gradients g(o.model);
-  Optimizer opt(o.model, o.optimizer);
+  // --shard optimizer: each rank of a pod's data-parallel group owns whole tensors (largest
+  // first, to the least loaded rank), keeps only their state and updates only them; the
+  // per-tensor RMS terms are then exactly the unsharded ones, and broadcasting each
+  // updated tensor from its owner makes the step bitwise that of --shard none.
+  std::vector<int> owner;
+  std::vector<bool> owned;
+  if (o.shard == "optimizer" && mesh.data() > 1) {
+    std::vector<std::pair<std::int64_t, std::size_t>> sizes;
+    for_each_param(o.model, [&](const ParamInfo& p) { sizes.emplace_back(p.numel, sizes.size()); });
+    std::stable_sort(sizes.begin(), sizes.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    owner.assign(sizes.size(), 0);
+    std::vector<std::int64_t> load(std::size_t(mesh.data()), 0);
+    for (const auto& [n, i] : sizes) {
+      const int r = int(std::min_element(load.begin(), load.end()) - load.begin());
+      owner[i] = r;
+      load[std::size_t(r)] += n;
+    }
+    for (int r : owner) owned.push_back(r == mesh.data_index());
+  }
+  Optimizer opt(o.model, o.optimizer, owned);
   // Refuse a batch that cannot fit before allocating it.
-  const std::int64_t act_bytes = Activations::bytes_needed(*be, o.model, {micro, o.seq_len, o.remat, true, o.bf16});
-  Activations acts(*be, o.model, {micro, o.seq_len, o.remat, true, o.bf16});
+  const std::int64_t act_bytes = Activations::bytes_needed(*be, o.model, {local, o.seq_len, o.remat, true, o.bf16});
+  Activations acts(*be, o.model, {local, o.seq_len, o.remat, true, o.bf16});
   (void)act_bytes;
 
   std::int64_t step = 0;            // last completed step
@@ -190,8 +248,10 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   if (resume) {
     // A checkpoint interrupted by kill -9 is a hidden temporary: remove it.
     std::error_code ec;
-    for (const auto& e : fs::directory_iterator(fs::path(o.out) / "checkpoints", ec))
-      if (e.path().filename().string().rfind(".step-", 0) == 0) fs::remove_all(e.path(), ec);
+    if (leader)
+      for (const auto& e : fs::directory_iterator(fs::path(o.out) / "checkpoints", ec))
+        if (e.path().filename().string().rfind(".step-", 0) == 0) fs::remove_all(e.path(), ec);
+    mesh.world().barrier();
     const std::string ckpt = latest_checkpoint(o.out);
     PALM_CHECK(!ckpt.empty(), o.out, ": no complete checkpoint to resume from");
     const auto st = nlohmann::json::parse(load_checkpoint(ckpt, w, opt));
@@ -202,12 +262,13 @@ std::int64_t run_training(TrainOptions o, bool resume) {
     tokens_seen = st.value("tokens_seen", std::int64_t(0));
     wall_before = st.value("wall_seconds", 0.0);
     rollbacks = st.value("rollbacks", json::array());
-    truncate_metrics(metrics_path, step);
-    std::fprintf(stderr, "resuming %s from step %lld (%s)\n", o.out.c_str(), (long long)step, ckpt.c_str());
+    if (leader) truncate_metrics(metrics_path, step);
+    if (leader) std::fprintf(stderr, "resuming %s from step %lld (%s)\n", o.out.c_str(), (long long)step, ckpt.c_str());
   } else {
     PALM_CHECK(list_checkpoints(o.out).empty(), o.out, ": already holds checkpoints; use --resume ", o.out,
                " or another --out");
-    fs::create_directories(o.out);
+    mesh.world().barrier();  // every rank has looked before the leader writes
+    if (leader) fs::create_directories(o.out);
     if (!o.init.empty()) {
       const auto init = load_model(o.init);
       PALM_CHECK(init->config.vocab_size == o.model.vocab_size, "--init ", o.init, " has vocab ", init->config.vocab_size,
@@ -217,9 +278,10 @@ std::int64_t run_training(TrainOptions o, bool resume) {
     } else {
       init_weights(w, o.seed);
     }
-    write_text_atomic(metrics_path, "");
+    if (leader) write_text_atomic(metrics_path, "");
   }
-  write_text_atomic((fs::path(o.out) / "config.json").string(), train_options_to_json(o));
+  if (leader) write_text_atomic((fs::path(o.out) / "config.json").string(), train_options_to_json(o));
+  mesh.world().barrier();
 
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
@@ -227,10 +289,12 @@ std::int64_t run_training(TrainOptions o, bool resume) {
 
   const ModelAccounting acc = account(*be, o.model, micro, o.seq_len);
   const double peak = quick_gemm_peak(*be);
-  std::vector<std::int32_t> rows(micro * (o.seq_len + 1)), tokens(micro * o.seq_len), targets(micro * o.seq_len);
+  std::vector<std::int32_t> rows(local * (o.seq_len + 1)), tokens(local * o.seq_len), targets(local * o.seq_len);
   std::vector<double> recent;
   bool injected = false;
-  std::FILE* metrics = std::fopen(metrics_path.c_str(), "a");
+  // only the leader writes the run's record; the others write to /dev/null
+  const std::string record_path = leader ? metrics_path : "/dev/null";
+  std::FILE* metrics = std::fopen(record_path.c_str(), "a");
   PALM_CHECK(metrics, metrics_path, ": cannot append");
   const auto t_start = Clock::now();
 
@@ -252,16 +316,26 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   };
   auto checkpoint = [&] {
     std::fflush(metrics);
-    save_checkpoint(o.out, step, w, opt, state_json(), tok_dir, loader.tokenizer_sha256(), o.keep_checkpoints);
+    if (!owner.empty()) {
+      // the optimizer state is spread over pod 0's data-parallel ranks: each writes its share
+      save_checkpoint_sharded(mesh.world(), leader, mesh.pod_index() == 0, mesh.data_index(), mesh.data(), o.out, step, w,
+                              opt, leader ? state_json() : std::string(), tok_dir, loader.tokenizer_sha256(),
+                              o.keep_checkpoints);
+      return;
+    }
+    // replicas hold the same bits (checked by hash): the leader's copy is the checkpoint
+    if (leader) save_checkpoint(o.out, step, w, opt, state_json(), tok_dir, loader.tokenizer_sha256(), o.keep_checkpoints);
+    mesh.world().barrier();
   };
   auto eval = [&]() -> double {
+    // every rank evaluates the same windows in batches of its local size
     const std::int64_t windows = std::min(loader.val_windows(), o.eval_batches * micro);
     if (windows < micro) return NAN;
     double sum = 0;
     std::int64_t batches = 0;
-    for (std::int64_t first = 0; first + micro <= windows; first += micro, ++batches) {
-      for (std::int64_t r = 0; r < micro; ++r) loader.val_window(first + r, rows.data() + r * (o.seq_len + 1));
-      for (std::int64_t r = 0; r < micro; ++r)
+    for (std::int64_t first = 0; first + local <= windows; first += local, ++batches) {
+      for (std::int64_t r = 0; r < local; ++r) loader.val_window(first + r, rows.data() + r * (o.seq_len + 1));
+      for (std::int64_t r = 0; r < local; ++r)
         for (std::int64_t t = 0; t < o.seq_len; ++t) {
           tokens[r * o.seq_len + t] = rows[r * (o.seq_len + 1) + t];
           targets[r * o.seq_len + t] = rows[r * (o.seq_len + 1) + t + 1];
@@ -283,16 +357,22 @@ std::int64_t run_training(TrainOptions o, bool resume) {
     double loss = 0, zl = 0;
     const std::int64_t accum = B / micro;
     for (std::int64_t m = 0; m < accum; ++m) {
-      loader.samples(first + m * micro, micro, rows.data());
-      for (std::int64_t r = 0; r < micro; ++r)
+      loader.samples(first + m * micro + R * local, local, rows.data());
+      for (std::int64_t r = 0; r < local; ++r)
         for (std::int64_t t = 0; t < o.seq_len; ++t) {
           tokens[r * o.seq_len + t] = rows[r * (o.seq_len + 1) + t];
           targets[r * o.seq_len + t] = rows[r * (o.seq_len + 1) + t + 1];
         }
       const LossStats s = forward(*be, w, acts, tokens.data(), targets.data(), float(o.z_loss));
-      backward(*be, *comm, w, acts, tokens.data(), g);
+      backward(*be, mesh.gradient_comm(), w, acts, tokens.data(), g);  // sums the replicas' gradients
       loss += s.loss / double(accum);
       zl += s.z_loss / double(accum);
+    }
+    if (W > 1) {  // the global batch's mean: the same bits on every rank
+      double lz[2] = {loss, zl};
+      mesh.gradient_comm().all_reduce_sum(lz, 2);
+      loss = lz[0] / W;
+      zl = lz[1] / W;
     }
     if (o.inject_spike == k && !injected) {
       loss *= 100;
@@ -322,20 +402,24 @@ std::int64_t run_training(TrainOptions o, bool resume) {
       recent.clear();
       std::fflush(metrics);
       std::fclose(metrics);
-      truncate_metrics(metrics_path, step);
-      metrics = std::fopen(metrics_path.c_str(), "a");
+      if (leader) truncate_metrics(metrics_path, step);
+      metrics = std::fopen(record_path.c_str(), "a");
       event["step"] = step;
       std::fprintf(metrics, "%s\n", event.dump().c_str());
       continue;
     }
-    if (accum > 1) {
-      const float inv = 1.0f / float(accum);
+    if (accum * W > 1) {  // each micro-batch's gradient is a mean over its local rows
+      const float inv = 1.0f / float(accum * W);
       float* gd = g.arena.data();
 #pragma omp parallel for schedule(static)
       for (std::int64_t i = 0; i < std::int64_t(g.arena.size()); ++i) gd[i] *= inv;
     }
     const double lr = o.lr.at(k);
     const double gnorm = opt.step(w, g, k, lr);
+    if (!owner.empty()) {  // every tensor from the rank that updated it
+      std::size_t i = 0;
+      for_each_param(o.model, [&](const ParamInfo& p) { mesh.data_group().broadcast(w.arena.data() + p.offset, p.numel, owner[i++]); });
+    }
     step = k;
     tokens_seen += B * o.seq_len;
     loop_tokens += B * o.seq_len;
@@ -346,7 +430,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
     json line = {{"step", k}, {"loss", loss}, {"z_loss", zl}, {"lr", lr}, {"grad_norm", gnorm}, {"batch", B},
                  {"tokens", tokens_seen}};
     std::fprintf(metrics, "%s\n", line.dump().c_str());
-    progress.update(k - start_step,
+    if (leader) progress.update(k - start_step,
                     str_cat("step ", k, "/", o.steps, "  loss ", std::round(loss * 1e4) / 1e4, "  z ",
                             std::round(zl * 1e5) / 1e5, "  lr ", lr, "  |g| ", std::round(gnorm * 1e3) / 1e3, "  ",
                             std::lround(tps), " tok/s  MFU ", std::round(1000 * tps * acc.flops_per_token / peak) / 10, "%"));
@@ -356,6 +440,14 @@ std::int64_t run_training(TrainOptions o, bool resume) {
         std::fprintf(metrics, "%s\n", json({{"step", k}, {"val_loss", v}}).dump().c_str());
         std::fprintf(stderr, "%sstep %lld: validation loss %.4f\n", isatty(2) ? "\n" : "", (long long)k, v);
       }
+    }
+    if (o.inject_divergence == k && mesh.world().rank() == mesh.world().size() - 1) w.arena.data()[0] += 1e-3f;
+    if (mesh.world().size() > 1) {
+      // every rank stops at the same step, whichever the signal reached first
+      std::int64_t stop_flag = g_stop_signal.load();
+      mesh.world().all_reduce_max(&stop_flag, 1);
+      if (stop_flag && !g_stop_signal) g_stop_signal = int(stop_flag);
+      if (k % o.hash_every == 0 || k == o.steps) check_replicas_identical(mesh.world(), w, k);
     }
     if (k % o.checkpoint_every == 0 || k == o.steps || g_stop_signal) checkpoint();
     if (g_stop_signal) {
@@ -367,7 +459,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   std::fclose(metrics);
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
-  progress.finish(str_cat("step ", step, ", ", tokens_seen, " tokens"));
+  if (leader) progress.finish(str_cat("step ", step, ", ", tokens_seen, " tokens"));
   return step;
 }
 

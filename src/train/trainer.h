@@ -28,6 +28,11 @@ struct TrainOptions {
   double spike_factor = 3.0;
   std::int64_t spike_window = 50, spike_skip = 200, max_rollbacks = 5;
   std::int64_t inject_spike = 0;  // test hook: multiply the loss at this step by 100 (once)
+  // scale-out (under mpirun; docs/scaling.md): N = pods x data x tp processes
+  int tp = 1, pods = 1;
+  std::string shard = "none";     // none | optimizer
+  std::int64_t hash_every = 100;  // steps between the check that all replicas hold the same bits
+  std::int64_t inject_divergence = 0;  // test hook: perturb the last rank's weights at this step
 };
 
 std::string train_options_to_json(const TrainOptions& o);
