@@ -152,6 +152,11 @@ TEST_F(Dist, PodsStayBitwiseIdenticalAndADivergenceStopsLoudly) {
 }
 
 TEST_F(Dist, AKilledRankEndsTheJobAndTheLastCheckpointResumes) {
+  const std::string ranks = "'^" PALM_BINARY " train --preset tiny --data " + p("data") + " --out " + p("killed") + "'";
+  struct Cleanup {  // whatever happens below, no rank outlives the test
+    std::string pattern;
+    ~Cleanup() { sh("pkill -9 -f " + pattern); }
+  } cleanup{ranks};
   const pid_t job = ::fork();
   if (job == 0) {
     const std::string cmd = "exec " + kMpirun + "-np 2 " + train("killed", "--steps 100000") + " > " + p("killed.log") + " 2>&1";
@@ -160,9 +165,10 @@ TEST_F(Dist, AKilledRankEndsTheJobAndTheLastCheckpointResumes) {
   }
   // wait for a checkpoint, then kill -9 one rank
   for (int i = 0; i < 300 && !fs::exists(p("killed/latest")); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  if (!fs::exists(p("killed/latest"))) ::kill(job, SIGKILL);
   ASSERT_TRUE(fs::exists(p("killed/latest")));
   // the newest rank process (anchored: not the shell that runs pkill, not mpirun)
-  ASSERT_EQ(sh("pkill -9 -n -f '^" PALM_BINARY " train --preset tiny --data " + p("data") + " --out " + p("killed") + "'"), 0);
+  ASSERT_EQ(sh("pkill -9 -n -f " + ranks), 0);
   const auto t0 = std::chrono::steady_clock::now();
   int st = 0;
   pid_t done = 0;
@@ -175,7 +181,7 @@ TEST_F(Dist, AKilledRankEndsTheJobAndTheLastCheckpointResumes) {
   EXPECT_NE(done, 0) << "the job hung after a rank died";
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 30.0);
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) != 0) << "non-zero exit";
-  sh("pkill -9 -f '^" PALM_BINARY " train --preset tiny --data " + p("data") + " --out " + p("killed") + "'");
+  sh("pkill -9 -f " + ranks);
   // the newest complete checkpoint resumes (on one process) and goes on
   std::ifstream latest(p("killed/latest"));
   std::string name;

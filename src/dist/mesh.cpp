@@ -1,5 +1,6 @@
 #include "dist/mesh.h"
 
+#include <chrono>
 #include <vector>
 
 #include "base/check.h"
@@ -17,6 +18,11 @@ class PodGradientComm final : public Comm {
   int rank() const override { return pod_.rank(); }
   int size() const override { return pod_.size() * twins_.size(); }
   void all_reduce_sum(float* d, std::int64_t n) override {
+    const auto t0 = std::chrono::steady_clock::now();
+    reduce(d, n);
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  void reduce(float* d, std::int64_t n) {
     pod_.all_reduce_sum(d, n);
     if (twins_.size() == 1) return;
     if (twins_.size() == 2) {
@@ -49,6 +55,8 @@ class PodGradientComm final : public Comm {
     return nullptr;
   }
 
+  double seconds = 0;  // time in gradient reductions
+
  private:
   Comm& pod_;
   Comm& twins_;
@@ -72,6 +80,8 @@ Mesh::Mesh(std::unique_ptr<Comm> world, int tensor, int pods) : world_(std::move
   tensor_group_ = world_->split(pod_ * data_ + data_index_, tensor_index_);
   gradient_comm_ = std::make_unique<PodGradientComm>(*data_group_, *pod_twins_);
 }
+
+double Mesh::gradient_seconds() const { return static_cast<const PodGradientComm&>(*gradient_comm_).seconds; }
 
 std::string Mesh::describe() const {
   return "rank " + std::to_string(world_->rank()) + "/" + std::to_string(world_->size()) + " (pod " + std::to_string(pod_) +

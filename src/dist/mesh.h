@@ -31,6 +31,8 @@ class Mesh {
   // Gradients: summed within the pod (all-reduce), then exchanged with the twin rank of
   // every other pod and added, so all pods hold the same bits.
   Comm& gradient_comm() { return *gradient_comm_; }
+  // Seconds spent in gradient reductions so far (blocking: the backward waits for them).
+  double gradient_seconds() const;
 
   // "rank 3/4 (pod 1, data 0, tensor 1)"
   std::string describe() const;

@@ -460,6 +460,12 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
   if (leader) progress.finish(str_cat("step ", step, ", ", tokens_seen, " tokens"));
+  if (leader && mesh.world().size() > 1 && step > start_step) {
+    const double el = std::chrono::duration<double>(Clock::now() - t_loop).count();
+    std::fprintf(stderr, "palm train: gradient communication %.4f s of %.4f s per step (%.1f%%, not overlapped with the backward)\n",
+                 mesh.gradient_seconds() / double(step - start_step), el / double(step - start_step),
+                 100 * mesh.gradient_seconds() / el);
+  }
   return step;
 }
 
