@@ -8,6 +8,7 @@
 #include "base/file_util.h"
 #include "common.h"
 #include "model/model_io.h"
+#include "train/checkpoint.h"
 
 namespace palm {
 
@@ -20,11 +21,22 @@ struct ExportCli {
 void run_export(const ExportCli& c) {
   namespace fs = std::filesystem;
   PALM_CHECK(!fs::exists(c.out) || !fs::is_directory(c.out), c.out, " is a directory; give the file to write");
-  const std::string model = resolve_model(c.run);
-  const auto w = load_model(model);  // validated: shapes, sizes, finite header
-  std::map<std::string, std::string> meta = read_model_metadata(model);
+  // a checkpoint directory: the run's newest, or the one given
+  std::string dir = c.run;
+  if (!fs::exists(fs::path(dir) / "state.json")) dir = latest_checkpoint(c.run);
+  PALM_CHECK(!dir.empty() && fs::exists(fs::path(dir) / "state.json"), c.run, ": neither a run with a complete checkpoint nor a checkpoint");
+  // the weights of any layout (one file, or tensor-parallel shards reassembled)
+  const auto w = load_checkpoint_weights(dir);
+  const fs::path one = fs::path(dir) / "model.safetensors";
+  std::map<std::string, std::string> meta;
+  if (fs::exists(one)) {
+    meta = read_model_metadata(one.string());
+  } else {
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().filename().string().rfind("model-tp-0-of-", 0) == 0) meta = read_model_metadata(e.path().string());
+  }
   save_model(c.out, *w, meta);  // atomic (temporary file + rename)
-  fmt::print(stderr, "exported {} ({} parameters) to {}\n", model, param_count(w->config), c.out);
+  fmt::print(stderr, "exported {} ({} parameters) to {}\n", dir, param_count(w->config), c.out);
 }
 
 }  // namespace

@@ -186,7 +186,7 @@ void register_train(CLI::App& app) {
   cmd->add_option("--preset", c->model.preset, "Model preset: " + preset_list());
   cmd->add_option("--config", c->model.config_file, "Model config JSON, or a training config (RUN/config.json names)");
   cmd->add_option("--resume", c->resume, "Continue RUN from its newest checkpoint (optionally with a new --steps)");
-  cmd->add_option("--tp", c->o.tp, "Tensor-parallel ranks (under mpirun; only 1 is implemented)");
+  cmd->add_option("--tp", c->o.tp, "Tensor-parallel ranks (under mpirun; divides heads, d_ff and vocabulary)");
   cmd->add_option("--pods", c->o.pods, "Pods: data-parallel groups that exchange gradients point to point");
   cmd->add_option("--shard", c->o.shard, "none | optimizer: each data-parallel rank keeps part of the optimizer state");
   cmd->add_option("--hash-every", c->o.hash_every, "Steps between the check that replicas hold identical parameters");

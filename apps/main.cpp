@@ -40,6 +40,9 @@ std::string resolve_model(const std::string& path, std::string* tokenizer_dir) {
     *tokenizer_dir = dir.empty() ? "" : (fs::path(dir) / "tokenizer").string();
     if (!dir.empty() && !fs::exists(*tokenizer_dir)) tokenizer_dir->clear();
   }
+  PALM_CHECK(dir.empty() || fs::exists(fs::path(dir) / "model.safetensors") || !fs::exists(fs::path(dir) / "model.index.json"),
+             dir, " holds tensor-parallel shards of the weights; make one file with: palm export ", path,
+             " --out model.safetensors");
   return dir.empty() ? path : (fs::path(dir) / "model.safetensors").string();
 }
 

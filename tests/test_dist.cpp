@@ -110,6 +110,13 @@ TEST_F(Dist, DataParallelEqualsOneProcessAndRepeatsBitwise) {
   std::ifstream log(p("dp2a.log"));
   const std::string l((std::istreambuf_iterator<char>(log)), {});
   EXPECT_NE(l.find("rank 1/2 (pod 0, data 1, tensor 0)"), std::string::npos) << l;
+  // with gradient accumulation the replicas' gradients are summed once per step
+  ASSERT_EQ(sh(train("acc1", "--steps 5 --grad-accum 2") + " > /dev/null 2>&1"), 0);
+  ASSERT_EQ(mpi(2, "acc2", "--steps 5 --grad-accum 2"), 0);
+  const auto a = metrics("acc1"), b = metrics("acc2");
+  ASSERT_EQ(b.size(), 5u);
+  for (std::size_t i = 0; i < 5; ++i)
+    EXPECT_NEAR(b[i]["grad_norm"].get<double>(), a[i]["grad_norm"].get<double>(), 1e-5 * a[i]["grad_norm"].get<double>()) << i;
 }
 
 TEST_F(Dist, ShardedOptimizerIsBitwiseTheUnshardedStepAndCheckpointsAnyLayoutResumes) {
@@ -149,6 +156,49 @@ TEST_F(Dist, PodsStayBitwiseIdenticalAndADivergenceStopsLoudly) {
   std::ifstream bad(p("bad.log"));
   const std::string b((std::istreambuf_iterator<char>(bad)), {});
   EXPECT_NE(b.find("3 processes do not factor as pods x data x tensor"), std::string::npos) << b;
+}
+
+TEST_F(Dist, TensorParallelEqualsOneProcessAndReshardsBitwise) {
+  // TP(2), and DP(2) x TP(2) with the sharded optimizer, against one process (20 steps)
+  ASSERT_EQ(mpi(2, "tp2", "--steps 20 --tp 2"), 0);
+  ASSERT_EQ(mpi(4, "dp2tp2", "--steps 20 --tp 2 --shard optimizer"), 0);
+  const auto one = metrics("single");
+  for (const char* run : {"tp2", "dp2tp2"}) {
+    const auto m = metrics(run);
+    ASSERT_EQ(m.size(), 20u) << run;
+    for (std::size_t i = 0; i < 20; ++i) {
+      EXPECT_NEAR(m[i]["loss"].get<double>(), one[i]["loss"].get<double>(), 1e-6 * one[i]["loss"].get<double>()) << run << " " << i;
+      EXPECT_NEAR(m[i]["grad_norm"].get<double>(), one[i]["grad_norm"].get<double>(), 1e-5 * one[i]["grad_norm"].get<double>())
+          << run << " " << i << ": the global norm, summed over the shards";
+    }
+  }
+  // each tensor rank wrote its own shard; palm export reassembles the interchange file
+  const std::string ck = p("tp2") + "/checkpoints/step-20/";
+  EXPECT_TRUE(fs::exists(ck + "model-tp-0-of-2.safetensors"));
+  EXPECT_TRUE(fs::exists(ck + "model-tp-1-of-2.safetensors"));
+  EXPECT_FALSE(fs::exists(ck + "model.safetensors")) << "no gather through one process";
+  ASSERT_EQ(sh(std::string(PALM_BINARY) + " export " + p("tp2") + " --out " + p("tp2.safetensors") + " 2>/dev/null"), 0);
+  EXPECT_LT(max_rel_diff(model_of("single", 20), p("tp2.safetensors")), 1e-5);
+  // resharding round trip TP2 -> TP1 -> DP4 (sharded optimizer): the weights bit for bit
+  sh("cp -r " + p("tp2") + " " + p("reshard"));
+  ASSERT_EQ(sh(std::string(PALM_BINARY) + " train --resume " + p("reshard") + " --steps 20 --no-card > /dev/null 2>&1"), 0);
+  EXPECT_TRUE(fs::exists(p("reshard") + "/checkpoints/step-20/model.safetensors"));
+  EXPECT_TRUE(same_file(p("reshard") + "/checkpoints/step-20/model.safetensors", p("tp2.safetensors"))) << "TP2 -> TP1";
+  ASSERT_EQ(sh(kMpirun + "-np 4 " PALM_BINARY " train --resume " + p("reshard") +
+               " --steps 20 --no-card --threads 1 --shard optimizer > /dev/null 2>&1"),
+            0);
+  EXPECT_TRUE(fs::exists(p("reshard") + "/checkpoints/step-20/optimizer-shard-3-of-4.safetensors"));
+  EXPECT_TRUE(same_file(p("reshard") + "/checkpoints/step-20/model.safetensors", p("tp2.safetensors"))) << "TP1 -> DP4";
+  // and it trains on from there like the TP2 run itself
+  sh("cp -r " + p("tp2") + " " + p("tp2_more"));
+  ASSERT_EQ(sh(std::string(PALM_BINARY) + " train --resume " + p("tp2_more") + " --steps 22 --no-card > /dev/null 2>&1"), 0);
+  ASSERT_EQ(sh(std::string(PALM_BINARY) + " train --resume " + p("reshard") + " --steps 22 --no-card > /dev/null 2>&1"), 0);
+  EXPECT_TRUE(same_file(model_of("tp2_more", 22), model_of("reshard", 22))) << "the optimizer state survived the reshards";
+  // a degree that does not divide the heads is refused
+  EXPECT_NE(mpi(3, "tp3", "--steps 2 --tp 3"), 0);
+  std::ifstream log(p("tp3.log"));
+  const std::string l((std::istreambuf_iterator<char>(log)), {});
+  EXPECT_NE(l.find("--tp 3 does not divide n_heads 4"), std::string::npos) << l;
 }
 
 TEST_F(Dist, AKilledRankEndsTheJobAndTheLastCheckpointResumes) {

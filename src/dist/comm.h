@@ -17,6 +17,7 @@ class Comm {
   virtual void all_reduce_sum(float* data, std::int64_t count) = 0;
   virtual void all_reduce_sum(double* data, std::int64_t count) = 0;
   virtual void all_reduce_max(std::int64_t* data, std::int64_t count) = 0;
+  virtual void all_reduce_max(float* data, std::int64_t count) = 0;
   // out[r * count .. (r+1) * count) = in of rank r.
   virtual void all_gather(const float* in, float* out, std::int64_t count) = 0;
   // out (count floats) = the sum over ranks of in[rank * count .. (rank+1) * count).

@@ -13,6 +13,7 @@ class LocalComm final : public Comm {
   void all_reduce_sum(float*, std::int64_t) override {}
   void all_reduce_sum(double*, std::int64_t) override {}
   void all_reduce_max(std::int64_t*, std::int64_t) override {}
+  void all_reduce_max(float*, std::int64_t) override {}
   void all_gather(const float* in, float* out, std::int64_t n) override {
     if (in != out) std::copy(in, in + n, out);
   }

@@ -42,6 +42,10 @@ class PodGradientComm final : public Comm {
     pod_.all_reduce_max(d, n);
     twins_.all_reduce_max(d, n);
   }
+  void all_reduce_max(float* d, std::int64_t n) override {
+    pod_.all_reduce_max(d, n);
+    twins_.all_reduce_max(d, n);
+  }
   void all_gather(const float*, float*, std::int64_t) override { PALM_CHECK(false, "all_gather on the gradient group"); }
   void reduce_scatter_sum(const float*, float*, std::int64_t) override { PALM_CHECK(false, "reduce_scatter on the gradient group"); }
   void broadcast(float*, std::int64_t, int) override { PALM_CHECK(false, "broadcast on the gradient group"); }
@@ -78,6 +82,7 @@ Mesh::Mesh(std::unique_ptr<Comm> world, int tensor, int pods) : world_(std::move
   data_group_ = world_->split(pod_ * tensor + tensor_index_, data_index_);
   pod_twins_ = world_->split(data_index_ * tensor + tensor_index_, pod_);
   tensor_group_ = world_->split(pod_ * data_ + data_index_, tensor_index_);
+  replicas_ = world_->split(tensor_index_, pod_ * data_ + data_index_);
   gradient_comm_ = std::make_unique<PodGradientComm>(*data_group_, *pod_twins_);
 }
 

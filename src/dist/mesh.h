@@ -28,6 +28,7 @@ class Mesh {
   Comm& data_group() { return *data_group_; }    // same pod and tensor index
   Comm& pod_twins() { return *pod_twins_; }      // same data and tensor index, one per pod
   Comm& tensor_group() { return *tensor_group_; }
+  Comm& replicas() { return *replicas_; }        // same tensor index: hold the same shard
   // Gradients: summed within the pod (all-reduce), then exchanged with the twin rank of
   // every other pod and added, so all pods hold the same bits.
   Comm& gradient_comm() { return *gradient_comm_; }
@@ -38,7 +39,7 @@ class Mesh {
   std::string describe() const;
 
  private:
-  std::unique_ptr<Comm> world_, data_group_, pod_twins_, tensor_group_, gradient_comm_;
+  std::unique_ptr<Comm> world_, data_group_, pod_twins_, tensor_group_, replicas_, gradient_comm_;
   int pods_, data_, tensor_, pod_, data_index_, tensor_index_;
 };
 

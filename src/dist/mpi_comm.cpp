@@ -52,6 +52,7 @@ class MpiComm final : public Comm {
   }
   void all_reduce_sum(double* d, std::int64_t n) override { pieces(n, [&](std::int64_t a, int k) { MPI_Allreduce(MPI_IN_PLACE, d + a, k, MPI_DOUBLE, MPI_SUM, c_); }); }
   void all_reduce_max(std::int64_t* d, std::int64_t n) override { pieces(n, [&](std::int64_t a, int k) { MPI_Allreduce(MPI_IN_PLACE, d + a, k, MPI_INT64_T, MPI_MAX, c_); }); }
+  void all_reduce_max(float* d, std::int64_t n) override { pieces(n, [&](std::int64_t a, int k) { MPI_Allreduce(MPI_IN_PLACE, d + a, k, MPI_FLOAT, MPI_MAX, c_); }); }
   void all_gather(const float* in, float* out, std::int64_t n) override {
     PALM_CHECK(n <= kChunk, "all_gather of ", n, " floats per rank: above the ", kChunk, " supported");
     MPI_Allgather(in, int(n), MPI_FLOAT, out, int(n), MPI_FLOAT, c_);

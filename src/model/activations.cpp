@@ -38,6 +38,7 @@ std::int64_t Activations::plan_floats(const Backend& backend, const ModelConfig&
   float* logits = take(N * V);
   float* nll = take(N);
   float* log_z = take(N);
+  float* branch = p.tensor_parallel ? take(N * D) : nullptr;
   float *dx = nullptr, *dh = nullptr, *du = nullptr, *dq = nullptr, *dk = nullptr,
         *datt = nullptr, *dact = nullptr, *scratch = nullptr;
   if (p.training) {
@@ -65,6 +66,7 @@ std::int64_t Activations::plan_floats(const Backend& backend, const ModelConfig&
     out->datt = datt;
     out->dact = dact;
     out->attn_scratch = scratch;
+    out->branch = branch;
   }
   return offset;
 }

@@ -11,6 +11,7 @@
 #include "base/arena.h"
 #include "kernels/backend.h"
 #include "model/config.h"
+#include "model/tensor_parallel.h"
 
 namespace palm {
 
@@ -30,6 +31,7 @@ struct ActivationPlan {
   bool remat = false;
   bool training = true;  // false: no gradient buffers (scoring)
   bool bf16 = false;     // projections as bf16 GEMMs (fp32 accumulation, fp32 weights)
+  bool tensor_parallel = false;  // a branch buffer for the block's partial sums (tensor_parallel.h)
 };
 
 class Activations {
@@ -57,6 +59,11 @@ class Activations {
   float* datt;    // [N, H*K]
   float* dact;    // [N, F]
   float* attn_scratch;
+  float* branch = nullptr;  // [N, D] tensor parallel: attention + MLP partial sums before the all-reduce
+  // Tensor parallelism: the group, and where this rank's vocabulary rows start. The
+  // config given to forward()/backward() is then this rank's local config.
+  TensorParallel tp;
+  std::int64_t vocab_offset = 0;
 
   LayerActs& layer(std::int64_t l) { return layers[plan.remat ? 0 : l]; }
 

@@ -12,7 +12,7 @@ namespace {
 // Accumulates layer l's parameter gradients into gw, and adds d(loss)/d(x_l) to
 // acts.dx, which holds d(loss)/d(x_{l+1}) on entry (the residual path passes it through).
 void layer_bwd(Backend& be, const ModelConfig& c, const LayerView& w, LayerView& gw,
-               LayerActs& a, const float* x_in, Activations& acts) {
+               LayerActs& a, const float* x_in, Activations& acts, const TensorParallel* tp) {
   const ActivationPlan& plan = acts.plan;
   const std::int64_t B = plan.B, T = plan.T;
   const std::int64_t N = B * T, D = c.d_model, H = c.n_heads, K = c.head_dim, F = c.d_ff,
@@ -45,6 +45,7 @@ void layer_bwd(Backend& be, const ModelConfig& c, const LayerView& w, LayerView&
   // undo u = h W_in^T (the fused GEMM, fused in the backward too)
   project(be, plan, true, false, E, D, N, 1.0f, acts.du, E, a.h, D, 1.0f, gw.w_in, D);
   project(be, plan, false, false, N, D, E, 1.0f, acts.du, E, w.w_in, D, 0.0f, acts.dh, D);
+  if (tp) tp->group->all_reduce_sum(acts.dh, N * D);  // this rank's heads and units: a partial sum
   // undo h = LN(x): dx_l = dx_{l+1} + LN'(dh)
   be.layernorm_bwd_acc(acts.dh, x_in, w.norm, a.mean, a.rstd, acts.dx, gw.norm, N, D);
 }
@@ -52,7 +53,7 @@ void layer_bwd(Backend& be, const ModelConfig& c, const LayerView& w, LayerView&
 }  // namespace
 
 void backward(Backend& be, Comm& comm, const Weights& w, Activations& acts,
-              const std::int32_t* tokens, Gradients& g) {
+              const std::int32_t* tokens, Gradients& g, bool reduce) {
   const ModelConfig& c = w.config;
   PALM_CHECK(acts.plan.training, "backward() needs activations planned for training");
   const std::int64_t B = acts.plan.B, T = acts.plan.T, N = B * T, D = c.d_model,
@@ -60,8 +61,10 @@ void backward(Backend& be, Comm& comm, const Weights& w, Activations& acts,
   const ActivationPlan& plan = acts.plan;
   const float out_scale = 1.0f / std::sqrt(float(D));
   const float* dlogits = acts.logits;  // left by forward()
+  const TensorParallel* tp = acts.tp.active() ? &acts.tp : nullptr;
   // undo logits = hf E^T / sqrt(D)
   project(be, plan, false, false, N, D, V, out_scale, dlogits, V, w.view.embed, D, 0.0f, acts.dh, D);
+  if (tp) tp->group->all_reduce_sum(acts.dh, N * D);  // this rank's vocabulary rows: a partial sum
   project(be, plan, true, false, V, D, N, out_scale, dlogits, V, acts.hf, D, 1.0f, g.view.embed, D);
   // undo hf = LN_final(x_L)
   std::fill(acts.dx, acts.dx + N * D, 0.0f);
@@ -71,13 +74,29 @@ void backward(Backend& be, Comm& comm, const Weights& w, Activations& acts,
     if (acts.plan.remat) {
       // Recompute this block's activations; the output goes to dh, which is free until
       // layer_bwd overwrites it. Same code, same inputs: bitwise the stored values.
-      layer_fwd(be, c, acts.plan, w.view.layers[l], acts.layer(l), acts.x[l], acts.dh);
+      layer_fwd(be, c, acts.plan, w.view.layers[l], acts.layer(l), acts.x[l], acts.dh, tp, acts.branch);
     }
-    layer_bwd(be, c, w.view.layers[l], g.view.layers[l], acts.layer(l), acts.x[l], acts);
+    layer_bwd(be, c, w.view.layers[l], g.view.layers[l], acts.layer(l), acts.x[l], acts, tp);
   }
   // undo x_0 = E[token]
-  be.embedding_bwd_acc(tokens, acts.dx, g.view.embed, N, D);
-  comm.all_reduce_sum(g.arena.data(), static_cast<std::int64_t>(g.arena.size()));
+  if (tp) {
+    // the rows this rank holds, in token order (deterministic)
+    for (std::int64_t n = 0; n < N; ++n) {
+      const std::int64_t t = tokens[n] - acts.vocab_offset;
+      if (t < 0 || t >= V) continue;
+      float* dst = g.view.embed + t * D;
+      const float* src = acts.dx + n * D;
+#pragma omp simd
+      for (std::int64_t d = 0; d < D; ++d) dst[d] += src[d];
+    }
+    // the replicated K/V head: every rank's heads contributed to its gradient
+    const std::int64_t HK = c.n_heads * c.head_dim, K = c.head_dim;
+    if (reduce)
+      for (std::int64_t l = 0; l < c.n_layers; ++l) tp->group->all_reduce_sum(g.view.layers[l].w_in + HK * D, 2 * K * D);
+  } else {
+    be.embedding_bwd_acc(tokens, acts.dx, g.view.embed, N, D);
+  }
+  if (reduce) comm.all_reduce_sum(g.arena.data(), static_cast<std::int64_t>(g.arena.size()));
 }
 
 }  // namespace palm

@@ -15,7 +15,7 @@ void check_tokens(const ModelConfig& c, const std::int32_t* tokens, std::int64_t
 }
 
 void layer_fwd(Backend& be, const ModelConfig& c, const ActivationPlan& plan, const LayerView& w,
-               LayerActs& a, const float* x_in, float* x_out) {
+               LayerActs& a, const float* x_in, float* x_out, const TensorParallel* tp, float* branch) {
   const std::int64_t B = plan.B, T = plan.T;
   const std::int64_t N = B * T, D = c.d_model, H = c.n_heads, K = c.head_dim, F = c.d_ff,
                      E = c.fused_in_dim(), HK = H * K;
@@ -36,6 +36,16 @@ void layer_fwd(Backend& be, const ModelConfig& c, const ActivationPlan& plan, co
   be.attention_fwd(a.q, uk, uv, E, a.probs, a.att, B, T, H, K);
   // SwiGLU
   be.swiglu_fwd(ugate, uup, E, a.act, N, F);
+  if (tp && tp->active()) {
+    // this rank's heads and units give partial sums of both branches: one all-reduce
+    PALM_ASSERT(branch != nullptr);
+    project(be, plan, false, true, N, D, HK, 1.0f, a.att, HK, w.w_o, HK, 0.0f, branch, D);
+    project(be, plan, false, true, N, D, F, 1.0f, a.act, F, w.w_down, F, 1.0f, branch, D);
+    tp->group->all_reduce_sum(branch, N * D);
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < N * D; ++i) x_out[i] = x_in[i] + branch[i];
+    return;
+  }
   // x_out = x_in + att W_o^T + act W_down^T (both branches accumulate into one buffer)
   std::memcpy(x_out, x_in, sizeof(float) * N * D);
   project(be, plan, false, true, N, D, HK, 1.0f, a.att, HK, w.w_o, HK, 1.0f, x_out, D);
@@ -47,10 +57,24 @@ LossStats forward(Backend& be, const Weights& w, Activations& acts, const std::i
   const ModelConfig& c = w.config;
   const std::int64_t B = acts.plan.B, T = acts.plan.T, N = B * T, D = c.d_model,
                      V = c.vocab_size;
+  const TensorParallel* tp = acts.tp.active() ? &acts.tp : nullptr;
   // x_0 = E[token]
-  be.embedding_fwd(tokens, w.view.embed, acts.x[0], N, D);
+  if (tp) {
+    // vocabulary-parallel: the rank holding a token's row contributes it, the others zeros
+    const std::int64_t off = acts.vocab_offset;
+#pragma omp parallel for schedule(static)
+    for (std::int64_t n = 0; n < N; ++n) {
+      const std::int64_t t = tokens[n] - off;
+      float* dst = acts.x[0] + n * D;
+      if (t >= 0 && t < V) std::memcpy(dst, w.view.embed + t * D, sizeof(float) * D);
+      else std::memset(dst, 0, sizeof(float) * D);
+    }
+    tp->group->all_reduce_sum(acts.x[0], N * D);
+  } else {
+    be.embedding_fwd(tokens, w.view.embed, acts.x[0], N, D);
+  }
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
-    layer_fwd(be, c, acts.plan, w.view.layers[l], acts.layer(l), acts.x[l], acts.x[l + 1]);
+    layer_fwd(be, c, acts.plan, w.view.layers[l], acts.layer(l), acts.x[l], acts.x[l + 1], tp, acts.branch);
   }
   // logits = LN_final(x_L) E^T / sqrt(D)
   be.layernorm_fwd(acts.x[c.n_layers], w.view.final_norm, acts.hf, acts.fmean, acts.frstd, N,
@@ -59,8 +83,12 @@ LossStats forward(Backend& be, const Weights& w, Activations& acts, const std::i
   project(be, acts.plan, false, true, N, V, D, out_scale, acts.hf, D, w.view.embed, D, 0.0f, acts.logits, V);
   // cross-entropy + z-loss; in training dlogits replace the logits in place
   float* dlogits = acts.plan.training ? acts.logits : nullptr;
-  be.xent_fwd_bwd(acts.logits, targets, acts.nll, acts.log_z, dlogits, z_coef,
-                  1.0f / float(N), N, V);
+  if (tp) {
+    xent_vocab_parallel(*tp, acts.logits, targets, acts.nll, acts.log_z, dlogits, z_coef, 1.0f / float(N), N, V,
+                        acts.vocab_offset);
+  } else {
+    be.xent_fwd_bwd(acts.logits, targets, acts.nll, acts.log_z, dlogits, z_coef, 1.0f / float(N), N, V);
+  }
   LossStats s;
   double sum_nll = 0, sum_z = 0;  // sequential double sums: thread-count invariant
   for (std::int64_t n = 0; n < N; ++n) {

@@ -28,12 +28,19 @@ LossStats forward(Backend& be, const Weights& w, Activations& acts, const std::i
 
 // Accumulates d(loss + z_loss)/d(param) into g, then all-reduces g through comm.
 // Must follow forward() on the same activations.
+// Adds this micro-batch's gradients to g. With `reduce` (the last micro-batch of a step)
+// the accumulated gradients are then summed over the replicas (comm) and, under tensor
+// parallelism, the replicated K/V head's over the tensor group: once per step, so that
+// earlier micro-batches are not summed again.
 void backward(Backend& be, Comm& comm, const Weights& w, Activations& acts,
-              const std::int32_t* tokens, Gradients& g);
+              const std::int32_t* tokens, Gradients& g, bool reduce = true);
 
 // One block forward: x_out = x_in + Attn(LN(x_in)) + MLP(LN(x_in)); fills a.
+// With tensor parallelism (tp active) the block's partial sums go through `branch` and one
+// all-reduce; c is then the rank's local config.
 void layer_fwd(Backend& be, const ModelConfig& c, const ActivationPlan& plan, const LayerView& w,
-               LayerActs& a, const float* x_in, float* x_out);
+               LayerActs& a, const float* x_in, float* x_out, const TensorParallel* tp = nullptr,
+               float* branch = nullptr);
 
 // The weight GEMMs (projections and logits) in the plan's precision; attention's own
 // products stay fp32.

@@ -15,6 +15,7 @@
 #include "base/file_util.h"
 #include "model/model_io.h"
 #include "model/safetensors.h"
+#include "model/tensor_parallel.h"
 
 namespace palm {
 
@@ -87,40 +88,159 @@ void save_checkpoint(const std::string& run, std::int64_t step, const Weights& w
   }
 }
 
-std::string load_checkpoint(const std::string& dir, Weights& w, Optimizer& opt) {
-  const auto loaded = load_model((fs::path(dir) / "model.safetensors").string());
-  PALM_CHECK(loaded->config == w.config, dir, ": the checkpoint's model config differs from the run's (",
-             config_to_json(loaded->config), " vs ", config_to_json(w.config), ")");
-  std::memcpy(w.arena.data(), loaded->arena.data(), w.arena.size() * sizeof(float));
-  // tensor name -> file: one optimizer.safetensors, or the shards named by the index
-  const fs::path index = fs::path(dir) / "optimizer.index.json";
-  std::map<std::string, std::string> file_of;
+namespace {
+
+std::string shard_name(const char* what, int r, int T, int i, int n) {
+  std::string s = std::string(what);
+  if (T > 1) s += "-tp-" + std::to_string(r) + "-of-" + std::to_string(T);
+  if (n > 0) s += "-shard-" + std::to_string(i) + "-of-" + std::to_string(n);
+  return s + ".safetensors";
+}
+
+// "adafactor.m.layers.0.attn.q" -> "layers.0.attn.q"; a parameter name stays itself
+std::string param_of(const std::string& name, const ModelConfig& g) {
+  for (const auto& p : param_list(g))
+    if (name == p.name) return name;
+  const std::size_t a = name.find('.');
+  const std::size_t b = a == std::string::npos ? a : name.find('.', a + 1);
+  PALM_CHECK(b != std::string::npos, "unknown tensor '", name, "' in a checkpoint");
+  return name.substr(b + 1);
+}
+
+const ParamInfo& param_info(const std::string& param, const ModelConfig& g) {
+  for (const auto& p : param_list(g))
+    if (p.name == param) return p;
+  PALM_CHECK(false, "no parameter '", param, "' in the model");
+  return param_list(g).front();
+}
+
+// The tensors of a checkpoint: for each name, the file holding it per tensor rank of the
+// layout that wrote it (one file when T = 1).
+struct Sources {
+  int T = 1;
+  ModelConfig global;
+  std::map<std::string, std::vector<std::string>> files;
+  std::map<std::string, std::unique_ptr<SafetensorsFile>> open;
+  SafetensorsFile& file(const std::string& path) {
+    auto& f = open[path];
+    if (!f) f = std::make_unique<SafetensorsFile>(path);
+    return *f;
+  }
+  // the global tensor `name`, assembled from the writers' shards
+  std::vector<float> global_tensor(const std::string& name) {
+    const auto it = files.find(name);
+    PALM_CHECK(it != files.end(), "the checkpoint has no tensor '", name, "' (was the run made with another --optimizer?)");
+    const ParamInfo& p = param_info(param_of(name, global), global);
+    std::vector<float> g(static_cast<std::size_t>(p.numel));
+    for (int r = 0; r < T; ++r) {
+      SafetensorsFile& f = file(it->second[std::size_t(T == 1 ? 0 : r)]);
+      const auto t = f.tensors().find(name);
+      PALM_CHECK(t != f.tensors().end(), f.path(), ": missing tensor '", name, "'");
+      const TpSlice s = tp_slice(name, global, r, T);
+      std::int64_t n = 1;
+      for (auto d : t->second.shape) n *= d;
+      std::vector<float> local(static_cast<std::size_t>(n));
+      f.read_f32(t->second, local.data());
+      if (T == 1) {
+        PALM_CHECK(t->second.shape == p.shape, f.path(), ": tensor '", name, "' has the wrong shape");
+        return local;
+      }
+      tp_insert(local.data(), p.shape, s, g.data());
+      if (s.kind == SliceKind::kAll) break;  // replicated: any rank's copy is the tensor
+    }
+    return g;
+  }
+};
+
+Sources weight_sources(const fs::path& dir) {
+  Sources src;
+  const fs::path index = dir / "model.index.json";
+  if (fs::exists(index)) {
+    const auto j = nlohmann::json::parse(read_file(index.string()), nullptr, false);
+    PALM_CHECK(!j.is_discarded() && j.contains("tp") && j.contains("files") && j.contains("config"), index.string(),
+               ": not a palm model index");
+    src.T = j["tp"].get<int>();
+    src.global = config_from_json(j["config"].dump(), index.string());
+    for (const auto& p : param_list(src.global))
+      for (const auto& f : j["files"]) src.files[p.name].push_back((dir / f.get<std::string>()).string());
+  } else {
+    const std::string path = (dir / "model.safetensors").string();
+    src.global = load_model(path)->config;
+    for (const auto& p : param_list(src.global)) src.files[p.name] = {path};
+  }
+  return src;
+}
+
+}  // namespace
+
+std::unique_ptr<Weights> load_checkpoint_weights(const std::string& dir) {
+  Sources src = weight_sources(dir);
+  if (src.T == 1) return load_model((fs::path(dir) / "model.safetensors").string());
+  auto w = std::make_unique<Weights>(src.global);
+  for (const auto& p : param_list(src.global)) {
+    const auto g = src.global_tensor(p.name);
+    std::memcpy(w->arena.data() + p.offset, g.data(), sizeof(float) * g.size());
+  }
+  return w;
+}
+
+std::string load_checkpoint(const std::string& dir, Weights& w, Optimizer& opt, const TpLayout* layout) {
+  const fs::path d(dir);
+  Sources src = weight_sources(d);
+  const ModelConfig& want = layout ? layout->global : w.config;
+  PALM_CHECK(src.global == want, dir, ": the checkpoint's model config differs from the run's (",
+             config_to_json(src.global), " vs ", config_to_json(want), ")");
+  const int r = layout ? layout->rank : 0, T = layout ? layout->size : 1;
+  auto place = [&](const std::string& name, const std::vector<float>& g, float* local) {
+    const ParamInfo& p = param_info(param_of(name, want), want);
+    tp_extract(g.data(), p.shape, tp_slice(name, want, r, T), local);
+  };
+  if (src.T == 1 && T == 1) {
+    const auto loaded = load_model((d / "model.safetensors").string());
+    std::memcpy(w.arena.data(), loaded->arena.data(), w.arena.size() * sizeof(float));
+  } else {
+    for_each_param(w.config, [&](const ParamInfo& p) { place(p.name, src.global_tensor(p.name), w.arena.data() + p.offset); });
+  }
+  // optimizer state: one optimizer.safetensors, or the shard files its index names
+  Sources opt_src;
+  opt_src.global = want;
+  const fs::path index = d / "optimizer.index.json";
   if (fs::exists(index)) {
     const auto j = nlohmann::json::parse(read_file(index.string()), nullptr, false);
     PALM_CHECK(!j.is_discarded() && j.contains("tensors") && j["tensors"].is_object(), index.string(),
                ": not a palm optimizer index");
-    for (const auto& [name, file] : j["tensors"].items()) file_of[name] = (fs::path(dir) / file.get<std::string>()).string();
+    opt_src.T = j.value("tp", 1);
+    for (const auto& [name, f] : j["tensors"].items()) {
+      if (f.is_string()) opt_src.files[name] = {(d / f.get<std::string>()).string()};
+      else
+        for (const auto& x : f) opt_src.files[name].push_back((d / x.get<std::string>()).string());
+    }
+  } else {
+    const std::string path = (d / "optimizer.safetensors").string();
+    for (const auto& [name, info] : opt_src.file(path).tensors()) opt_src.files[name] = {path};
   }
-  std::map<std::string, std::unique_ptr<SafetensorsFile>> files;
   for (const auto& t : opt.state_tensors()) {
-    const auto at = file_of.find(t.name);
-    const std::string path = at != file_of.end() ? at->second : (fs::path(dir) / "optimizer.safetensors").string();
-    auto& f = files[path];
-    if (!f) f = std::make_unique<SafetensorsFile>(path);
-    const auto it = f->tensors().find(t.name);
-    PALM_CHECK(it != f->tensors().end(), f->path(), ": missing optimizer tensor '", t.name,
-               "' (was the run made with another --optimizer?)");
-    PALM_CHECK(it->second.shape == t.shape, f->path(), ": optimizer tensor '", t.name, "' has the wrong shape");
-    f->read_f32(it->second, t.data);
+    if (opt_src.T == 1 && T == 1) {
+      SafetensorsFile& f = opt_src.file(opt_src.files.count(t.name) ? opt_src.files[t.name][0] : (d / "optimizer.safetensors").string());
+      const auto it = f.tensors().find(t.name);
+      PALM_CHECK(it != f.tensors().end(), f.path(), ": missing optimizer tensor '", t.name,
+                 "' (was the run made with another --optimizer?)");
+      PALM_CHECK(it->second.shape == t.shape, f.path(), ": optimizer tensor '", t.name, "' has the wrong shape");
+      f.read_f32(it->second, t.data);
+    } else {
+      place(t.name, opt_src.global_tensor(t.name), t.data);
+    }
   }
-  return read_file((fs::path(dir) / "state.json").string());
+  return read_file((d / "state.json").string());
 }
 
 void save_checkpoint_sharded(Comm& world, bool leader, bool shard_writer, int shard, int shards, const std::string& run,
                              std::int64_t step, const Weights& w, Optimizer& opt, const std::string& state_json,
-                             const std::string& tokenizer_dir, const std::string& tokenizer_sha256, std::int64_t keep) {
+                             const std::string& tokenizer_dir, const std::string& tokenizer_sha256, std::int64_t keep,
+                             const TpLayout& layout) {
   const fs::path root = fs::path(run) / "checkpoints";
   const fs::path tmp = root / (".step-" + std::to_string(step) + ".tmp.sharded");  // hidden until renamed
+  const int T = layout.size, r = layout.rank;
   std::error_code ec;
   if (leader) {
     fs::create_directories(root);
@@ -128,24 +248,46 @@ void save_checkpoint_sharded(Comm& world, bool leader, bool shard_writer, int sh
     fs::create_directories(tmp);
   }
   world.barrier();
-  const std::string shard_file = "optimizer-shard-" + std::to_string(shard) + "-of-" + std::to_string(shards) + ".safetensors";
   if (shard_writer) {
     std::vector<TensorToWrite> state;
     for (const auto& t : opt.state_tensors()) state.push_back({t.name, t.shape, t.data});
-    write_safetensors((tmp / shard_file).string(), {{"palm.optimizer", opt.config().kind}}, state);
+    write_safetensors((tmp / shard_name("optimizer", r, T, shard, shards)).string(), {{"palm.optimizer", opt.config().kind}},
+                      state);
+    if (T > 1 && shard == 0)  // each tensor rank's weights: no gather through one process
+      save_model((tmp / shard_name("model", r, T, 0, 0)).string(), w, {{kTokenizerShaKey, tokenizer_sha256}});
   }
   world.barrier();
   if (leader) {
     try {
-      nlohmann::json index = {{"format", "palm-optimizer-shards"}, {"optimizer", opt.config().kind}, {"shards", shards}};
+      nlohmann::json index = {{"format", "palm-optimizer-shards"}, {"optimizer", opt.config().kind}, {"shards", shards}, {"tp", T}};
       index["tensors"] = nlohmann::json::object();
-      for (int s = 0; s < shards; ++s) {
-        const std::string f = "optimizer-shard-" + std::to_string(s) + "-of-" + std::to_string(shards) + ".safetensors";
-        const SafetensorsFile sf((tmp / f).string());  // validates every shard before it becomes visible
-        for (const auto& [name, info] : sf.tensors()) index["tensors"][name] = f;
-      }
+      for (int tr = 0; tr < T; ++tr)
+        for (int s = 0; s < shards; ++s) {
+          const std::string f = shard_name("optimizer", tr, T, s, shards);
+          const SafetensorsFile sf((tmp / f).string());  // validates every shard before it becomes visible
+          for (const auto& [name, info] : sf.tensors()) {
+            if (T == 1) index["tensors"][name] = f;
+            else {
+              if (!index["tensors"].contains(name)) index["tensors"][name] = nlohmann::json::array();
+              index["tensors"][name].push_back(f);
+            }
+          }
+        }
       write_text_atomic((tmp / "optimizer.index.json").string(), index.dump(2) + "\n");
-      save_model((tmp / "model.safetensors").string(), w, {{kTokenizerShaKey, tokenizer_sha256}});
+      if (T == 1) {
+        save_model((tmp / "model.safetensors").string(), w, {{kTokenizerShaKey, tokenizer_sha256}});
+      } else {
+        nlohmann::json files = nlohmann::json::array();
+        for (int tr = 0; tr < T; ++tr) {
+          files.push_back(shard_name("model", tr, T, 0, 0));
+          (void)SafetensorsFile((tmp / files.back().get<std::string>()).string());
+        }
+        write_text_atomic((tmp / "model.index.json").string(),
+                          nlohmann::json({{"format", "palm-model-tp-shards"}, {"tp", T}, {"config", nlohmann::json::parse(config_to_json(layout.global))},
+                                          {"files", files}})
+                                  .dump(2) +
+                              "\n");
+      }
       fs::create_directories(tmp / "tokenizer");
       for (const char* f : {"tokenizer.model", "tokenizer.json"})
         fs::copy_file(fs::path(tokenizer_dir) / f, tmp / "tokenizer" / f);

@@ -53,7 +53,17 @@ double Optimizer::sum_squares(const float* x, std::int64_t n) {
 double Optimizer::step(Weights& w, Weights& g, std::int64_t k, double lr) {
   PALM_CHECK(k >= 1, "optimizer steps count from 1");
   const std::int64_t total = param_count(model_);
-  const double norm = std::sqrt(sum_squares(g.arena.data(), total));
+  double norm = 0;
+  if (tp_group_) {
+    // sharded tensors' squares summed over the group, replicated ones counted once
+    double sq[2] = {0, 0};
+    std::size_t i = 0;
+    for_each_param(model_, [&](const ParamInfo& p) { sq[tp_sharded_[i++] ? 0 : 1] += sum_squares(g.arena.data() + p.offset, p.numel); });
+    tp_group_->all_reduce_sum(sq, 1);
+    norm = std::sqrt(sq[0] + sq[1]);
+  } else {
+    norm = std::sqrt(sum_squares(g.arena.data(), total));
+  }
   PALM_CHECK(std::isfinite(norm), "the gradient norm is not finite");
   if (cfg_.clip_norm > 0 && norm > cfg_.clip_norm) {
     const float scale = float(cfg_.clip_norm / norm);
@@ -100,8 +110,14 @@ double Optimizer::step(Weights& w, Weights& g, std::int64_t k, double lr) {
       vs[i] = float(b2 * vs[i] + (1 - b2) * (double(gs[i]) * gs[i] + 1e-30));
       gs[i] = float(gs[i] / std::sqrt(double(vs[i])));  // U, in the gradient's place
     }
-    const double rms_u = std::sqrt(sum_squares(gs, n) / double(n));
-    const double rms_x = std::sqrt(sum_squares(xs, n) / double(n));
+    double sums[2] = {sum_squares(gs, n), sum_squares(xs, n)};
+    double count = double(n);
+    if (tp_group_ && tp_sharded_[index - 1]) {  // RMS over the whole tensor, not this shard
+      tp_group_->all_reduce_sum(sums, 2);
+      count *= tp_group_->size();
+    }
+    const double rms_u = std::sqrt(sums[0] / count);
+    const double rms_x = std::sqrt(sums[1] / count);
     const double u_scale = 1.0 / std::max(1.0, rms_u / cfg_.update_clip);
     const double a = lr * std::max(cfg_.param_scale_floor, rms_x);
     const double mom = cfg_.momentum;

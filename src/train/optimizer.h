@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/arena.h"
+#include "dist/comm.h"
 #include "model/params.h"
 
 namespace palm {
@@ -41,6 +42,12 @@ class Optimizer {
     float* data;
   };
   std::vector<StateTensor> state_tensors();  // the owned tensors' state
+  // Tensor parallelism: tensors split over `group` (sharded[i]) get their RMS terms and
+  // their share of the gradient norm summed over it, so the update is the unsplit one.
+  void set_tensor_parallel(Comm* group, std::vector<bool> sharded) {
+    tp_group_ = group;
+    tp_sharded_ = std::move(sharded);
+  }
   bool owns(std::size_t param_index) const { return state_offset_[param_index] >= 0; }
   const OptimizerConfig& config() const { return cfg_; }
 
@@ -51,6 +58,8 @@ class Optimizer {
   std::vector<std::int64_t> state_offset_;  // per tensor: its offset in the state arenas, -1 if not owned
   FloatArena first_, second_;     // adafactor: M, V; adamw: m, v (owned tensors only)
   std::vector<double> partials_;  // per-chunk sums
+  Comm* tp_group_ = nullptr;
+  std::vector<bool> tp_sharded_;
 };
 
 }  // namespace palm

@@ -22,6 +22,7 @@
 #include "data/loader.h"
 #include "dist/comm.h"
 #include "dist/mesh.h"
+#include "model/tensor_parallel.h"
 #include "kernels/backend.h"
 #include "model/accounting.h"
 #include "model/model.h"
@@ -203,7 +204,9 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   const auto be = make_backend();
   // The mesh: every rank of a data-parallel replica set takes its slice of each micro-batch.
   Mesh mesh(make_world_comm(), o.tp, o.pods);
-  PALM_CHECK(o.tp == 1, "--tp ", o.tp, ": tensor parallelism is not implemented yet (docs/scaling.md)");
+  // tensor parallelism: this rank holds a shard; `local` is the config of its tensors
+  const ModelConfig shard_config = o.tp > 1 ? tp_local_config(o.model, o.tp) : o.model;
+  const TpLayout layout{o.model, mesh.tensor_index(), o.tp};
   PALM_CHECK(o.shard == "none" || o.shard == "optimizer", "--shard ", o.shard,
              ": expected none or optimizer (full sharding is not implemented yet)");
   const int W = mesh.data_parallel_ranks(), R = mesh.data_parallel_index();
@@ -212,8 +215,8 @@ std::int64_t run_training(TrainOptions o, bool resume) {
              " data-parallel ranks (--batch-size / --grad-accum must be a multiple of ", W, ")");
   const std::int64_t local = micro / W;  // rows this rank computes per micro-batch
   if (mesh.world().size() > 1) std::fprintf(stderr, "palm train: %s, %lld of every %lld sequences\n", mesh.describe().c_str(), (long long)local, (long long)micro);
-  Weights w(o.model);
-  Gradients g(o.model);
+  Weights w(shard_config);
+  Gradients g(shard_config);
   // --shard optimizer: each rank of a pod's data-parallel group owns whole tensors (largest
   // first, to the least loaded rank), keeps only their state and updates only them; the
   // per-tensor RMS terms are then exactly the unsharded ones, and broadcasting each
@@ -222,7 +225,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   std::vector<bool> owned;
   if (o.shard == "optimizer" && mesh.data() > 1) {
     std::vector<std::pair<std::int64_t, std::size_t>> sizes;
-    for_each_param(o.model, [&](const ParamInfo& p) { sizes.emplace_back(p.numel, sizes.size()); });
+    for_each_param(shard_config, [&](const ParamInfo& p) { sizes.emplace_back(p.numel, sizes.size()); });
     std::stable_sort(sizes.begin(), sizes.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
     owner.assign(sizes.size(), 0);
     std::vector<std::int64_t> load(std::size_t(mesh.data()), 0);
@@ -233,10 +236,20 @@ std::int64_t run_training(TrainOptions o, bool resume) {
     }
     for (int r : owner) owned.push_back(r == mesh.data_index());
   }
-  Optimizer opt(o.model, o.optimizer, owned);
+  Optimizer opt(shard_config, o.optimizer, owned);
+  if (o.tp > 1) {
+    std::vector<bool> split;
+    for_each_param(shard_config, [&](const ParamInfo& p) { split.push_back(tp_slice(p.name, o.model, 0, o.tp).kind != SliceKind::kAll); });
+    opt.set_tensor_parallel(&mesh.tensor_group(), split);
+  }
   // Refuse a batch that cannot fit before allocating it.
-  const std::int64_t act_bytes = Activations::bytes_needed(*be, o.model, {local, o.seq_len, o.remat, true, o.bf16});
-  Activations acts(*be, o.model, {local, o.seq_len, o.remat, true, o.bf16});
+  const ActivationPlan plan{local, o.seq_len, o.remat, true, o.bf16, o.tp > 1};
+  const std::int64_t act_bytes = Activations::bytes_needed(*be, shard_config, plan);
+  Activations acts(*be, shard_config, plan);
+  if (o.tp > 1) {
+    acts.tp = {&mesh.tensor_group(), mesh.tensor_index(), o.tp};
+    acts.vocab_offset = std::int64_t(mesh.tensor_index()) * shard_config.vocab_size;
+  }
   (void)act_bytes;
 
   std::int64_t step = 0;            // last completed step
@@ -254,7 +267,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
     mesh.world().barrier();
     const std::string ckpt = latest_checkpoint(o.out);
     PALM_CHECK(!ckpt.empty(), o.out, ": no complete checkpoint to resume from");
-    const auto st = nlohmann::json::parse(load_checkpoint(ckpt, w, opt));
+    const auto st = nlohmann::json::parse(load_checkpoint(ckpt, w, opt, &layout));
     PALM_CHECK(st.at("tokenizer_sha256") == loader.tokenizer_sha256(), ckpt, ": made with the tokenizer ",
                st.at("tokenizer_sha256").get<std::string>(), " but the data uses ", loader.tokenizer_sha256());
     step = st.at("step");
@@ -274,9 +287,14 @@ std::int64_t run_training(TrainOptions o, bool resume) {
       PALM_CHECK(init->config.vocab_size == o.model.vocab_size, "--init ", o.init, " has vocab ", init->config.vocab_size,
                  " but the data's tokenizer has ", o.model.vocab_size);
       PALM_CHECK(init->config == o.model, "--init ", o.init, ": its config differs from the run's");
-      std::memcpy(w.arena.data(), init->arena.data(), w.arena.size() * sizeof(float));
+      for_each_param(shard_config, [&](const ParamInfo& p) {
+        const ParamInfo& gp = param_list(o.model)[std::size_t(&p - param_list(shard_config).data())];
+        tp_extract(init->arena.data() + gp.offset, gp.shape, tp_slice(p.name, o.model, layout.rank, layout.size),
+                   w.arena.data() + p.offset);
+      });
     } else {
-      init_weights(w, o.seed);
+      if (o.tp > 1) init_weights_tp(w, o.model, layout.rank, layout.size, o.seed);  // the shard of the same init
+      else init_weights(w, o.seed);
     }
     if (leader) write_text_atomic(metrics_path, "");
   }
@@ -316,11 +334,13 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   };
   auto checkpoint = [&] {
     std::fflush(metrics);
-    if (!owner.empty()) {
-      // the optimizer state is spread over pod 0's data-parallel ranks: each writes its share
-      save_checkpoint_sharded(mesh.world(), leader, mesh.pod_index() == 0, mesh.data_index(), mesh.data(), o.out, step, w,
-                              opt, leader ? state_json() : std::string(), tok_dir, loader.tokenizer_sha256(),
-                              o.keep_checkpoints);
+    if (!owner.empty() || o.tp > 1) {
+      // the state is spread over pod 0's ranks: each writes its share (its tensor shard of
+      // the weights, the optimizer state it owns)
+      const bool writer = mesh.pod_index() == 0 && (!owner.empty() || mesh.data_index() == 0);
+      save_checkpoint_sharded(mesh.world(), leader, writer, owner.empty() ? 0 : mesh.data_index(),
+                              owner.empty() ? 1 : mesh.data(), o.out, step, w, opt, leader ? state_json() : std::string(),
+                              tok_dir, loader.tokenizer_sha256(), o.keep_checkpoints, layout);
       return;
     }
     // replicas hold the same bits (checked by hash): the leader's copy is the checkpoint
@@ -364,7 +384,8 @@ std::int64_t run_training(TrainOptions o, bool resume) {
           targets[r * o.seq_len + t] = rows[r * (o.seq_len + 1) + t + 1];
         }
       const LossStats s = forward(*be, w, acts, tokens.data(), targets.data(), float(o.z_loss));
-      backward(*be, mesh.gradient_comm(), w, acts, tokens.data(), g);  // sums the replicas' gradients
+      // the last micro-batch sums the step's gradients over the replicas
+      backward(*be, mesh.gradient_comm(), w, acts, tokens.data(), g, m == accum - 1);
       loss += s.loss / double(accum);
       zl += s.z_loss / double(accum);
     }
@@ -387,7 +408,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
       PALM_CHECK(!ckpt.empty(), "loss spike at step ", k, " (loss ", loss, ") before the first checkpoint: stopping");
       PALM_CHECK(std::int64_t(rollbacks.size()) < o.max_rollbacks, "loss spike at step ", k, ": already rolled back ",
                  rollbacks.size(), " times (--max-rollbacks): stopping");
-      const auto st = nlohmann::json::parse(load_checkpoint(ckpt, w, opt));
+      const auto st = nlohmann::json::parse(load_checkpoint(ckpt, w, opt, &layout));
       const std::int64_t back_to = st.at("step");
       const std::int64_t skip_steps = std::max(o.spike_skip, k - back_to);
       skip_samples = st.value("skip_samples", std::int64_t(0)) + ramp.samples_before(k + skip_steps) - ramp.samples_before(k);
@@ -418,7 +439,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
     const double gnorm = opt.step(w, g, k, lr);
     if (!owner.empty()) {  // every tensor from the rank that updated it
       std::size_t i = 0;
-      for_each_param(o.model, [&](const ParamInfo& p) { mesh.data_group().broadcast(w.arena.data() + p.offset, p.numel, owner[i++]); });
+      for_each_param(shard_config, [&](const ParamInfo& p) { mesh.data_group().broadcast(w.arena.data() + p.offset, p.numel, owner[i++]); });
     }
     step = k;
     tokens_seen += B * o.seq_len;
@@ -447,7 +468,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
       std::int64_t stop_flag = g_stop_signal.load();
       mesh.world().all_reduce_max(&stop_flag, 1);
       if (stop_flag && !g_stop_signal) g_stop_signal = int(stop_flag);
-      if (k % o.hash_every == 0 || k == o.steps) check_replicas_identical(mesh.world(), w, k);
+      if (k % o.hash_every == 0 || k == o.steps) check_replicas_identical(mesh.replicas(), w, k);
     }
     if (k % o.checkpoint_every == 0 || k == o.steps || g_stop_signal) checkpoint();
     if (g_stop_signal) {
@@ -455,6 +476,12 @@ std::int64_t run_training(TrainOptions o, bool resume) {
                    int(g_stop_signal), (long long)k, o.out.c_str());
       break;
     }
+  }
+  if (resume && step == start_step && step == o.steps) {
+    // nothing to train: rewrite the newest checkpoint in this launch's layout (resharding)
+    checkpoint();
+    if (leader) std::fprintf(stderr, "rewrote the checkpoint of step %lld in this layout (tp %d, %d data-parallel ranks, shard %s)\n",
+                             (long long)step, o.tp, W, o.shard.c_str());
   }
   std::fclose(metrics);
   std::signal(SIGINT, SIG_DFL);

@@ -1,0 +1,130 @@
+#include "model/tensor_parallel.h"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "base/check.h"
+#include "base/rng.h"
+
+namespace palm {
+
+ModelConfig tp_local_config(const ModelConfig& g, int T) {
+  PALM_CHECK(T >= 1, "--tp must be >= 1");
+  PALM_CHECK(g.n_heads % T == 0, "--tp ", T, " does not divide n_heads ", g.n_heads);
+  PALM_CHECK(g.d_ff % T == 0, "--tp ", T, " does not divide d_ff ", g.d_ff);
+  PALM_CHECK(g.vocab_size % T == 0, "--tp ", T, " does not divide the vocabulary size ", g.vocab_size);
+  ModelConfig c = g;
+  c.n_heads = g.n_heads / T;
+  c.d_ff = g.d_ff / T;
+  c.vocab_size = g.vocab_size / T;
+  return c;
+}
+
+TpSlice tp_slice(const std::string& name, const ModelConfig& g, int rank, int T) {
+  auto ends = [&](const char* suffix) {
+    const std::string s = suffix;
+    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+  };
+  const std::int64_t HK = g.n_heads * g.head_dim / T, F = g.d_ff / T, V = g.vocab_size / T;
+  if (ends("embed")) return {SliceKind::kRows, rank * V, V};
+  if (ends("attn.q")) return {SliceKind::kRows, rank * HK, HK};
+  if (ends("mlp.gate") || ends("mlp.up")) return {SliceKind::kRows, rank * F, F};
+  if (ends("attn.o")) return {SliceKind::kCols, rank * HK, HK};
+  if (ends("mlp.down")) return {SliceKind::kCols, rank * F, F};
+  return {SliceKind::kAll, 0, 0};  // norms, attn.k, attn.v: whole on every rank
+}
+
+void tp_extract(const float* global, const std::vector<std::int64_t>& shape, const TpSlice& s, float* local) {
+  std::int64_t numel = 1;
+  for (auto d : shape) numel *= d;
+  if (s.kind == SliceKind::kAll) {
+    std::memcpy(local, global, sizeof(float) * numel);
+  } else if (s.kind == SliceKind::kRows) {
+    const std::int64_t cols = shape[1];
+    std::memcpy(local, global + s.begin * cols, sizeof(float) * s.count * cols);
+  } else {
+    const std::int64_t rows = shape[0], cols = shape[1];
+    for (std::int64_t r = 0; r < rows; ++r) std::memcpy(local + r * s.count, global + r * cols + s.begin, sizeof(float) * s.count);
+  }
+}
+
+void tp_insert(const float* local, const std::vector<std::int64_t>& shape, const TpSlice& s, float* global) {
+  std::int64_t numel = 1;
+  for (auto d : shape) numel *= d;
+  if (s.kind == SliceKind::kAll) {
+    std::memcpy(global, local, sizeof(float) * numel);
+  } else if (s.kind == SliceKind::kRows) {
+    const std::int64_t cols = shape[1];
+    std::memcpy(global + s.begin * cols, local, sizeof(float) * s.count * cols);
+  } else {
+    const std::int64_t rows = shape[0], cols = shape[1];
+    for (std::int64_t r = 0; r < rows; ++r) std::memcpy(global + r * cols + s.begin, local + r * s.count, sizeof(float) * s.count);
+  }
+}
+
+void init_weights_tp(Weights& local, const ModelConfig& global, int rank, int T, std::uint64_t seed) {
+  const auto& glist = param_list(global);
+  std::size_t i = 0;
+  for_each_param(local.config, [&](const ParamInfo& p) {
+    const ParamInfo& gp = glist[i++];
+    PALM_ASSERT(gp.name == p.name);
+    const TpSlice s = tp_slice(p.name, global, rank, T);
+    const std::uint64_t stream = hash_string(p.name);
+    const double stddev = p.init == ParamInit::kFanIn ? 1.0 / std::sqrt(double(gp.shape.back())) : 1.0;
+    float* dst = local.arena.data() + p.offset;
+    const std::int64_t cols = p.shape.size() == 2 ? p.shape[1] : p.numel, gcols = gp.shape.size() == 2 ? gp.shape[1] : gp.numel;
+#pragma omp parallel for schedule(static)
+    for (std::int64_t j = 0; j < p.numel; ++j) {
+      // the global index of local element j (the counter of init_weights' normal draw)
+      const std::int64_t r = j / cols, col = j % cols;
+      const std::int64_t g = s.kind == SliceKind::kRows ? (s.begin + r) * gcols + col
+                             : s.kind == SliceKind::kCols ? r * gcols + s.begin + col
+                                                          : j;
+      dst[j] = p.init == ParamInit::kOnes ? 1.0f : static_cast<float>(stddev * normal_at(seed, stream, std::uint64_t(g)));
+    }
+  });
+}
+
+void xent_vocab_parallel(const TensorParallel& tp, float* logits, const std::int32_t* targets, float* nll, float* log_z,
+                         float* dlogits, float z_coef, float grad_scale, std::int64_t N, std::int64_t Vl,
+                         std::int64_t off) {
+  // a common shift for exp(): the global row maximum
+  std::vector<float> mx(static_cast<std::size_t>(N));
+#pragma omp parallel for schedule(static)
+  for (std::int64_t n = 0; n < N; ++n) {
+    const float* row = logits + n * Vl;
+    float m = row[0];
+    for (std::int64_t v = 1; v < Vl; ++v) m = std::max(m, row[v]);
+    mx[std::size_t(n)] = m;
+  }
+  tp.group->all_reduce_max(mx.data(), N);
+  // sum of exp and the target's logit, each completed by a sum over the group
+  std::vector<double> part(static_cast<std::size_t>(2 * N));
+#pragma omp parallel for schedule(static)
+  for (std::int64_t n = 0; n < N; ++n) {
+    const float* row = logits + n * Vl;
+    double s = 0;
+    for (std::int64_t v = 0; v < Vl; ++v) s += std::exp(double(row[v]) - mx[std::size_t(n)]);
+    const std::int64_t t = targets[n] - off;
+    part[std::size_t(2 * n)] = s;
+    part[std::size_t(2 * n + 1)] = t >= 0 && t < Vl ? double(row[t]) : 0.0;
+  }
+  tp.group->all_reduce_sum(part.data(), 2 * N);
+#pragma omp parallel for schedule(static)
+  for (std::int64_t n = 0; n < N; ++n) {
+    const double lz = double(mx[std::size_t(n)]) + std::log(part[std::size_t(2 * n)]);
+    nll[n] = float(lz - part[std::size_t(2 * n + 1)]);
+    log_z[n] = float(lz);
+    if (dlogits) {
+      const float* row = logits + n * Vl;
+      float* drow = dlogits + n * Vl;
+      const double pscale = double(grad_scale) * (1.0 + 2.0 * z_coef * lz);
+      for (std::int64_t v = 0; v < Vl; ++v) drow[v] = float(pscale * std::exp(double(row[v]) - lz));
+      const std::int64_t t = targets[n] - off;
+      if (t >= 0 && t < Vl) drow[t] -= grad_scale;
+    }
+  }
+}
+
+}  // namespace palm
