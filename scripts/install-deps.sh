@@ -9,6 +9,8 @@ packages=(
   # libraries (DESIGN.md section 4)
   libdnnl-dev nlohmann-json3-dev libcli11-dev libfmt-dev libsentencepiece-dev sentencepiece
   libicu-dev libcpp-httplib-dev libopenmpi-dev openmpi-bin
+  # two "hosts" for the scale-out test: network namespaces joined by a veth pair
+  iproute2
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
   # real multilingual text and code for tokenizer tests (and the default corpus)
