@@ -33,7 +33,8 @@ void run_export(const ExportCli& c) {
     meta = read_model_metadata(one.string());
   } else {
     for (const auto& e : fs::directory_iterator(dir))
-      if (e.path().filename().string().rfind("model-tp-0-of-", 0) == 0) meta = read_model_metadata(e.path().string());
+      if (e.path().filename().string().rfind("model-", 0) == 0 && e.path().extension() == ".safetensors")
+        meta = read_model_metadata(e.path().string());  // every shard carries the run's metadata
   }
   save_model(c.out, *w, meta);  // atomic (temporary file + rename)
   fmt::print(stderr, "exported {} ({} parameters) to {}\n", dir, param_count(w->config), c.out);

@@ -188,7 +188,7 @@ void register_train(CLI::App& app) {
   cmd->add_option("--resume", c->resume, "Continue RUN from its newest checkpoint (optionally with a new --steps)");
   cmd->add_option("--tp", c->o.tp, "Tensor-parallel ranks (under mpirun; divides heads, d_ff and vocabulary)");
   cmd->add_option("--pods", c->o.pods, "Pods: data-parallel groups that exchange gradients point to point");
-  cmd->add_option("--shard", c->o.shard, "none | optimizer: each data-parallel rank keeps part of the optimizer state");
+  cmd->add_option("--shard", c->o.shard, "none | optimizer | full: data-parallel ranks keep only their share of the optimizer state (and of the weights and gradients)");
   cmd->add_option("--hash-every", c->o.hash_every, "Steps between the check that replicas hold identical parameters");
   cmd->add_option("--inject-divergence", c->o.inject_divergence, "Test hook: perturb the last rank's weights at this step");
   cmd->add_option("--card-info", c->card_info, "Author statements for the model card written at the end (palm card --info)");

@@ -41,7 +41,7 @@ std::string resolve_model(const std::string& path, std::string* tokenizer_dir) {
     if (!dir.empty() && !fs::exists(*tokenizer_dir)) tokenizer_dir->clear();
   }
   PALM_CHECK(dir.empty() || fs::exists(fs::path(dir) / "model.safetensors") || !fs::exists(fs::path(dir) / "model.index.json"),
-             dir, " holds tensor-parallel shards of the weights; make one file with: palm export ", path,
+             dir, " holds the weights in shards (tensor parallel or --shard full); make one file with: palm export ", path,
              " --out model.safetensors");
   return dir.empty() ? path : (fs::path(dir) / "model.safetensors").string();
 }

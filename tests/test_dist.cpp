@@ -145,6 +145,32 @@ TEST_F(Dist, ShardedOptimizerIsBitwiseTheUnshardedStepAndCheckpointsAnyLayoutRes
   EXPECT_TRUE(same_file(p("export.safetensors"), model_of("shard_4", 15)));
 }
 
+TEST_F(Dist, FullShardingIsBitwiseTheUnshardedRunInEveryCombination) {
+  // --shard full: weights and gradients live on their owners only
+  ASSERT_EQ(mpi(2, "full", "--steps 10 --shard full"), 0);
+  const std::string ck = p("full") + "/checkpoints/step-10/";
+  EXPECT_TRUE(fs::exists(ck + "model-shard-0-of-2.safetensors"));
+  EXPECT_TRUE(fs::exists(ck + "model-shard-1-of-2.safetensors"));
+  EXPECT_FALSE(fs::exists(ck + "model.safetensors")) << "no gather through one process";
+  ASSERT_EQ(sh(std::string(PALM_BINARY) + " export " + p("full") + " --out " + p("full.safetensors") + " 2>/dev/null"), 0);
+  if (!fs::exists(model_of("none", 10))) ASSERT_EQ(mpi(2, "none", "--steps 10"), 0);
+  EXPECT_TRUE(same_file(p("full.safetensors"), model_of("none", 10))) << "bitwise the --shard none run";
+  // with pods (hash-checked every step), and with tensor parallelism and accumulation
+  ASSERT_EQ(mpi(4, "full_pods", "--steps 10 --shard full --pods 2"), 0);
+  ASSERT_EQ(mpi(4, "full_tp", "--steps 10 --shard full --tp 2 --grad-accum 2"), 0);
+  const auto one = metrics("single");
+  for (const char* run : {"full_pods", "full_tp"}) {
+    const auto m = metrics(run);
+    ASSERT_EQ(m.size(), 10u) << run;
+    for (std::size_t i = 0; i < 10; ++i)
+      EXPECT_NEAR(m[i]["loss"].get<double>(), one[i]["loss"].get<double>(), 1e-6 * one[i]["loss"].get<double>()) << run << i;
+  }
+  // a fully sharded checkpoint resumes on one process
+  sh("cp -r " + p("full_tp") + " " + p("full_1"));
+  ASSERT_EQ(sh(std::string(PALM_BINARY) + " train --resume " + p("full_1") + " --steps 12 --no-card > /dev/null 2>&1"), 0);
+  EXPECT_TRUE(fs::exists(model_of("full_1", 12)));
+}
+
 TEST_F(Dist, PodsStayBitwiseIdenticalAndADivergenceStopsLoudly) {
   ASSERT_EQ(mpi(4, "pods", "--steps 10 --pods 2"), 0) << "the hash check ran every step";
   EXPECT_LT(max_rel_diff(model_of("single", 10), model_of("pods", 10)), 1e-5);

@@ -1,3 +1,4 @@
+#include <sys/mman.h>
 #include "base/arena.h"
 
 #include <cstdlib>
@@ -26,7 +27,9 @@ double available_memory_bytes() {
 
 }  // namespace
 
-void FloatArena::Free::operator()(float* p) const { std::free(p); }
+void FloatArena::Free::operator()(float* p) const {
+  if (p) ::munmap(p, bytes);
+}
 
 FloatArena::FloatArena(std::size_t count) : count_(count) {
   const std::size_t bytes = ((count * sizeof(float) + 63) / 64) * 64;
@@ -35,11 +38,14 @@ FloatArena::FloatArena(std::size_t count) : count_(count) {
   PALM_CHECK(avail < 0 || double(bytes) <= avail, "out of memory: need ",
              double(bytes) / (1 << 30), " GiB but only ", avail / (1 << 30),
              " GiB are available");
-  void* p = bytes ? std::aligned_alloc(64, bytes) : nullptr;
-  PALM_CHECK(count == 0 || p != nullptr, "out of memory: cannot allocate ",
-             static_cast<double>(bytes) / (1 << 20), " MiB");
-  data_.reset(static_cast<float*>(p));
-  zero();
+  // An anonymous mapping: page-aligned, and zero without being touched, so memory that is
+  // never written (another rank's shard under --shard full) never becomes resident.
+  void* p = nullptr;
+  if (bytes) {
+    p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    PALM_CHECK(p != MAP_FAILED, "out of memory: cannot allocate ", static_cast<double>(bytes) / (1 << 20), " MiB");
+  }
+  data_ = std::unique_ptr<float, Free>(static_cast<float*>(p), Free{bytes});
 }
 
 void FloatArena::zero() {

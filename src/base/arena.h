@@ -19,6 +19,7 @@ class FloatArena {
 
  private:
   struct Free {
+    std::size_t bytes;  // the mapping's length (value-initialized: 0)
     void operator()(float* p) const;
   };
   std::unique_ptr<float, Free> data_;

@@ -23,6 +23,8 @@ class Comm {
   // out (count floats) = the sum over ranks of in[rank * count .. (rank+1) * count).
   virtual void reduce_scatter_sum(const float* in, float* out, std::int64_t count) = 0;
   virtual void broadcast(float* data, std::int64_t count, int root) = 0;
+  // In place at root: data = the sum over ranks (the others' data is left as it was).
+  virtual void reduce_sum(float* data, std::int64_t count, int root) = 0;
   // Sends `send` to `peer` and receives the peer's `recv` (the same count) at once.
   virtual void exchange(const float* send, float* recv, std::int64_t count, int peer) = 0;
   virtual void barrier() = 0;

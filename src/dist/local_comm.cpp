@@ -21,6 +21,7 @@ class LocalComm final : public Comm {
     if (in != out) std::copy(in, in + n, out);
   }
   void broadcast(float*, std::int64_t, int root) override { PALM_ASSERT(root == 0); }
+  void reduce_sum(float*, std::int64_t, int root) override { PALM_ASSERT(root == 0); }
   void exchange(const float* send, float* recv, std::int64_t n, int peer) override {
     PALM_ASSERT(peer == 0);
     if (send != recv) std::copy(send, send + n, recv);

@@ -49,6 +49,7 @@ class PodGradientComm final : public Comm {
   void all_gather(const float*, float*, std::int64_t) override { PALM_CHECK(false, "all_gather on the gradient group"); }
   void reduce_scatter_sum(const float*, float*, std::int64_t) override { PALM_CHECK(false, "reduce_scatter on the gradient group"); }
   void broadcast(float*, std::int64_t, int) override { PALM_CHECK(false, "broadcast on the gradient group"); }
+  void reduce_sum(float*, std::int64_t, int) override { PALM_CHECK(false, "reduce on the gradient group"); }
   void exchange(const float*, float*, std::int64_t, int) override { PALM_CHECK(false, "exchange on the gradient group"); }
   void barrier() override {
     pod_.barrier();

@@ -62,6 +62,13 @@ class MpiComm final : public Comm {
     MPI_Reduce_scatter_block(in, out, int(n), MPI_FLOAT, MPI_SUM, c_);
   }
   void broadcast(float* d, std::int64_t n, int root) override { pieces(n, [&](std::int64_t a, int k) { MPI_Bcast(d + a, k, MPI_FLOAT, root, c_); }); }
+  void reduce_sum(float* d, std::int64_t n, int root) override {
+    for (std::int64_t a = 0; a < n; a += kReduceChunk) {
+      const int k = int(std::min(kReduceChunk, n - a));
+      if (rank_ == root) MPI_Reduce(MPI_IN_PLACE, d + a, k, MPI_FLOAT, MPI_SUM, root, c_);
+      else MPI_Reduce(d + a, nullptr, k, MPI_FLOAT, MPI_SUM, root, c_);
+    }
+  }
   void exchange(const float* send, float* recv, std::int64_t n, int peer) override {
     pieces(n, [&](std::int64_t a, int k) {
       MPI_Sendrecv(send + a, k, MPI_FLOAT, peer, 7, recv + a, k, MPI_FLOAT, peer, 7, c_, MPI_STATUS_IGNORE);

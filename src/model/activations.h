@@ -26,6 +26,19 @@ struct LayerActs {
   float* act;    // [N, F]     swish(gate) * up
 };
 
+// Fully sharded data parallelism: a rank stores only the tensors it owns; the model asks
+// for a block's weights just before it needs them and gives them back right after, and
+// hands each block's gradients over as soon as they are complete.
+class ShardedWeights {
+ public:
+  virtual ~ShardedWeights() = default;
+  virtual void gather_globals() = 0;                 // embedding and final norm (kept for the step)
+  virtual void gather_layer(std::int64_t l) = 0;
+  virtual void release_layer(std::int64_t l) = 0;
+  virtual void reduce_layer_grads(std::int64_t l) = 0;
+  virtual void reduce_global_grads() = 0;
+};
+
 struct ActivationPlan {
   std::int64_t B = 0, T = 0;
   bool remat = false;
@@ -64,6 +77,7 @@ class Activations {
   // config given to forward()/backward() is then this rank's local config.
   TensorParallel tp;
   std::int64_t vocab_offset = 0;
+  ShardedWeights* sharded = nullptr;  // --shard full: gathers and gradient hand-over
 
   LayerActs& layer(std::int64_t l) { return layers[plan.remat ? 0 : l]; }
 

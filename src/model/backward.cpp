@@ -71,12 +71,17 @@ void backward(Backend& be, Comm& comm, const Weights& w, Activations& acts,
   be.layernorm_bwd_acc(acts.dh, acts.x[c.n_layers], w.view.final_norm, acts.fmean,
                        acts.frstd, acts.dx, g.view.final_norm, N, D);
   for (std::int64_t l = c.n_layers - 1; l >= 0; --l) {
+    if (acts.sharded) acts.sharded->gather_layer(l);
     if (acts.plan.remat) {
       // Recompute this block's activations; the output goes to dh, which is free until
       // layer_bwd overwrites it. Same code, same inputs: bitwise the stored values.
       layer_fwd(be, c, acts.plan, w.view.layers[l], acts.layer(l), acts.x[l], acts.dh, tp, acts.branch);
     }
     layer_bwd(be, c, w.view.layers[l], g.view.layers[l], acts.layer(l), acts.x[l], acts, tp);
+    if (acts.sharded) {
+      acts.sharded->reduce_layer_grads(l);  // the block's gradients go to their owners now
+      acts.sharded->release_layer(l);
+    }
   }
   // undo x_0 = E[token]
   if (tp) {
@@ -96,7 +101,8 @@ void backward(Backend& be, Comm& comm, const Weights& w, Activations& acts,
   } else {
     be.embedding_bwd_acc(tokens, acts.dx, g.view.embed, N, D);
   }
-  if (reduce) comm.all_reduce_sum(g.arena.data(), static_cast<std::int64_t>(g.arena.size()));
+  if (acts.sharded) acts.sharded->reduce_global_grads();  // replaces the all-reduce: owners get the sums
+  else if (reduce) comm.all_reduce_sum(g.arena.data(), static_cast<std::int64_t>(g.arena.size()));
 }
 
 }  // namespace palm

@@ -58,6 +58,7 @@ LossStats forward(Backend& be, const Weights& w, Activations& acts, const std::i
   const std::int64_t B = acts.plan.B, T = acts.plan.T, N = B * T, D = c.d_model,
                      V = c.vocab_size;
   const TensorParallel* tp = acts.tp.active() ? &acts.tp : nullptr;
+  if (acts.sharded) acts.sharded->gather_globals();
   // x_0 = E[token]
   if (tp) {
     // vocabulary-parallel: the rank holding a token's row contributes it, the others zeros
@@ -74,7 +75,9 @@ LossStats forward(Backend& be, const Weights& w, Activations& acts, const std::i
     be.embedding_fwd(tokens, w.view.embed, acts.x[0], N, D);
   }
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
+    if (acts.sharded) acts.sharded->gather_layer(l);
     layer_fwd(be, c, acts.plan, w.view.layers[l], acts.layer(l), acts.x[l], acts.x[l + 1], tp, acts.branch);
+    if (acts.sharded) acts.sharded->release_layer(l);
   }
   // logits = LN_final(x_L) E^T / sqrt(D)
   be.layernorm_fwd(acts.x[c.n_layers], w.view.final_norm, acts.hf, acts.fmean, acts.frstd, N,

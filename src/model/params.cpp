@@ -80,8 +80,10 @@ ModelView make_view(const ModelConfig& c, float* base) {
 Weights::Weights(const ModelConfig& c)
     : config(c), arena(static_cast<std::size_t>(param_count(c))), view(make_view(c, arena.data())) {}
 
-void init_weights(Weights& w, std::uint64_t seed) {
+void init_weights(Weights& w, std::uint64_t seed, const std::vector<bool>* only) {
+  std::size_t index = 0;
   for_each_param(w.config, [&](const ParamInfo& p) {
+    if (only && !(*only)[index++]) return;
     float* dst = w.arena.data() + p.offset;
     const std::uint64_t stream = hash_string(p.name);
     const double stddev = p.init == ParamInit::kFanIn ? 1.0 / std::sqrt(double(p.shape.back()))

@@ -57,6 +57,8 @@ struct Weights {
 // Deterministic init from `seed`: kernels N(0, 1/fan_in), embedding N(0, 1), norms 1.
 // Each tensor draws from its own stream (keyed by name), so the result is independent of
 // thread count and order.
-void init_weights(Weights& w, std::uint64_t seed);
+// `only` (optional, per tensor in for_each_param order): initialize just those tensors
+// (a fully sharded rank writes only what it owns, so the rest never becomes resident).
+void init_weights(Weights& w, std::uint64_t seed, const std::vector<bool>* only = nullptr);
 
 }  // namespace palm

@@ -63,11 +63,14 @@ void tp_insert(const float* local, const std::vector<std::int64_t>& shape, const
   }
 }
 
-void init_weights_tp(Weights& local, const ModelConfig& global, int rank, int T, std::uint64_t seed) {
+void init_weights_tp(Weights& local, const ModelConfig& global, int rank, int T, std::uint64_t seed,
+                     const std::vector<bool>* only) {
   const auto& glist = param_list(global);
   std::size_t i = 0;
   for_each_param(local.config, [&](const ParamInfo& p) {
-    const ParamInfo& gp = glist[i++];
+    const ParamInfo& gp = glist[i];
+    if (only && !(*only)[i++]) return;
+    if (!only) ++i;
     PALM_ASSERT(gp.name == p.name);
     const TpSlice s = tp_slice(p.name, global, rank, T);
     const std::uint64_t stream = hash_string(p.name);

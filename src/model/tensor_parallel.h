@@ -41,7 +41,8 @@ void tp_extract(const float* global, const std::vector<std::int64_t>& global_sha
 void tp_insert(const float* local, const std::vector<std::int64_t>& global_shape, const TpSlice& s, float* global);
 
 // The shard of init_weights(global weights, seed): the same numbers, without building them.
-void init_weights_tp(Weights& local, const ModelConfig& global, int rank, int T, std::uint64_t seed);
+void init_weights_tp(Weights& local, const ModelConfig& global, int rank, int T, std::uint64_t seed,
+                     const std::vector<bool>* only = nullptr);
 
 // Cross-entropy with z-loss over vocabulary-sharded logits [N, V/T] (this rank's columns
 // start at vocab_offset); nll and log_z are complete on every rank; dlogits (if given)

@@ -10,6 +10,7 @@
 #include <deque>
 #include <mutex>
 #include <random>
+#include <thread>
 
 #include <sys/socket.h>
 
@@ -69,6 +70,7 @@ struct Server::Impl {
   ServeMetrics metrics;
   std::atomic<std::uint64_t> next_id{1};
   std::atomic<bool> stopping{false};
+  std::atomic<int> in_flight{0};  // completion requests whose response is not fully written
   int bound_port = 0;
   int listen_fd = -1;
   std::mutex log_mu;
@@ -151,6 +153,15 @@ struct Server::Impl {
   // ---------------------------------------------------------------- completions
   void completions(const httplib::Request& req, httplib::Response& res, bool chat) {
     const char* endpoint = chat ? "/v1/chat/completions" : "/v1/completions";
+    // counted until the response is written: a stream hands its count to its releaser
+    struct InFlight {
+      std::atomic<int>& n;
+      bool owned = true;
+      explicit InFlight(std::atomic<int>& c) : n(c) { ++n; }
+      ~InFlight() {
+        if (owned) --n;
+      }
+    } flight(in_flight);
     try {
       if (!authorized(req, res)) return metrics.request(endpoint, res.status);
       const std::size_t bad_utf8 = find_invalid_utf8(req.body);
@@ -208,6 +219,7 @@ struct Server::Impl {
       const std::int64_t created = std::int64_t(std::time(nullptr));
       if (p.stream) {
         stream_response(res, job, p, id, created, chat);
+        flight.owned = false;  // the stream's releaser ends it
       } else {
         wait_and_respond(res, job, p, prompts, id, created, chat, prompt_tokens);
       }
@@ -357,8 +369,9 @@ struct Server::Impl {
           }
           return true;
         },
-        [job](bool success) {
+        [job, this](bool success) {
           if (!success) job->cancel_all();
+          --in_flight;
         });
   }
 
@@ -474,10 +487,15 @@ void Server::listen() { impl_->svr.listen_after_bind(); }
 
 void Server::stop() {
   Impl& s = *impl_;
-  if (s.stopping.exchange(true)) return;
-  std::thread closer([&] { s.svr.stop(); });  // no new connections; listen() returns once handlers finish
-  s.engine.shutdown(s.o.grace_seconds);       // in-flight requests finish, or are cancelled at the deadline
-  closer.join();
+  if (s.stopping.exchange(true)) return;  // from now on new completions are answered 503
+  // In-flight requests finish (or are cancelled at the deadline) and their responses are
+  // written out before the server stops: cpp-httplib cuts chunked responses short once
+  // stopped, which would truncate the streams being finished.
+  s.engine.shutdown(s.o.grace_seconds);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (s.in_flight.load() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  s.svr.stop();  // closes the listening socket; listen() returns
 }
 
 }  // namespace palm

@@ -157,12 +157,17 @@ Sources weight_sources(const fs::path& dir) {
   const fs::path index = dir / "model.index.json";
   if (fs::exists(index)) {
     const auto j = nlohmann::json::parse(read_file(index.string()), nullptr, false);
-    PALM_CHECK(!j.is_discarded() && j.contains("tp") && j.contains("files") && j.contains("config"), index.string(),
+    PALM_CHECK(!j.is_discarded() && j.contains("tp") && (j.contains("files") || j.contains("tensors")) && j.contains("config"), index.string(),
                ": not a palm model index");
     src.T = j["tp"].get<int>();
     src.global = config_from_json(j["config"].dump(), index.string());
-    for (const auto& p : param_list(src.global))
-      for (const auto& f : j["files"]) src.files[p.name].push_back((dir / f.get<std::string>()).string());
+    if (j.contains("tensors")) {  // --shard full: each tensor in its owner's file (per tensor rank)
+      for (const auto& [name, files] : j["tensors"].items())
+        for (const auto& f : files) src.files[name].push_back((dir / f.get<std::string>()).string());
+    } else {
+      for (const auto& p : param_list(src.global))
+        for (const auto& f : j["files"]) src.files[p.name].push_back((dir / f.get<std::string>()).string());
+    }
   } else {
     const std::string path = (dir / "model.safetensors").string();
     src.global = load_model(path)->config;
@@ -175,7 +180,7 @@ Sources weight_sources(const fs::path& dir) {
 
 std::unique_ptr<Weights> load_checkpoint_weights(const std::string& dir) {
   Sources src = weight_sources(dir);
-  if (src.T == 1) return load_model((fs::path(dir) / "model.safetensors").string());
+  if (fs::exists(fs::path(dir) / "model.safetensors")) return load_model((fs::path(dir) / "model.safetensors").string());
   auto w = std::make_unique<Weights>(src.global);
   for (const auto& p : param_list(src.global)) {
     const auto g = src.global_tensor(p.name);
@@ -195,7 +200,7 @@ std::string load_checkpoint(const std::string& dir, Weights& w, Optimizer& opt, 
     const ParamInfo& p = param_info(param_of(name, want), want);
     tp_extract(g.data(), p.shape, tp_slice(name, want, r, T), local);
   };
-  if (src.T == 1 && T == 1) {
+  if (src.T == 1 && T == 1 && fs::exists(d / "model.safetensors")) {
     const auto loaded = load_model((d / "model.safetensors").string());
     std::memcpy(w.arena.data(), loaded->arena.data(), w.arena.size() * sizeof(float));
   } else {
@@ -237,7 +242,8 @@ std::string load_checkpoint(const std::string& dir, Weights& w, Optimizer& opt, 
 void save_checkpoint_sharded(Comm& world, bool leader, bool shard_writer, int shard, int shards, const std::string& run,
                              std::int64_t step, const Weights& w, Optimizer& opt, const std::string& state_json,
                              const std::string& tokenizer_dir, const std::string& tokenizer_sha256, std::int64_t keep,
-                             const TpLayout& layout) {
+                             const TpLayout& layout, const std::vector<bool>& weights_owned) {
+  const bool fsdp = !weights_owned.empty();
   const fs::path root = fs::path(run) / "checkpoints";
   const fs::path tmp = root / (".step-" + std::to_string(step) + ".tmp.sharded");  // hidden until renamed
   const int T = layout.size, r = layout.rank;
@@ -253,8 +259,16 @@ void save_checkpoint_sharded(Comm& world, bool leader, bool shard_writer, int sh
     for (const auto& t : opt.state_tensors()) state.push_back({t.name, t.shape, t.data});
     write_safetensors((tmp / shard_name("optimizer", r, T, shard, shards)).string(), {{"palm.optimizer", opt.config().kind}},
                       state);
-    if (T > 1 && shard == 0)  // each tensor rank's weights: no gather through one process
+    if (fsdp) {  // the weights this rank owns
+      std::vector<TensorToWrite> mine;
+      std::size_t i = 0;
+      for_each_param(w.config, [&](const ParamInfo& p) {
+        if (weights_owned[i++]) mine.push_back({p.name, p.shape, w.arena.data() + p.offset});
+      });
+      write_safetensors((tmp / shard_name("model", r, T, shard, shards)).string(), {{kTokenizerShaKey, tokenizer_sha256}}, mine);
+    } else if (T > 1 && shard == 0) {  // each tensor rank's weights: no gather through one process
       save_model((tmp / shard_name("model", r, T, 0, 0)).string(), w, {{kTokenizerShaKey, tokenizer_sha256}});
+    }
   }
   world.barrier();
   if (leader) {
@@ -274,7 +288,23 @@ void save_checkpoint_sharded(Comm& world, bool leader, bool shard_writer, int sh
           }
         }
       write_text_atomic((tmp / "optimizer.index.json").string(), index.dump(2) + "\n");
-      if (T == 1) {
+      if (fsdp) {
+        nlohmann::json tensors = nlohmann::json::object();
+        for (int tr = 0; tr < T; ++tr)
+          for (int sh = 0; sh < shards; ++sh) {
+            const std::string f = shard_name("model", tr, T, sh, shards);
+            const SafetensorsFile sf((tmp / f).string());
+            for (const auto& [name, info] : sf.tensors()) {
+              if (!tensors.contains(name)) tensors[name] = nlohmann::json::array();
+              tensors[name].push_back(f);
+            }
+          }
+        write_text_atomic((tmp / "model.index.json").string(),
+                          nlohmann::json({{"format", "palm-model-shards"}, {"tp", T},
+                                          {"config", nlohmann::json::parse(config_to_json(layout.global))}, {"tensors", tensors}})
+                                  .dump(2) +
+                              "\n");
+      } else if (T == 1) {
         save_model((tmp / "model.safetensors").string(), w, {{kTokenizerShaKey, tokenizer_sha256}});
       } else {
         nlohmann::json files = nlohmann::json::array();

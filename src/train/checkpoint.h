@@ -31,13 +31,14 @@ struct TpLayout {
 // state it owns to optimizer-shard-I-of-N.safetensors, the leader writes the rest and
 // optimizer.index.json (tensor name -> file); the directory becomes visible, renamed,
 // only once every file is complete. Any layout loads it (load_checkpoint).
-// Under tensor parallelism (layout.size > 1) every tensor rank of the writers writes its
+// With `weights_owned` (--shard full) each writer also writes the weight tensors it owns
+// (model[-tp-R-of-T]-shard-I-of-N.safetensors). Under tensor parallelism (layout.size > 1) every tensor rank of the writers writes its
 // shard of the weights (model-tp-R-of-T.safetensors, named in model.index.json; no gather
 // through one process) and of the optimizer state; loading reassembles any layout.
 void save_checkpoint_sharded(Comm& world, bool leader, bool shard_writer, int shard, int shards, const std::string& run,
                              std::int64_t step, const Weights& w, Optimizer& opt, const std::string& state_json,
                              const std::string& tokenizer_dir, const std::string& tokenizer_sha256, std::int64_t keep,
-                             const TpLayout& layout = {});
+                             const TpLayout& layout = {}, const std::vector<bool>& weights_owned = {});
 // Complete checkpoints of a run, by step.
 std::vector<std::int64_t> list_checkpoints(const std::string& run);
 // The newest complete checkpoint ("" when none): RUN/latest, or the highest step-N.

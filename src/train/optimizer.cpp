@@ -54,12 +54,21 @@ double Optimizer::step(Weights& w, Weights& g, std::int64_t k, double lr) {
   PALM_CHECK(k >= 1, "optimizer steps count from 1");
   const std::int64_t total = param_count(model_);
   double norm = 0;
-  if (tp_group_) {
-    // sharded tensors' squares summed over the group, replicated ones counted once
+  if (tp_group_ || norm_group_) {
+    // tensor-parallel shards' squares summed over the tensor group, replicated tensors
+    // counted once; under full sharding each gradient is on its owner only
     double sq[2] = {0, 0};
     std::size_t i = 0;
-    for_each_param(model_, [&](const ParamInfo& p) { sq[tp_sharded_[i++] ? 0 : 1] += sum_squares(g.arena.data() + p.offset, p.numel); });
-    tp_group_->all_reduce_sum(sq, 1);
+    for_each_param(model_, [&](const ParamInfo& p) {
+      const bool split = tp_group_ && tp_sharded_[i];
+      // fully sharded: another owner's gradient is not here (and reading it would bring
+      // its pages back into memory)
+      const bool elsewhere = norm_group_ && state_offset_[i] < 0;
+      ++i;
+      if (!elsewhere) sq[split ? 0 : 1] += sum_squares(g.arena.data() + p.offset, p.numel);
+    });
+    if (norm_group_) norm_group_->all_reduce_sum(sq, 2);
+    if (tp_group_) tp_group_->all_reduce_sum(sq, 1);
     norm = std::sqrt(sq[0] + sq[1]);
   } else {
     norm = std::sqrt(sum_squares(g.arena.data(), total));
@@ -67,9 +76,13 @@ double Optimizer::step(Weights& w, Weights& g, std::int64_t k, double lr) {
   PALM_CHECK(std::isfinite(norm), "the gradient norm is not finite");
   if (cfg_.clip_norm > 0 && norm > cfg_.clip_norm) {
     const float scale = float(cfg_.clip_norm / norm);
-    float* gd = g.arena.data();
+    std::size_t index = 0;
+    for_each_param(model_, [&](const ParamInfo& p) {
+      if (state_offset_[index++] < 0) return;  // another rank updates it (and holds its gradient)
+      float* gd = g.arena.data() + p.offset;
 #pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < total; ++i) gd[i] *= scale;
+      for (std::int64_t i = 0; i < p.numel; ++i) gd[i] *= scale;
+    });
   }
   if (cfg_.kind == "adamw") {
     const double b1 = cfg_.beta1, b2 = cfg_.beta2;

@@ -44,6 +44,9 @@ class Optimizer {
   std::vector<StateTensor> state_tensors();  // the owned tensors' state
   // Tensor parallelism: tensors split over `group` (sharded[i]) get their RMS terms and
   // their share of the gradient norm summed over it, so the update is the unsplit one.
+  // Fully sharded data parallelism: each gradient is held by its owner only, so the global
+  // norm's sums are also summed over `group`.
+  void set_norm_group(Comm* group) { norm_group_ = group; }
   void set_tensor_parallel(Comm* group, std::vector<bool> sharded) {
     tp_group_ = group;
     tp_sharded_ = std::move(sharded);
@@ -59,6 +62,7 @@ class Optimizer {
   FloatArena first_, second_;     // adafactor: M, V; adamw: m, v (owned tensors only)
   std::vector<double> partials_;  // per-chunk sums
   Comm* tp_group_ = nullptr;
+  Comm* norm_group_ = nullptr;
   std::vector<bool> tp_sharded_;
 };
 

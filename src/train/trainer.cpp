@@ -28,6 +28,7 @@
 #include "model/model.h"
 #include "model/model_io.h"
 #include "train/checkpoint.h"
+#include "train/fsdp.h"
 
 namespace palm {
 
@@ -60,11 +61,11 @@ double quick_gemm_peak(Backend& be) {
 }
 
 // Keeps the metrics lines of steps <= step (resuming rewinds the log with the weights).
-// A 64-bit hash of the parameters' bits: chunks hashed in parallel, combined in order.
-std::uint64_t hash_parameters(const FloatArena& a) {
-  const std::int64_t n = std::int64_t(a.size()), chunk = 1 << 20, chunks = (n + chunk - 1) / chunk;
+// A 64-bit hash of the bits of n floats: chunks hashed in parallel, combined in order.
+std::uint64_t hash_floats(const float* data, std::int64_t n) {
+  const std::int64_t chunk = 1 << 20, chunks = (n + chunk - 1) / chunk;
   std::vector<std::uint64_t> h(static_cast<std::size_t>(chunks), 0);
-  const auto* words = reinterpret_cast<const std::uint32_t*>(a.data());
+  const auto* words = reinterpret_cast<const std::uint32_t*>(data);
 #pragma omp parallel for schedule(static)
   for (std::int64_t c = 0; c < chunks; ++c) {
     std::uint64_t x = 0x9E3779B97F4A7C15ull ^ std::uint64_t(c);
@@ -78,8 +79,14 @@ std::uint64_t hash_parameters(const FloatArena& a) {
 
 // Data-parallel replicas (and pods) must hold bitwise the same parameters; a mismatch is a
 // bug or a hardware fault, and training on would diverge silently.
-void check_replicas_identical(Comm& world, const Weights& w, std::int64_t step) {
-  const std::uint64_t h = hash_parameters(w.arena);
+// `only`: the tensors this rank holds (fully sharded), else all.
+void check_replicas_identical(Comm& world, const Weights& w, std::int64_t step, const std::vector<bool>* only = nullptr) {
+  std::uint64_t h = 0xCBF29CE484222325ull;
+  std::size_t i = 0;
+  for_each_param(w.config, [&](const ParamInfo& p) {
+    if (only && !(*only)[i++]) return;
+    h = (h ^ hash_floats(w.arena.data() + p.offset, p.numel)) * 0x100000001B3ull;
+  });
   std::int64_t v[2] = {std::int64_t(h), std::int64_t(~h)};
   world.all_reduce_max(v, 2);
   PALM_CHECK(v[0] == ~v[1], "step ", step, ": the parameters differ between replicas (hash ", h, " on rank ",
@@ -207,8 +214,8 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   // tensor parallelism: this rank holds a shard; `local` is the config of its tensors
   const ModelConfig shard_config = o.tp > 1 ? tp_local_config(o.model, o.tp) : o.model;
   const TpLayout layout{o.model, mesh.tensor_index(), o.tp};
-  PALM_CHECK(o.shard == "none" || o.shard == "optimizer", "--shard ", o.shard,
-             ": expected none or optimizer (full sharding is not implemented yet)");
+  PALM_CHECK(o.shard == "none" || o.shard == "optimizer" || o.shard == "full", "--shard ", o.shard,
+             ": expected none, optimizer or full");
   const int W = mesh.data_parallel_ranks(), R = mesh.data_parallel_index();
   const bool leader = mesh.world().rank() == 0;  // writes the run's files and shows progress
   PALM_CHECK(micro % W == 0, "the micro-batch of ", micro, " sequences does not split over ", W,
@@ -223,7 +230,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   // updated tensor from its owner makes the step bitwise that of --shard none.
   std::vector<int> owner;
   std::vector<bool> owned;
-  if (o.shard == "optimizer" && mesh.data() > 1) {
+  if (o.shard != "none" && mesh.data() > 1) {
     std::vector<std::pair<std::int64_t, std::size_t>> sizes;
     for_each_param(shard_config, [&](const ParamInfo& p) { sizes.emplace_back(p.numel, sizes.size()); });
     std::stable_sort(sizes.begin(), sizes.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
@@ -246,6 +253,13 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   const ActivationPlan plan{local, o.seq_len, o.remat, true, o.bf16, o.tp > 1};
   const std::int64_t act_bytes = Activations::bytes_needed(*be, shard_config, plan);
   Activations acts(*be, shard_config, plan);
+  // --shard full: weights and gradients resident only on their owners (src/train/fsdp.h)
+  std::unique_ptr<FullySharded> fsdp;
+  if (o.shard == "full" && !owner.empty()) {
+    fsdp = std::make_unique<FullySharded>(mesh.data_group(), shard_config, w, g, owner);
+    acts.sharded = fsdp.get();
+    opt.set_norm_group(&mesh.data_group());  // each gradient lives on its owner only
+  }
   if (o.tp > 1) {
     acts.tp = {&mesh.tensor_group(), mesh.tensor_index(), o.tp};
     acts.vocab_offset = std::int64_t(mesh.tensor_index()) * shard_config.vocab_size;
@@ -268,6 +282,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
     const std::string ckpt = latest_checkpoint(o.out);
     PALM_CHECK(!ckpt.empty(), o.out, ": no complete checkpoint to resume from");
     const auto st = nlohmann::json::parse(load_checkpoint(ckpt, w, opt, &layout));
+    if (fsdp) fsdp->release_all();
     PALM_CHECK(st.at("tokenizer_sha256") == loader.tokenizer_sha256(), ckpt, ": made with the tokenizer ",
                st.at("tokenizer_sha256").get<std::string>(), " but the data uses ", loader.tokenizer_sha256());
     step = st.at("step");
@@ -293,9 +308,11 @@ std::int64_t run_training(TrainOptions o, bool resume) {
                    w.arena.data() + p.offset);
       });
     } else {
-      if (o.tp > 1) init_weights_tp(w, o.model, layout.rank, layout.size, o.seed);  // the shard of the same init
-      else init_weights(w, o.seed);
+      const std::vector<bool>* only = fsdp ? &owned : nullptr;  // --shard full: what this rank owns
+      if (o.tp > 1) init_weights_tp(w, o.model, layout.rank, layout.size, o.seed, only);  // the shard of the same init
+      else init_weights(w, o.seed, only);
     }
+    if (fsdp) fsdp->release_all();
     if (leader) write_text_atomic(metrics_path, "");
   }
   if (leader) write_text_atomic((fs::path(o.out) / "config.json").string(), train_options_to_json(o));
@@ -338,9 +355,12 @@ std::int64_t run_training(TrainOptions o, bool resume) {
       // the state is spread over pod 0's ranks: each writes its share (its tensor shard of
       // the weights, the optimizer state it owns)
       const bool writer = mesh.pod_index() == 0 && (!owner.empty() || mesh.data_index() == 0);
+      std::vector<bool> weights_owned;  // --shard full: each writer writes the weights it owns
+      if (fsdp)
+        for (std::size_t i = 0; i < owner.size(); ++i) weights_owned.push_back(fsdp->owns(i));
       save_checkpoint_sharded(mesh.world(), leader, writer, owner.empty() ? 0 : mesh.data_index(),
                               owner.empty() ? 1 : mesh.data(), o.out, step, w, opt, leader ? state_json() : std::string(),
-                              tok_dir, loader.tokenizer_sha256(), o.keep_checkpoints, layout);
+                              tok_dir, loader.tokenizer_sha256(), o.keep_checkpoints, layout, weights_owned);
       return;
     }
     // replicas hold the same bits (checked by hash): the leader's copy is the checkpoint
@@ -373,7 +393,14 @@ std::int64_t run_training(TrainOptions o, bool resume) {
     const std::int64_t k = step + 1;
     const std::int64_t B = ramp.batch_at(k);
     const std::int64_t first = ramp.samples_before(k) + skip_samples;
-    g.arena.zero();
+    if (fsdp) {  // other owners' gradients are already zero pages: touch only this rank's
+      std::size_t i = 0;
+      for_each_param(shard_config, [&](const ParamInfo& p) {
+        if (fsdp->owns(i++)) std::fill(g.arena.data() + p.offset, g.arena.data() + p.offset + p.numel, 0.0f);
+      });
+    } else {
+      g.arena.zero();
+    }
     double loss = 0, zl = 0;
     const std::int64_t accum = B / micro;
     for (std::int64_t m = 0; m < accum; ++m) {
@@ -409,6 +436,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
       PALM_CHECK(std::int64_t(rollbacks.size()) < o.max_rollbacks, "loss spike at step ", k, ": already rolled back ",
                  rollbacks.size(), " times (--max-rollbacks): stopping");
       const auto st = nlohmann::json::parse(load_checkpoint(ckpt, w, opt, &layout));
+      if (fsdp) fsdp->release_all();
       const std::int64_t back_to = st.at("step");
       const std::int64_t skip_steps = std::max(o.spike_skip, k - back_to);
       skip_samples = st.value("skip_samples", std::int64_t(0)) + ramp.samples_before(k + skip_steps) - ramp.samples_before(k);
@@ -431,13 +459,24 @@ std::int64_t run_training(TrainOptions o, bool resume) {
     }
     if (accum * W > 1) {  // each micro-batch's gradient is a mean over its local rows
       const float inv = 1.0f / float(accum * W);
-      float* gd = g.arena.data();
+      std::size_t t = 0;
+      for_each_param(shard_config, [&](const ParamInfo& p) {
+        if (fsdp && !fsdp->owns(t++)) return;  // not here (and not touched: it stays unresident)
+        float* gd = g.arena.data() + p.offset;
 #pragma omp parallel for schedule(static)
-      for (std::int64_t i = 0; i < std::int64_t(g.arena.size()); ++i) gd[i] *= inv;
+        for (std::int64_t i = 0; i < p.numel; ++i) gd[i] *= inv;
+      });
     }
     const double lr = o.lr.at(k);
+    if (fsdp && mesh.pods() > 1) {  // owners swap their summed gradients with their twins
+      std::size_t i = 0;
+      for_each_param(shard_config, [&](const ParamInfo& p) {
+        if (fsdp->owns(i++)) mesh.pod_twins().all_reduce_sum(g.arena.data() + p.offset, p.numel);
+      });
+    }
     const double gnorm = opt.step(w, g, k, lr);
-    if (!owner.empty()) {  // every tensor from the rank that updated it
+    if (fsdp) fsdp->release_globals();
+    if (!owner.empty() && !fsdp) {  // every tensor from the rank that updated it
       std::size_t i = 0;
       for_each_param(shard_config, [&](const ParamInfo& p) { mesh.data_group().broadcast(w.arena.data() + p.offset, p.numel, owner[i++]); });
     }
@@ -457,6 +496,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
                             std::lround(tps), " tok/s  MFU ", std::round(1000 * tps * acc.flops_per_token / peak) / 10, "%"));
     if (k % o.eval_every == 0 || k == o.steps) {
       const double v = eval();
+      if (fsdp) fsdp->release_globals();
       if (std::isfinite(v)) {
         std::fprintf(metrics, "%s\n", json({{"step", k}, {"val_loss", v}}).dump().c_str());
         std::fprintf(stderr, "%sstep %lld: validation loss %.4f\n", isatty(2) ? "\n" : "", (long long)k, v);
@@ -468,7 +508,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
       std::int64_t stop_flag = g_stop_signal.load();
       mesh.world().all_reduce_max(&stop_flag, 1);
       if (stop_flag && !g_stop_signal) g_stop_signal = int(stop_flag);
-      if (k % o.hash_every == 0 || k == o.steps) check_replicas_identical(mesh.replicas(), w, k);
+      if (k % o.hash_every == 0 || k == o.steps) check_replicas_identical(fsdp ? mesh.pod_twins() : mesh.replicas(), w, k, fsdp ? &owned : nullptr);
     }
     if (k % o.checkpoint_every == 0 || k == o.steps || g_stop_signal) checkpoint();
     if (g_stop_signal) {
@@ -487,6 +527,13 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
   if (leader) progress.finish(str_cat("step ", step, ", ", tokens_seen, " tokens"));
+  if (mesh.world().size() > 1) {  // what sharding saves shows here
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("VmHWM:", 0) == 0 || line.rfind("VmRSS:", 0) == 0)
+        std::fprintf(stderr, "palm train: %s %s memory%s\n", mesh.describe().c_str(),
+                     line[2] == 'H' ? "peak resident" : "resident at the end,", line.substr(6).c_str());
+  }
   if (leader && mesh.world().size() > 1 && step > start_step) {
     const double el = std::chrono::duration<double>(Clock::now() - t_loop).count();
     std::fprintf(stderr, "palm train: gradient communication %.4f s of %.4f s per step (%.1f%%, not overlapped with the backward)\n",

@@ -1,0 +1,89 @@
+#include "train/fsdp.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+
+#include "base/check.h"
+
+namespace palm {
+
+FullySharded::FullySharded(Comm& group, const ModelConfig& c, Weights& w, Gradients& g, std::vector<int> owner)
+    : group_(group), w_(w), g_(g), owner_(std::move(owner)), me_(group.rank()), layers_(std::size_t(c.n_layers)) {
+  // Small pages only: a transparent huge page would make 2 MiB around every owned tensor
+  // resident, other owners' tensors included (measured: no saving at all without this).
+  for (FloatArena* a : {&w.arena, &g.arena}) {
+    const std::size_t page = std::size_t(::sysconf(_SC_PAGESIZE));
+    const std::size_t bytes = (a->size() * sizeof(float) + page - 1) / page * page;
+    if (bytes) ::madvise(a->data(), bytes, MADV_NOHUGEPAGE);
+  }
+  std::size_t i = 0;
+  for_each_param(c, [&](const ParamInfo& p) {
+    const Tensor t{p.offset, p.numel, owner_[i++]};
+    if (p.name.rfind("layers.", 0) == 0) layers_[std::stoul(p.name.substr(7))].push_back(t);
+    else globals_.push_back(t);
+  });
+}
+
+void FullySharded::gather(const Tensor& t) { group_.broadcast(w_.arena.data() + t.offset, t.numel, t.owner); }
+
+void FullySharded::drop(FloatArena& a, const Tensor& t) {
+  float* begin = a.data() + t.offset;
+  float* end = begin + t.numel;
+  const std::uintptr_t page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
+  const std::uintptr_t lo = (std::uintptr_t(begin) + page - 1) / page * page, hi = std::uintptr_t(end) / page * page;
+  if (hi > lo) {
+    // the pages wholly inside the tensor: returned to the system, zero when touched again
+    std::memset(begin, 0, lo - std::uintptr_t(begin));
+    std::memset(reinterpret_cast<void*>(hi), 0, std::uintptr_t(end) - hi);
+    PALM_CHECK(::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED) == 0, "madvise failed");
+  } else {
+    std::memset(begin, 0, sizeof(float) * std::size_t(t.numel));
+  }
+}
+
+void FullySharded::gather_globals() {
+  for (const auto& t : globals_) gather(t);
+}
+
+void FullySharded::gather_layer(std::int64_t l) {
+  for (const auto& t : layers_[std::size_t(l)]) gather(t);
+}
+
+void FullySharded::release_layer(std::int64_t l) {
+  for (const auto& t : layers_[std::size_t(l)])
+    if (t.owner != me_) drop(w_.arena, t);
+}
+
+void FullySharded::reduce_layer_grads(std::int64_t l) {
+  for (const auto& t : layers_[std::size_t(l)]) {
+    group_.reduce_sum(g_.arena.data() + t.offset, t.numel, t.owner);
+    if (t.owner != me_) drop(g_.arena, t);  // summed on the owner: this rank's copy goes
+  }
+}
+
+void FullySharded::reduce_global_grads() {
+  for (const auto& t : globals_) {
+    group_.reduce_sum(g_.arena.data() + t.offset, t.numel, t.owner);
+    if (t.owner != me_) drop(g_.arena, t);
+  }
+}
+
+void FullySharded::release_globals() {
+  for (const auto& t : globals_)
+    if (t.owner != me_) drop(w_.arena, t);
+}
+
+void FullySharded::release_all() {
+  for (std::size_t l = 0; l < layers_.size(); ++l) release_layer(std::int64_t(l));
+  release_globals();
+  for (const auto& layer : layers_)
+    for (const auto& t : layer)
+      if (t.owner != me_) drop(g_.arena, t);
+  for (const auto& t : globals_)
+    if (t.owner != me_) drop(g_.arena, t);
+}
+
+}  // namespace palm
