@@ -60,6 +60,7 @@ void run_train(TrainCli& c) {
     o.shard = cli.shard;
     o.hash_every = cli.hash_every;
     o.inject_divergence = cli.inject_divergence;
+    o.overlap = cli.overlap;
     const std::int64_t done = run_training(o, true);
     if (is_leader()) fmt::print("run {} at step {}\n", o.out, done);
     if (done == o.steps) card_after_training(c, o.out);
@@ -189,6 +190,8 @@ void register_train(CLI::App& app) {
   cmd->add_option("--tp", c->o.tp, "Tensor-parallel ranks (under mpirun; divides heads, d_ff and vocabulary)");
   cmd->add_option("--pods", c->o.pods, "Pods: data-parallel groups that exchange gradients point to point");
   cmd->add_option("--shard", c->o.shard, "none | optimizer | full: data-parallel ranks keep only their share of the optimizer state (and of the weights and gradients)");
+  cmd->add_flag("--no-overlap", [c](std::int64_t) { c->o.overlap = false; },
+                "Reduce gradients after the backward instead of during it (for comparison)");
   cmd->add_option("--hash-every", c->o.hash_every, "Steps between the check that replicas hold identical parameters");
   cmd->add_option("--inject-divergence", c->o.inject_divergence, "Test hook: perturb the last rank's weights at this step");
   cmd->add_option("--card-info", c->card_info, "Author statements for the model card written at the end (palm card --info)");

@@ -100,6 +100,12 @@ TEST_F(Dist, DataParallelEqualsOneProcessAndRepeatsBitwise) {
   ASSERT_EQ(mpi(2, "dp2a", "--steps 20"), 0);
   ASSERT_EQ(mpi(2, "dp2b", "--steps 20"), 0);
   EXPECT_TRUE(same_file(model_of("dp2a", 20), model_of("dp2b", 20))) << "the same layout twice: the same bits";
+  // gradients reduced block by block during the backward (default) or after it: the same bits
+  ASSERT_EQ(mpi(2, "dp2c", "--steps 20 --no-overlap"), 0);
+  EXPECT_TRUE(same_file(model_of("dp2a", 20), model_of("dp2c", 20)));
+  std::ifstream olog(p("dp2a.log"));
+  const std::string ol((std::istreambuf_iterator<char>(olog)), {});
+  EXPECT_NE(ol.find("of which exposed"), std::string::npos) << ol;
   // against one process on the same global batch: only the summation order differs
   const auto one = metrics("single"), two = metrics("dp2a");
   ASSERT_EQ(one.size(), 20u);

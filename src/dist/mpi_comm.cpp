@@ -1,5 +1,6 @@
 // Comm on MPI (OpenMPI from Debian): the job's processes as started by mpirun. MPI is
-// called from the main thread only (MPI_THREAD_FUNNELED); errors abort the whole job,
+// called by one thread at a time (MPI_THREAD_SERIALIZED: the trainer's gradient thread
+// reduces while the main thread computes, never both at once); errors abort the whole job,
 // so a dead rank ends every rank instead of leaving them waiting.
 #define OMPI_SKIP_MPICXX 1  // the C API only (the deprecated C++ bindings need another library)
 #include <mpi.h>
@@ -22,8 +23,8 @@ constexpr std::int64_t kReduceChunk = std::int64_t(1) << 22;
 struct MpiRuntime {
   MpiRuntime() {
     int provided = 0;
-    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
-    PALM_CHECK(provided >= MPI_THREAD_FUNNELED, "MPI does not provide MPI_THREAD_FUNNELED");
+    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
+    PALM_CHECK(provided >= MPI_THREAD_SERIALIZED, "MPI does not provide MPI_THREAD_SERIALIZED");
   }
   ~MpiRuntime() {
     int finalized = 0;

@@ -39,6 +39,16 @@ class ShardedWeights {
   virtual void reduce_global_grads() = 0;
 };
 
+// Data parallelism with overlap: the backward hands over each block's gradients as soon as
+// they are final (the step's last micro-batch), so they can be reduced while the blocks
+// below compute; finish() hands over the rest and returns when all are reduced.
+class GradientOverlap {
+ public:
+  virtual ~GradientOverlap() = default;
+  virtual void layer_done(std::int64_t l) = 0;
+  virtual void finish() = 0;
+};
+
 struct ActivationPlan {
   std::int64_t B = 0, T = 0;
   bool remat = false;
@@ -78,6 +88,7 @@ class Activations {
   TensorParallel tp;
   std::int64_t vocab_offset = 0;
   ShardedWeights* sharded = nullptr;  // --shard full: gathers and gradient hand-over
+  GradientOverlap* overlap = nullptr;  // replaces backward()'s final all-reduce
 
   LayerActs& layer(std::int64_t l) { return layers[plan.remat ? 0 : l]; }
 

@@ -82,6 +82,7 @@ void backward(Backend& be, Comm& comm, const Weights& w, Activations& acts,
       acts.sharded->reduce_layer_grads(l);  // the block's gradients go to their owners now
       acts.sharded->release_layer(l);
     }
+    if (acts.overlap && reduce) acts.overlap->layer_done(l);  // reduced while the next block computes
   }
   // undo x_0 = E[token]
   if (tp) {
@@ -102,6 +103,7 @@ void backward(Backend& be, Comm& comm, const Weights& w, Activations& acts,
     be.embedding_bwd_acc(tokens, acts.dx, g.view.embed, N, D);
   }
   if (acts.sharded) acts.sharded->reduce_global_grads();  // replaces the all-reduce: owners get the sums
+  else if (acts.overlap && reduce) acts.overlap->finish();
   else if (reduce) comm.all_reduce_sum(g.arena.data(), static_cast<std::int64_t>(g.arena.size()));
 }
 

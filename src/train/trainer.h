@@ -32,6 +32,7 @@ struct TrainOptions {
   int tp = 1, pods = 1;
   std::string shard = "none";     // none | optimizer
   std::int64_t hash_every = 100;  // steps between the check that all replicas hold the same bits
+  bool overlap = true;             // reduce gradients on a thread during the backward
   std::int64_t inject_divergence = 0;  // test hook: perturb the last rank's weights at this step
 };
 
