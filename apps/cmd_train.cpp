@@ -193,6 +193,7 @@ void register_train(CLI::App& app) {
   cmd->add_flag("--no-overlap", [c](std::int64_t) { c->o.overlap = false; },
                 "Reduce gradients after the backward instead of during it (for comparison)");
   cmd->add_option("--hash-every", c->o.hash_every, "Steps between the check that replicas hold identical parameters");
+  cmd->add_option("--dump-gradients", c->o.dump_gradients, "Test hook: write the first step's gradients to PATH-tp-R-of-T.safetensors");
   cmd->add_option("--inject-divergence", c->o.inject_divergence, "Test hook: perturb the last rank's weights at this step");
   cmd->add_option("--card-info", c->card_info, "Author statements for the model card written at the end (palm card --info)");
   cmd->add_flag("--no-card", c->no_card, "Do not write MODEL_CARD.md / DATASHEET.md at the end");

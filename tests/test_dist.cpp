@@ -16,6 +16,8 @@
 #include <thread>
 
 #include "model/model_io.h"
+#include "model/safetensors.h"
+#include "model/tensor_parallel.h"
 
 namespace {
 
@@ -202,6 +204,35 @@ TEST_F(Dist, TensorParallelEqualsOneProcessAndReshardsBitwise) {
       EXPECT_NEAR(m[i]["loss"].get<double>(), one[i]["loss"].get<double>(), 1e-6 * one[i]["loss"].get<double>()) << run << " " << i;
       EXPECT_NEAR(m[i]["grad_norm"].get<double>(), one[i]["grad_norm"].get<double>(), 1e-5 * one[i]["grad_norm"].get<double>())
           << run << " " << i << ": the global norm, summed over the shards";
+    }
+  }
+  // every gradient tensor of the first step, reassembled from the tensor ranks, against
+  // one process's
+  ASSERT_EQ(sh(train("grad1", "--steps 1 --dump-gradients " + p("g1")) + " > /dev/null 2>&1"), 0);
+  ASSERT_EQ(mpi(2, "grad2", "--steps 1 --tp 2 --dump-gradients " + p("g2")), 0);
+  {
+    const palm::SafetensorsFile one(p("g1-tp-0-of-1.safetensors"));
+    const palm::SafetensorsFile r0(p("g2-tp-0-of-2.safetensors")), r1(p("g2-tp-1-of-2.safetensors"));
+    const auto global = palm::load_model(model_of("single", 20))->config;
+    ASSERT_EQ(one.tensors().size(), r0.tensors().size());
+    for (const auto& [name, rec] : one.tensors()) {
+      std::int64_t n = 1;
+      for (auto d : rec.shape) n *= d;
+      std::vector<float> want(std::size_t(n), 0.0f), got(std::size_t(n), 0.0f);
+      one.read_f32(rec, want.data());
+      int r = 0;
+      for (const palm::SafetensorsFile* f : {&r0, &r1}) {
+        const auto& t = f->tensors().at(name);
+        std::int64_t m = 1;
+        for (auto d : t.shape) m *= d;
+        std::vector<float> local(static_cast<std::size_t>(m), 0.0f);
+        f->read_f32(t, local.data());
+        palm::tp_insert(local.data(), rec.shape, palm::tp_slice(name, global, r++, 2), got.data());
+      }
+      double worst = 0, scale = 1e-30;
+      for (std::int64_t i = 0; i < n; ++i) scale = std::max(scale, double(std::fabs(want[std::size_t(i)])));
+      for (std::int64_t i = 0; i < n; ++i) worst = std::max(worst, std::fabs(double(want[std::size_t(i)]) - got[std::size_t(i)]) / scale);
+      EXPECT_LT(worst, 1e-5) << name;
     }
   }
   // each tensor rank wrote its own shard; palm export reassembles the interchange file

@@ -22,6 +22,7 @@
 #include "data/loader.h"
 #include "dist/comm.h"
 #include "dist/mesh.h"
+#include "model/safetensors.h"
 #include "model/tensor_parallel.h"
 #include "kernels/backend.h"
 #include "model/accounting.h"
@@ -480,6 +481,12 @@ std::int64_t run_training(TrainOptions o, bool resume) {
       for_each_param(shard_config, [&](const ParamInfo& p) {
         if (fsdp->owns(i++)) mesh.pod_twins().all_reduce_sum(g.arena.data() + p.offset, p.numel);
       });
+    }
+    if (!o.dump_gradients.empty() && k == start_step + 1 && mesh.pod_index() == 0 && mesh.data_index() == 0) {
+      std::vector<TensorToWrite> grads;  // this tensor rank's gradients, reduced and scaled
+      for_each_param(shard_config, [&](const ParamInfo& p) { grads.push_back({p.name, p.shape, g.arena.data() + p.offset}); });
+      write_safetensors(o.dump_gradients + "-tp-" + std::to_string(layout.rank) + "-of-" + std::to_string(layout.size) + ".safetensors",
+                        {}, grads);
     }
     const double gnorm = opt.step(w, g, k, lr);
     if (fsdp) fsdp->release_globals();

@@ -33,7 +33,8 @@ struct TrainOptions {
   std::string shard = "none";     // none | optimizer
   std::int64_t hash_every = 100;  // steps between the check that all replicas hold the same bits
   bool overlap = true;             // reduce gradients on a thread during the backward
-  std::int64_t inject_divergence = 0;  // test hook: perturb the last rank's weights at this step
+  std::int64_t inject_divergence = 0;
+  std::string dump_gradients;      // test hook: the first step's gradients, PATH-tp-R-of-T.safetensors  // test hook: perturb the last rank's weights at this step
 };
 
 std::string train_options_to_json(const TrainOptions& o);
