@@ -29,27 +29,15 @@ void run(EvalCli& o) {
   set_threads(o.threads);
   o.eval.task.cot = !o.no_cot;
   o.eval.palm_version = palm_version_string();
-  std::unique_ptr<Weights> w;
-  std::unique_ptr<Tokenizer> tok;
+  ModelAndTokenizer loaded;
   std::unique_ptr<Backend> be;
   std::unique_ptr<EvalModel> m;
   if (!o.model.empty()) {
-    std::string stored;
-    const std::string path = resolve_model(o.model, &stored);
-    const std::string tok_dir = o.tokenizer.empty() ? stored : o.tokenizer;
-    PALM_CHECK(!tok_dir.empty(), o.model, ": no tokenizer stored with it; give --tokenizer DIR");
-    tok = Tokenizer::load(tok_dir);
-    w = load_model(path);
-    const auto meta = read_model_metadata(path);
-    const auto it = meta.find(kTokenizerShaKey);
-    PALM_CHECK(it == meta.end() || it->second == tok->sha256(), o.model, " was made for another tokenizer (sha256 ",
-               it->second, "), not ", tok_dir);
-    PALM_CHECK(tok->vocab_size() == w->config.vocab_size, tok_dir, " has ", tok->vocab_size(), " tokens, the model ",
-               w->config.vocab_size);
+    loaded = load_model_and_tokenizer(o.model, o.tokenizer);
     be = make_backend();
-    m = std::make_unique<EvalModel>(EvalModel{be.get(), w.get(), tok.get()});
-    o.eval.model_path = path;
-    o.eval.model_sha256 = sha256_file(path);
+    m = std::make_unique<EvalModel>(EvalModel{be.get(), loaded.weights.get(), loaded.tokenizer.get()});
+    o.eval.model_path = loaded.path;
+    o.eval.model_sha256 = sha256_file(loaded.path);
   }
   const auto res = run_eval(o.eval, m.get());
   const std::string text = res.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";

@@ -33,18 +33,10 @@ void run_generate(const GenerateCli& o) {
   PALM_CHECK(o.num_samples > 0 && o.max_batch > 0, "--num-samples and --max-batch must be positive");
   PALM_CHECK(o.truncate.empty() || o.truncate == "left", "--truncate accepts only 'left'");
   validate(o.sampling);
-  std::string stored;
-  const std::string path = resolve_model(o.model, &stored);
-  const std::string tok_dir = o.tokenizer.empty() ? stored : o.tokenizer;
-  PALM_CHECK(!tok_dir.empty(), o.model, ": no tokenizer stored with it; give --tokenizer DIR");
-  const auto tok = Tokenizer::load(tok_dir);
-  const auto w = load_model(path);
+  const ModelAndTokenizer loaded = load_model_and_tokenizer(o.model, o.tokenizer);
+  const auto& tok = loaded.tokenizer;
+  const auto& w = loaded.weights;
   const ModelConfig& c = w->config;
-  const auto meta = read_model_metadata(path);
-  const auto it = meta.find(kTokenizerShaKey);
-  PALM_CHECK(it == meta.end() || it->second == tok->sha256(), o.model, " was made for another tokenizer (sha256 ",
-             it->second, "), not ", tok_dir);
-  PALM_CHECK(tok->vocab_size() == c.vocab_size, tok_dir, " has ", tok->vocab_size(), " tokens, the model ", c.vocab_size);
 
   std::vector<std::string> prompts;
   if (!o.prompt.empty()) {

@@ -32,18 +32,9 @@ void run(ServeCli& c) {
   PALM_CHECK(c.max_batch > 0 && c.max_batch <= 256, "--max-batch must be in [1, 256]");
   PALM_CHECK(c.max_queue >= 0 && c.max_queue <= 4096, "--max-queue must be in [0, 4096]");
   PALM_CHECK(c.o.port >= 0 && c.o.port <= 65535, "--port must be in [0, 65535]");
-  std::string stored;
-  const std::string path = resolve_model(c.model, &stored);
-  const std::string tok_dir = c.tokenizer.empty() ? stored : c.tokenizer;
-  PALM_CHECK(!tok_dir.empty(), c.model, ": no tokenizer stored with it; give --tokenizer DIR");
-  const auto tok = Tokenizer::load(tok_dir);
-  const auto w = load_model(path);
-  const auto meta = read_model_metadata(path);
-  const auto it = meta.find(kTokenizerShaKey);
-  PALM_CHECK(it == meta.end() || it->second == tok->sha256(), c.model, " was made for another tokenizer (sha256 ",
-             it->second, "), not ", tok_dir);
-  PALM_CHECK(tok->vocab_size() == w->config.vocab_size, tok_dir, " has ", tok->vocab_size(), " tokens, the model ",
-             w->config.vocab_size);
+  const ModelAndTokenizer loaded = load_model_and_tokenizer(c.model, c.tokenizer);
+  const auto& tok = loaded.tokenizer;
+  const auto& w = loaded.weights;
   if (c.o.model_name.empty()) {
     namespace fs = std::filesystem;
     const fs::path p = fs::absolute(c.model).lexically_normal();

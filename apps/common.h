@@ -4,6 +4,10 @@
 #include <string>
 
 #include "model/config.h"
+#include "model/params.h"
+#include "tokenizer/tokenizer.h"
+
+#include <memory>
 
 namespace palm {
 
@@ -19,6 +23,16 @@ struct ConfigChoice {
 // newest checkpoint). Returns the safetensors path; *tokenizer_dir gets the tokenizer
 // stored with the checkpoint ("" for a bare file).
 std::string resolve_model(const std::string& path, std::string* tokenizer_dir = nullptr);
+
+// A model and the tokenizer it was made with (--tokenizer, or the one stored with the
+// run), checked against each other: the tokenizer hash recorded in the model and the
+// vocabulary size.
+struct ModelAndTokenizer {
+  std::string path, tokenizer_dir;
+  std::unique_ptr<Weights> weights;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+ModelAndTokenizer load_model_and_tokenizer(const std::string& model, const std::string& tokenizer_override);
 
 std::string human_bytes(double bytes);
 std::string human_count(double n);  // 8.63B, 62.50B, ...

@@ -6,6 +6,7 @@
 
 #include "base/check.h"
 #include "common.h"
+#include "model/model_io.h"
 #include "model/params.h"
 #include "train/checkpoint.h"
 
@@ -44,6 +45,23 @@ std::string resolve_model(const std::string& path, std::string* tokenizer_dir) {
              dir, " holds the weights in shards (tensor parallel or --shard full); make one file with: palm export ", path,
              " --out model.safetensors");
   return dir.empty() ? path : (fs::path(dir) / "model.safetensors").string();
+}
+
+ModelAndTokenizer load_model_and_tokenizer(const std::string& model, const std::string& tokenizer_override) {
+  ModelAndTokenizer m;
+  std::string stored;
+  m.path = resolve_model(model, &stored);
+  m.tokenizer_dir = tokenizer_override.empty() ? stored : tokenizer_override;
+  PALM_CHECK(!m.tokenizer_dir.empty(), model, ": no tokenizer stored with it; give --tokenizer DIR");
+  m.tokenizer = Tokenizer::load(m.tokenizer_dir);
+  m.weights = load_model(m.path);
+  const auto meta = read_model_metadata(m.path);
+  const auto it = meta.find(kTokenizerShaKey);
+  PALM_CHECK(it == meta.end() || it->second == m.tokenizer->sha256(), model, " was made for another tokenizer (sha256 ",
+             it->second, "), not ", m.tokenizer_dir);
+  PALM_CHECK(m.tokenizer->vocab_size() == m.weights->config.vocab_size, m.tokenizer_dir, " has ",
+             m.tokenizer->vocab_size(), " tokens, the model ", m.weights->config.vocab_size);
+  return m;
 }
 
 std::string human_bytes(double b) {

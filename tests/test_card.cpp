@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+
+#include "shell_util.h"
 #include <regex>
 
 namespace {
@@ -20,22 +22,8 @@ const std::string kData = PALM_SOURCE_DIR "/../shared/data";
 std::string g_dir;
 std::string p(const std::string& f) { return g_dir + "/" + f; }
 
-struct Cmd {
-  int status;
-  std::string out, err;
-};
-Cmd sh(const std::string& cmd) {
-  FILE* f = ::popen((cmd + " 2>" + p("stderr.txt")).c_str(), "r");
-  Cmd r;
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) r.out.append(buf, n);
-  const int st = ::pclose(f);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  std::ifstream e(p("stderr.txt"));
-  r.err.assign(std::istreambuf_iterator<char>(e), {});
-  return r;
-}
+using Cmd = palm::testing_util::CmdResult;
+Cmd sh(const std::string& cmd) { return palm::testing_util::run_shell(cmd, p("stderr.txt")); }
 Cmd palm(const std::string& args) { return sh(std::string(PALM_BINARY) + " " + args); }
 std::string read(const std::string& f) {
   std::ifstream in(f);

@@ -9,15 +9,14 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "shell_util.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-struct CmdResult {
-  int status;
-  std::string out, err;
-};
+using palm::testing_util::CmdResult;
 
 class Cli : public ::testing::Test {
  protected:
@@ -29,19 +28,7 @@ class Cli : public ::testing::Test {
   static std::string path(const std::string& f) { return (fs::path(dir_) / f).string(); }
 
   static CmdResult run(const std::string& args) { return sh(std::string(PALM_BINARY) + " " + args); }
-  static CmdResult sh(const std::string& cmd) {
-    const std::string err_file = path("stderr.txt");
-    FILE* p = ::popen((cmd + " 2>" + err_file).c_str(), "r");
-    CmdResult r;
-    char buf[4096];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-    const int st = ::pclose(p);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    std::ifstream e(err_file);
-    r.err.assign(std::istreambuf_iterator<char>(e), {});
-    return r;
-  }
+  static CmdResult sh(const std::string& cmd) { return palm::testing_util::run_shell(cmd, path("stderr.txt")); }
   static void expect_error(const std::string& args, const std::string& fragment) {
     const CmdResult r = run(args);
     EXPECT_NE(r.status, 0) << args;
