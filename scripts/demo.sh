@@ -42,5 +42,5 @@ step "generated text, sampled (temperature 0.8, top-p 0.95)" \
   "$palm" generate --model "$out/run" --prompt "def main(" --max-tokens 40 --temperature 0.8 --top-p 0.95 --seed 1
 step "the trained model scores text (a random model gives about -ln(8000) = -9.0 per token)" \
   "$palm" score --model "$out/run" --text "In the beginning God created the heaven and the earth."
-printf '\nData: %s\nRun: %s (checkpoints, metrics.jsonl, plot.svg; --model accepts it)\nSpeed against PyTorch: make bench.\n' \
+printf '\nData: %s\nRun: %s (checkpoints, metrics.jsonl, plot.svg, MODEL_CARD.md, DATASHEET.md; --model accepts it)\nSpeed against PyTorch: make bench.\n' \
   "$out/data" "$out/run"
