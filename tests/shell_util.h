@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -13,6 +14,12 @@ struct CmdResult {
   int status = -1;  // the exit status, -1 when killed by a signal
   std::string out, err;
 };
+
+// The exit status of a shell command whose output goes where the command sends it.
+inline int run_status(const std::string& cmd) {
+  const int st = std::system(cmd.c_str());
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
 
 inline CmdResult run_shell(const std::string& cmd, const std::string& stderr_file) {
   FILE* f = ::popen((cmd + " 2>" + stderr_file).c_str(), "r");

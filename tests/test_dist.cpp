@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+
+#include "shell_util.h"
 #include <thread>
 
 #include "model/model_io.h"
@@ -27,10 +29,7 @@ using json = nlohmann::json;
 std::string g_dir;
 std::string p(const std::string& f) { return g_dir + "/" + f; }
 
-int sh(const std::string& cmd) {
-  const int st = std::system(cmd.c_str());
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+int sh(const std::string& cmd) { return palm::testing_util::run_status(cmd); }
 
 // loopback only: shared memory between the ranks, TCP (out of band) on lo
 const std::string kMpirun =

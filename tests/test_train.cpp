@@ -12,6 +12,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+
+#include "shell_util.h"
 #include <random>
 #include <thread>
 
@@ -35,10 +37,7 @@ std::string g_dir;
 
 std::string p(const std::string& f) { return g_dir + "/" + f; }
 
-int sh(const std::string& cmd) {
-  const int st = std::system(cmd.c_str());
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+int sh(const std::string& cmd) { return palm::testing_util::run_status(cmd); }
 
 class TrainEnv : public ::testing::Environment {
  public:
