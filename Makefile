@@ -3,7 +3,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: deps build test demo bench clean
+.PHONY: deps build test demo bench clean check-fresh check-packages
 
 deps:
 	@bash scripts/install-deps.sh
@@ -21,6 +21,14 @@ demo: build
 bench: build
 	@$(BUILD)/palm bench train --preset bench-small
 	@$(BUILD)/palm bench train --preset bench-medium
+
+# The quick start in a clean Debian 12 root (debootstrap): only git and a clone of HEAD.
+check-fresh:
+	@bash scripts/check-fresh.sh
+
+# Every file the build took from the system belongs to a package install-deps names.
+check-packages: build
+	@/usr/bin/python3 tools/check_packages.py $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

@@ -9,6 +9,7 @@
 #include "base/utf8.h"
 #include "common.h"
 #include "infer/generate.h"
+#include "infer/stop.h"
 #include "kernels/backend.h"
 #include "model/decode.h"
 #include "model/model_io.h"
@@ -75,27 +76,19 @@ void run_generate(const GenerateCli& o) {
       prompt_of.push_back(p);
     }
   }
-  std::size_t longest_stop = 0;
-  for (const auto& s : o.stop) {
-    PALM_CHECK(!s.empty(), "--stop strings must not be empty");
-    longest_stop = std::max(longest_stop, s.size());
-  }
+  const StopMatcher stops(o.stop);
   const bool stream_out = !o.json && reqs.size() == 1;
   std::vector<std::string> text(reqs.size());
   std::size_t printed = 0;
   auto on_token = [&](std::size_t r, std::int32_t token) {
+    const std::size_t grown_from = text[r].size();
     text[r] += tok->decode({token});
-    bool stop = false;
-    for (const auto& s : o.stop) {
-      const auto at = text[r].find(s);
-      if (at != std::string::npos) {
-        text[r].resize(at);  // the stop string is not part of the output
-        stop = true;
-      }
-    }
+    const std::size_t cut = stops.find(text[r], grown_from);
+    const bool stop = cut != std::string::npos;
+    if (stop) text[r].resize(cut);  // the stop string is not part of the output
     if (stream_out) {
       // hold back what could still become a stop string, and split characters
-      std::size_t upto = stop ? text[r].size() : (text[r].size() >= longest_stop ? text[r].size() - (longest_stop ? longest_stop - 1 : 0) : 0);
+      std::size_t upto = stop ? text[r].size() : (text[r].size() > stops.hold_back() ? text[r].size() - stops.hold_back() : 0);
       upto = std::max(upto, printed);
       upto = printed + utf8_complete_prefix(std::string_view(text[r]).substr(printed, upto - printed));
       std::fwrite(text[r].data() + printed, 1, upto - printed, stdout);

@@ -80,13 +80,20 @@ void run_train(TrainCli& c) {
       if (given(c.cmd, "--batch-size")) f.batch_size = o.batch_size;
       if (given(c.cmd, "--seq-len")) f.seq_len = o.seq_len;
       if (given(c.cmd, "--seed")) f.seed = o.seed;
+      if (given(c.cmd, "--init")) f.init = o.init;
       o = f;
     } else {
       o.model = load_config_file(c.model.config_file);
     }
-  } else {
+  } else if (!c.model.preset.empty() || o.init.empty()) {
     o.model = c.model.resolve();
     o.preset = c.model.preset;
+  }
+  if (!o.init.empty()) {
+    // the weights carry their config: a run may start from them without --preset
+    o.init = resolve_model(o.init);
+    const std::string given_as = !c.model.preset.empty() ? "--preset " + c.model.preset : "--config " + c.model.config_file;
+    o.model = check_weights_config(o.init, o.model.d_model != 0 ? &o.model : nullptr, given_as);
   }
   o.lr.total = o.steps;
   const std::int64_t done = run_training(o, false);

@@ -19,6 +19,12 @@ struct ConfigChoice {
   ModelConfig resolve() const;
 };
 
+// The config stored in a weights file (safetensors path). A config given as well
+// (--preset/--config, named by given_as) must agree with it in every field but the
+// vocabulary size (which the tokenizer decides and is checked against it), or it is an
+// error naming the fields.
+ModelConfig check_weights_config(const std::string& weights, const ModelConfig* given, const std::string& given_as);
+
 // --model accepts a safetensors file, a checkpoint directory or a run directory (its
 // newest checkpoint). Returns the safetensors path; *tokenizer_dir gets the tokenizer
 // stored with the checkpoint ("" for a bare file).

@@ -26,6 +26,17 @@ ModelConfig ConfigChoice::resolve() const {
   return preset.empty() ? load_config_file(config_file) : palm::preset(preset);
 }
 
+ModelConfig check_weights_config(const std::string& weights, const ModelConfig* given, const std::string& given_as) {
+  const ModelConfig stored = read_model_config(weights);
+  if (!given) return stored;
+  ModelConfig g = *given;
+  g.vocab_size = stored.vocab_size;
+  const std::string diff = config_differences(stored, g);
+  PALM_CHECK(diff.empty(), weights, " carries its own model config, which ", given_as, " contradicts (", diff,
+             ": file vs given); drop ", given_as.substr(0, given_as.find(' ')), " to use the file's");
+  return stored;
+}
+
 std::string resolve_model(const std::string& path, std::string* tokenizer_dir) {
   namespace fs = std::filesystem;
   std::string dir;

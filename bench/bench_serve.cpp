@@ -37,6 +37,7 @@ using json = nlohmann::json;
 
 struct BenchServeOptions {
   std::string model, tokenizer, preset = "small", concurrency = "1,4,16,64";
+  bool preset_given = false;  // --preset on the command line (with --model it must agree)
   std::int64_t tokens = 32, requests_per_client = 4;
   int threads = 0;
   bool json = false;
@@ -157,6 +158,10 @@ void run(const BenchServeOptions& o) {
     std::string stored;
     const std::string path = resolve_model(o.model, &stored);
     tok = Tokenizer::load(o.tokenizer.empty() ? stored : o.tokenizer);
+    if (o.preset_given) {
+      const ModelConfig given = preset(o.preset);
+      check_weights_config(path, &given, "--preset " + o.preset);
+    }
     w = load_model(path);
     what = path;
   } else {
@@ -222,14 +227,17 @@ void register_bench_serve(CLI::App& bench) {
   auto* cmd = bench.add_subcommand("serve", "HTTP serving: tokens/s, TTFT and inter-token latency by concurrency");
   cmd->add_option("--model", o->model, "A trained model (default: random weights of --preset)");
   cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer for --model (default: the one stored with it)");
-  cmd->add_option("--preset", o->preset, "Preset for random weights")->capture_default_str();
+  auto* preset_option = cmd->add_option("--preset", o->preset, "Preset for random weights")->capture_default_str();
   cmd->add_option("--concurrency", o->concurrency, "Concurrent streams, comma-separated, starting with 1")->capture_default_str();
   cmd->add_option("--tokens", o->tokens, "Tokens per request")->capture_default_str();
   cmd->add_option("--requests-per-client", o->requests_per_client,
                   "Requests each client sends in turn (concurrency 1: 8x this)")->capture_default_str();
   cmd->add_option("--threads", o->threads, "Compute threads (default: all cores)");
   cmd->add_flag("--json", o->json, "End with one JSON line");
-  cmd->callback([o] { run(*o); });
+  cmd->callback([o, preset_option] {
+    o->preset_given = preset_option->count() > 0;
+    run(*o);
+  });
 }
 
 }  // namespace palm

@@ -3,6 +3,8 @@
 #include <omp.h>
 #include <sched.h>
 
+#include <atomic>
+
 namespace palm {
 
 int default_threads() {
@@ -11,7 +13,20 @@ int default_threads() {
   return omp_get_num_procs();
 }
 
-void set_threads(int threads) { omp_set_num_threads(threads > 0 ? threads : default_threads()); }
+namespace {
+// The process's choice, for threads started later (0: none made; they keep OpenMP's default).
+std::atomic<int> g_process_threads{0};
+}  // namespace
+
+void set_threads(int threads) {
+  const int n = threads > 0 ? threads : default_threads();
+  g_process_threads = n;
+  omp_set_num_threads(n);
+}
+
+void adopt_process_threads() {
+  if (const int n = g_process_threads.load(); n > 0) omp_set_num_threads(n);
+}
 
 int current_threads() { return omp_get_max_threads(); }
 

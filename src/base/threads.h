@@ -7,5 +7,9 @@ namespace palm {
 int default_threads();          // the number of cores this process may use
 void set_threads(int threads);  // <= 0 means default_threads()
 int current_threads();
+// OpenMP's thread count is a per-thread setting that a new std::thread does not inherit:
+// every thread that computes (the serving engine, the gradient-overlap thread) calls this
+// first, so it uses the count set_threads chose for the process.
+void adopt_process_threads();
 
 }  // namespace palm

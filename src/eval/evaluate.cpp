@@ -15,13 +15,13 @@
 #include "data/loader.h"
 #include "eval/metrics.h"
 #include "infer/score.h"
+#include "infer/stop.h"
 
 namespace palm {
 
 namespace {
 
 using json = nlohmann::ordered_json;
-constexpr std::int32_t kEod = 1;
 
 struct Record {
   const EvalItem* item = nullptr;
@@ -66,7 +66,7 @@ void score_choices(const EvalTask& t, const EvalModel& m, std::vector<Record>& r
       PALM_CHECK(!cont.empty() && std::int64_t(cont.size()) < ctx, "example ", rec.item->id, ": choice ", c,
                  " has ", cont.size(), " tokens; the context holds ", ctx);
       std::vector<std::int32_t> seq = fit_left(context, ctx + 1 - std::int64_t(cont.size()), truncated);
-      if (seq.empty()) seq.push_back(kEod);
+      if (seq.empty()) seq.push_back(kEodId);
       const std::size_t first = seq.size();  // logprob index of the first continuation token is first - 1
       seq.insert(seq.end(), cont.begin(), cont.end());
       const auto lp = token_logprobs(*m.backend, *m.weights, seq);
@@ -123,10 +123,12 @@ void generate_outputs(const EvalTask& t, const EvalOptions& o, const EvalModel& 
     const std::size_t b = std::min(reqs.size(), a + chunk);
     const std::vector<GenerationRequest> part(reqs.begin() + std::ptrdiff_t(a), reqs.begin() + std::ptrdiff_t(b));
     std::vector<std::string> text(part.size());
+    const StopMatcher stops(t.stops);
     auto on_token = [&](std::size_t r, std::int32_t token) {
+      const std::size_t grown_from = text[r].size();
       text[r] += m.tokenizer->decode({token});
-      const std::size_t cut = truncate_at(text[r], t.stops).size();
-      if (cut == text[r].size()) return false;
+      const std::size_t cut = stops.find(text[r], grown_from);
+      if (cut == std::string::npos) return false;
       text[r].resize(cut);  // the stop sequence is not part of the completion
       return true;
     };
@@ -300,7 +302,7 @@ void add_metrics(const EvalTask& t, const std::vector<const Record*>& recs, json
 }
 
 json perplexity(const EvalTask& t, const EvalModel& m) {
-  std::vector<std::int32_t> seq{kEod};  // a document start, so the first token is predicted too
+  std::vector<std::int32_t> seq{kEodId};  // a document start, so the first token is predicted too
   m.tokenizer->encode_append(t.text, seq);
   const std::int64_t T = m.weights->config.max_seq_len;
   const std::int64_t predicted = std::int64_t(seq.size()) - 1;

@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "base/check.h"
+#include "infer/stop.h"
 
 namespace palm {
 
@@ -140,9 +141,7 @@ std::string gsm8k_cot_answer(const std::string& worked) {
 }
 
 std::string truncate_at(const std::string& text, const std::vector<std::string>& stops) {
-  std::size_t cut = text.size();
-  for (const auto& s : stops) cut = std::min(cut, text.find(s));
-  return text.substr(0, cut);
+  return text.substr(0, StopMatcher(stops).find(text));
 }
 
 }  // namespace palm

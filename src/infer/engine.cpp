@@ -3,12 +3,13 @@
 #include <chrono>
 
 #include "base/check.h"
+#include "base/threads.h"
+#include "infer/stop.h"
 #include "model/decode.h"
 
 namespace palm {
 
 namespace {
-constexpr std::int32_t kEod = 1;  // the tokenizer's fixed <eod> id (docs/formats.md)
 }
 
 struct Engine::Sequence {
@@ -24,7 +25,10 @@ Engine::Engine(Backend& be, const Weights& w, std::int64_t max_batch, std::int64
     : be_(be), w_(w), max_batch_(max_batch), max_queue_(max_queue), stored_(stored) {
   PALM_CHECK(max_batch > 0, "max batch must be positive (got ", max_batch, ")");
   PALM_CHECK(max_queue >= 0, "max queue must be >= 0 (got ", max_queue, ")");
-  thread_ = std::thread([this] { loop(); });
+  thread_ = std::thread([this] {
+    adopt_process_threads();  // --threads bounds the decode steps run on this thread
+    loop();
+  });
 }
 
 Engine::~Engine() { shutdown(0.0); }
@@ -77,7 +81,7 @@ void Engine::loop() {
   auto advance = [&](Sequence& s, const Sampled& t) {
     ++s.generated;
     s.last = t.token;
-    const bool stop = t.token == kEod || (s.req.on_token && s.req.on_token(t.token, t.logprob));
+    const bool stop = t.token == kEodId || (s.req.on_token && s.req.on_token(t.token, t.logprob));
     if (stop) finish(s, "stop");
     else if (s.generated >= s.req.max_tokens || s.cache->len >= s.cache->capacity) finish(s, "length");
   };

@@ -4,12 +4,12 @@
 #include <memory>
 
 #include "base/check.h"
+#include "infer/stop.h"
 #include "model/decode.h"
 
 namespace palm {
 
 namespace {
-constexpr std::int32_t kEod = 1;  // the tokenizer's fixed <eod> id (docs/formats.md)
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 }  // namespace
@@ -47,7 +47,7 @@ std::vector<GenerationResult> generate(Backend& be, const Weights& w, const std:
       const Sampled s = sample_token(logits.data(), V, req.sampling, req.stream, 0, scratch);
       out[r].tokens.push_back(s.token);
       out[r].logprobs.push_back(s.logprob);
-      const bool stop = s.token == kEod || on_token(r, s.token);
+      const bool stop = s.token == kEodId || on_token(r, s.token);
       if (stop) {
         out[r].finish_reason = "stop";
       } else if (std::int64_t(out[r].tokens.size()) >= req.max_tokens || caches.back()->len >= cap) {
@@ -77,7 +77,7 @@ std::vector<GenerationResult> generate(Backend& be, const Weights& w, const std:
                                        std::uint64_t(out[r].tokens.size()), scratch);
         out[r].tokens.push_back(s.token);
         out[r].logprobs.push_back(s.logprob);
-        if (s.token == kEod || on_token(r, s.token)) {
+        if (s.token == kEodId || on_token(r, s.token)) {
           out[r].finish_reason = "stop";
         } else if (std::int64_t(out[r].tokens.size()) >= req.max_tokens || cs[i]->len >= cs[i]->capacity) {
           out[r].finish_reason = "length";

@@ -46,6 +46,15 @@ std::string config_to_json(const ModelConfig& c) {
   return j.dump();
 }
 
+std::string config_differences(const ModelConfig& a, const ModelConfig& b) {
+  const auto ja = nlohmann::ordered_json::parse(config_to_json(a));
+  const auto jb = nlohmann::ordered_json::parse(config_to_json(b));
+  std::string r;
+  for (const auto& [key, value] : ja.items())
+    if (value != jb[key]) r += (r.empty() ? "" : ", ") + key + " " + value.dump() + " vs " + jb[key].dump();
+  return r;
+}
+
 ModelConfig config_from_json(const std::string& text, const std::string& where) {
   nlohmann::json j;
   try {

@@ -28,6 +28,8 @@ void validate(const ModelConfig& c);
 std::string config_to_json(const ModelConfig& c);  // the field names of docs/model.md
 ModelConfig config_from_json(const std::string& json, const std::string& where);
 ModelConfig load_config_file(const std::string& path);
+// "d_model 256 vs 512, n_layers 2 vs 4" for the fields where a and b differ; "" when equal.
+std::string config_differences(const ModelConfig& a, const ModelConfig& b);
 
 const std::vector<std::string>& preset_names();
 ModelConfig preset(const std::string& name);  // throws Error listing the presets

@@ -16,6 +16,7 @@
 
 #include "base/check.h"
 #include "base/utf8.h"
+#include "infer/stop.h"
 #include "serve/api.h"
 #include "serve/metrics.h"
 
@@ -49,8 +50,7 @@ struct Job {
   std::vector<Choice> choices;
   std::vector<std::shared_ptr<std::atomic<bool>>> cancel;
   std::size_t remaining = 0;
-  std::size_t longest_stop = 0;
-  std::vector<std::string> stops;
+  StopMatcher stops{{}};
   Clock::time_point received = Clock::now();
   bool first_token_seen = false;
   std::uint64_t version = 0;  // bumped by every engine event: the stream writer waits for a change
@@ -128,10 +128,9 @@ struct Server::Impl {
       c.last_token = now;
       c.tokens.push_back(token);
       c.logprobs.push_back(logprob);
-      const std::size_t search_from = c.text.size() >= job->longest_stop ? c.text.size() - job->longest_stop + 1 : 0;
+      const std::size_t grown_from = c.text.size();
       c.text += piece;
-      std::size_t cut = std::string::npos;
-      for (const auto& s : job->stops) cut = std::min(cut, c.text.find(s, std::min(search_from, c.text.size())));
+      const std::size_t cut = job->stops.find(c.text, grown_from);
       if (cut != std::string::npos) c.text.resize(std::max(cut, c.emitted));  // the stop string is not output
       ++job->version;
       job->cv.notify_all();
@@ -187,9 +186,9 @@ struct Server::Impl {
       }
       if (stopping) throw ApiError(503, "the server is shutting down", "server_error");
       auto job = std::make_shared<Job>();
-      job->stops = p.stop;
-      if (chat) job->stops.push_back(kChatStop);
-      for (const auto& s : job->stops) job->longest_stop = std::max(job->longest_stop, s.size());
+      std::vector<std::string> stops = p.stop;
+      if (chat) stops.push_back(kChatStop);
+      job->stops = StopMatcher(stops);
       const std::size_t total = p.prompts.size() * std::size_t(p.n);
       job->choices.resize(total);
       job->remaining = total;
@@ -334,7 +333,7 @@ struct Server::Impl {
                 out += chunk(k, p.prompts[k / std::size_t(p.n)], nullptr, nullptr, false);
               }
               st->announced[k] = true;
-              const std::string text = take_ready(c, job->longest_stop ? job->longest_stop - 1 : 0, c.done);
+              const std::string text = take_ready(c, job->stops.hold_back(), c.done);
               if (!text.empty()) out += chunk(k, text, nullptr, nullptr, false);
               if (c.done) {
                 st->finished[k] = true;

@@ -8,12 +8,12 @@
 #include <string_view>
 #include <vector>
 
+#include "base/special_tokens.h"
+
 namespace palm {
 
-// Fixed special ids (SentencePiece meta pieces). Byte tokens <0x00>..<0xFF> follow.
-inline constexpr std::int32_t kPadId = 0;
-inline constexpr std::int32_t kEodId = 1;
-inline constexpr std::int32_t kUnkId = 2;
+// Fixed special ids (SentencePiece meta pieces, base/special_tokens.h). Byte tokens
+// <0x00>..<0xFF> follow.
 inline constexpr const char* kTokenizerModelFile = "tokenizer.model";
 inline constexpr const char* kTokenizerJsonFile = "tokenizer.json";
 

@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "base/threads.h"
+
 namespace palm {
 
 namespace {
@@ -18,7 +20,10 @@ OverlappedReduce::OverlappedReduce(Comm& comm, const ModelConfig& c, Gradients& 
   }
   embed_ = {g.view.embed, std::int64_t(g.view.layers.empty() ? 0 : g.view.layers[0].norm - g.view.embed)};
   final_norm_ = {g.view.final_norm, c.d_model};
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    adopt_process_threads();  // its reductions run with the process's --threads
+    run();
+  });
 }
 
 OverlappedReduce::~OverlappedReduce() {

@@ -309,7 +309,8 @@ std::int64_t run_training(TrainOptions o, bool resume) {
       const auto init = load_model(o.init);
       PALM_CHECK(init->config.vocab_size == o.model.vocab_size, "--init ", o.init, " has vocab ", init->config.vocab_size,
                  " but the data's tokenizer has ", o.model.vocab_size);
-      PALM_CHECK(init->config == o.model, "--init ", o.init, ": its config differs from the run's");
+      PALM_CHECK(init->config == o.model, "--init ", o.init, ": its config differs from the run's (",
+                 config_differences(init->config, o.model), ": file vs run)");
       for_each_param(shard_config, [&](const ParamInfo& p) {
         const ParamInfo& gp = param_list(o.model)[std::size_t(&p - param_list(shard_config).data())];
         tp_extract(init->arena.data() + gp.offset, gp.shape, tp_slice(p.name, o.model, layout.rank, layout.size),
