@@ -14,6 +14,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <map>
+#include <sstream>
 #include <thread>
 
 namespace {
@@ -287,6 +289,79 @@ TEST_F(Serve, StopStringsAndChat) {
   EXPECT_EQ(json::parse(ev[0])["choices"][0]["delta"]["role"], "assistant");
   EXPECT_EQ(json::parse(ev[0])["object"], "chat.completion.chunk");
   EXPECT_EQ(ev.back(), "[DONE]");
+}
+
+TEST_F(Serve, StopStringsCutAtTheEarliestOccurrenceInServeAndGenerateAlike) {
+  // two stop strings completed by the same character: the one listed first ("b" of the
+  // issue's --stop b --stop ab) occurs later than the one listed second, so a matcher
+  // that honours the order instead of the position cuts too late
+  const json full = post(port(), "/v1/completions", {{"model", "tiny"}, {"prompt", "import json"}, {"max_tokens", 24}, {"temperature", 0}});
+  const std::string text = full["choices"][0]["text"];
+  std::size_t j = 1;
+  while (j < text.size() && text.find(text[j]) != j) ++j;  // a character's first appearance, not at 0
+  ASSERT_LT(j, text.size()) << "greedy text without a new character: " << text;
+  const std::string first = text.substr(j, 1), second = text.substr(j - 1, 2);
+  const std::size_t want = std::min(text.find(first), text.find(second));
+  ASSERT_EQ(want, j - 1);
+  const json r = post(port(), "/v1/completions", {{"model", "tiny"}, {"prompt", "import json"}, {"max_tokens", 24},
+                                                  {"temperature", 0}, {"stop", {first, second}}});
+  EXPECT_EQ(r["choices"][0]["text"], text.substr(0, want));
+  const json g = generate("--prompt 'import json' --max-tokens 24 --stop '" + first + "' --stop '" + second + "'")[0];
+  EXPECT_EQ(g["text"], text.substr(0, want));
+  const std::string streamed = capture(std::string(PALM_BINARY) + " generate --model " + p("m.safetensors") + " --tokenizer " +
+                                       p("tok") + " --prompt 'import json' --max-tokens 24 --stop '" + first + "' --stop '" +
+                                       second + "' 2>/dev/null");
+  EXPECT_EQ(streamed, text.substr(0, want) + "\n");
+}
+
+// CPU time each thread of a process has used (clock ticks), by thread id
+std::map<int, long> thread_cpu_ticks(pid_t pid) {
+  std::map<int, long> ticks;
+  for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    std::string stat = read(e.path().string() + "/stat");
+    const std::size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream in(stat.substr(close + 2));
+    std::string field;
+    long utime = 0, stime = 0;
+    for (int k = 3; k <= 15 && in >> field; ++k) {
+      if (k == 14) utime = std::stol(field);
+      if (k == 15) stime = std::stol(field);
+    }
+    ticks[std::stoi(e.path().filename().string())] = utime + stime;
+  }
+  return ticks;
+}
+
+TEST_F(Serve, ThreadsOneBoundsTheComputeToOneThread) {
+  if (std::thread::hardware_concurrency() < 2) GTEST_SKIP() << "one core: a second compute thread could not show";
+  // the decode steps run on the engine's own thread: --threads must reach it, or OpenMP
+  // gives that thread a team of every core
+  const std::string model = "--model " + p("m.safetensors") + " --tokenizer " + p("tok");
+  ServerProcess one(model + " --model-name tiny --threads 1 --max-batch 8", "threads1");
+  ASSERT_GT(one.port, 0);
+  const auto before = thread_cpu_ticks(one.pid);
+  const auto t0 = Clock::now();
+  int requests = 0;
+  while (Clock::now() - t0 < std::chrono::seconds(3) && requests < 200) {
+    post(one.port, "/v1/completions", {{"model", "tiny"}, {"prompt", {"def f(x):", "class A:", "import os", "x = 1"}},
+                                        {"max_tokens", 64}, {"temperature", 0}});
+    ++requests;
+  }
+  const auto after = thread_cpu_ticks(one.pid);
+  long total = 0;
+  std::vector<long> busy;
+  for (const auto& [tid, t] : after) {
+    const long d = t - (before.count(tid) ? before.at(tid) : 0);
+    total += d;
+    busy.push_back(d);
+  }
+  std::sort(busy.rbegin(), busy.rend());
+  ASSERT_GT(total, 50) << "the requests used some CPU (ticks of 10 ms)";
+  // one thread did the work; any other thread used at most a small share (HTTP, tokenizing)
+  EXPECT_GT(double(busy[0]) / double(total), 0.8) << "busiest threads: " << busy[0] << ", " << (busy.size() > 1 ? busy[1] : 0)
+                                                  << " ticks of " << total;
+  EXPECT_EQ(one.stop(), 0);
 }
 
 TEST_F(Serve, EveryErrorHasItsStatusAndTheServerStaysUp) {
