@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make check-fresh`: proves the README's quick start on a fresh Debian 12 machine.
 # Builds a clean Debian 12 root (debootstrap, minbase), puts only git and a clone of the
-# committed HEAD in it, with ../shared beside it when this checkout has one, and runs the
+# committed HEAD in it (and make, to type `make`), with ../shared beside it when this checkout has one, and runs the
 # given make targets there as root (default: "build test"; FRESH_TARGETS="demo test" for
 # the whole quick start). Every package the targets need must come from
 # scripts/install-deps.sh inside that root: nothing of this machine leaks in.
@@ -26,7 +26,8 @@ trap cleanup EXIT
 echo "check-fresh: debootstrap bookworm (minbase) from $mirror into $root" >&2
 debootstrap --variant=minbase bookworm "$root" "$mirror" >"$root.log" 2>&1 || { tail -20 "$root.log" >&2; exit 1; }
 rm -f "$root.log"
-# the same package sources as this machine (bookworm-updates, security)
+# the same package sources as this machine (bookworm-updates, security), instead of debootstrap's
+rm -f "$root/etc/apt/sources.list"
 cp -a /etc/apt/sources.list.d/. "$root/etc/apt/sources.list.d/" 2>/dev/null || true
 [ -f /etc/apt/sources.list ] && cp /etc/apt/sources.list "$root/etc/apt/sources.list"
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
@@ -38,7 +39,7 @@ done
 mount -t tmpfs tmpfs "$root/tmp"
 mounts+=("$root/tmp")
 
-chroot "$root" bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends git ca-certificates >/dev/null"
+chroot "$root" bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends git make ca-certificates >/dev/null"
 mkdir -p "$root/work"
 git clone -q "$repo" "$root/work/main"
 if [ -d "$repo/../shared" ]; then
