@@ -39,6 +39,12 @@ done
 mount -t tmpfs tmpfs "$root/tmp"
 mounts+=("$root/tmp")
 
+# the machine's own CA certificates (e.g. a TLS-inspecting egress proxy, as in this
+# workplace) belong to the machine, not to palm: carry them in so npm can reach its registry
+if [ -d /usr/local/share/ca-certificates ]; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp -a /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+fi
 chroot "$root" bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends git make ca-certificates >/dev/null"
 mkdir -p "$root/work"
 git clone -q "$repo" "$root/work/main"

@@ -6,7 +6,7 @@
 # the interface (its byte counters). Needs root (namespaces); exit 77 otherwise.
 set -euo pipefail
 palm="$1"
-data_dir="$2"
+text="$2"  # some text to train on
 [ "$(id -u)" -eq 0 ] || { echo "dist_netns: needs root to create network namespaces"; exit 77; }
 work="$(mktemp -d /tmp/palm_netns.XXXXXX)"
 a="palm_a_$$"
@@ -40,8 +40,8 @@ exec ip netns exec "\$ns" sh -c "\$*"
 AGENT
 chmod +x "$work/agent.sh"
 
-"$palm" tokenizer train --input "$data_dir/tinyshakespeare/input.txt" --vocab-size 500 --out "$work/tok" 2>/dev/null
-"$palm" data build --tokenizer "$work/tok" --source "text=$data_dir/tinyshakespeare/input.txt:format=lines" --out "$work/data" 2>/dev/null
+"$palm" tokenizer train --input "$text" --vocab-size 500 --out "$work/tok" 2>/dev/null
+"$palm" data build --tokenizer "$work/tok" --source "text=$text:format=lines" --out "$work/data" 2>/dev/null
 args=(train --preset tiny --data "$work/data" --batch-size 8 --seq-len 64 --steps 10 --checkpoint-every 10 --eval-every 100 --no-card --threads 1)
 "$palm" "${args[@]}" --out "$work/one" >/dev/null 2>&1
 

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "data_dir.h"
 #include "shell_util.h"
 #include <regex>
 
@@ -18,7 +19,8 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const std::string kData = PALM_SOURCE_DIR "/../shared/data";
+const std::string kText = palm::testing_util::fixtures_dir() + "/text/english.txt";
+const std::string kFix = palm::testing_util::fixtures_dir() + "/eval";
 std::string g_dir;
 std::string p(const std::string& f) { return g_dir + "/" + f; }
 
@@ -60,12 +62,12 @@ class Card : public ::testing::Test {
     std::ofstream ru(p("ru.txt"));
     for (int i = 0; i < 300; ++i) ru << "Привет, мир! Строка номер " << i << ".\n";
     ru.close();
-    ASSERT_EQ(palm("tokenizer train --input " + kData + "/tinyshakespeare/input.txt --input " + p("ru.txt") +
+    ASSERT_EQ(palm("tokenizer train --input " + kText + " --input " + p("ru.txt") +
                    " --vocab-size 600 --out " + p("tok"))
                   .status,
               0);
-    ASSERT_EQ(palm("data build --tokenizer " + p("tok") + " --source shakespeare=" + kData +
-                   "/tinyshakespeare/input.txt:format=lines:weight=3 --source russian=" + p("ru.txt") +
+    ASSERT_EQ(palm("data build --tokenizer " + p("tok") + " --source english=" + kText +
+                   ":format=lines:weight=3 --source russian=" + p("ru.txt") +
                    ":format=lines:weight=1 --out " + p("data"))
                   .status,
               0);
@@ -152,26 +154,46 @@ TEST_F(Card, ValidMarkdownInThePapersStructure) {
 }
 
 TEST_F(Card, EvalResultsOfTheRunAppearWithTheirNumbers) {
-  const std::string data = kData + "/gsm8k/test.jsonl";
-  ASSERT_EQ(palm("eval --model " + p("run") + " --task gsm8k --data " + data + " --limit 2 --shots 1 --contamination " +
+  ASSERT_EQ(palm("eval --model " + p("run") + " --task gsm8k --data " + kFix + "/gsm8k/test.jsonl --limit 2 --shots 1 --contamination " +
                  p("data"))
                 .status,
             0);
+  std::ofstream(p("ppl.txt")) << "Every model card states the numbers the run measured.";
+  ASSERT_EQ(palm("eval --model " + p("run") + " --task perplexity --data " + p("ppl.txt")).status, 0);
   ASSERT_TRUE(fs::exists(p("run/eval/gsm8k-test.json"))) << "results kept with the run";
   const json r = json::parse(read(p("run/eval/gsm8k-test.json")));
+  std::string ppl_file;
+  for (const auto& e : fs::directory_iterator(p("run/eval")))
+    if (e.path().filename().string().rfind("perplexity", 0) == 0) ppl_file = e.path().string();
+  ASSERT_FALSE(ppl_file.empty());
+  const json ppl = json::parse(read(ppl_file));
   const Cmd c = palm("card " + p("run") + " --json --no-peak");
   ASSERT_EQ(c.status, 0) << c.err;
   const json card = json::parse(c.out);
-  ASSERT_EQ(card["facts"]["evaluations"].size(), 1u);
-  const json& e = card["facts"]["evaluations"][0];
-  EXPECT_EQ(e["task"], "gsm8k");
-  EXPECT_EQ(e["n"], r["n"]);
-  EXPECT_EQ(e["metrics"]["accuracy"], r["accuracy"]);
-  EXPECT_EQ(e["contaminated"], r["contamination"]["contaminated"]);
+  ASSERT_EQ(card["facts"]["evaluations"].size(), 2u);
+  for (const auto& e : card["facts"]["evaluations"]) {
+    if (e["task"] == "gsm8k") {
+      EXPECT_EQ(e["n"], r["n"]);
+      EXPECT_EQ(e["metrics"]["accuracy"], r["accuracy"]);
+      EXPECT_EQ(e["contaminated"], r["contamination"]["contaminated"]);
+    } else {
+      EXPECT_EQ(e["task"], "perplexity");
+      EXPECT_EQ(e["metrics"]["bits_per_byte"], ppl["bits_per_byte"]);
+    }
+  }
+  // the numbers themselves in the Markdown, as 4 significant digits
+  auto sig4 = [](double v) {
+    char b[64];
+    std::snprintf(b, sizeof b, "%.4g", v);
+    return std::string(b);
+  };
   const std::string md = read(p("run/MODEL_CARD.md"));
   EXPECT_NE(md.find("| gsm8k |"), std::string::npos);
-  EXPECT_NE(md.find("accuracy " + std::string(r["accuracy"].get<double>() == 0 ? "0" : "")), std::string::npos);
-  EXPECT_NE(md.find("clean n"), std::string::npos);
+  EXPECT_NE(md.find("accuracy " + sig4(r["accuracy"].get<double>())), std::string::npos);
+  const double bpb = ppl["bits_per_byte"].get<double>();
+  ASSERT_GT(bpb, 0.0);
+  EXPECT_NE(md.find("bits_per_byte " + sig4(bpb)), std::string::npos) << "bits_per_byte " << sig4(bpb) << " in\n" << md;
+  EXPECT_NE(md.find("clean n " + std::to_string(r["contamination"]["clean"]["n"].get<int>())), std::string::npos);
   fs::remove_all(p("run/eval"));
 }
 

@@ -87,7 +87,7 @@ class Dist : public ::testing::Test {
     g_dir = ::mkdtemp(t.data());
     ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);  // CI runs as root; mpirun refuses it otherwise
     ::setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-    const std::string text = PALM_SOURCE_DIR "/../shared/data/tinyshakespeare/input.txt";
+    const std::string text = PALM_SOURCE_DIR "/tests/fixtures/text/english.txt";  // some text
     ASSERT_EQ(sh(std::string(PALM_BINARY) + " tokenizer train --input " + text + " --vocab-size 500 --out " + p("tok") + " 2>/dev/null"), 0);
     ASSERT_EQ(sh(std::string(PALM_BINARY) + " data build --tokenizer " + p("tok") + " --source text=" + text +
                  ":format=lines --out " + p("data") + " 2>/dev/null"),

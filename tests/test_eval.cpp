@@ -12,7 +12,9 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
+#include "data_dir.h"
 #include "shell_util.h"
 
 #include "eval/metrics.h"
@@ -23,8 +25,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 using namespace palm;
-
-const std::string kData = PALM_SOURCE_DIR "/../shared/data";
 
 std::string g_dir;
 std::string p(const std::string& f) { return g_dir + "/" + f; }
@@ -123,61 +123,72 @@ TEST(Sandbox, ContainsHostilePrograms) {
   EXPECT_FALSE(r.passed);
   EXPECT_LT(r.seconds, 8.0);
   EXPECT_TRUE(run_python_sandboxed("print(1)").passed) << "the sandbox works after a fork bomb";
-  if (geteuid() == 0) {
-    // nothing of it survives: no process of user nobody is left
-    int left = -1;
-    for (int i = 0; i < 100 && left != 0; ++i, usleep(20000)) left = std::stoi(sh("ps -u nobody -o stat= | grep -vc Z").out);
-    EXPECT_EQ(left, 0);
-    // writing outside its directory: the real file system is unchanged
-    const std::string outside = p("outside.txt");
-    r = run_python_sandboxed("open('" + outside + "', 'w').write('x')", l);
-    EXPECT_FALSE(r.passed);
-    EXPECT_FALSE(fs::exists(outside));
-    r = run_python_sandboxed("open('/tmp/palm_sandbox_escape', 'w').write('x')", l);
-    EXPECT_FALSE(fs::exists("/tmp/palm_sandbox_escape")) << "its /tmp is a private tmpfs";
-    // no network: a server listening on the host's loopback is unreachable
-    const int srv = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::bind(srv, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    ASSERT_EQ(::listen(srv, 1), 0);
-    socklen_t len = sizeof a;
-    ::getsockname(srv, reinterpret_cast<sockaddr*>(&a), &len);
-    r = run_python_sandboxed("import socket\nsocket.create_connection(('127.0.0.1', " + std::to_string(ntohs(a.sin_port)) +
-                                 "), timeout=1)",
-                             l);
-    ::close(srv);
-    EXPECT_FALSE(r.passed) << "connected to the host's loopback";
-    EXPECT_NE(sandbox_isolation().find("namespaces"), std::string::npos);
-  } else {
+}
+
+TEST(Sandbox, IsolatesProcessesFilesAndNetworkAsRoot) {
+  if (geteuid() != 0) {
     EXPECT_NE(sandbox_isolation().find("not root"), std::string::npos);
+    GTEST_SKIP() << "the namespace isolation needs root (CI runs as root); without it programs run only rlimited";
   }
+  SandboxLimits l;
+  l.seconds = 3;
+  auto r = run_python_sandboxed("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", l);
+  EXPECT_FALSE(r.passed);
+  // nothing of it survives: no process of user nobody is left
+  int left = -1;
+  for (int i = 0; i < 100 && left != 0; ++i, usleep(20000)) left = std::stoi(sh("ps -u nobody -o stat= | grep -vc Z").out);
+  EXPECT_EQ(left, 0);
+  // writing outside its directory: the real file system is unchanged
+  const std::string outside = p("outside.txt");
+  r = run_python_sandboxed("open('" + outside + "', 'w').write('x')", l);
+  EXPECT_FALSE(r.passed);
+  EXPECT_FALSE(fs::exists(outside));
+  r = run_python_sandboxed("open('/tmp/palm_sandbox_escape', 'w').write('x')", l);
+  EXPECT_FALSE(fs::exists("/tmp/palm_sandbox_escape")) << "its /tmp is a private tmpfs";
+  // no network: a server listening on the host's loopback is unreachable
+  const int srv = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(srv, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(srv, 1), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(srv, reinterpret_cast<sockaddr*>(&a), &len);
+  r = run_python_sandboxed("import socket\nsocket.create_connection(('127.0.0.1', " + std::to_string(ntohs(a.sin_port)) +
+                               "), timeout=1)",
+                           l);
+  ::close(srv);
+  EXPECT_FALSE(r.passed) << "connected to the host's loopback";
+  EXPECT_NE(sandbox_isolation().find("namespaces"), std::string::npos);
 }
 
 // ---- oracle completions through the real binary ----
+// Each check runs on the self-made fixtures (always) and on the full public set (when
+// the data directory has it): the same rules, the set's own row counts.
 
-TEST(Oracle, HumanEvalCanonicalSolutionsPassAndAWrongSetFails) {
-  const std::string data = kData + "/humaneval/HumanEval.jsonl";
-  const auto good = completions("he_good.jsonl", data, [](const json& j, int) {
+const std::string kFix = palm::testing_util::fixtures_dir() + "/eval";
+std::string data(const std::string& rel) { return palm::testing_util::data_dir() + "/" + rel; }
+
+void humaneval_canonical_pass_and_wrong_fail(const std::string& file, int rows) {
+  const auto good = completions("he_good.jsonl", file, [](const json& j, int) {
     return json{{"task_id", j["task_id"]}, {"completion", j["canonical_solution"]}};
   });
-  json r = eval("--task humaneval --data " + data + " --completions " + good + " --samples-out " + p("he.jsonl"));
-  EXPECT_EQ(r["n"], 164);
+  json r = eval("--task humaneval --data " + file + " --completions " + good + " --samples-out " + p("he.jsonl"));
+  EXPECT_EQ(r["n"], rows);
   EXPECT_DOUBLE_EQ(r["pass@1"].get<double>(), 1.0);
   EXPECT_TRUE(fs::exists(p("he.jsonl")));
-  const auto bad = completions("he_bad.jsonl", data, [](const json& j, int) {
+  const auto bad = completions("he_bad.jsonl", file, [](const json& j, int) {
     return json{{"task_id", j["task_id"]}, {"completion", "    return None\n"}};
   });
-  r = eval("--task humaneval --data " + data + " --limit 40 --completions " + bad);
-  EXPECT_EQ(r["n"], 40);
+  const int limit = std::min(rows, 40);
+  r = eval("--task humaneval --data " + file + " --limit " + std::to_string(limit) + " --completions " + bad);
+  EXPECT_EQ(r["n"], limit);
   EXPECT_DOUBLE_EQ(r["pass@1"].get<double>(), 0.0);
 }
 
-TEST(Oracle, PassAtKFromSeveralSamplesPerProblem) {
+void pass_at_k_from_several_samples(const std::string& file) {
   // 10 samples per problem, the first c(problem) of them correct: pass@k is exact
-  const std::string data = kData + "/humaneval/HumanEval.jsonl";
-  std::ifstream in(data);
+  std::ifstream in(file);
   std::ofstream out(p("he_k.jsonl"));
   std::string line;
   double want1 = 0, want10 = 0;
@@ -190,66 +201,101 @@ TEST(Oracle, PassAtKFromSeveralSamplesPerProblem) {
     want10 += (c > 0 ? 1.0 : 0.0) / 4;
   }
   out.close();
-  const json r = eval("--task humaneval --data " + data + " --limit 4 --completions " + p("he_k.jsonl"));
+  const json r = eval("--task humaneval --data " + file + " --limit 4 --completions " + p("he_k.jsonl"));
   EXPECT_NEAR(r["pass@1"].get<double>(), want1, 1e-12);
   EXPECT_NEAR(r["pass@10"].get<double>(), want10, 1e-12);
   EXPECT_FALSE(r.contains("pass@100"));
 }
 
-TEST(Oracle, Gsm8kGoldAnswersScore100AndOffByOneScores0) {
-  const std::string data = kData + "/gsm8k/test.jsonl";
-  const auto gold = completions("gsm_gold.jsonl", data, [](const json& j, int i) {
+void gsm8k_gold_100_and_off_by_one_0(const std::string& file, int rows) {
+  const auto gold = completions("gsm_gold.jsonl", file, [](const json& j, int i) {
     return json{{"task_id", i}, {"completion", j["answer"]}};
   });
-  json r = eval("--task gsm8k --data " + data + " --completions " + gold);
-  EXPECT_EQ(r["n"], 1319);
+  json r = eval("--task gsm8k --data " + file + " --completions " + gold);
+  EXPECT_EQ(r["n"], rows);
   EXPECT_DOUBLE_EQ(r["accuracy"].get<double>(), 1.0);
-  const auto wrong = completions("gsm_wrong.jsonl", data, [](const json& j, int i) {
+  const auto wrong = completions("gsm_wrong.jsonl", file, [](const json& j, int i) {
     const std::string a = j["answer"];
     const double v = std::stod([&] { std::string s = a.substr(a.rfind("####") + 4); s.erase(std::remove(s.begin(), s.end(), ','), s.end()); return s; }());
     return json{{"task_id", i}, {"completion", "The answer is " + std::to_string(v + 1) + "."}};
   });
-  r = eval("--task gsm8k --data " + data + " --completions " + wrong);
+  r = eval("--task gsm8k --data " + file + " --completions " + wrong);
   EXPECT_DOUBLE_EQ(r["accuracy"].get<double>(), 0.0);
 }
 
-TEST(Oracle, MbppReferenceCodePassesAndBbhTargetsMatch) {
-  const std::string data = kData + "/mbpp/mbpp_test.jsonl";
-  const auto ref = completions("mbpp.jsonl", data, [](const json& j, int) {
+void mbpp_reference_passes(const std::string& file, int rows) {
+  const auto ref = completions("mbpp.jsonl", file, [](const json& j, int) {
     return json{{"task_id", j["task_id"]}, {"completion", j["code"]}};
   });
-  const json r = eval("--task mbpp --data " + data + " --completions " + ref);
-  EXPECT_EQ(r["n"], 500);
+  json r = eval("--task mbpp --data " + file + " --completions " + ref);
+  EXPECT_EQ(r["n"], rows);
   EXPECT_DOUBLE_EQ(r["pass@1"].get<double>(), 1.0);
-  for (const char* task : {"date_understanding", "sports_understanding"}) {
-    const std::string bbh = kData + "/bigbench_hard/" + task + ".json";
-    const json ex = json::parse(std::ifstream(bbh))["examples"];
-    std::ofstream out(p("bbh.jsonl"));
-    for (std::size_t i = 0; i < ex.size(); ++i)
-      out << json{{"task_id", i}, {"completion", " Let's think. So the answer is " + ex[i]["target"].get<std::string>() + ".\n"}}.dump() << "\n";
-    out.close();
-    const json b = eval("--task bbh --data " + bbh + " --completions " + p("bbh.jsonl"));
-    EXPECT_EQ(b["n"], ex.size());
-    EXPECT_DOUBLE_EQ(b["accuracy"].get<double>(), 1.0) << task;
-  }
+  const auto wrong = completions("mbpp_wrong.jsonl", file, [](const json& j, int) {
+    return json{{"task_id", j["task_id"]}, {"completion", "def nothing():\n    return None"}};
+  });
+  r = eval("--task mbpp --data " + file + " --completions " + wrong);
+  EXPECT_DOUBLE_EQ(r["pass@1"].get<double>(), 0.0);
+}
+
+void bbh_targets_match(const std::string& file) {
+  const json ex = json::parse(std::ifstream(file))["examples"];
+  std::ofstream out(p("bbh.jsonl"));
+  for (std::size_t i = 0; i < ex.size(); ++i)
+    out << json{{"task_id", i}, {"completion", " Let's think. So the answer is " + ex[i]["target"].get<std::string>() + ".\n"}}.dump() << "\n";
+  out.close();
+  const json b = eval("--task bbh --data " + file + " --completions " + p("bbh.jsonl"));
+  EXPECT_EQ(b["n"], ex.size());
+  EXPECT_DOUBLE_EQ(b["accuracy"].get<double>(), 1.0) << file;
+}
+
+TEST(OracleFixtures, EveryFormatParsesAndScoresItsOracle) {
+  humaneval_canonical_pass_and_wrong_fail(kFix + "/humaneval/HumanEval.jsonl", 4);
+  pass_at_k_from_several_samples(kFix + "/humaneval/HumanEval.jsonl");
+  gsm8k_gold_100_and_off_by_one_0(kFix + "/gsm8k/test.jsonl", 6);
+  mbpp_reference_passes(kFix + "/mbpp/mbpp_test.jsonl", 3);
+  bbh_targets_match(kFix + "/bigbench_hard/navigate.json");
+}
+
+TEST(Oracle, HumanEvalCanonicalSolutionsPassAndAWrongSetFails) {
+  PALM_REQUIRE_DATA("humaneval/HumanEval.jsonl");
+  humaneval_canonical_pass_and_wrong_fail(data("humaneval/HumanEval.jsonl"), 164);
+}
+
+TEST(Oracle, PassAtKFromSeveralSamplesPerProblem) {
+  PALM_REQUIRE_DATA("humaneval/HumanEval.jsonl");
+  pass_at_k_from_several_samples(data("humaneval/HumanEval.jsonl"));
+}
+
+TEST(Oracle, Gsm8kGoldAnswersScore100AndOffByOneScores0) {
+  PALM_REQUIRE_DATA("gsm8k/test.jsonl");
+  gsm8k_gold_100_and_off_by_one_0(data("gsm8k/test.jsonl"), 1319);
+}
+
+TEST(Oracle, MbppReferenceCodePassesAndBbhTargetsMatch) {
+  PALM_REQUIRE_DATA("mbpp/mbpp_test.jsonl");
+  PALM_REQUIRE_DATA("bigbench_hard/date_understanding.json");
+  mbpp_reference_passes(data("mbpp/mbpp_test.jsonl"), 500);
+  for (const char* task : {"date_understanding", "sports_understanding"})
+    bbh_targets_match(data(std::string("bigbench_hard/") + task + ".json"));
 }
 
 TEST(Oracle, BadInputIsAClearError) {
+  const std::string he = kFix + "/humaneval/HumanEval.jsonl";
   std::ofstream(p("bad.jsonl")) << "{\"task_id\": \"HumanEval/0\", \"completion\": \"x\"}\nnot json\n";
-  Cmd r = palm("eval --task humaneval --data " + kData + "/humaneval/HumanEval.jsonl --completions " + p("bad.jsonl"));
+  Cmd r = palm("eval --task humaneval --data " + he + " --completions " + p("bad.jsonl"));
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("bad.jsonl:2:"), std::string::npos) << r.err;
   std::ofstream(p("mc_bad.jsonl")) << "{\"prompt\": \"a\", \"choices\": [\"b\", \"c\"], \"answer\": 0}\n{\"prompt\": \"a\", \"choices\": [\"b\"], \"answer\": 0}\n";
   r = palm("eval --task mc --data " + p("mc_bad.jsonl") + " --model x.safetensors");
   EXPECT_NE(r.status, 0);
-  r = palm("eval --task humaneval --data " + kData + "/humaneval/HumanEval.jsonl --completions " + p("he_bad_missing.jsonl"));
+  r = palm("eval --task humaneval --data " + he + " --completions " + p("he_bad_missing.jsonl"));
   EXPECT_NE(r.err.find("cannot open"), std::string::npos) << r.err;
   std::ofstream(p("one.jsonl")) << "{\"task_id\": \"HumanEval/0\", \"completion\": \"    return True\\n\"}\n";
-  r = palm("eval --task humaneval --data " + kData + "/humaneval/HumanEval.jsonl --completions " + p("one.jsonl"));
+  r = palm("eval --task humaneval --data " + he + " --completions " + p("one.jsonl"));
   EXPECT_NE(r.err.find("no completion for task_id HumanEval/1"), std::string::npos) << r.err;
-  r = palm("eval --task nosuch --data " + kData + "/humaneval/HumanEval.jsonl --completions " + p("one.jsonl"));
+  r = palm("eval --task nosuch --data " + he + " --completions " + p("one.jsonl"));
   EXPECT_NE(r.err.find("unknown task 'nosuch'"), std::string::npos) << r.err;
-  r = palm("eval --task piqa --data " + kData + "/piqa/valid.jsonl --completions " + p("one.jsonl"));
+  r = palm("eval --task piqa --data " + kFix + "/piqa/valid.jsonl --completions " + p("one.jsonl"));
   EXPECT_NE(r.err.find("--labels"), std::string::npos) << r.err;
 }
 
@@ -258,18 +304,20 @@ TEST(Oracle, BadInputIsAClearError) {
 class TinyModel : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    // corpus: Shakespeare plus three GSM8K test examples (to be found by the contamination check)
-    std::ifstream gsm(kData + "/gsm8k/test.jsonl");
+    // corpus: English text plus three GSM8K-format test examples (for the contamination check)
+    std::ifstream gsm(kFix + "/gsm8k/test.jsonl");
     std::ofstream corpus(p("corpus.txt"));
-    corpus << std::ifstream(kData + "/tinyshakespeare/input.txt").rdbuf() << "\n";
+    // documents separated by "%%" lines: each paragraph of the text, each example
+    std::ifstream text(palm::testing_util::fixtures_dir() + "/text/english.txt");
     std::string line;
+    while (std::getline(text, line)) corpus << (line.empty() ? "%%" : line) << "\n";
     for (int i = 0; i < 3 && std::getline(gsm, line); ++i) {
       const json j = json::parse(line);
-      corpus << j["question"].get<std::string>() << "\n" << j["answer"].get<std::string>() << "\n\n";
+      corpus << "%%\n" << j["question"].get<std::string>() << "\n" << j["answer"].get<std::string>() << "\n";
     }
     corpus.close();
     ASSERT_EQ(palm("tokenizer train --input " + p("corpus.txt") + " --vocab-size 600 --out " + p("tok")).status, 0);
-    ASSERT_EQ(palm("data build --tokenizer " + p("tok") + " --source text=" + p("corpus.txt") + " --out " + p("data")).status, 0);
+    ASSERT_EQ(palm("data build --tokenizer " + p("tok") + " --source text=" + p("corpus.txt") + ":sep=%% --out " + p("data")).status, 0);
     const Cmd r = palm("train --preset tiny --data " + p("data") + " --out " + p("run") +
                        " --steps 30 --batch-size 4 --seq-len 128 --checkpoint-every 30 --eval-every 30");
     ASSERT_EQ(r.status, 0) << r.err;
@@ -292,38 +340,63 @@ TEST_F(TinyModel, RunsEveryTaskEndToEnd) {
   std::string line;
   std::getline(s, line);
   EXPECT_EQ(json::parse(line)["choice_logprobs"].size(), 2u);
-  r = eval(m + "--task piqa --data " + kData + "/piqa/valid.jsonl --labels " + kData + "/piqa/valid-labels.lst");
+  r = eval(m + "--task piqa --data " + kFix + "/piqa/valid.jsonl --labels " + kFix + "/piqa/valid-labels.lst");
   EXPECT_EQ(r["n"], 3);
-  r = eval(m + "--task bbh --data " + kData + "/bigbench_hard/navigate.json --cot-prompts " + kData +
+  r = eval(m + "--task bbh --data " + kFix + "/bigbench_hard/navigate.json --cot-prompts " + kFix +
            "/bigbench_hard/cot-prompts/navigate.txt");
   EXPECT_EQ(r["shots"], 3);
   EXPECT_TRUE(r["chain_of_thought"].get<bool>());
   EXPECT_GE(r["prompts_truncated_left"].get<int>(), 1) << "a tiny context cannot hold 3 CoT exemplars";
-  r = eval(m + "--task gsm8k --data " + kData + "/gsm8k/test.jsonl --shots 2 --no-cot");
+  r = eval(m + "--task gsm8k --data " + kFix + "/gsm8k/test.jsonl --shots 2 --no-cot");
   EXPECT_FALSE(r["chain_of_thought"].get<bool>());
-  r = eval(m + "--task humaneval --data " + kData + "/humaneval/HumanEval.jsonl --num-samples 2 --seed 1");
+  r = eval(m + "--task humaneval --data " + kFix + "/humaneval/HumanEval.jsonl --num-samples 2 --seed 1");
   EXPECT_TRUE(r.contains("pass@1"));
   EXPECT_DOUBLE_EQ(r["temperature"].get<double>(), 0.8);
-  r = eval(m + "--task mbpp --data " + kData + "/mbpp/mbpp_test.jsonl");
+  r = eval(m + "--task mbpp --data " + kFix + "/mbpp/mbpp_test.jsonl");
   EXPECT_EQ(r["shots"], 3);
-  r = eval("--model " + p("run") + " --task perplexity --data " + kData + "/tinyshakespeare/README.md");
-  EXPECT_GT(r["bits_per_byte"].get<double>(), 0.5);
-  EXPECT_LT(r["bits_per_byte"].get<double>(), 12.0);
   // greedy evaluation is deterministic
-  const json a = eval(m + "--task gsm8k --data " + kData + "/gsm8k/test.jsonl --shots 1 --samples-out " + p("g1.jsonl"));
-  const json b = eval(m + "--task gsm8k --data " + kData + "/gsm8k/test.jsonl --shots 1 --samples-out " + p("g2.jsonl"));
+  const json a = eval(m + "--task gsm8k --data " + kFix + "/gsm8k/test.jsonl --shots 1 --samples-out " + p("g1.jsonl"));
+  const json b = eval(m + "--task gsm8k --data " + kFix + "/gsm8k/test.jsonl --shots 1 --samples-out " + p("g2.jsonl"));
   EXPECT_EQ(std::ifstream(p("g1.jsonl")).rdbuf() ? sh("cmp " + p("g1.jsonl") + " " + p("g2.jsonl")).status : 1, 0);
 }
 
+TEST_F(TinyModel, PerplexityBitsPerByteEqualsPyTorchsLogprobs) {
+  // one window (fewer tokens than the context): bits/byte = -sum log p(token | prefix) /
+  // ln 2 / bytes, with the log-probabilities from the float64 PyTorch reference
+  const std::string text = "To be, or not to be: that is the question. Whether the model predicts it is what we measure.";
+  std::ofstream(p("ppl.txt")) << text;
+  const json r = eval("--model " + p("run") + " --task perplexity --data " + p("ppl.txt"));
+  const Cmd enc = palm("tokenizer encode --tokenizer " + p("tok") + " --text '" + text + "'");
+  ASSERT_EQ(enc.status, 0) << enc.err;
+  std::istringstream ids_in(enc.out);
+  std::string ids = "1";  // <eod>: the document start the evaluation predicts from
+  int n = 0;
+  for (std::string id; ids_in >> id; ++n) ids += " " + id;
+  ASSERT_LT(n, 200) << "one window";
+  std::string model;
+  for (const auto& e : fs::directory_iterator(p("run/checkpoints")))
+    if (fs::exists(e.path() / "model.safetensors")) model = (e.path() / "model.safetensors").string();
+  const Cmd ref = sh("/usr/bin/python3 " PALM_SOURCE_DIR "/tools/palm_ref.py score --model " + model + " --tokens '" + ids + "'");
+  ASSERT_EQ(ref.status, 0) << ref.err;
+  double nll = 0;
+  const json lps = json::parse(ref.out)["logprobs"];
+  for (const auto& lp : lps) nll -= lp.get<double>();
+  const double want = nll / std::log(2.0) / double(text.size());
+  EXPECT_EQ(r["tokens"], n);
+  EXPECT_EQ(r["bytes"], text.size());
+  EXPECT_NEAR(r["bits_per_byte"].get<double>(), want, 1e-4 * want) << ref.out << " for " << ids;
+  EXPECT_NEAR(r["token_perplexity"].get<double>(), std::exp(nll / n), 1e-4 * std::exp(nll / n));
+}
+
 TEST_F(TinyModel, ContaminationFindsTheExamplesInTheTrainingData) {
-  const std::string data = kData + "/gsm8k/test.jsonl";
+  const std::string data = kFix + "/gsm8k/test.jsonl";
   const auto gold = completions("gsm_gold10.jsonl", data, [](const json& j, int i) {
     return json{{"task_id", i}, {"completion", j["answer"]}};
   });
   const json r = eval("--task gsm8k --data " + data + " --limit 10 --completions " + gold + " --contamination " + p("data") +
                       " --samples-out " + p("cont.jsonl"));
   EXPECT_EQ(r["contamination"]["contaminated"], 3);
-  EXPECT_EQ(r["contamination"]["clean"]["n"], 7);
+  EXPECT_EQ(r["contamination"]["clean"]["n"], 3);  // 6 fixture problems, the first 3 in the corpus
   EXPECT_DOUBLE_EQ(r["contamination"]["clean"]["accuracy"].get<double>(), 1.0);
   std::ifstream s(p("cont.jsonl"));
   std::string line;
