@@ -152,28 +152,40 @@ TEST_F(Dist, ShardedOptimizerIsBitwiseTheUnshardedStepAndCheckpointsAnyLayoutRes
   EXPECT_TRUE(same_file(p("export.safetensors"), model_of("shard_4", 15)));
 }
 
-TEST_F(Dist, FullShardingIsBitwiseTheUnshardedRunInEveryCombination) {
+TEST_F(Dist, FullShardingIsBitwiseForTwoWayReductionsAndWithinRoundingOtherwise) {
   // --shard full: weights and gradients live on their owners only
   ASSERT_EQ(mpi(2, "full", "--steps 10 --shard full"), 0);
   const std::string ck = p("full") + "/checkpoints/step-10/";
   EXPECT_TRUE(fs::exists(ck + "model-shard-0-of-2.safetensors"));
   EXPECT_TRUE(fs::exists(ck + "model-shard-1-of-2.safetensors"));
   EXPECT_FALSE(fs::exists(ck + "model.safetensors")) << "no gather through one process";
-  ASSERT_EQ(sh(std::string(PALM_BINARY) + " export " + p("full") + " --out " + p("full.safetensors") + " 2>/dev/null"), 0);
+  const std::string exp = std::string(PALM_BINARY) + " export ";
+  ASSERT_EQ(sh(exp + p("full") + " --out " + p("full.safetensors") + " 2>/dev/null"), 0);
   if (!fs::exists(model_of("none", 10))) ASSERT_EQ(mpi(2, "none", "--steps 10"), 0);
   EXPECT_TRUE(same_file(p("full.safetensors"), model_of("none", 10))) << "bitwise the --shard none run";
-  // with pods (hash-checked every step), and with tensor parallelism and accumulation
-  ASSERT_EQ(mpi(4, "full_pods", "--steps 10 --shard full --pods 2"), 0);
-  ASSERT_EQ(mpi(4, "full_tp", "--steps 10 --shard full --tp 2 --grad-accum 2"), 0);
-  const auto one = metrics("single");
-  for (const char* run : {"full_pods", "full_tp"}) {
-    const auto m = metrics(run);
-    ASSERT_EQ(m.size(), 10u) << run;
-    for (std::size_t i = 0; i < 10; ++i)
-      EXPECT_NEAR(m[i]["loss"].get<double>(), one[i]["loss"].get<double>(), 1e-6 * one[i]["loss"].get<double>()) << run << i;
+  // against the same layout without --shard full. A sum over two data-parallel ranks is
+  // a + b either way, so reduce-to-owner equals all-reduce bit for bit (pods of 2 x 2);
+  // with 4-way data parallelism or with tensor parallelism the two paths associate the
+  // sums differently (MPI's reduce vs all-reduce, the replicated K/V gradients), so the
+  // runs agree to rounding only (measured: max relative difference 6e-8 to 9e-8)
+  struct Case {
+    std::string name, layout;
+    bool bitwise;
+  };
+  for (const Case& k : {Case{"pods", "--pods 2", true}, Case{"tp", "--tp 2", false}, Case{"accum", "--grad-accum 2", false},
+                        Case{"tp_accum", "--tp 2 --grad-accum 2", false}}) {
+    ASSERT_EQ(mpi(4, "full_" + k.name, "--steps 10 --shard full " + k.layout), 0) << k.name;
+    ASSERT_EQ(mpi(4, "plain_" + k.name, "--steps 10 " + k.layout), 0) << k.name;
+    const std::string full = p("full_" + k.name + ".safetensors"), plain = p("plain_" + k.name + ".safetensors");
+    ASSERT_EQ(sh(exp + p("full_" + k.name) + " --out " + full + " 2>/dev/null"), 0);
+    ASSERT_EQ(sh(exp + p("plain_" + k.name) + " --out " + plain + " 2>/dev/null"), 0);
+    if (k.bitwise) EXPECT_TRUE(same_file(full, plain)) << k.name << ": bitwise the unsharded run of the same layout";
+    const double diff = max_rel_diff(full, plain);
+    std::printf("--shard full vs unsharded, %s: max relative difference %.3g\n", k.name.c_str(), diff);
+    EXPECT_LT(diff, 1e-5) << k.name;
   }
   // a fully sharded checkpoint resumes on one process
-  sh("cp -r " + p("full_tp") + " " + p("full_1"));
+  sh("cp -r " + p("full_tp_accum") + " " + p("full_1"));
   ASSERT_EQ(sh(std::string(PALM_BINARY) + " train --resume " + p("full_1") + " --steps 12 --no-card > /dev/null 2>&1"), 0);
   EXPECT_TRUE(fs::exists(model_of("full_1", 12)));
 }

@@ -4,11 +4,13 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <random>
 
 #include "base/file_util.h"
@@ -168,15 +170,43 @@ TEST(Model, DeterministicAcrossRunsAndThreadCounts) {
 }
 
 TEST(Model, ZLossGradientIsIncluded) {
-  // Finite-difference check of the z-loss term through the whole model: scaling the
-  // final norm changes log Z, so d(z_loss)/d(final_norm) must show in the gradient.
+  // Central finite differences of the whole model's objective, cross-entropy + z-loss
+  // (a large coefficient, so the z-loss share is large), at the parameters whose
+  // gradient the z-loss moves most: the backward's gradient must equal the difference
+  // quotient there, and differ from the gradient without z-loss by far more than the
+  // tolerance (so a backward that dropped the z-loss term fails).
   const ModelConfig c = tiny_odd();
   const auto w = random_model(c, 9);
   const Batch b = random_batch(c, 1, 9, 10);
-  const Result with = run_fwd_bwd(*w, b, false, 0.5f), without = run_fwd_bwd(*w, b, false, 0.0f);
+  const float z = 0.5f;
+  const Result with = run_fwd_bwd(*w, b, false, z), without = run_fwd_bwd(*w, b, false, 0.0f);
   EXPECT_GT(with.loss.z_loss, 0.0);
   EXPECT_EQ(without.loss.z_loss, 0.0);
-  EXPECT_NE(with.grads, without.grads);
+  std::vector<std::size_t> idx(with.grads.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  auto z_share = [&](std::size_t i) { return std::abs(double(with.grads[i]) - double(without.grads[i])); };
+  std::partial_sort(idx.begin(), idx.begin() + 6, idx.end(), [&](std::size_t a, std::size_t c2) { return z_share(a) > z_share(c2); });
+  auto objective = [&]() {
+    auto be = make_backend();
+    Activations acts(*be, c, ActivationPlan{b.B, b.T, false, true, false});
+    const LossStats s = forward(*be, *w, acts, b.tokens.data(), b.targets.data(), z);
+    return s.loss + s.z_loss;
+  };
+  for (int k = 0; k < 6; ++k) {
+    const std::size_t i = idx[std::size_t(k)];
+    float& theta = w->arena.data()[i];
+    const float keep = theta;
+    const float eps = 1e-2f * std::max(1.0f, std::abs(keep));
+    theta = keep + eps;
+    const double up = objective();
+    theta = keep - eps;
+    const double down = objective();
+    theta = keep;
+    const double fd = (up - down) / (2.0 * double(eps));
+    const double tol = 0.02 * std::abs(fd) + 2e-4;
+    EXPECT_NEAR(with.grads[i], fd, tol) << "parameter element " << i;
+    EXPECT_GT(z_share(i), 5 * tol) << "the z-loss term is visible at element " << i;
+  }
 }
 
 TEST(Model, Bf16ModeStaysCloseToFp32) {
