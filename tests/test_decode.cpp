@@ -140,7 +140,11 @@ TEST(Decode, StoredWeightFormatsTrackFp32) {
 TEST(Decode, CacheIsHTimesSmallerThanMultiHeadAndBoundsAreChecked) {
   const ModelConfig c = cfg();
   KvCache cache(c, 10);
-  EXPECT_EQ(std::int64_t(cache.data.size()), c.n_layers * 10 * 2 * c.head_dim);
+  // a multi-head cache of the same model keeps a K and a V row per head, layer and
+  // position: L * T * H * (K + K) floats; multi-query shares one head, so H times fewer
+  ASSERT_GT(c.n_heads, 1);
+  const std::int64_t multi_head_floats = c.n_layers * 10 * c.n_heads * (c.head_dim + c.head_dim);
+  EXPECT_EQ(std::int64_t(cache.data.size()) * c.n_heads, multi_head_floats);
   Weights w(c);
   init_weights(w, 1);
   auto be = make_backend();

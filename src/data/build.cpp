@@ -31,6 +31,7 @@ struct Doc {
   std::string text;
   DocHash hash;
   MinHashSig sig;
+  std::string folded;  // code: whitespace folded, for the edit-distance check
   bool has_sig = false;
   bool keep = false, val = false;
   std::vector<std::int32_t> tokens;
@@ -51,7 +52,8 @@ SourceBuildStats build_source(const SourceSpec& s, const Tokenizer& tok, const D
   fs::create_directories(dir / s.name);
   ShardWriter train((dir / s.name / "train.bin").string(), std::uint32_t(tok.vocab_size()), tok.sha256());
   ShardWriter val((dir / s.name / "val.bin").string(), std::uint32_t(tok.vocab_size()), tok.sha256());
-  NearDupIndex near(o.near_dup_threshold);
+  const bool code = s.kind == "code";
+  NearDupIndex near(o.near_dup_threshold, code);
   std::vector<Doc> batch;
   std::size_t batch_bytes = 0;
   std::int64_t read_bytes = 0;
@@ -61,14 +63,19 @@ SourceBuildStats build_source(const SourceSpec& s, const Tokenizer& tok, const D
 #pragma omp parallel for schedule(dynamic, 16)
     for (std::int64_t i = 0; i < n; ++i) {
       batch[i].hash = doc_hash(batch[i].text);
-      if (s.near_dedup) batch[i].has_sig = minhash_signature(batch[i].text, batch[i].sig);
+      if (s.near_dedup && code) {
+        batch[i].folded = fold_whitespace(batch[i].text);
+        batch[i].has_sig = minhash_signature_code(batch[i].folded, batch[i].sig);
+      } else if (s.near_dedup) {
+        batch[i].has_sig = minhash_signature(batch[i].text, batch[i].sig);
+      }
     }
     for (auto& d : batch) {
       if (!seen.insert(d.hash).second) {
         ++st.duplicates;
         continue;
       }
-      if (d.has_sig && near.check_and_add(d.sig)) {
+      if (d.has_sig && near.check_and_add(d.sig, std::move(d.folded))) {
         ++st.near_duplicates;
         continue;
       }

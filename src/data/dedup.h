@@ -1,6 +1,10 @@
-// Deduplication: exact (128-bit content hash) and near-duplicate (MinHash over word
-// 5-gram shingles, LSH with 32 bands of 4 rows for candidates, then the estimated
-// Jaccard similarity against a threshold; PaLM removed near-duplicate code files).
+// Deduplication: exact (128-bit content hash) and near-duplicate (MinHash signatures,
+// LSH with 32 bands of 4 rows for candidates, each candidate then verified).
+// Text: word 5-gram shingles, verified by the estimated Jaccard similarity.
+// Code (PaLM de-duplicated code by edit distance): character 5-grams of the text with
+// whitespace runs folded, so a renamed identifier or an added comment in a short file
+// still leaves most shingles shared; candidates verified by the normalized edit
+// distance (files up to kEditVerifyBytes) or the estimated Jaccard (longer files).
 #pragma once
 #include <array>
 #include <cstdint>
@@ -27,17 +31,32 @@ using MinHashSig = std::array<std::uint32_t, kMinHashes>;
 bool minhash_signature(const std::string& doc, MinHashSig& sig);
 double estimated_jaccard(const MinHashSig& x, const MinHashSig& y);
 
-// Documents offered in order; one is a near-duplicate when an earlier kept document's
-// estimated Jaccard similarity reaches the threshold. Kept signatures are indexed.
+// Code: whitespace runs folded to one space, ends trimmed (what the code signature and
+// the edit distance see).
+std::string fold_whitespace(const std::string& doc);
+// Over character 5-grams of the folded text; false when it is shorter than 5 bytes.
+bool minhash_signature_code(const std::string& folded, MinHashSig& sig);
+// 1 - Levenshtein(a, b) / max(|a|, |b|) when that reaches min_similarity; otherwise some
+// value below min_similarity (a banded computation: O(max(|a|, |b|) * band)).
+double edit_similarity(const std::string& a, const std::string& b, double min_similarity);
+
+inline constexpr std::size_t kEditVerifyBytes = 16384;
+
+// Documents offered in order; one is a near-duplicate when an earlier kept document that
+// shares an LSH band with it passes verification. Kept signatures are indexed.
 class NearDupIndex {
  public:
-  explicit NearDupIndex(double threshold) : threshold_(threshold) {}
-  // true: a near-duplicate (not added); false: kept and indexed
-  bool check_and_add(const MinHashSig& sig);
+  explicit NearDupIndex(double threshold, bool code = false) : threshold_(threshold), code_(code) {}
+  // true: a near-duplicate (not added); false: kept and indexed. Code documents pass
+  // their folded text (fold_whitespace) for the edit-distance check.
+  bool check_and_add(const MinHashSig& sig, std::string folded = {});
 
  private:
+  bool similar(const MinHashSig& sig, const std::string& folded, std::uint32_t other) const;
   double threshold_;
+  bool code_;
   std::vector<MinHashSig> kept_;
+  std::vector<std::string> kept_text_;  // code: folded texts up to kEditVerifyBytes
   std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> buckets_[kBands];
 };
 
