@@ -117,10 +117,14 @@ double edit_similarity(const std::string& a, const std::string& b, double min_si
 
 bool NearDupIndex::similar(const MinHashSig& sig, const std::string& folded, std::uint32_t other) const {
   if (!code_) return estimated_jaccard(sig, kept_[other]) >= threshold_;
+  const double jaccard = estimated_jaccard(sig, kept_[other]);
+  if (jaccard >= threshold_) return true;  // as for text: most shingles are shared
+  // short files: a few small edits break many of their few shingles, so the edit
+  // distance decides, unless the shingles say the files are far apart (the costly
+  // check skipped)
   const std::string& kept = kept_text_[other];
-  // short files: the edit distance decides (MinHash over few shingles is too coarse)
-  if (!kept.empty() && folded.size() <= kEditVerifyBytes) return edit_similarity(folded, kept, threshold_) >= threshold_;
-  return estimated_jaccard(sig, kept_[other]) >= threshold_;
+  return !kept.empty() && folded.size() <= kEditVerifyBytes && jaccard >= kCodeJaccardFloor &&
+         edit_similarity(folded, kept, threshold_) >= threshold_;
 }
 
 bool NearDupIndex::check_and_add(const MinHashSig& sig, std::string folded) {

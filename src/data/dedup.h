@@ -2,9 +2,9 @@
 // LSH with 32 bands of 4 rows for candidates, each candidate then verified).
 // Text: word 5-gram shingles, verified by the estimated Jaccard similarity.
 // Code (PaLM de-duplicated code by edit distance): character 5-grams of the text with
-// whitespace runs folded, so a renamed identifier or an added comment in a short file
-// still leaves most shingles shared; candidates verified by the normalized edit
-// distance (files up to kEditVerifyBytes) or the estimated Jaccard (longer files).
+// whitespace runs folded; a candidate is a near-duplicate when the estimated Jaccard
+// reaches the threshold or, for short files (up to kEditVerifyBytes) where a few edits
+// break most of the few shingles, when the normalized edit distance does.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -40,7 +40,10 @@ bool minhash_signature_code(const std::string& folded, MinHashSig& sig);
 // value below min_similarity (a banded computation: O(max(|a|, |b|) * band)).
 double edit_similarity(const std::string& a, const std::string& b, double min_similarity);
 
-inline constexpr std::size_t kEditVerifyBytes = 16384;
+inline constexpr std::size_t kEditVerifyBytes = 4096;
+// Below this estimated character-5-gram Jaccard two code files are not edit-compared
+// (planted near-copies at edit similarity >= 0.8 measured >= 0.45; tests/test_data.cpp).
+inline constexpr double kCodeJaccardFloor = 0.3;
 
 // Documents offered in order; one is a near-duplicate when an earlier kept document that
 // shares an LSH band with it passes verification. Kept signatures are indexed.
