@@ -12,11 +12,13 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <sstream>
 
 #include "data_dir.h"
 #include "shell_util.h"
 
+#include "base/sha256.h"
 #include "eval/metrics.h"
 #include "eval/sandbox.h"
 
@@ -254,6 +256,25 @@ TEST(OracleFixtures, EveryFormatParsesAndScoresItsOracle) {
   gsm8k_gold_100_and_off_by_one_0(kFix + "/gsm8k/test.jsonl", 6);
   mbpp_reference_passes(kFix + "/mbpp/mbpp_test.jsonl", 3);
   bbh_targets_match(kFix + "/bigbench_hard/navigate.json");
+}
+
+TEST(Oracle, DataFilesMatchTheDocumentedChecksums) {
+  PALM_REQUIRE_DATA("humaneval/HumanEval.jsonl");
+  // every "| `file` | `sha256` |" row of docs/evaluation.md
+  std::ifstream doc(PALM_SOURCE_DIR "/docs/evaluation.md");
+  const std::regex row("^\\| `([^`]+)` \\| `([0-9a-f]{64})` \\|$");
+  int checked = 0;
+  for (std::string line; std::getline(doc, line);) {
+    std::smatch m;
+    if (!std::regex_match(line, m, row)) continue;
+    const std::string file = data(m[1].str());
+    ASSERT_TRUE(fs::exists(file)) << file;
+    std::ifstream in(file, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_EQ(sha256_hex(bytes), m[2].str()) << file;
+    ++checked;
+  }
+  EXPECT_GE(checked, 20);
 }
 
 TEST(Oracle, HumanEvalCanonicalSolutionsPassAndAWrongSetFails) {

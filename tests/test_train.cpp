@@ -282,7 +282,9 @@ TEST(Train, BadInputIsAClearError) {
   EXPECT_NE(rc2, 0);
   EXPECT_NE(e2.find("not a data directory"), std::string::npos) << e2;
   // an --init model with another vocabulary
-  ASSERT_EQ(sh(std::string(PALM_BINARY) + " init --preset tiny --out " + p("v512.safetensors") + " 2>/dev/null"), 0);
+  std::ofstream(p("tiny512.json")) << R"({"vocab_size": 512, "d_model": 32, "n_layers": 2, "n_heads": 2,
+        "head_dim": 16, "d_ff": 64, "max_seq_len": 64})";
+  ASSERT_EQ(sh(std::string(PALM_BINARY) + " init --config " + p("tiny512.json") + " --out " + p("v512.safetensors") + " 2>/dev/null"), 0);
   auto [rc3, e3] = err(train_cmd(p("y"), "--steps 2 --init " + p("v512.safetensors")));
   EXPECT_NE(rc3, 0);
   EXPECT_NE(e3.find("has vocab 512"), std::string::npos) << e3;
@@ -297,6 +299,52 @@ TEST(Train, BadInputIsAClearError) {
                        " --out " + p("z") + " --steps 2 --batch-size 3 --grad-accum 2");
   EXPECT_NE(rc5, 0);
   EXPECT_NE(e5.find("not divisible"), std::string::npos) << e5;
+  // a run whose every buffer fits alone but whose sum does not: refused up front, with the
+  // numbers (weights + gradients + 2 optimizer states ~ 4x the weights, each 1x)
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key, unit;
+  double kib = 0, avail = 0;
+  while (meminfo >> key >> kib >> unit)
+    if (key == "MemAvailable:") avail = kib * 1024;
+  ASSERT_GT(avail, 0);
+  const double layer_bytes = 4.0 * (2048.0 * (16 * 128 + 2 * 128 + 2 * 8192) + 16 * 128 * 2048.0 + 8192.0 * 2048 + 2048);
+  const int layers = int(std::ceil(avail * 1.3 / (4 * layer_bytes)));
+  ASSERT_LT(layers * layer_bytes, avail) << "each arena alone fits";
+  std::ofstream(p("big.json")) << R"({"vocab_size": 400, "d_model": 2048, "n_heads": 16, "head_dim": 128, "d_ff": 8192, "max_seq_len": 64, "n_layers": )"
+                               << layers << "}";
+  auto [rc6, e6] = err(std::string(PALM_BINARY) + " train --config " + p("big.json") + " --data " + p("cycle") + " --out " +
+                       p("big") + " --steps 1 --batch-size 1 --seq-len 32 --no-card");
+  EXPECT_NE(rc6, 0);
+  EXPECT_NE(e6.find("out of memory: this run needs"), std::string::npos) << e6;
+  EXPECT_NE(e6.find("optimizer state"), std::string::npos) << e6;
+  EXPECT_FALSE(fs::exists(p("big/checkpoints")));
+}
+
+TEST(Train, InitTakesTheConfigFromTheWeightsFile) {
+  auto run = [](const std::string& cmd) {
+    const std::string e = p("init_err.txt");
+    const int rc = sh(cmd + " 2>" + e + " >/dev/null");
+    return std::make_pair(rc, read_file(e));
+  };
+  ASSERT_EQ(sh(std::string(PALM_BINARY) + " init --config " + p("tiny.json") + " --seed 3 --out " + p("init.safetensors") +
+               " 2>/dev/null >/dev/null"),
+            0);
+  const std::string base = std::string(PALM_BINARY) + " train --data " + p("cycle") +
+                           " --steps 2 --batch-size 4 --seq-len 32 --no-card --init " + p("init.safetensors");
+  // no --preset / --config: the file's own config
+  auto [rc1, e1] = run(base + " --out " + p("from_init"));
+  ASSERT_EQ(rc1, 0) << e1;
+  const json state = json::parse(read_file(p("from_init/checkpoints/step-2/state.json")));
+  EXPECT_EQ(state["config"]["d_model"], 32);
+  EXPECT_EQ(state["config"]["n_layers"], 2);
+  // a config that agrees is accepted; one that contradicts it is an error naming the fields
+  auto [rc2, e2] = run(base + " --config " + p("tiny.json") + " --out " + p("from_init2"));
+  EXPECT_EQ(rc2, 0) << e2;
+  auto [rc3, e3] = run(base + " --preset small --out " + p("from_init3"));
+  EXPECT_NE(rc3, 0);
+  EXPECT_NE(e3.find("contradicts"), std::string::npos) << e3;
+  EXPECT_NE(e3.find("d_model 32 vs 256"), std::string::npos) << e3;
+  EXPECT_FALSE(fs::exists(p("from_init3/checkpoints"))) << "nothing started";
 }
 
 }  // namespace

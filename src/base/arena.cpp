@@ -11,8 +11,6 @@
 
 namespace palm {
 
-namespace {
-
 // MemAvailable from /proc/meminfo in bytes, or -1 where unknown.
 double available_memory_bytes() {
   std::ifstream in("/proc/meminfo");
@@ -24,8 +22,6 @@ double available_memory_bytes() {
   }
   return -1;
 }
-
-}  // namespace
 
 void FloatArena::Free::operator()(float* p) const {
   if (p) ::munmap(p, bytes);

@@ -8,6 +8,9 @@
 
 namespace palm {
 
+// MemAvailable from /proc/meminfo in bytes, or -1 where unknown.
+double available_memory_bytes();
+
 class FloatArena {
  public:
   FloatArena() = default;

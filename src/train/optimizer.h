@@ -36,6 +36,7 @@ class Optimizer {
   // modified (clipping). The norm is over all of g. Returns the global gradient norm
   // before clipping.
   double step(Weights& w, Weights& g, std::int64_t k, double lr);
+  std::int64_t state_bytes() const { return std::int64_t(first_.size() + second_.size()) * std::int64_t(sizeof(float)); }
   struct StateTensor {
     std::string name;  // "adafactor.v.<param>", ...
     std::vector<std::int64_t> shape;

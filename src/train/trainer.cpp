@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/arena.h"
 #include "base/check.h"
 #include "base/hardware.h"
 #include "base/file_util.h"
@@ -93,6 +94,32 @@ void check_replicas_identical(Comm& world, const Weights& w, std::int64_t step, 
   world.all_reduce_max(v, 2);
   PALM_CHECK(v[0] == ~v[1], "step ", step, ": the parameters differ between replicas (hash ", h, " on rank ",
              world.rank(), "); stopping");
+}
+
+// The whole run's memory on this host against MemAvailable, once, before anything is
+// written: a clear error naming the numbers instead of the OOM killer mid-run. Under
+// --shard full, weights and gradients are resident only where owned: about 1/owners of them.
+std::string fmt_gib(double gib) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f", gib);
+  return b;
+}
+
+void check_run_memory(double weights, double grads, double state, double acts, int owners) {
+  const double avail = available_memory_bytes();
+  if (avail < 0) return;
+  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");  // processes of this job on this host
+  const int per_host = local ? std::max(1, std::atoi(local)) : 1;
+  const double gib = double(1 << 30);
+  weights /= owners;
+  grads /= owners;
+  const double per_process = weights + grads + state + acts;
+  PALM_CHECK(per_process * per_host <= avail, "out of memory: this run needs ", fmt_gib(per_process / gib),
+             " GiB per process (weights ", fmt_gib(weights / gib), ", gradients ", fmt_gib(grads / gib),
+             ", optimizer state ", fmt_gib(state / gib), ", activations ", fmt_gib(acts / gib), ")",
+             per_host > 1 ? " x " + std::to_string(per_host) + " processes on this host" : std::string(), ", but only ",
+             fmt_gib(avail / gib), " GiB are available; lower --batch-size or --seq-len, use --remat or --grad-accum, "
+             "or shard (--shard optimizer|full)");
 }
 
 void truncate_metrics(const std::string& path, std::int64_t step) {
@@ -251,9 +278,12 @@ std::int64_t run_training(TrainOptions o, bool resume) {
     for_each_param(shard_config, [&](const ParamInfo& p) { split.push_back(tp_slice(p.name, o.model, 0, o.tp).kind != SliceKind::kAll); });
     opt.set_tensor_parallel(&mesh.tensor_group(), split);
   }
-  // Refuse a batch that cannot fit before allocating it.
+  // Refuse a run that cannot fit before touching its memory (the arenas are anonymous
+  // mappings: resident only once written): weights, gradients, optimizer state and
+  // activations of this process, times the processes on this host.
   const ActivationPlan plan{local, o.seq_len, o.remat, true, o.bf16, o.tp > 1};
-  const std::int64_t act_bytes = Activations::bytes_needed(*be, shard_config, plan);
+  check_run_memory(double(w.arena.size()) * 4, double(g.arena.size()) * 4, double(opt.state_bytes()),
+                   double(Activations::bytes_needed(*be, shard_config, plan)), o.shard == "full" ? mesh.data() : 1);
   Activations acts(*be, shard_config, plan);
   // --shard full: weights and gradients resident only on their owners (src/train/fsdp.h)
   std::unique_ptr<FullySharded> fsdp;
@@ -272,7 +302,6 @@ std::int64_t run_training(TrainOptions o, bool resume) {
     acts.tp = {&mesh.tensor_group(), mesh.tensor_index(), o.tp};
     acts.vocab_offset = std::int64_t(mesh.tensor_index()) * shard_config.vocab_size;
   }
-  (void)act_bytes;
 
   std::int64_t step = 0;            // last completed step
   std::int64_t skip_samples = 0;    // data skipped by rollbacks

@@ -30,11 +30,11 @@ struct TrainOptions {
   std::int64_t inject_spike = 0;  // test hook: multiply the loss at this step by 100 (once)
   // scale-out (under mpirun; docs/scaling.md): N = pods x data x tp processes
   int tp = 1, pods = 1;
-  std::string shard = "none";     // none | optimizer
+  std::string shard = "none";     // none | optimizer (state on owners) | full (weights, gradients and state on owners)
   std::int64_t hash_every = 100;  // steps between the check that all replicas hold the same bits
   bool overlap = true;             // reduce gradients on a thread during the backward
-  std::int64_t inject_divergence = 0;
-  std::string dump_gradients;      // test hook: the first step's gradients, PATH-tp-R-of-T.safetensors  // test hook: perturb the last rank's weights at this step
+  std::int64_t inject_divergence = 0;  // test hook: perturb the last rank's weights at this step
+  std::string dump_gradients;          // test hook: the first step's gradients, PATH-tp-R-of-T.safetensors
 };
 
 std::string train_options_to_json(const TrainOptions& o);
