@@ -4,10 +4,12 @@
 #include <signal.h>
 
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "base/check.h"
 #include "base/threads.h"
+#include "base/signals.h"
 #include "common.h"
 #include "infer/engine.h"
 #include "kernels/backend.h"
@@ -28,6 +30,23 @@ struct ServeCli {
 };
 
 void run(ServeCli& c) {
+  // first, before any thread exists (OpenMP's workers start with --weights bf16/int8):
+  // SIGTERM / SIGINT are taken by one watcher thread, blocked everywhere else
+  std::mutex serving_mu;  // the watcher never calls a server that is being destroyed
+  Server* serving = nullptr;
+  std::atomic<int> early_signal{0};
+  const StopSignals stop_signals([&](int sig) {
+    std::lock_guard<std::mutex> lock(serving_mu);
+    Server* s = serving;
+    if (!s) {
+      early_signal = sig;
+      return;
+    }
+    fmt::print(stderr, "palm serve: {} received: not accepting; finishing in-flight requests (at most {:.0f} s)\n",
+               sig == SIGTERM ? "SIGTERM" : "SIGINT", c.o.grace_seconds);
+    s->stop();
+  });
+  signal(SIGPIPE, SIG_IGN);  // a client that hangs up is a failed write, not a dead server
   set_threads(c.threads);
   PALM_CHECK(c.max_batch > 0 && c.max_batch <= 256, "--max-batch must be in [1, 256]");
   PALM_CHECK(c.max_queue >= 0 && c.max_queue <= 4096, "--max-queue must be in [0, 4096]");
@@ -46,30 +65,24 @@ void run(ServeCli& c) {
   std::unique_ptr<DecodeWeights> stored_weights;
   if (format != WeightFormat::kF32) stored_weights = std::make_unique<DecodeWeights>(*w, format);
 
-  // SIGTERM / SIGINT are taken by one thread (sigwait), blocked everywhere else.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGUSR1);  // internal: wakes the watcher when the server ends on its own
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);  // a client that hangs up is a failed write, not a dead server
+  if (early_signal) {
+    fmt::print(stderr, "palm serve: signal {} received while loading: stopped\n", int(early_signal));
+    return;
+  }
 
   Engine engine(*be, *w, c.max_batch, c.max_queue, stored_weights.get());
   Server server(engine, *tok, w->config, c.o);
   server.bind();
-  std::thread watcher([&] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    if (sig != SIGUSR1) {
-      fmt::print(stderr, "palm serve: {} received: not accepting; finishing in-flight requests (at most {:.0f} s)\n",
-                 sig == SIGTERM ? "SIGTERM" : "SIGINT", c.o.grace_seconds);
-      server.stop();
-    }
-  });
+  {
+    std::lock_guard<std::mutex> lock(serving_mu);
+    serving = &server;
+  }
+  if (early_signal) server.stop();  // arrived between the check above and now
   server.listen();
-  pthread_kill(watcher.native_handle(), SIGUSR1);
-  watcher.join();
+  {
+    std::lock_guard<std::mutex> lock(serving_mu);
+    serving = nullptr;
+  }
   fmt::print(stderr, "palm serve: stopped\n");
 }
 

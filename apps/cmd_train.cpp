@@ -9,6 +9,7 @@
 
 #include "base/check.h"
 #include "base/file_util.h"
+#include "base/signals.h"
 #include "common.h"
 #include "train/trainer.h"
 
@@ -45,6 +46,9 @@ void card_after_training(const TrainCli& c, const std::string& run) {
 }
 
 void run_train(TrainCli& c) {
+  // first, before any thread exists: SIGINT/SIGTERM reach only this watcher, which asks
+  // the run to finish its step and checkpoint
+  const StopSignals stop_signals([](int sig) { request_training_stop(sig); });
   TrainOptions o = c.o;
   if (!c.resume.empty()) {
     const std::string cfg = (fs::path(c.resume) / "config.json").string();

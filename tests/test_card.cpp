@@ -68,7 +68,7 @@ class Card : public ::testing::Test {
               0);
     ASSERT_EQ(palm("data build --tokenizer " + p("tok") + " --source english=" + kText +
                    ":format=lines:weight=3 --source russian=" + p("ru.txt") +
-                   ":format=lines:weight=1 --out " + p("data"))
+                   ":format=lines:weight=1 --val-fraction 0.05 --out " + p("data"))
                   .status,
               0);
     std::ofstream(p("info.json")) << R"({"intended_use": "Testing palm's model cards.", "license": "MIT",

@@ -6,7 +6,6 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -41,8 +40,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 using Clock = std::chrono::steady_clock;
 
-std::atomic<int> g_stop_signal{0};
-extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+std::atomic<int> g_stop_signal{0};  // set by request_training_stop (base/signals.h's thread)
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -216,6 +214,8 @@ TrainOptions train_options_from_json(const std::string& text, const std::string&
   return o;
 }
 
+void request_training_stop(int sig) { g_stop_signal = sig; }
+
 std::int64_t run_training(TrainOptions o, bool resume) {
   set_threads(o.threads);
   PALM_CHECK(!o.out.empty(), "--out RUN is required");
@@ -356,9 +356,6 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   if (leader) write_text_atomic((fs::path(o.out) / "config.json").string(), train_options_to_json(o));
   mesh.world().barrier();
 
-  std::signal(SIGINT, on_stop_signal);
-  std::signal(SIGTERM, on_stop_signal);
-  g_stop_signal = 0;
 
   const ModelAccounting acc = account(*be, o.model, micro, o.seq_len);
   const double peak = quick_gemm_peak(*be);
@@ -568,8 +565,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
                              (long long)step, o.tp, W, o.shard.c_str());
   }
   std::fclose(metrics);
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
+  g_stop_signal = 0;  // handled
   if (leader) progress.finish(str_cat("step ", step, ", ", tokens_seen, " tokens"));
   if (mesh.world().size() > 1) {  // what sharding saves shows here
     std::ifstream status("/proc/self/status");

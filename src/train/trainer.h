@@ -43,5 +43,9 @@ TrainOptions train_options_from_json(const std::string& json, const std::string&
 // Trains from scratch (resume = false; RUN must not hold checkpoints) or continues RUN
 // from its newest checkpoint. Returns the last completed step.
 std::int64_t run_training(TrainOptions o, bool resume);
+// A stop request (SIGINT/SIGTERM, delivered by base/signals.h's thread): the run finishes
+// its step, writes a checkpoint and returns. A request made before the loop starts
+// stops it after its first step.
+void request_training_stop(int sig);
 
 }  // namespace palm
