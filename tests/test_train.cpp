@@ -355,6 +355,54 @@ TEST(Train, BadInputIsAClearError) {
   EXPECT_FALSE(fs::exists(p("big/checkpoints")));
 }
 
+TEST(Train, TokensOutsideTheVocabularyAreRefusedNotWritten) {
+  auto run = [](const std::string& data, const std::string& cfg) {
+    const std::string e = p("vocab_err.txt");
+    const int rc = sh(std::string(PALM_BINARY) + " train --config " + cfg + " --data " + data + " --out " + data + "_run" +
+                      " --steps 3 --batch-size 4 --seq-len 32 --no-card 2>" + e + " >/dev/null");
+    return std::make_pair(rc, read_file(e));
+  };
+  // a manifest whose vocab_size disagrees with its shards (the ids reach 272 of 400)
+  fs::copy(p("cycle"), p("vocab100"), fs::copy_options::recursive);
+  json m = json::parse(read_file(p("vocab100/manifest.json")));
+  m["tokenizer"]["vocab_size"] = 100;
+  write_text_atomic(p("vocab100/manifest.json"), m.dump());
+  std::ofstream(p("tiny100.json")) << R"({"vocab_size": 100, "d_model": 32, "n_layers": 2, "n_heads": 2, "head_dim": 16, "d_ff": 64, "max_seq_len": 64})";
+  auto [rc1, e1] = run(p("vocab100"), p("tiny100.json"));
+  EXPECT_EQ(rc1, 1) << "a clear error, not a crash: " << e1;
+  EXPECT_NE(e1.find("vocabulary but the manifest says 100"), std::string::npos) << e1;
+  // shards of a 300-token vocabulary holding ids up to 272 and one of 350
+  fs::create_directories(p("corrupt_ids/s"));
+  fs::copy(p("tok"), p("corrupt_ids/tokenizer"), fs::copy_options::recursive);
+  const auto tok = Tokenizer::load(p("tok"));
+  std::vector<std::int32_t> stream(3000);
+  for (std::size_t i = 0; i < stream.size(); ++i) stream[i] = 260 + std::int32_t((i * 5) % 13);
+  stream[1500] = 350;
+  for (const char* split : {"train", "val"}) {
+    // written for 400 tokens (the writer checks ids), then its header says 300: the
+    // checksum covers the token bytes only, so the shard opens and its ids must be checked
+    const std::string f = p(std::string("corrupt_ids/s/") + split + ".bin");
+    ShardWriter w(f, 400, tok->sha256());
+    w.append(stream.data(), stream.size());
+    w.finish();
+    std::fstream patch(f, std::ios::in | std::ios::out | std::ios::binary);
+    const std::uint32_t vocab300 = 300;
+    patch.seekp(12);
+    patch.write(reinterpret_cast<const char*>(&vocab300), 4);
+  }
+  json c = {{"tokenizer", {{"sha256", tok->sha256()}, {"vocab_size", 300}}},
+            {"sources", {{{"name", "s"}, {"weight", 1.0}, {"tokens", stream.size()},
+                          {"shards", {{"train", {"s/train.bin"}}, {"val", {"s/val.bin"}}}}}}}};
+  write_text_atomic(p("corrupt_ids/manifest.json"), c.dump());
+  std::ofstream(p("tiny300.json")) << R"({"vocab_size": 300, "d_model": 32, "n_layers": 2, "n_heads": 2, "head_dim": 16, "d_ff": 64, "max_seq_len": 64})";
+  const std::string e = p("ids_err.txt");
+  const int rc2 = sh(std::string(PALM_BINARY) + " train --config " + p("tiny300.json") + " --data " + p("corrupt_ids") + " --out " +
+                     p("corrupt_ids_run") + " --steps 200 --batch-size 8 --seq-len 32 --eval-every 1000 --no-card 2>" + e + " >/dev/null");
+  const std::string e2 = read_file(e);
+  EXPECT_EQ(rc2, 1) << e2;
+  EXPECT_NE(e2.find("token 350 at 1500 is outside the vocabulary"), std::string::npos) << e2;
+}
+
 TEST(Train, InitTakesTheConfigFromTheWeightsFile) {
   auto run = [](const std::string& cmd) {
     const std::string e = p("init_err.txt");

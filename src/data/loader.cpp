@@ -34,6 +34,12 @@ DataLoader::DataLoader(const std::string& dir, std::int64_t seq_len, std::uint64
     src.weight = s.at("weight").get<double>();
     src.train = std::make_unique<ShardReader>((fs::path(dir) / s.at("shards").at("train")[0].get<std::string>()).string(), sha_);
     src.val = std::make_unique<ShardReader>((fs::path(dir) / s.at("shards").at("val")[0].get<std::string>()).string(), sha_);
+    // ShardReader checked every id against its shard's vocabulary when it opened the
+    // shard; the model's vocabulary is the manifest's, so the two must agree (a manifest
+    // saying 100 over 4000-token shards had the embedding indexed out of bounds)
+    for (const ShardReader* r : {src.train.get(), src.val.get()})
+      PALM_CHECK(std::int64_t(r->vocab_size()) == vocab_, dir, ": source ", src.name, ": a shard was written for a ",
+                 r->vocab_size(), "-token vocabulary but the manifest says ", vocab_, " (a mismatched manifest)");
     PALM_CHECK(std::int64_t(src.train->size()) == s.at("tokens").get<std::int64_t>(), dir, ": source ", src.name,
                ": shard holds ", src.train->size(), " tokens but the manifest says ", s.at("tokens").get<std::int64_t>());
     if (std::int64_t(src.train->size()) >= T_ + 1) {
