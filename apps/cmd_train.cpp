@@ -236,7 +236,7 @@ void register_train(CLI::App& app) {
   cmd->add_option("--spike-window", o.spike_window, "Losses in the recent median")->capture_default_str();
   cmd->add_option("--spike-skip", o.spike_skip, "Batches skipped after a rollback")->capture_default_str();
   cmd->add_option("--max-rollbacks", o.max_rollbacks, "Rollbacks before giving up")->capture_default_str();
-  cmd->add_option("--inject-spike", o.inject_spike, "Test hook: multiply the loss at this step by 100 once");
+  cmd->add_option("--inject-spike", o.inject_spike, "Test hook: multiply the loss by 100 whenever this step is trained");
   cmd->callback([c] {
     PALM_CHECK(!c->resume.empty() || !c->o.out.empty(), "--out RUN is required (or --resume RUN)");
     run_train(*c);

@@ -18,7 +18,7 @@ mirror="${mirror:-http://deb.debian.org/debian}"
 root="$(mktemp -d /var/tmp/palm-fresh.XXXXXX)"
 mounts=()
 cleanup() {
-  for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount -l "${mounts[i]}" 2>/dev/null || true; done
+  for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount -R -l "${mounts[i]}" 2>/dev/null || true; done
   rm -rf --one-file-system "$root"
 }
 trap cleanup EXIT
@@ -32,6 +32,10 @@ cp -a /etc/apt/sources.list.d/. "$root/etc/apt/sources.list.d/" 2>/dev/null || t
 [ -f /etc/apt/sources.list ] && cp /etc/apt/sources.list "$root/etc/apt/sources.list"
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
 
+# the root a mount point of its own, as / is on a machine (ip netns and the eval
+# sandbox remount / inside their namespaces)
+mount --bind "$root" "$root"
+mounts+=("$root")
 for m in proc sys dev dev/pts; do
   mount --bind "/$m" "$root/$m"
   mounts+=("$root/$m")

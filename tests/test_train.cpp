@@ -303,6 +303,21 @@ TEST(Train, LossSpikeRollsBackAndSkipsBatches) {
   EXPECT_EQ(st["skip_samples"], 7 * 4);
 }
 
+TEST(Train, ARecurringSpikeStopsAtMaxRollbacks) {
+  // the spike comes back each time step 37 is trained (checkpoint at 30, 6 losses since):
+  // three rollbacks, then a clear stop (the count once restarted from the checkpoint's)
+  const std::string run = p("spike_again");
+  const std::string err = p("spike_again.err");
+  const int rc = sh(train_cmd(run, "--steps 60 --checkpoint-every 10 --inject-spike 37 --spike-window 5 --spike-skip 1 "
+                                   "--max-rollbacks 3 --no-card") + " 2>" + err + " >/dev/null");
+  EXPECT_EQ(rc, 1);
+  const std::string e = read_file(err);
+  EXPECT_NE(e.find("already rolled back 3 times (--max-rollbacks): stopping"), std::string::npos) << e;
+  int rollbacks = 0;
+  for (const auto& j : metrics(run)) rollbacks += j.value("event", "") == "rollback";
+  EXPECT_EQ(rollbacks, 3);
+}
+
 TEST(Train, BadInputIsAClearError) {
   auto err = [](const std::string& cmd) {
     const std::string e = p("err.txt");

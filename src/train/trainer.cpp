@@ -361,7 +361,6 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   const double peak = quick_gemm_peak(*be);
   std::vector<std::int32_t> rows(local * (o.seq_len + 1)), tokens(local * o.seq_len), targets(local * o.seq_len);
   std::vector<double> recent;
-  bool injected = false;
   // only the leader writes the run's record; the others write to /dev/null
   const std::string record_path = leader ? metrics_path : "/dev/null";
   std::FILE* metrics = std::fopen(record_path.c_str(), "a");
@@ -457,10 +456,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
       loss = lz[0] / W;
       zl = lz[1] / W;
     }
-    if (o.inject_spike == k && !injected) {
-      loss *= 100;
-      injected = true;
-    }
+    if (o.inject_spike == k) loss *= 100;  // each time step k is trained: a recurring spike
     // Loss spike: roll back to the newest checkpoint and skip the batches around the spike.
     const bool spike = !std::isfinite(loss) ||
                        (std::int64_t(recent.size()) >= std::min<std::int64_t>(o.spike_window, 10) &&
@@ -478,7 +474,8 @@ std::int64_t run_training(TrainOptions o, bool resume) {
       tokens_seen = st.value("tokens_seen", std::int64_t(0));
       json event = {{"event", "rollback"}, {"spike_step", k}, {"loss", std::isfinite(loss) ? loss : -1.0},
                     {"median", median(recent)}, {"to_step", back_to}, {"skipped_batches", skip_steps}};
-      rollbacks = st.value("rollbacks", json::array());
+      // the list keeps every rollback of the run, also those after the checkpoint it
+      // returns to: a spike that recurs must reach --max-rollbacks
       rollbacks.push_back(event);
       std::fprintf(stderr, "\nloss spike at step %lld (%.4f, median %.4f): rolled back to step %lld, skipping %lld batches\n",
                    (long long)k, loss, median(recent), (long long)back_to, (long long)skip_steps);

@@ -27,7 +27,7 @@ struct TrainOptions {
   // spike_window losses, rolls back to the newest checkpoint and skips spike_skip batches
   double spike_factor = 3.0;
   std::int64_t spike_window = 50, spike_skip = 200, max_rollbacks = 5;
-  std::int64_t inject_spike = 0;  // test hook: multiply the loss at this step by 100 (once)
+  std::int64_t inject_spike = 0;  // test hook: multiply the loss by 100 whenever this step is trained
   // scale-out (under mpirun; docs/scaling.md): N = pods x data x tp processes
   int tp = 1, pods = 1;
   std::string shard = "none";     // none | optimizer (state on owners) | full (weights, gradients and state on owners)
