@@ -5,7 +5,9 @@
 import OpenAI from "openai";
 
 const [baseURL, apiKey, model, prompt, maxTokens] = process.argv.slice(2);
-const client = new OpenAI({ baseURL, apiKey, maxRetries: 0 });
+// Node's own fetch (undici): the node-fetch 2 the client falls back to reports a false
+// "Premature close" on kept-alive chunked responses under Node 18 (Debian 12's node)
+const client = new OpenAI({ baseURL, apiKey, maxRetries: 0, fetch: globalThis.fetch });
 const out = {};
 
 out.models = (await client.models.list()).data.map((m) => m.id);
@@ -35,7 +37,7 @@ try {
   out.bad_request_status = e instanceof OpenAI.BadRequestError ? e.status : `unexpected ${e}`;
 }
 try {
-  await new OpenAI({ baseURL, apiKey: "wrong", maxRetries: 0 }).models.list();
+  await new OpenAI({ baseURL, apiKey: "wrong", maxRetries: 0, fetch: globalThis.fetch }).models.list();
 } catch (e) {
   out.unauthorized_status = e instanceof OpenAI.AuthenticationError ? e.status : `unexpected ${e}`;
 }
