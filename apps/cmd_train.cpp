@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include <filesystem>
+#include <set>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -51,6 +52,17 @@ void run_train(TrainCli& c) {
   const StopSignals stop_signals([](int sig) { request_training_stop(sig); });
   TrainOptions o = c.o;
   if (!c.resume.empty()) {
+    // a resumed run continues with its own settings: only the length, the layout and
+    // this launch's resources may differ; any other flag would be silently ignored
+    static const std::set<std::string> may_change = {"--resume", "--steps", "--threads", "--tp", "--pods", "--shard",
+                                                     "--no-overlap", "--hash-every", "--inject-divergence",
+                                                     "--dump-gradients", "--card-info", "--no-card"};
+    for (const CLI::Option* opt : c.cmd->get_options())
+      if (opt->count() > 0 && !opt->get_name().empty() && opt->get_name() != "--help" &&
+          !may_change.count(opt->get_name()))
+        fail(str_cat(opt->get_name(), " cannot change when resuming: ", c.resume,
+                     "/config.json holds the run's settings (with --resume only --steps, --threads, --tp, --pods, "
+                     "--shard, --no-overlap, --hash-every, --card-info and --no-card may be given)"));
     const std::string cfg = (fs::path(c.resume) / "config.json").string();
     PALM_CHECK(fs::exists(cfg), c.resume, ": not a training run (no config.json)");
     const TrainOptions cli = o;

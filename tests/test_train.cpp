@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <atomic>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -316,6 +317,87 @@ TEST(Train, ARecurringSpikeStopsAtMaxRollbacks) {
   int rollbacks = 0;
   for (const auto& j : metrics(run)) rollbacks += j.value("event", "") == "rollback";
   EXPECT_EQ(rollbacks, 3);
+}
+
+TEST(Checkpoint, ReplacingADirectoryNeverLeavesAGap) {
+  // a re-written step (after a rollback) replaces its directory: a reader polling it
+  // meanwhile must always find a complete one (remove-then-rename left a gap)
+  const std::string to = p("swap/step-1"), from = p("swap/.step-1.tmp");
+  fs::create_directories(to);
+  write_text_atomic(to + "/state.json", "0");
+  std::atomic<bool> done{false};
+  std::atomic<int> gaps{0}, looks{0};
+  std::thread reader([&] {
+    while (!done) {
+      if (!fs::exists(to + "/state.json")) ++gaps;
+      ++looks;
+    }
+  });
+  for (int i = 1; i <= 300; ++i) {
+    fs::create_directories(from);
+    write_text_atomic(from + "/state.json", std::to_string(i));
+    replace_directory(from, to);
+  }
+  done = true;
+  reader.join();
+  EXPECT_EQ(gaps.load(), 0) << "of " << looks.load() << " looks";
+  EXPECT_EQ(read_file(to + "/state.json"), "300");
+  EXPECT_FALSE(fs::exists(from));
+}
+
+TEST(Train, ResumeIsStrictAboutWhatItContinues) {
+  auto run = [](const std::string& cmd) {
+    const std::string e = p("resume_err.txt");
+    const int rc = sh(cmd + " 2>" + e + " >/dev/null");
+    return std::make_pair(rc, read_file(e));
+  };
+  const std::string resume = std::string(PALM_BINARY) + " train --no-card --resume ";
+  // killed (-9) before its first checkpoint: --resume starts it from step 0
+  const std::string early = p("early");
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + train_cmd(early, "--steps 100000 --checkpoint-every 100000 --no-card") + " 2>/dev/null >/dev/null").c_str(), nullptr);
+    _exit(127);
+  }
+  for (int i = 0; i < 200 && metrics(early).size() < 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  ASSERT_FALSE(fs::exists(early + "/latest"));
+  auto [rc1, e1] = run(resume + early + " --steps 5");
+  EXPECT_EQ(rc1, 0) << e1;
+  EXPECT_NE(e1.find("no complete checkpoint yet: starting it from step 0"), std::string::npos) << e1;
+  EXPECT_TRUE(fs::exists(early + "/checkpoints/step-5/model.safetensors"));
+  // flags that would be silently ignored are refused, naming the flag
+  auto [rc2, e2] = run(resume + early + " --steps 8 --lr 0.5");
+  EXPECT_NE(rc2, 0);
+  EXPECT_NE(e2.find("--lr cannot change when resuming"), std::string::npos) << e2;
+  // `latest` pointing out of the run is not followed: the run's own newest checkpoint is
+  write_text_atomic(early + "/latest", "../../spike/checkpoints/step-40\n");
+  auto [rc3, e3] = run(resume + early + " --steps 6");
+  EXPECT_EQ(rc3, 0) << e3;
+  EXPECT_NE(e3.find("resuming " + early + " from step 5"), std::string::npos) << e3;
+  // a state.json with an impossible value is an error naming it
+  const std::string st = early + "/checkpoints/step-6/state.json";
+  json j = json::parse(read_file(st));
+  j["skip_samples"] = -3;
+  write_text_atomic(st, j.dump());
+  auto [rc4, e4] = run(resume + early + " --steps 7");
+  EXPECT_NE(rc4, 0);
+  EXPECT_NE(e4.find("\"skip_samples\" must be an integer in [0,"), std::string::npos) << e4;
+  j["skip_samples"] = 0;
+  write_text_atomic(st, j.dump());
+  // the data changed under the run: refused (the manifest's sha256 is recorded)
+  fs::copy(p("cycle"), p("cycle_changed"), fs::copy_options::recursive);
+  fs::copy(early, p("early_moved"), fs::copy_options::recursive);
+  json cfg = json::parse(read_file(p("early_moved/config.json")));
+  cfg["data"] = p("cycle_changed");
+  write_text_atomic(p("early_moved/config.json"), cfg.dump());
+  json man = json::parse(read_file(p("cycle_changed/manifest.json")));
+  man["note"] = "edited";
+  write_text_atomic(p("cycle_changed/manifest.json"), man.dump());
+  auto [rc5, e5] = run(resume + p("early_moved") + " --steps 7");
+  EXPECT_NE(rc5, 0);
+  EXPECT_NE(e5.find("the data changed"), std::string::npos) << e5;
 }
 
 TEST(Train, BadInputIsAClearError) {

@@ -1,6 +1,7 @@
 #include "base/file_util.h"
 
 #include <fcntl.h>
+#include <stdio.h>  // renameat2
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -150,6 +151,15 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& specs) {
     out.insert(out.end(), found.begin(), found.end());
   }
   return out;
+}
+
+void replace_directory(const std::string& from, const std::string& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return;
+  PALM_CHECK(errno == EEXIST, to, ": rename from ", from, " failed: ", std::strerror(errno));
+  PALM_CHECK(::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_EXCHANGE) == 0, to,
+             ": exchange with ", from, " failed: ", std::strerror(errno));
+  std::error_code ec;
+  std::filesystem::remove_all(from, ec);  // now the old directory
 }
 
 }  // namespace palm

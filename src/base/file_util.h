@@ -16,6 +16,10 @@ std::string read_file(const std::string& path);
 void write_file_atomic(const std::string& path, const std::function<void(int fd)>& write);
 void write_all(int fd, const void* data, std::size_t bytes, const std::string& what);
 void write_text_atomic(const std::string& path, const std::string& text);
+// Moves the finished directory `from` to `to`. When `to` exists, the two are exchanged in
+// one step (renameat2 RENAME_EXCHANGE) and the old one is then removed: at every moment
+// `to` is a complete directory, so a kill -9 in between loses nothing.
+void replace_directory(const std::string& from, const std::string& to);
 
 }  // namespace palm
 

@@ -48,8 +48,11 @@ std::string latest_checkpoint(const std::string& run) {
   if (fs::exists(latest, ec)) {
     std::string name = read_file(latest.string());
     while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+    // "step-N" and nothing else: a path would let `latest` point into another run
+    const bool step_name = name.size() > 5 && name.rfind("step-", 0) == 0 &&
+                           name.find_first_not_of("0123456789", 5) == std::string::npos;
     const fs::path dir = fs::path(run) / "checkpoints" / name;
-    if (fs::exists(dir / "state.json", ec)) return dir.string();
+    if (step_name && fs::exists(dir / "state.json", ec)) return dir.string();
   }
   const auto steps = list_checkpoints(run);
   return steps.empty() ? std::string() : checkpoint_dir(run, steps.back());
@@ -75,8 +78,7 @@ void save_checkpoint(const std::string& run, std::int64_t step, const Weights& w
       fs::copy_file(fs::path(tokenizer_dir) / f, fs::path(tmp) / "tokenizer" / f);
     write_text_atomic((fs::path(tmp) / "state.json").string(), state_json);  // last: marks completeness
     ::chmod(tmp.c_str(), 0755);
-    if (fs::exists(final_dir, ec)) fs::remove_all(final_dir, ec);  // a re-run step after a rollback
-    fs::rename(tmp, final_dir);
+    replace_directory(tmp, final_dir);  // a re-run step after a rollback replaces its directory atomically
   } catch (const std::exception& e) {
     fs::remove_all(tmp, ec);
     fail(str_cat("checkpoint at step ", step, " failed (the previous checkpoint is intact): ", e.what()));
@@ -324,8 +326,7 @@ void save_checkpoint_sharded(Comm& world, bool leader, bool shard_writer, int sh
       write_text_atomic((tmp / "state.json").string(), state_json);  // last: marks completeness
       ::chmod(tmp.c_str(), 0755);
       const std::string final_dir = checkpoint_dir(run, step);
-      if (fs::exists(final_dir, ec)) fs::remove_all(final_dir, ec);
-      fs::rename(tmp, final_dir);
+      replace_directory(tmp.string(), final_dir);
       write_text_atomic((fs::path(run) / "latest").string(), "step-" + std::to_string(step) + "\n");
       if (keep > 0) {
         const auto steps = list_checkpoints(run);

@@ -120,6 +120,15 @@ void check_run_memory(double weights, double grads, double state, double acts, i
              "or shard (--shard optimizer|full)");
 }
 
+// An integer of a checkpoint's state.json (absent: 0) within [lo, hi], else a clear error.
+std::int64_t checked_state_int(const json& st, const char* key, std::int64_t lo, std::int64_t hi, const std::string& where) {
+  if (!st.contains(key)) return 0;
+  const json& v = st[key];
+  PALM_CHECK(v.is_number_integer() && v.get<std::int64_t>() >= lo && v.get<std::int64_t>() <= hi, where,
+             "/state.json: \"", key, "\" must be an integer in [", lo, ", ", hi, "], got ", v.dump());
+  return v.get<std::int64_t>();
+}
+
 void truncate_metrics(const std::string& path, std::int64_t step) {
   if (!fs::exists(path)) return;
   std::ifstream in(path);
@@ -309,6 +318,12 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   double wall_before = 0;
   json rollbacks = json::array();
   const std::string metrics_path = (fs::path(o.out) / "metrics.jsonl").string();
+  if (resume && latest_checkpoint(o.out).empty()) {
+    // killed before its first checkpoint: its config.json is all a fresh start needs
+    // (initialization and data order are functions of the seed)
+    if (leader) std::fprintf(stderr, "%s has no complete checkpoint yet: starting it from step 0 with its stored config\n", o.out.c_str());
+    resume = false;
+  }
   if (resume) {
     // A checkpoint interrupted by kill -9 is a hidden temporary: remove it.
     std::error_code ec;
@@ -322,9 +337,15 @@ std::int64_t run_training(TrainOptions o, bool resume) {
     if (fsdp) fsdp->release_all();
     PALM_CHECK(st.at("tokenizer_sha256") == loader.tokenizer_sha256(), ckpt, ": made with the tokenizer ",
                st.at("tokenizer_sha256").get<std::string>(), " but the data uses ", loader.tokenizer_sha256());
-    step = st.at("step");
-    skip_samples = st.value("skip_samples", std::int64_t(0));
-    tokens_seen = st.value("tokens_seen", std::int64_t(0));
+    const std::string manifest_sha = sha256_file((fs::path(o.data) / "manifest.json").string());
+    PALM_CHECK(!st.contains("data_manifest_sha256") || st["data_manifest_sha256"] == manifest_sha, ckpt,
+               ": trained on the data whose manifest has sha256 ", st.value("data_manifest_sha256", std::string()),
+               ", but ", o.data, "/manifest.json now has ", manifest_sha,
+               " (the data changed: resuming would not continue the same run)");
+    // state.json is a file a person may edit: every number checked before it is used
+    step = checked_state_int(st, "step", 0, std::int64_t(1) << 50, ckpt);
+    skip_samples = checked_state_int(st, "skip_samples", 0, std::int64_t(1) << 50, ckpt);
+    tokens_seen = checked_state_int(st, "tokens_seen", 0, std::int64_t(1) << 60, ckpt);
     wall_before = st.value("wall_seconds", 0.0);
     rollbacks = st.value("rollbacks", json::array());
     if (leader) truncate_metrics(metrics_path, step);
