@@ -10,6 +10,7 @@
 #include "common.h"
 #include "data/build.h"
 #include "data/default_corpus.h"
+#include "data/loader.h"
 #include "tokenizer/trainer.h"
 
 namespace palm {
@@ -78,6 +79,8 @@ void run_data_info(const InfoCli& o) {
   } catch (const nlohmann::json::exception& e) {
     fail(str_cat(path, ": malformed manifest: ", e.what()));
   }
+  // every shard opened as training would: header, checksum, token ids, counts
+  const DataLoader verified(o.dir, 1, 0);
   if (o.tokens > 0) {
     for (auto& s : m["sources"]) {
       const double t = s["tokens"].get<double>();

@@ -400,6 +400,19 @@ TEST(Train, ResumeIsStrictAboutWhatItContinues) {
   EXPECT_NE(e5.find("the data changed"), std::string::npos) << e5;
 }
 
+TEST(Data, InfoVerifiesEveryShard) {
+  EXPECT_EQ(sh(std::string(PALM_BINARY) + " data info --json " + p("cycle") + " >/dev/null 2>&1"), 0);
+  fs::copy(p("cycle"), p("cycle_flipped"), fs::copy_options::recursive);
+  {
+    std::fstream f(p("cycle_flipped/s/train.bin"), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(64 + 4 * 100);  // a token of the payload
+    f.put(char(7));
+  }
+  const std::string e = p("info_err.txt");
+  EXPECT_EQ(sh(std::string(PALM_BINARY) + " data info --json " + p("cycle_flipped") + " >/dev/null 2>" + e), 1);
+  EXPECT_NE(read_file(e).find("cycle_flipped/s/train.bin"), std::string::npos) << read_file(e);
+}
+
 TEST(Train, BadInputIsAClearError) {
   auto err = [](const std::string& cmd) {
     const std::string e = p("err.txt");
