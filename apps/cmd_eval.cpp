@@ -1,6 +1,8 @@
 // palm eval: PaLM's evaluation tasks against a model, or given completions (src/eval).
 #include <fmt/format.h>
 
+#include <limits>
+
 #include <filesystem>
 
 #include "base/check.h"
@@ -89,7 +91,7 @@ void register_eval(CLI::App& app) {
                   "Sampling temperature (default: greedy; code with n > 1: 0.8 with top-p 0.95)");
   cmd->add_option("--top-p", o->eval.top_p, "Nucleus sampling threshold");
   cmd->add_option("--limit", o->eval.task.limit, "Evaluate only the first N examples");
-  cmd->add_option("--seed", o->eval.seed, "Sampling seed");
+  cmd->add_option("--seed", o->eval.seed, "Sampling seed")->check(integer_in(0, std::numeric_limits<std::int64_t>::max()));
   cmd->add_option("--completions", o->eval.completions,
                   "Score these completions (JSONL {\"task_id\", \"completion\"}) instead of a model's");
   cmd->add_option("--contamination", o->eval.contamination,
@@ -97,8 +99,8 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--out", o->out, "Write the results JSON here");
   cmd->add_option("--samples-out", o->eval.samples_out, "Write per-example JSONL here");
   cmd->add_option("--max-batch", o->eval.max_batch, "Sequences decoded together");
-  cmd->add_option("--jobs", o->eval.jobs, "Programs executed at once (default: cores)");
-  cmd->add_option("--timeout", o->eval.sandbox.seconds, "Seconds per program");
+  cmd->add_option("--jobs", o->eval.jobs, "Programs executed at once (default: cores)")->check(integer_in(0, 256));
+  cmd->add_option("--timeout", o->eval.sandbox.seconds, "Seconds per program")->check(finite_in(0.1, 3600));
   cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
   cmd->add_flag("--json", o->json, "Print the results JSON instead of the table");
   cmd->callback([o] { run(*o); });

@@ -1,6 +1,8 @@
 // palm generate: text from a trained model through the KV-cache engine (src/infer).
 #include <fmt/format.h>
 
+#include <limits>
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -142,7 +144,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--temperature", o->sampling.temperature, "0 = greedy")->capture_default_str();
   cmd->add_option("--top-k", o->sampling.top_k, "Sample from the k most likely tokens (0 = off)")->capture_default_str();
   cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling mass (1 = off)")->capture_default_str();
-  cmd->add_option("--seed", o->sampling.seed, "Sampling seed")->capture_default_str();
+  cmd->add_option("--seed", o->sampling.seed, "Sampling seed")->capture_default_str()->check(integer_in(0, std::numeric_limits<std::int64_t>::max()));
   cmd->add_option("--stop", o->stop, "Stop at this string (repeatable; not included in the output)");
   cmd->add_option("--num-samples", o->num_samples, "Samples per prompt")->capture_default_str();
   cmd->add_option("--max-batch", o->max_batch, "Sequences decoded together")->capture_default_str();

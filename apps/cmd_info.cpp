@@ -75,7 +75,7 @@ void register_info(CLI::App& app) {
   auto opts = std::make_shared<InfoOptions>();
   auto* cmd = app.add_subcommand("info", "Parameter counts, FLOPs per token and memory of a model");
   opts->model.add_to(cmd);
-  cmd->add_option("--seq-len", opts->seq_len, "Sequence length T (default: max_seq_len)");
+  cmd->add_option("--seq-len", opts->seq_len, "Sequence length T (default: max_seq_len)")->check(integer_in(1, 1 << 20));
   cmd->add_option("--batch-size", opts->batch_size, "Batch size for the activation memory")
       ->capture_default_str();
   cmd->add_flag("--json", opts->json, "Print one JSON object");

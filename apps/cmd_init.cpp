@@ -1,6 +1,8 @@
 // palm init: a freshly initialized model as safetensors.
 #include <fmt/format.h>
 
+#include <limits>
+
 #include "base/threads.h"
 #include "common.h"
 #include "model/model_io.h"
@@ -40,7 +42,7 @@ void register_init(CLI::App& app) {
   auto opts = std::make_shared<InitOptions>();
   auto* cmd = app.add_subcommand("init", "Write a freshly initialized model (safetensors)");
   opts->model.add_to(cmd);
-  cmd->add_option("--seed", opts->seed, "Initialization seed")->capture_default_str();
+  cmd->add_option("--seed", opts->seed, "Initialization seed")->capture_default_str()->check(integer_in(0, std::numeric_limits<std::int64_t>::max()));
   cmd->add_option("--out", opts->out, "Output .safetensors file")->required();
   cmd->add_option("--tokenizer", opts->tokenizer,
                   "Tokenizer directory: its vocab size replaces the preset's; its sha256 is recorded");

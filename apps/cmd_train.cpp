@@ -1,6 +1,8 @@
 // palm train: PaLM's training recipe (src/train), and palm plot for its metrics.
 #include <fmt/format.h>
 
+#include <limits>
+
 #include <cstdlib>
 
 #include <filesystem>
@@ -222,12 +224,12 @@ void register_train(CLI::App& app) {
   cmd->add_flag("--no-card", c->no_card, "Do not write MODEL_CARD.md / DATASHEET.md at the end");
   cmd->add_option("--data", o.data, "Data directory (palm data build)");
   cmd->add_option("--out", o.out, "Run directory");
-  cmd->add_option("--steps", o.steps, "Total optimizer steps")->capture_default_str();
-  cmd->add_option("--batch-size", o.batch_size, "Global batch (sequences per step)")->capture_default_str();
-  cmd->add_option("--seq-len", o.seq_len, "Sequence length T")->capture_default_str();
+  cmd->add_option("--steps", o.steps, "Total optimizer steps")->capture_default_str()->check(integer_in(1, std::int64_t(1) << 40));
+  cmd->add_option("--batch-size", o.batch_size, "Global batch (sequences per step)")->capture_default_str()->check(integer_in(1, 1 << 24));
+  cmd->add_option("--seq-len", o.seq_len, "Sequence length T")->capture_default_str()->check(integer_in(1, 1 << 20));
   cmd->add_option("--grad-accum", o.grad_accum, "Micro-batches per step")->capture_default_str();
   cmd->add_option("--init", o.init, "Start from these weights (safetensors) instead of a fresh init");
-  cmd->add_option("--seed", o.seed, "Seed (init, data order)")->capture_default_str();
+  cmd->add_option("--seed", o.seed, "Seed (init, data order)")->capture_default_str()->check(integer_in(0, std::numeric_limits<std::int64_t>::max()));
   cmd->add_option("--checkpoint-every", o.checkpoint_every, "Steps between checkpoints")->capture_default_str();
   cmd->add_option("--keep-checkpoints", o.keep_checkpoints, "Checkpoints kept")->capture_default_str();
   cmd->add_option("--eval-every", o.eval_every, "Steps between validation losses")->capture_default_str();
@@ -236,10 +238,10 @@ void register_train(CLI::App& app) {
   cmd->add_flag("--bf16", o.bf16, "bf16 GEMMs, fp32 master weights and optimizer");
   cmd->add_option("--threads", o.threads, "Threads (default: all cores)");
   cmd->add_option("--optimizer", o.optimizer.kind, "adafactor (PaLM) or adamw")->capture_default_str();
-  cmd->add_option("--clip-norm", o.optimizer.clip_norm, "Global gradient norm clip")->capture_default_str();
+  cmd->add_option("--clip-norm", o.optimizer.clip_norm, "Global gradient norm clip (0: off)")->capture_default_str()->check(finite_in(0, 1e9));
   cmd->add_option("--weight-decay", o.optimizer.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
   cmd->add_option("--lr-schedule", o.lr.kind, "palm (min(1e-2, 1/sqrt(k))), cosine, inv-sqrt, constant")->capture_default_str();
-  cmd->add_option("--lr", o.lr.peak, "Peak learning rate (palm: the plateau)")->capture_default_str();
+  cmd->add_option("--lr", o.lr.peak, "Peak learning rate (palm: the plateau)")->capture_default_str()->check(finite_in(0, 100));
   cmd->add_option("--warmup-steps", o.lr.warmup, "Linear warmup steps (cosine, inv-sqrt, constant)")->capture_default_str();
   cmd->add_option("--min-lr-ratio", o.lr.min_ratio, "Cosine: final lr / peak")->capture_default_str();
   cmd->add_option("--batch-ramp", o.batch_ramp, "PaLM's batch ramp, e.g. 8:0,16:500 (BATCH:FROM_STEP,...)");

@@ -40,6 +40,11 @@ struct ModelAndTokenizer {
 };
 ModelAndTokenizer load_model_and_tokenizer(const std::string& model, const std::string& tokenizer_override);
 
+// CLI11 validators for numbers that must be finite and in [lo, hi] (CLI::Range lets a
+// NaN through: every comparison with it is false).
+CLI::Validator finite_in(double lo, double hi);
+CLI::Validator integer_in(std::int64_t lo, std::int64_t hi);
+
 std::string human_bytes(double bytes);
 std::string human_count(double n);  // 8.63B, 62.50B, ...
 std::string preset_list();

@@ -1,6 +1,9 @@
 // palm: one binary, git-style subcommands. Each subcommand parses its options and calls
 // src/; errors become one "palm: error: ..." line on stderr and exit status 1.
+#include <cerrno>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 #include <fmt/format.h>
 
@@ -73,6 +76,31 @@ ModelAndTokenizer load_model_and_tokenizer(const std::string& model, const std::
   PALM_CHECK(m.tokenizer->vocab_size() == m.weights->config.vocab_size, m.tokenizer_dir, " has ",
              m.tokenizer->vocab_size(), " tokens, the model ", m.weights->config.vocab_size);
   return m;
+}
+
+CLI::Validator finite_in(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(s.c_str(), &end);
+        if (end == s.c_str() || *end != '\0' || !std::isfinite(v) || v < lo || v > hi)
+          return fmt::format("must be a finite number in [{}, {}], got '{}'", lo, hi, s);
+        return "";
+      },
+      fmt::format("NUMBER in [{}, {}]", lo, hi));
+}
+
+CLI::Validator integer_in(std::int64_t lo, std::int64_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        errno = 0;
+        char* end = nullptr;
+        const long long v = std::strtoll(s.c_str(), &end, 10);
+        if (end == s.c_str() || *end != '\0' || errno == ERANGE || v < lo || v > hi)
+          return fmt::format("must be an integer in [{}, {}], got '{}'", lo, hi, s);
+        return "";
+      },
+      fmt::format("INT in [{}, {}]", lo, hi));
 }
 
 std::string human_bytes(double b) {

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -150,6 +151,38 @@ TEST_F(Cli, BadInputIsOneClearErrorLine) {
   // a model too large for this machine's memory is refused up front
   expect_error("init --preset palm-540b --out " + path("huge.safetensors"), "out of memory");
   EXPECT_FALSE(fs::exists(path("huge.safetensors")));
+}
+
+TEST_F(Cli, EveryNumberIsRangeChecked) {
+  // each of these was accepted (or crashed, or hung) before
+  const std::string m = tiny_model();
+  expect_error("info --preset tiny --seq-len 99999999999999999999", "--seq-len: must be an integer in [1, 1048576]");
+  expect_error("info --preset tiny --seq-len -1", "--seq-len: must be an integer in [1, 1048576]");
+  expect_error("train --preset tiny --data d --out r --seed -1", "--seed: must be an integer in [0,");
+  expect_error("train --preset tiny --data d --out r --clip-norm -1", "--clip-norm: must be a finite number in [0,");
+  expect_error("train --preset tiny --data d --out r --seq-len -1", "--seq-len: must be an integer in [1,");
+  expect_error("serve --model " + m + " --grace nan", "--grace: must be a finite number in [0, 3600], got 'nan'");
+  for (const char* t : {"0", "-1", "nan", "inf", "1e300"})
+    expect_error(std::string("eval --task gsm8k --data d --completions c --timeout ") + t, "--timeout: must be a finite number");
+  expect_error("eval --task gsm8k --data d --completions c --jobs 100000", "--jobs: must be an integer in [0, 256]");
+  expect_error("score --model " + m + " --tokens \"1 2\" --threads 100000", "--threads must be in [0, 1024]");
+  // a model file whose config claims an absurd context: refused before allocating
+  std::ifstream in(m, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  std::uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  std::string header = bytes.substr(8, n);
+  const std::string key = "\\\"max_seq_len\\\":256";
+  const std::size_t at = header.find(key);
+  ASSERT_NE(at, std::string::npos) << header.substr(0, 300);
+  header.replace(at, key.size(), "\\\"max_seq_len\\\":4611686018427387904");
+  while (header.size() % 8) header += ' ';
+  const std::uint64_t hn = header.size();
+  std::ofstream out(path("huge_ctx.safetensors"), std::ios::binary);
+  out.write(reinterpret_cast<const char*>(&hn), 8);
+  out << header << bytes.substr(8 + n);
+  out.close();
+  expect_error("score --model " + path("huge_ctx.safetensors") + " --tokens \"1 2\"", "max_seq_len must be at most 1048576");
 }
 
 TEST_F(Cli, TokenizerTrainEncodeDecodeInfo) {

@@ -5,6 +5,8 @@
 
 #include <atomic>
 
+#include "base/check.h"
+
 namespace palm {
 
 int default_threads() {
@@ -19,6 +21,8 @@ std::atomic<int> g_process_threads{0};
 }  // namespace
 
 void set_threads(int threads) {
+  // OpenMP would try to start them all (100000 crashed libgomp)
+  PALM_CHECK(threads >= 0 && threads <= kMaxThreads, "--threads must be in [0, ", kMaxThreads, "] (0: all cores), got ", threads);
   const int n = threads > 0 ? threads : default_threads();
   g_process_threads = n;
   omp_set_num_threads(n);

@@ -22,6 +22,16 @@ void validate(const ModelConfig& c) {
   PALM_CHECK(c.head_dim % 2 == 0, "config: head_dim must be even (RoPE rotates pairs), got ",
              c.head_dim);
   PALM_CHECK(c.head_dim <= 1024, "config: head_dim must be at most 1024, got ", c.head_dim);
+  // bounds far above any PaLM (540B: D 18432, L 118, H 48, F 73728, T 2048) that keep
+  // every size product far from overflow and refuse a corrupt file before allocating
+  auto at_most = [](const char* name, std::int64_t v, std::int64_t hi) {
+    PALM_CHECK(v <= hi, "config: ", name, " must be at most ", hi, ", got ", v);
+  };
+  at_most("d_model", c.d_model, std::int64_t(1) << 17);
+  at_most("n_layers", c.n_layers, 4096);
+  at_most("n_heads", c.n_heads, 4096);
+  at_most("d_ff", c.d_ff, std::int64_t(1) << 20);
+  at_most("max_seq_len", c.max_seq_len, std::int64_t(1) << 20);
   PALM_CHECK(c.vocab_size <= (std::int64_t(1) << 31) - 1, "config: vocab_size too large: ",
              c.vocab_size);
   PALM_CHECK(c.rope_base > 1.0, "config: rope_base must be > 1, got ", c.rope_base);
