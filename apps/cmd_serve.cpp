@@ -3,11 +3,13 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 #include <thread>
 
 #include "base/check.h"
+#include "base/file_util.h"
 #include "base/threads.h"
 #include "base/signals.h"
 #include "common.h"
@@ -27,6 +29,7 @@ struct ServeCli {
   ServeOptions o;
   std::int64_t max_batch = 16, max_queue = 64;
   int threads = 0;
+  std::string api_key_file;
 };
 
 void run(ServeCli& c) {
@@ -48,6 +51,15 @@ void run(ServeCli& c) {
   });
   signal(SIGPIPE, SIG_IGN);  // a client that hangs up is a failed write, not a dead server
   set_threads(c.threads);
+  if (!c.api_key_file.empty()) {
+    std::string k = read_file(c.api_key_file);
+    k = k.substr(0, k.find('\n'));
+    while (!k.empty() && (k.back() == '\r' || k.back() == ' ')) k.pop_back();
+    PALM_CHECK(!k.empty(), c.api_key_file, ": no API key on its first line");
+    c.o.api_key = k;
+  } else if (const char* env = std::getenv("PALM_API_KEY"); c.o.api_key.empty() && env && *env) {
+    c.o.api_key = env;
+  }
   PALM_CHECK(c.max_batch > 0 && c.max_batch <= 256, "--max-batch must be in [1, 256]");
   PALM_CHECK(c.max_queue >= 0 && c.max_queue <= 4096, "--max-queue must be in [0, 4096]");
   PALM_CHECK(c.o.port >= 0 && c.o.port <= 65535, "--port must be in [0, 65535]");
@@ -98,7 +110,10 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--port", c->o.port, "Port (0: any free port, printed)")->capture_default_str();
   cmd->add_option("--max-batch", c->max_batch, "Sequences decoded together")->capture_default_str();
   cmd->add_option("--max-queue", c->max_queue, "Requests waiting for a batch slot before 429")->capture_default_str();
-  cmd->add_option("--api-key", c->o.api_key, "Require 'Authorization: Bearer KEY'");
+  auto* key = cmd->add_option("--api-key", c->o.api_key,
+                              "Require 'Authorization: Bearer KEY' (visible to other users in the process list: "
+                              "prefer --api-key-file or PALM_API_KEY)");
+  cmd->add_option("--api-key-file", c->api_key_file, "Read the API key from the first line of this file")->excludes(key);
   cmd->add_option("--model-name", c->o.model_name, "The model id clients send (default: the run or file name)");
   cmd->add_option("--weights", c->weights, "Decode weights: fp32, bf16 or int8")->capture_default_str();
   cmd->add_option("--max-body", c->o.max_body_bytes, "Largest request body in bytes (413 above)")->capture_default_str();

@@ -364,6 +364,42 @@ TEST_F(Serve, ThreadsOneBoundsTheComputeToOneThread) {
   EXPECT_EQ(one.stop(), 0);
 }
 
+TEST_F(Serve, TokenPromptsKeysAndLogsAreHandledSafely) {
+  // token-id prompts (part of the completions API) equal the same text's prompt
+  const std::string ids = capture(std::string(PALM_BINARY) + " tokenizer encode --tokenizer " + p("tok") + " --text 'import json'");
+  json id_array = json::array();
+  std::istringstream in(ids);
+  for (int id; in >> id;) id_array.push_back(id);
+  ASSERT_GT(id_array.size(), 0u);
+  const json by_text = post(port(), "/v1/completions", {{"model", "tiny"}, {"prompt", "import json"}, {"max_tokens", 8}, {"temperature", 0}});
+  const json by_ids = post(port(), "/v1/completions", {{"model", "tiny"}, {"prompt", id_array}, {"max_tokens", 8}, {"temperature", 0}});
+  EXPECT_EQ(by_ids["choices"][0]["text"], by_text["choices"][0]["text"]);
+  const json two = post(port(), "/v1/completions", {{"model", "tiny"}, {"prompt", {id_array, id_array}}, {"max_tokens", 4}, {"temperature", 0}});
+  EXPECT_EQ(two["choices"].size(), 2u);
+  const json bad_id = post(port(), "/v1/completions", {{"model", "tiny"}, {"prompt", {1, 2, 500}}, {"max_tokens", 4}}, 400);
+  EXPECT_NE(bad_id["error"]["message"].get<std::string>().find("[0, 500)"), std::string::npos) << bad_id.dump();
+  // a prompt too long for any tokenization of it is refused before it is tokenized
+  const json huge = post(port(), "/v1/completions", {{"model", "tiny"}, {"prompt", std::string(60000, 'x')}, {"max_tokens", 4}}, 400);
+  EXPECT_NE(huge["error"]["message"].get<std::string>().find("refused before tokenizing"), std::string::npos) << huge.dump();
+  // /metrics is behind the key too
+  EXPECT_EQ(http(port(), "GET", "/metrics", "", "").status, 401);
+  EXPECT_EQ(http(port(), "GET", "/metrics", "", "Authorization: Bearer sk-wrong\r\n").status, 401);
+  EXPECT_EQ(http(port(), "GET", "/metrics").status, 200);
+  // CR/LF in the path cannot forge a log line
+  http(port(), "GET", "/v1/models%0d%0apalm%20serve:%201.2.3.4%20GET%20/forged%20200%200%20bytes");
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const std::string log = read(server->log);
+  EXPECT_EQ(log.find("\npalm serve: 1.2.3.4 GET /forged"), std::string::npos) << "a forged line in the log";
+  EXPECT_NE(log.find("\\x0d\\x0apalm serve: 1.2.3.4"), std::string::npos) << "the request's line, escaped";
+  // the key from a file (not on the command line, where every user can read it)
+  std::ofstream(p("key.txt")) << "sk-from-file\n";
+  ServerProcess keyed("--model " + p("m.safetensors") + " --tokenizer " + p("tok") + " --model-name tiny --api-key-file " + p("key.txt"), "keyed");
+  ASSERT_GT(keyed.port, 0);
+  EXPECT_EQ(http(keyed.port, "GET", "/v1/models").status, 401);
+  EXPECT_EQ(http(keyed.port, "GET", "/v1/models", "", "Authorization: Bearer sk-from-file\r\n").status, 200);
+  EXPECT_EQ(keyed.stop(), 0);
+}
+
 TEST_F(Serve, EveryErrorHasItsStatusAndTheServerStaysUp) {
   auto expect_error = [&](const Reply& r, int status, const std::string& fragment) {
     EXPECT_EQ(r.status, status) << r.body;

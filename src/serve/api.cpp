@@ -82,23 +82,44 @@ CompletionParams parse_completion_request(const json& b, bool chat, const ApiLim
   } else {
     if (!present(b, "prompt")) bad("prompt", "is required");
     const json& pr = b["prompt"];
+    auto ids = [&](const json& a) {  // one prompt of token ids
+      std::vector<std::int32_t> out;
+      for (const auto& x : a) {
+        if (!x.is_number_integer() || x.get<std::int64_t>() < 0 || x.get<std::int64_t>() >= limits.vocab_size)
+          bad("prompt", "token ids must be integers in [0, " + std::to_string(limits.vocab_size) + "), got " + x.dump());
+        out.push_back(std::int32_t(x.get<std::int64_t>()));
+      }
+      if (std::int64_t(out.size()) >= limits.context)
+        bad("prompt", "has " + std::to_string(out.size()) + " tokens; the model's context holds " + std::to_string(limits.context));
+      return out;
+    };
     if (pr.is_string()) {
       p.prompts = {pr.get<std::string>()};
     } else if (pr.is_array() && !pr.empty() && std::all_of(pr.begin(), pr.end(), [](const json& x) { return x.is_string(); })) {
       for (const auto& x : pr) p.prompts.push_back(x.get<std::string>());
+    } else if (pr.is_array() && !pr.empty() && std::all_of(pr.begin(), pr.end(), [](const json& x) { return x.is_number(); })) {
+      p.prompt_ids = {ids(pr)};
+    } else if (pr.is_array() && !pr.empty() &&
+               std::all_of(pr.begin(), pr.end(), [](const json& x) { return x.is_array() && !x.empty(); })) {
+      for (const auto& x : pr) p.prompt_ids.push_back(ids(x));
     } else {
-      bad("prompt", "must be a string or a non-empty array of strings");
+      bad("prompt", "must be a string, a non-empty array of strings, an array of token ids or an array of such arrays");
     }
-    for (const auto& s : p.prompts)
+    for (const auto& s : p.prompts) {
       if (s.empty()) bad("prompt", "must not be empty");
+      if (std::int64_t(s.size()) > kMaxBytesPerToken * limits.context)
+        bad("prompt", "has " + std::to_string(s.size()) + " bytes, more than a context of " + std::to_string(limits.context) +
+                          " tokens can hold; refused before tokenizing");
+    }
   }
   const char* max_key = chat && present(b, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
   p.max_tokens = integer_in(b, max_key, 1, limits.context, chat ? limits.context : 16);
   p.temperature = number_in(b, "temperature", 0.0, 2.0, 1.0);
   p.top_p = number_in(b, "top_p", 1e-9, 1.0, 1.0);
   p.n = integer_in(b, "n", 1, limits.max_n, 1);
-  if (std::int64_t(p.prompts.size()) * p.n > limits.max_n)
-    bad("n", std::to_string(p.prompts.size()) + " prompts x n " + std::to_string(p.n) + " exceeds " +
+  const std::size_t n_prompts = p.prompts.size() + p.prompt_ids.size();
+  if (std::int64_t(n_prompts) * p.n > limits.max_n)
+    bad("n", std::to_string(n_prompts) + " prompts x n " + std::to_string(p.n) + " exceeds " +
                  std::to_string(limits.max_n) + " completions per request");
   if (present(b, "stop")) {
     const json& s = b["stop"];

@@ -29,6 +29,9 @@ struct CompletionParams {
   bool chat = false;
   std::string model;
   std::vector<std::string> prompts;     // completions: one or more; chat: the rendered conversation
+  // completions given as token ids ("prompt": [1, 2, 3] or [[1, 2], [3]]), checked
+  // against the vocabulary; `prompts` then stays empty until the server decodes them
+  std::vector<std::vector<std::int32_t>> prompt_ids;
   std::vector<ChatMessage> messages;    // chat only
   std::int64_t max_tokens = 16;
   double temperature = 1.0;
@@ -45,7 +48,12 @@ struct CompletionParams {
 struct ApiLimits {
   std::int64_t context = 0;      // the model's max_seq_len
   std::int64_t max_n = 16;       // completions per request (n x prompts)
+  std::int64_t vocab_size = 0;   // token-id prompts must lie in [0, vocab_size)
 };
+
+// A text prompt longer than this many bytes cannot fit the context whatever its tokens
+// (no piece of palm's vocabularies is longer): refused before it is tokenized.
+inline constexpr std::int64_t kMaxBytesPerToken = 32;
 
 // Throws ApiError(400, ...) naming the field for malformed or out-of-range input.
 CompletionParams parse_completion_request(const nlohmann::json& body, bool chat, const ApiLimits& limits);

@@ -78,15 +78,37 @@ struct Server::Impl {
   Impl(Engine& e, const Tokenizer& t, const ModelConfig& c, ServeOptions opts)
       : engine(e), tok(t), config(c), o(std::move(opts)) {}
 
+  static std::string printable(const std::string& s) {
+    std::string out;
+    for (unsigned char c : s) {
+      if (c < 0x20 || c == 0x7f) {
+        char b[8];
+        std::snprintf(b, sizeof b, "\\x%02x", c);
+        out += b;
+      } else {
+        out += char(c);
+      }
+    }
+    return out;
+  }
+
   // ---------------------------------------------------------------- errors
   void error(httplib::Response& res, const ApiError& e) {
     res.status = e.status;
     res.set_content(dump(e.body()) + "\n", "application/json");
   }
 
+  // Compares in time independent of where the strings first differ (a timing oracle
+  // would let a client find the key byte by byte).
+  static bool same_secret(const std::string& a, const std::string& b) {
+    unsigned char diff = a.size() == b.size() ? 0 : 1;
+    for (std::size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i % std::max<std::size_t>(b.size(), 1)]);
+    return diff == 0 && !b.empty();
+  }
+
   bool authorized(const httplib::Request& req, httplib::Response& res) {
     if (o.api_key.empty()) return true;
-    if (req.get_header_value("Authorization") == "Bearer " + o.api_key) return true;
+    if (same_secret(req.get_header_value("Authorization"), "Bearer " + o.api_key)) return true;
     error(res, ApiError(401, "missing or wrong API key (Authorization: Bearer KEY)", "invalid_request_error", "",
                         "invalid_api_key"));
     return false;
@@ -168,14 +190,16 @@ struct Server::Impl {
         throw ApiError(400, "the request body is not valid UTF-8 (byte " + std::to_string(bad_utf8) + ")");
       const json body = json::parse(req.body, nullptr, false);
       if (body.is_discarded()) throw ApiError(400, "the request body is not valid JSON");
-      const CompletionParams p = parse_completion_request(body, chat, ApiLimits{config.max_seq_len, o.max_n});
+      CompletionParams p = parse_completion_request(body, chat, ApiLimits{config.max_seq_len, o.max_n, config.vocab_size});
+      const bool token_prompts = !p.prompt_ids.empty();
+      for (const auto& ids : p.prompt_ids) p.prompts.push_back(tok.decode(ids));  // for echo
       if (p.model != o.model_name)
         throw ApiError(404, "the model '" + p.model + "' does not exist; this server serves '" + o.model_name + "'",
                        "invalid_request_error", "model", "model_not_found");
       std::vector<std::vector<std::int32_t>> prompts;
       std::int64_t prompt_tokens = 0;
       for (std::size_t i = 0; i < p.prompts.size(); ++i) {
-        prompts.push_back(tok.encode(p.prompts[i]));
+        prompts.push_back(token_prompts ? p.prompt_ids[i] : tok.encode(p.prompts[i]));
         const auto n = std::int64_t(prompts.back().size());
         if (n >= config.max_seq_len)
           throw ApiError(400,
@@ -394,7 +418,8 @@ struct Server::Impl {
       if (stopping) r.status = 503;
       metrics.request("/health", r.status);
     });
-    svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& r) {
+    svr.Get("/metrics", [this](const httplib::Request& q, httplib::Response& r) {
+      if (!authorized(q, r)) return metrics.request("/metrics", r.status);  // it names traffic and load
       r.set_content(metrics.render(engine.queued(), engine.active(), engine.max_batch()), "text/plain; version=0.0.4");
       metrics.request("/metrics", 200);
     });
@@ -435,8 +460,10 @@ struct Server::Impl {
     svr.set_logger([this](const httplib::Request& q, const httplib::Response& r) {
       if (!o.log) return;
       std::lock_guard<std::mutex> l(log_mu);
-      std::fprintf(stderr, "palm serve: %s %s %s %d %zu bytes\n", q.remote_addr.c_str(), q.method.c_str(), q.path.c_str(),
-                   r.status, r.body.size());
+      // the path and method as the client sent them may hold CR/LF (%0d%0a decodes to them):
+      // escaped, so one request is one log line
+      std::fprintf(stderr, "palm serve: %s %s %s %d %zu bytes\n", q.remote_addr.c_str(), printable(q.method).c_str(),
+                   printable(q.path).c_str(), r.status, r.body.size());
     });
   }
 };
