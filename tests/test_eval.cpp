@@ -3,6 +3,8 @@
 // against exact expected scores, and a tiny trained model through every task.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <algorithm>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -14,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
+#include <thread>
 
 #include "data_dir.h"
 #include "shell_util.h"
@@ -162,6 +165,88 @@ TEST(Sandbox, IsolatesProcessesFilesAndNetworkAsRoot) {
   ::close(srv);
   EXPECT_FALSE(r.passed) << "connected to the host's loopback";
   EXPECT_NE(sandbox_isolation().find("namespaces"), std::string::npos);
+}
+
+TEST(Sandbox, NothingOutlivesItsDeadlineEvenAfterSetsid) {
+  if (geteuid() != 0) GTEST_SKIP() << "the namespace sandbox needs root (CI runs as root)";
+  auto nobody_left = [] {
+    int left = -1;
+    for (int i = 0; i < 100 && left != 0; ++i, usleep(20000)) left = std::stoi(sh("ps -u nobody -o stat= | grep -vc Z").out);
+    return left;
+  };
+  ASSERT_EQ(nobody_left(), 0);
+  SandboxLimits l;
+  l.seconds = 2;
+  // a grandchild in a session of its own, ignoring SIGTERM and SIGHUP, sleeping long
+  const auto r = run_python_sandboxed("import os, signal, time\n"
+                                      "if os.fork() == 0:\n"
+                                      "    os.setsid()\n"
+                                      "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                                      "    signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+                                      "    if os.fork() == 0:\n"
+                                      "        time.sleep(100)\n"
+                                      "    os._exit(0)\n"
+                                      "time.sleep(100)\n",
+                                      l);
+  EXPECT_EQ(r.status, "timeout");
+  EXPECT_EQ(nobody_left(), 0) << "a process of the sandbox survived its deadline";
+}
+
+TEST(Sandbox, TheHelperHoldsNoDescriptorButItsOutput) {
+  // the helper forked for a sandbox (it waits, it does not exec) must not keep palm's
+  // descriptors: with --jobs >= 2 it held other sandboxes' pipes open, so their readers
+  // missed EOF and correct programs were scored "timeout" (9 of 623 runs)
+  if (geteuid() != 0) GTEST_SKIP() << "the helper exists only for the namespace sandbox (root)";
+  const int extra = ::open("/dev/null", O_RDONLY);  // a descriptor of ours, as another job's pipe would be
+  ASSERT_GE(extra, 0);
+  SandboxLimits l;
+  l.seconds = 5;
+  SandboxResult r;
+  std::thread run([&] { r = run_python_sandboxed("import time\ntime.sleep(1.5)", l); });
+  std::vector<std::string> fds;
+  for (int i = 0; i < 100 && fds.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    for (const auto& e : fs::directory_iterator("/proc")) {
+      std::ifstream st(e.path() / "stat");
+      std::string line;
+      if (!std::getline(st, line)) continue;
+      std::istringstream f(line.substr(line.rfind(')') + 2));
+      char state;
+      int ppid = 0;
+      f >> state >> ppid;
+      if (ppid != getpid()) continue;
+      std::error_code ec;
+      for (const auto& fd : fs::directory_iterator(e.path() / "fd", ec)) fds.push_back(fd.path().filename().string());
+    }
+  }
+  run.join();
+  ::close(extra);
+  EXPECT_EQ(r.status, "passed");
+  std::sort(fds.begin(), fds.end());
+  EXPECT_EQ(fds, (std::vector<std::string>{"0", "1", "2"}));
+}
+
+TEST(Sandbox, KillingPalmEvalKillsItsPrograms) {
+  if (geteuid() != 0) GTEST_SKIP() << "the namespace sandbox needs root (CI runs as root)";
+  const std::string he = palm::testing_util::fixtures_dir() + "/eval/humaneval/HumanEval.jsonl";
+  const std::string c = completions("sleepers.jsonl", he, [](const json& j, int) {
+    return json{{"task_id", j["task_id"]}, {"completion", "    import time\n    time.sleep(100)\n"}};
+  });
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl(PALM_BINARY, "palm", "eval", "--task", "humaneval", "--data", he.c_str(), "--completions", c.c_str(), "--timeout",
+          "60", "--jobs", "2", nullptr);
+    _exit(127);
+  }
+  int running = 0;
+  for (int i = 0; i < 200 && running < 2; ++i, usleep(20000)) running = std::stoi(sh("ps -u nobody -o stat= | grep -vc Z").out);
+  ASSERT_GE(running, 2) << "the programs started";
+  kill(pid, SIGTERM);
+  waitpid(pid, nullptr, 0);
+  int left = -1;
+  for (int i = 0; i < 100 && left != 0; ++i, usleep(20000)) left = std::stoi(sh("ps -u nobody -o stat= | grep -vc Z").out);
+  EXPECT_EQ(left, 0) << "programs outlived palm eval";
+  sh("pkill -9 -u nobody");
 }
 
 // ---- oracle completions through the real binary ----

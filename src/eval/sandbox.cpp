@@ -9,6 +9,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -99,6 +100,10 @@ void write_program(const char* path, const std::string& text) {
   if (chown("/tmp/work", kNobody, kNobody) != 0) die("chown /tmp/work");
   if (chdir("/tmp/work") != 0) die("chdir /tmp/work");
   if (setgroups(0, nullptr) != 0 || setgid(kNobody) != 0 || setuid(kNobody) != 0) die("drop to nobody");
+  // changing credentials clears the death signal: set it again, now that we are nobody.
+  // When the helper dies (timeout, palm eval killed) this pid 1 dies, and with it every
+  // process of the namespace, setsid() or not.
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die("prctl");
   apply_limits(l);
   exec_python(token_env);
 }
@@ -134,8 +139,13 @@ SandboxResult run_python_sandboxed(const std::string& program_body, const Sandbo
   PALM_CHECK(child >= 0, "sandbox: fork: ", std::strerror(errno));
   if (child == 0) {
     setpgid(0, 0);
+    // palm eval ends (or is killed): this helper, and so its namespace, ends with it
+    if (ns && prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die("prctl");
     const int devnull = open("/dev/null", O_RDONLY);
     if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(pipefd[1], 1) < 0 || dup2(pipefd[1], 2) < 0) die("redirect");
+    // nothing else of palm's: another sandbox's pipe, inherited by this fork from a
+    // concurrent job, held open here would keep that sandbox's reader from its EOF
+    if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0) die("close_range");
     if (!ns) {
       if (chdir(outer_dir.c_str()) != 0) die("chdir");
       write_program("program.py", program);
