@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -165,6 +166,46 @@ TEST(Sandbox, IsolatesProcessesFilesAndNetworkAsRoot) {
   ::close(srv);
   EXPECT_FALSE(r.passed) << "connected to the host's loopback";
   EXPECT_NE(sandbox_isolation().find("namespaces"), std::string::npos);
+  // nothing of the host's files, processes or sockets is in reach: the program asserts it
+  // (a host process with a secret in its command line; a unix socket of the host)
+  const pid_t secret = fork();
+  if (secret == 0) {
+    execl("/bin/sleep", "sleep", "30", "palm-secret-argument", nullptr);
+    _exit(127);
+  }
+  const std::string sock_path = p("host.sock");
+  const int us = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un ua{};
+  ua.sun_family = AF_UNIX;
+  std::snprintf(ua.sun_path, sizeof ua.sun_path, "%s", sock_path.c_str());
+  ASSERT_EQ(::bind(us, reinterpret_cast<sockaddr*>(&ua), sizeof ua), 0);
+  ASSERT_EQ(::listen(us, 1), 0);
+  r = run_python_sandboxed(
+      "import os, socket\n"
+      "for path in ['" PALM_SOURCE_DIR "/README.md', '" + palm::testing_util::data_dir() + "/humaneval/HumanEval.jsonl', '" +
+          palm::testing_util::fixtures_dir() + "/eval/humaneval/HumanEval.jsonl']:\n"
+      "    assert not os.path.exists(path), path\n"
+      "pids = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+      "assert len(pids) <= 3, pids\n"
+      "for p in pids:\n"
+      "    assert b'palm-secret-argument' not in open('/proc/' + p + '/cmdline', 'rb').read()\n"
+      "for w in ['/run/lock/x', '/var/tmp/x', '/usr/x', '/etc/x', '/x']:\n"
+      "    try:\n"
+      "        open(w, 'w').write('x')\n"
+      "        raise SystemExit('wrote ' + w)\n"
+      "    except OSError:\n"
+      "        pass\n"
+      "s = socket.socket(socket.AF_UNIX)\n"
+      "try:\n"
+      "    s.connect('" + sock_path + "')\n"
+      "    raise SystemExit('reached a host socket')\n"
+      "except OSError:\n"
+      "    pass\n",
+      l);
+  ::close(us);
+  kill(secret, SIGKILL);
+  waitpid(secret, nullptr, 0);
+  EXPECT_TRUE(r.passed) << r.output;
 }
 
 TEST(Sandbox, NothingOutlivesItsDeadlineEvenAfterSetsid) {

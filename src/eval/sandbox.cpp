@@ -87,14 +87,53 @@ void write_program(const char* path, const std::string& text) {
   die("exec /usr/bin/python3");
 }
 
-// pid 1 of the new namespaces: private mounts, fresh tmpfs, drop to nobody, exec.
+void bind_read_only(const char* from, const char* to) {
+  if (mount(from, to, nullptr, MS_BIND | MS_REC, nullptr) != 0) die("bind mount");
+  if (mount(nullptr, to, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) != 0)
+    die("remount read-only");
+}
+
+// The program's whole file system: a tmpfs root holding read-only binds of what the
+// interpreter needs (/usr, /etc, the merged-/usr links, three devices), a fresh /proc of
+// its own pid namespace and a private /tmp. Nothing of the host else: not the repository,
+// not the data set's solutions, not /run, not the host's processes or unix sockets.
+void enter_empty_root() {
+  if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=8m,mode=0755") != 0) die("mount tmpfs");
+  const char* root = "/tmp/root";
+  if (mkdir(root, 0755) != 0 || mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=0755") != 0)
+    die("new root");
+  if (chdir(root) != 0) die("chdir new root");
+  for (const char* d : {"usr", "etc", "proc", "tmp", "dev", "oldroot"})
+    if (mkdir(d, 0755) != 0) die("mkdir in new root");
+  bind_read_only("/usr", "usr");
+  bind_read_only("/etc", "etc");
+  for (const char* link : {"bin", "lib", "lib64", "sbin"}) {  // Debian 12: links into /usr
+    char target[256];
+    const ssize_t n = readlink((std::string("/") + link).c_str(), target, sizeof target - 1);
+    if (n > 0) {
+      target[n] = '\0';
+      if (symlink(target, link) != 0) die("symlink");
+    }
+  }
+  for (const char* dev : {"null", "zero", "urandom"}) {
+    const std::string to = std::string("dev/") + dev;
+    const int fd = open(to.c_str(), O_WRONLY | O_CREAT, 0666);
+    if (fd < 0) die("device file");
+    close(fd);
+    if (mount((std::string("/dev/") + dev).c_str(), to.c_str(), nullptr, MS_BIND, nullptr) != 0) die("bind device");
+  }
+  if (syscall(SYS_pivot_root, ".", "oldroot") != 0) die("pivot_root");
+  if (chdir("/") != 0) die("chdir /");
+  if (umount2("/oldroot", MNT_DETACH) != 0 || rmdir("/oldroot") != 0) die("detach the old root");
+  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) die("mount proc");
+  if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=1777") != 0) die("mount tmpfs");
+  if (mount(nullptr, "/", nullptr, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) != 0) die("root read-only");
+}
+
+// pid 1 of the new namespaces: private mounts, an empty root, drop to nobody, exec.
 [[noreturn]] void namespace_init(const std::string& program, const SandboxLimits& l, const char* token_env) {
   if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) die("make mounts private");
-  for (const char* dir : {"/tmp", "/var/tmp", "/dev/shm"}) {
-    if (access(dir, F_OK) == 0 &&
-        mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=1777") != 0)
-      die("mount tmpfs");
-  }
+  enter_empty_root();
   if (mkdir("/tmp/work", 0755) != 0) die("mkdir /tmp/work");
   write_program("/tmp/work/program.py", program);
   if (chown("/tmp/work", kNobody, kNobody) != 0) die("chown /tmp/work");
