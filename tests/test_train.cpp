@@ -78,6 +78,23 @@ std::string train_cmd(const std::string& run, const std::string& extra) {
          " --batch-size 4 --seq-len 32 --lr-schedule constant --lr 3e-3 --optimizer adamw --eval-every 20 " + extra;
 }
 
+// `palm train` on the cycle data in the background (stderr to `err`); its pid.
+pid_t start_training(const std::string& run, const std::string& extra, const std::string& err = "/dev/null") {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + train_cmd(run, extra) + " 2>" + err + " >/dev/null").c_str(), nullptr);
+    _exit(127);
+  }
+  return pid;
+}
+
+// A command's exit status and its stderr.
+std::pair<int, std::string> status_and_stderr(const std::string& cmd) {
+  const std::string e = p("cmd_stderr.txt");
+  const int rc = sh(cmd + " 2>" + e + " >/dev/null");
+  return {rc, read_file(e)};
+}
+
 std::vector<json> metrics(const std::string& run) {
   std::vector<json> out;
   std::ifstream in(run + "/metrics.jsonl");
@@ -205,11 +222,7 @@ TEST(Train, ResumeIsBitwiseEqualToAnUninterruptedRun) {
 
 TEST(Train, SigtermFinishesTheStepCheckpointsAndExitsZero) {
   const std::string run = p("sig");
-  const pid_t pid = fork();
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", ("exec " + train_cmd(run, "--steps 100000 --checkpoint-every 100000") + " 2>/dev/null >/dev/null").c_str(), nullptr);
-    _exit(127);
-  }
+  const pid_t pid = start_training(run, "--steps 100000 --checkpoint-every 100000");
   // wait until training is under way, then ask it to stop
   for (int i = 0; i < 200 && metrics(run).size() < 5; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ASSERT_GE(metrics(run).size(), 5u);
@@ -237,11 +250,7 @@ TEST(Train, FiftySigtermsAtRandomMomentsAllExitCleanlyWithACheckpoint) {
   std::string failures;
   for (int i = 0; i < 50; ++i) {
     const std::string run = p("sig50_" + std::to_string(i));
-    const pid_t pid = fork();
-    if (pid == 0) {
-      execl("/bin/sh", "sh", "-c", ("exec " + train_cmd(run, "--steps 100000 --checkpoint-every 100000 --no-card") + " 2>" + run + ".err >/dev/null").c_str(), nullptr);
-      _exit(127);
-    }
+    const pid_t pid = start_training(run, "--steps 100000 --checkpoint-every 100000 --no-card", run + ".err");
     std::this_thread::sleep_for(std::chrono::milliseconds(150 + g() % 1350));
     kill(pid, SIGTERM);
     int status = 0;
@@ -263,11 +272,7 @@ TEST(Train, FiftySigtermsAtRandomMomentsAllExitCleanlyWithACheckpoint) {
 
 TEST(Train, KillMinus9LosesOnlyStepsSinceTheLastCheckpoint) {
   const std::string run = p("kill");
-  const pid_t pid = fork();
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", ("exec " + train_cmd(run, "--steps 100000 --checkpoint-every 3") + " 2>/dev/null >/dev/null").c_str(), nullptr);
-    _exit(127);
-  }
+  const pid_t pid = start_training(run, "--steps 100000 --checkpoint-every 3");
   for (int i = 0; i < 500 && metrics(run).size() < 5; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   kill(pid, SIGKILL);
   int status = 0;
@@ -346,19 +351,11 @@ TEST(Checkpoint, ReplacingADirectoryNeverLeavesAGap) {
 }
 
 TEST(Train, ResumeIsStrictAboutWhatItContinues) {
-  auto run = [](const std::string& cmd) {
-    const std::string e = p("resume_err.txt");
-    const int rc = sh(cmd + " 2>" + e + " >/dev/null");
-    return std::make_pair(rc, read_file(e));
-  };
+  const auto run = status_and_stderr;
   const std::string resume = std::string(PALM_BINARY) + " train --no-card --resume ";
   // killed (-9) before its first checkpoint: --resume starts it from step 0
   const std::string early = p("early");
-  const pid_t pid = fork();
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", ("exec " + train_cmd(early, "--steps 100000 --checkpoint-every 100000 --no-card") + " 2>/dev/null >/dev/null").c_str(), nullptr);
-    _exit(127);
-  }
+  const pid_t pid = start_training(early, "--steps 100000 --checkpoint-every 100000 --no-card");
   for (int i = 0; i < 200 && metrics(early).size() < 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   kill(pid, SIGKILL);
   waitpid(pid, nullptr, 0);
@@ -414,11 +411,7 @@ TEST(Data, InfoVerifiesEveryShard) {
 }
 
 TEST(Train, BadInputIsAClearError) {
-  auto err = [](const std::string& cmd) {
-    const std::string e = p("err.txt");
-    const int rc = sh(cmd + " 2>" + e + " >/dev/null");
-    return std::make_pair(rc, read_file(e));
-  };
+  const auto err = status_and_stderr;
   ASSERT_EQ(sh(train_cmd(p("bad"), "--steps 4 --checkpoint-every 2") + " 2>/dev/null >/dev/null"), 0);
   auto [rc1, e1] = err(train_cmd(p("bad"), "--steps 5"));
   EXPECT_NE(rc1, 0);
@@ -467,10 +460,8 @@ TEST(Train, BadInputIsAClearError) {
 
 TEST(Train, TokensOutsideTheVocabularyAreRefusedNotWritten) {
   auto run = [](const std::string& data, const std::string& cfg) {
-    const std::string e = p("vocab_err.txt");
-    const int rc = sh(std::string(PALM_BINARY) + " train --config " + cfg + " --data " + data + " --out " + data + "_run" +
-                      " --steps 3 --batch-size 4 --seq-len 32 --no-card 2>" + e + " >/dev/null");
-    return std::make_pair(rc, read_file(e));
+    return status_and_stderr(std::string(PALM_BINARY) + " train --config " + cfg + " --data " + data + " --out " + data +
+                             "_run --steps 3 --batch-size 4 --seq-len 32 --no-card");
   };
   // a manifest whose vocab_size disagrees with its shards (the ids reach 272 of 400)
   fs::copy(p("cycle"), p("vocab100"), fs::copy_options::recursive);
@@ -514,11 +505,7 @@ TEST(Train, TokensOutsideTheVocabularyAreRefusedNotWritten) {
 }
 
 TEST(Train, InitTakesTheConfigFromTheWeightsFile) {
-  auto run = [](const std::string& cmd) {
-    const std::string e = p("init_err.txt");
-    const int rc = sh(cmd + " 2>" + e + " >/dev/null");
-    return std::make_pair(rc, read_file(e));
-  };
+  const auto run = status_and_stderr;
   ASSERT_EQ(sh(std::string(PALM_BINARY) + " init --config " + p("tiny.json") + " --seed 3 --out " + p("init.safetensors") +
                " 2>/dev/null >/dev/null"),
             0);
