@@ -2,7 +2,9 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -439,6 +441,19 @@ struct Server::Impl {
       svr.Put(path, not_allowed("GET"));
       svr.Delete(path, not_allowed("GET"));
     }
+    // cpp-httplib 0.11 does not apply its body limit to chunked bodies (CVE-2025-46728:
+    // a 64 MiB chunked prompt grew the server by 17.5 GB): refuse chunked request bodies
+    // before they are read (OpenAI's clients send Content-Length), and close.
+    svr.set_pre_routing_handler([this](const httplib::Request& q, httplib::Response& r) {
+      std::string te = q.get_header_value("Transfer-Encoding");
+      std::transform(te.begin(), te.end(), te.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+      if (te.find("chunked") == std::string::npos) return httplib::Server::HandlerResponse::Unhandled;
+      error(r, ApiError(411, "chunked request bodies are not accepted: send Content-Length (at most " +
+                                 std::to_string(o.max_body_bytes) + " bytes)"));
+      r.set_header("Connection", "close");
+      metrics.request(q.path, 411);
+      return httplib::Server::HandlerResponse::Handled;
+    });
     // errors httplib produces itself (no route: 404; body too large: 413; ...)
     svr.set_error_handler([this](const httplib::Request& q, httplib::Response& r) {
       if (!r.body.empty()) return;
