@@ -16,6 +16,7 @@ command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y 
 mirror="$(grep -rhoE 'https?://[^ ]+/debian/?$|https?://[^ ]+/debian ' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -1 | tr -d ' ' || true)"
 mirror="${mirror:-http://deb.debian.org/debian}"
 root="$(mktemp -d /var/tmp/palm-fresh.XXXXXX)"
+chmod 755 "$root"  # it becomes / : mktemp's 0700 would keep user nobody (the eval sandbox) out
 mounts=()
 cleanup() {
   for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount -R -l "${mounts[i]}" 2>/dev/null || true; done
