@@ -428,6 +428,20 @@ TEST_F(Serve, ChunkedBodiesAreRefusedBeforeTheyAreRead) {
   EXPECT_EQ(http(port(), "GET", "/health").status, 200) << "and it keeps answering";
 }
 
+TEST_F(Serve, QuantizedServersDrainOnSigtermToo) {
+  // --weights int8/bf16 quantize with OpenMP before serving: its workers once started
+  // before the signal mask, took SIGTERM and the server died without draining
+  for (const char* w : {"int8", "bf16"}) {
+    ServerProcess q("--model " + p("m.safetensors") + " --tokenizer " + p("tok") + " --model-name tiny --weights " + w,
+                    std::string("weights_") + w);
+    ASSERT_GT(q.port, 0) << w;
+    const json r = post(q.port, "/v1/completions", {{"model", "tiny"}, {"prompt", "import json"}, {"max_tokens", 4}});
+    EXPECT_EQ(r["choices"].size(), 1u) << w;
+    EXPECT_EQ(q.stop(), 0) << w << ": SIGTERM exits 0 after draining";
+    EXPECT_NE(read(q.log).find("palm serve: stopped"), std::string::npos) << read(q.log);
+  }
+}
+
 TEST_F(Serve, EveryErrorHasItsStatusAndTheServerStaysUp) {
   auto expect_error = [&](const Reply& r, int status, const std::string& fragment) {
     EXPECT_EQ(r.status, status) << r.body;
