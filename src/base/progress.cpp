@@ -32,6 +32,8 @@ void Progress::update(std::int64_t done, const std::string& extra) {
 
 void Progress::finish(const std::string& extra) { draw(total_, extra, true); }
 
+void Progress::finish_at(std::int64_t done, const std::string& extra) { draw(done, extra, true); }
+
 void Progress::draw(std::int64_t done, const std::string& extra, bool final) {
   const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double rate = el > 0 ? done / el : 0;

@@ -12,6 +12,8 @@ class Progress {
   Progress(std::string what, std::int64_t total, std::string unit);
   void update(std::int64_t done, const std::string& extra = "");
   void finish(const std::string& extra = "");
+  // Work that stopped early (a signal): the final line reports `done`, not the total.
+  void finish_at(std::int64_t done, const std::string& extra = "");
 
  private:
   void draw(std::int64_t done, const std::string& extra, bool final);

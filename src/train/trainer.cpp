@@ -584,7 +584,8 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   }
   std::fclose(metrics);
   g_stop_signal = 0;  // handled
-  if (leader) progress.finish(str_cat("step ", step, ", ", tokens_seen, " tokens"));
+  // the steps this launch did (a signal stops it short of the total)
+  if (leader) progress.finish_at(step - start_step, str_cat("step ", step, ", ", tokens_seen, " tokens"));
   if (mesh.world().size() > 1) {  // what sharding saves shows here
     std::ifstream status("/proc/self/status");
     for (std::string line; std::getline(status, line);)
