@@ -100,10 +100,10 @@ class TimingBackend final : public Backend {
     add("attention_fwd", t0, 2.0 * B * H * T * T * K);  // causal half of 2 GEMMs
   }
   void attention_bwd(const float* d, const float* q, const float* k, const float* v, i64 ld,
-                     const float* p, float* dq, float* dk, float* dv, i64 ldv, float* s, i64 B,
+                     const float* p, float* dq, float* dk, float* dv, i64 ldv, float* s, i64 sn, i64 B,
                      i64 T, i64 H, i64 K) override {
     const auto t0 = now();
-    in_.attention_bwd(d, q, k, v, ld, p, dq, dk, dv, ldv, s, B, T, H, K);
+    in_.attention_bwd(d, q, k, v, ld, p, dq, dk, dv, ldv, s, sn, B, T, H, K);
     add("attention_bwd", t0, 4.0 * B * H * T * T * K);
   }
   i64 attention_bwd_scratch_floats(i64 B, i64 T, i64 H, i64 K) const override {

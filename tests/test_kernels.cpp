@@ -334,7 +334,7 @@ TEST_P(AttentionShapes, ForwardAndFiniteDifferences) {
   std::vector<float> dq(N * H * K), dk(N * K), dkv(N * ld, 9.0f);
   std::vector<float> scratch(be->attention_bwd_scratch_floats(B, T, H, K));
   be->attention_bwd(dout.data(), q.data(), kv.data(), kv.data() + K, ld, probs.data(), dq.data(),
-                    dk.data(), dkv.data() + K, ld, scratch.data(), B, T, H, K);
+                    dk.data(), dkv.data() + K, ld, scratch.data(), i64(scratch.size()), B, T, H, K);
   std::vector<float> dv(N * K);
   for (i64 n = 0; n < N; ++n)
     for (i64 e = 0; e < K; ++e) {

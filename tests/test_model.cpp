@@ -209,6 +209,28 @@ TEST(Model, ZLossGradientIsIncluded) {
   }
 }
 
+TEST(Model, ActivationsPlannedWithOneThreadRunWithTwo) {
+  // the attention backward's scratch holds one block per thread of the count at planning
+  // time; running with more threads once overran it (an assert, a crash)
+  if (omp_get_num_procs() < 2) GTEST_SKIP() << "one core: a second thread changes nothing";
+  const ModelConfig c = tiny_odd();
+  const auto w = random_model(c, 21);
+  const Batch b = random_batch(c, 2, 40, 22);
+  const int before = omp_get_max_threads();
+  auto be = make_backend();
+  auto comm = make_local_comm();
+  omp_set_num_threads(1);
+  Activations acts(*be, c, ActivationPlan{b.B, b.T, false, true, false});
+  Gradients g(c);
+  omp_set_num_threads(2);
+  const LossStats l = forward(*be, *w, acts, b.tokens.data(), b.targets.data(), kDefaultZLoss);
+  backward(*be, *comm, *w, acts, b.tokens.data(), g);
+  omp_set_num_threads(before);
+  const Result ref = run_fwd_bwd(*w, b, false);
+  EXPECT_NEAR(l.loss, ref.loss.loss, 1e-6 * ref.loss.loss);
+  EXPECT_LT(max_rel_err(g.arena.data(), ref.grads), 1e-5);
+}
+
 TEST(Model, Bf16ModeStaysCloseToFp32) {
   const ModelConfig c = tiny_odd();
   const auto w = random_model(c, 11);

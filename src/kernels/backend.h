@@ -84,11 +84,13 @@ class Backend {
   virtual void attention_fwd(const float* q, const float* k, const float* v, i64 ld_kv,
                              float* probs, float* o, i64 B, i64 T, i64 H, i64 K) = 0;
   // dq [B*T, H*K] and dk [B*T, K] overwrite; dv rows at stride ld_dv overwrite.
-  // scratch: attention_bwd_scratch_floats(B, T, H, K) floats.
+  // scratch: scratch_floats floats, at least attention_bwd_scratch_floats(B, T, H, K) as
+  // planned; the kernel fits its work to the size it is given (the thread count may have
+  // changed since planning).
   virtual void attention_bwd(const float* dout, const float* q, const float* k,
                              const float* v, i64 ld_kv, const float* probs, float* dq,
-                             float* dk, float* dv, i64 ld_dv, float* scratch, i64 B, i64 T,
-                             i64 H, i64 K) = 0;
+                             float* dk, float* dv, i64 ld_dv, float* scratch, i64 scratch_floats,
+                             i64 B, i64 T, i64 H, i64 K) = 0;
   virtual i64 attention_bwd_scratch_floats(i64 B, i64 T, i64 H, i64 K) const = 0;
 
   // One decode step of multi-query attention for b sequences: sequence i's query

@@ -41,6 +41,7 @@ std::int64_t Activations::plan_floats(const Backend& backend, const ModelConfig&
   float* branch = p.tensor_parallel ? take(N * D) : nullptr;
   float *dx = nullptr, *dh = nullptr, *du = nullptr, *dq = nullptr, *dk = nullptr,
         *datt = nullptr, *dact = nullptr, *scratch = nullptr;
+  std::int64_t scratch_floats = 0;
   if (p.training) {
     dx = take(N * D);
     dh = take(N * D);
@@ -49,7 +50,8 @@ std::int64_t Activations::plan_floats(const Backend& backend, const ModelConfig&
     dk = take(N * K);
     datt = take(N * H * K);
     dact = take(N * F);
-    scratch = take(backend.attention_bwd_scratch_floats(p.B, p.T, H, K));
+    scratch_floats = backend.attention_bwd_scratch_floats(p.B, p.T, H, K);
+    scratch = take(scratch_floats);
   }
   if (out) {
     out->hf = hf;
@@ -66,6 +68,7 @@ std::int64_t Activations::plan_floats(const Backend& backend, const ModelConfig&
     out->datt = datt;
     out->dact = dact;
     out->attn_scratch = scratch;
+    out->attn_scratch_floats = scratch_floats;
     out->branch = branch;
   }
   return offset;

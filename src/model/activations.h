@@ -82,6 +82,7 @@ class Activations {
   float* datt;    // [N, H*K]
   float* dact;    // [N, F]
   float* attn_scratch;
+  std::int64_t attn_scratch_floats = 0;
   float* branch = nullptr;  // [N, D] tensor parallel: attention + MLP partial sums before the all-reduce
   // Tensor parallelism: the group, and where this rank's vocabulary rows start. The
   // config given to forward()/backward() is then this rank's local config.

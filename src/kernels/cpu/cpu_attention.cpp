@@ -77,18 +77,23 @@ i64 CpuBackend::attention_bwd_scratch_floats(i64 B, i64 T, i64 H, i64 K) const {
 
 void CpuBackend::attention_bwd(const float* dout, const float* q, const float* k,
                                const float* v, i64 ld_kv, const float* probs, float* dq,
-                               float* dk, float* dv, i64 ld_dv, float* scratch, i64 B, i64 T,
-                               i64 H, i64 K) {
+                               float* dk, float* dv, i64 ld_dv, float* scratch, i64 scratch_floats,
+                               i64 B, i64 T, i64 H, i64 K) {
   const float scale = 1.0f / std::sqrt(float(K));
   const i64 nc = chunks_of(T);
   const i64 prow = partial_rows(T);
   float* dk_part = scratch;              // [B, prow, K]
   float* dv_part = scratch + B * prow * K;  // [B, prow, K]
   float* ds_all = dv_part + B * prow * K;   // [threads, kChunk*H, T]
-  const int threads = omp_get_max_threads();
-#pragma omp parallel
+  // one dS block per thread: the team is what the scratch holds (it was planned for the
+  // thread count of that moment; running with more threads once overran it)
+  const i64 block = kChunk * H * T, fixed = 2 * B * prow * K;
+  PALM_CHECK(scratch_floats >= fixed + block, "attention_bwd: scratch of ", scratch_floats, " floats, needs at least ",
+             fixed + block);
+  const int threads = int(std::min<i64>(omp_get_max_threads(), (scratch_floats - fixed) / block));
+#pragma omp parallel num_threads(threads)
   {
-    PALM_ASSERT(omp_get_num_threads() <= threads);  // scratch was sized for this team
+    PALM_ASSERT(omp_get_num_threads() <= threads);  // each thread's dS block lies in the scratch
     float* ds = ds_all + i64(omp_get_thread_num()) * kChunk * H * T;
 #pragma omp for schedule(dynamic)
     for (i64 item = 0; item < B * nc; ++item) {
