@@ -108,10 +108,24 @@ def owners(paths):
 
 
 def closure(names):
-    """Packages apt installs for `names` without recommends (Depends + Pre-Depends)."""
-    out = run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
-               "--no-breaks", "--no-replaces", "--no-enhances"] + names)
-    return {l.strip() for l in out.splitlines() if l and not l.startswith(" ") and not l.startswith("<")}
+    """Packages apt installs for `names` without recommends (Depends + Pre-Depends), from
+    dpkg's records of the installed packages (install-deps has run; no apt lists needed)."""
+    out = run(["dpkg-query", "-W", "-f", "${Package}\t${Depends}, ${Pre-Depends}\t${Provides}\n"])
+    deps, providers = {}, {}
+    for line in out.splitlines():
+        pkg, dep, prov = (line.split("\t") + ["", ""])[:3]
+        deps[pkg] = [re.split(r"[ :(]", alt.strip())[0] for d in dep.split(",") for alt in d.split("|") if alt.strip()]
+        for v in prov.split(","):
+            if v.strip():
+                providers.setdefault(re.split(r"[ (]", v.strip())[0], []).append(pkg)
+    seen, todo = set(), list(names)
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        todo += deps.get(p, []) + providers.get(p, [])
+    return seen
 
 
 def base_system():
