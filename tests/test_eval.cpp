@@ -97,6 +97,14 @@ TEST(Metrics, AnswerExtractionRules) {
 
 // ---- sandbox ----
 
+// A program alone (it passes when it loads), or a program and the tests that call it.
+SandboxResult run_python_sandboxed(const std::string& program, const SandboxLimits& l = {}) {
+  return palm::run_python_sandboxed(SandboxProgram{program, "", "", {}}, l);
+}
+SandboxResult run_tests(const std::string& program, const std::string& tests, const SandboxLimits& l = {}) {
+  return palm::run_python_sandboxed(SandboxProgram{program, tests, "", {}}, l);
+}
+
 TEST(Sandbox, PassingFailingAndEarlyExit) {
   EXPECT_TRUE(run_python_sandboxed("assert 1 + 1 == 2").passed);
   const auto fail = run_python_sandboxed("assert 1 + 1 == 3");
@@ -105,8 +113,77 @@ TEST(Sandbox, PassingFailingAndEarlyExit) {
   // exiting with status 0 before the tests ran is not a pass
   EXPECT_FALSE(run_python_sandboxed("import sys\nsys.exit(0)\nassert False").passed);
   EXPECT_FALSE(run_python_sandboxed("import os\nos._exit(0)").passed);
-  // printing lines of its own does not confuse the sentinel check
+  // printing lines of its own changes nothing
   EXPECT_TRUE(run_python_sandboxed("print('hello')\nprint('world')").passed);
+  // the tests call the program's functions and compare what they return
+  EXPECT_TRUE(run_tests("def add(a, b):\n    return a + b\n", "assert add(2, 3) == 5\nassert add('a', 'b') == 'ab'\n").passed);
+  const auto wrong = run_tests("def add(a, b):\n    return a - b\n", "assert add(2, 3) == 5\n");
+  EXPECT_FALSE(wrong.passed);
+  EXPECT_NE(wrong.output.find("AssertionError"), std::string::npos) << wrong.output;
+  EXPECT_FALSE(run_tests("def add(a, b):\n    import os\n    os._exit(0)\n", "assert add(2, 3) == 5\n").passed);
+}
+
+// Each of these programs computes the wrong answer and tries to be scored as passing
+// anyway (the hardening review's fake passes, and a few more). None may pass.
+TEST(Sandbox, AWrongProgramCannotForgeAPass) {
+  const std::string tests = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(1, 1) == 2\n\ncheck(add)\n";
+  const std::string wrong = "def add(a, b):\n    return a - b\n";
+  SandboxLimits l;
+  l.seconds = 10;
+  const std::vector<std::pair<std::string, std::string>> attacks = {
+      {"print what a pass looks like", wrong + "print('passed')\nimport os\nos.write(1, b'\\npassed\\n')\n"},
+      {"write it to every descriptor", wrong + "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'passed\\n')\n    except OSError:\n        pass\n"},
+      {"print it at exit, after the failure",
+       wrong + "import atexit, os\natexit.register(lambda: (print('passed'), os.write(1, b'passed\\n')))\n"},
+      {"replace check through the module dict", wrong + "globals()['check'] = lambda candidate: None\n"},
+      {"skip the asserts with a tracer",
+       wrong + "import sys\nsys.settrace(lambda *a: None)\nimport builtins\nbuiltins.AssertionError = type('A', (Exception,), {})\n"},
+      {"return an object equal to everything",
+       "class Eq:\n    def __eq__(self, other):\n        return True\n    __hash__ = object.__hash__\ndef add(a, b):\n    return Eq()\n"},
+      {"return an int subclass equal to everything",
+       "class E(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\ndef add(a, b):\n    return E(0)\n"},
+      {"shadow the built-ins the tests use", wrong + "def AssertionError(*a):\n    return None\nall = any = lambda *a: True\n"},
+      // (without root the program runs as the same user as this test: it would kill the test)
+      {geteuid() == 0 ? "write into every process's descriptors and kill them" : "",
+       "import os, signal\ndef add(a, b):\n"
+       "    for pid in os.listdir('/proc'):\n"
+       "        if not pid.isdigit() or int(pid) == os.getpid():\n            continue\n"
+       "        try:\n            for fd in os.listdir('/proc/' + pid + '/fd'):\n"
+       "                try:\n                    os.write(os.open('/proc/' + pid + '/fd/' + fd, os.O_WRONLY), b'passed\\n')\n"
+       "                except OSError:\n                    pass\n"
+       "        except OSError:\n            pass\n"
+       "        try:\n            os.kill(int(pid), signal.SIGKILL)\n        except OSError:\n            pass\n"
+       "    return a - b\n"},
+      {"exit with status 0 when called", "def add(a, b):\n    raise SystemExit(0)\n"},
+  };
+  for (const auto& [what, program] : attacks) {
+    if (what.empty()) continue;
+    const SandboxResult r = run_tests(program, tests, l);
+    EXPECT_FALSE(r.passed) << what << "\n" << r.output;
+    EXPECT_NE(r.status, "passed") << what;
+  }
+  // and the same tests pass a right answer, also one returned as a subclass of int
+  EXPECT_TRUE(run_tests("def add(a, b):\n    return a + b\n", tests, l).passed);
+  EXPECT_TRUE(run_tests("class E(int):\n    pass\ndef add(a, b):\n    return E(a + b)\n", tests, l).passed);
+}
+
+TEST(Sandbox, TestsReachTheProgramsObjectsThroughHandles) {
+  // MBPP 367's shape: the test setup builds the program's own class, sets attributes
+  const std::string node = "class Node:\n    def __init__(self, v):\n        self.v = v\n        self.left = None\n"
+                           "def depth(n):\n    return 0 if n is None else 1 + max(depth(n.left), depth(getattr(n, 'right', None)))\n";
+  EXPECT_TRUE(run_tests(node, "root = Node(1)\nroot.left = Node(2)\nroot.left.left = Node(3)\nassert depth(root) == 3\n"
+                              "assert root.left.v == 2\nassert repr(root).startswith('<')\n").passed);
+  // generators, exceptions, floats, bytes, nested containers, big ints
+  const std::string program = "def gen(n):\n    yield from range(n)\n"
+                              "def sqrt(x):\n    if x < 0:\n        raise ValueError('negative')\n    return x ** 0.5\n"
+                              "def echo(x):\n    return x\n";
+  EXPECT_TRUE(run_tests(program,
+                        "assert list(gen(4)) == [0, 1, 2, 3]\n"
+                        "try:\n    sqrt(-1)\n    assert False\nexcept ValueError as e:\n    assert 'negative' in str(e)\n"
+                        "assert abs(sqrt(2.0) - 1.4142135623730951) < 1e-15\n"
+                        "v = [1, (2.5, 'x'), {'k': {3, 4}}, b'\\x00', None, True, 3 + 4j, 10 ** 5000, frozenset([1]), float('inf')]\n"
+                        "assert echo(v) == v\nassert type(echo(True)) is bool and type(echo((1,))) is tuple\n")
+                  .passed);
 }
 
 TEST(Sandbox, ContainsHostilePrograms) {
@@ -170,7 +247,7 @@ TEST(Sandbox, IsolatesProcessesFilesAndNetworkAsRoot) {
   // (a host process with a secret in its command line; a unix socket of the host)
   const pid_t secret = fork();
   if (secret == 0) {
-    execl("/bin/sleep", "sleep", "30", "palm-secret-argument", nullptr);
+    execl("/bin/sh", "sh", "-c", "sleep 30", "palm-secret-argument", nullptr);  // $0: in its command line
     _exit(127);
   }
   const std::string sock_path = p("host.sock");
@@ -185,6 +262,12 @@ TEST(Sandbox, IsolatesProcessesFilesAndNetworkAsRoot) {
       "for path in ['" PALM_SOURCE_DIR "/README.md', '" + palm::testing_util::data_dir() + "/humaneval/HumanEval.jsonl', '" +
           palm::testing_util::fixtures_dir() + "/eval/humaneval/HumanEval.jsonl']:\n"
       "    assert not os.path.exists(path), path\n"
+      "for secret in ['/tmp/runner/job.json', '/tmp/runner/runner.py']:\n"
+      "    try:\n"
+      "        open(secret).read()\n"
+      "        raise SystemExit('read the tests: ' + secret)\n"
+      "    except OSError:\n"
+      "        pass\n"
       "pids = [p for p in os.listdir('/proc') if p.isdigit()]\n"
       "assert len(pids) <= 3, pids\n"
       "for p in pids:\n"
@@ -208,11 +291,36 @@ TEST(Sandbox, IsolatesProcessesFilesAndNetworkAsRoot) {
   EXPECT_TRUE(r.passed) << r.output;
 }
 
+TEST(Sandbox, MemoryIsCappedForTheWholeSandbox) {
+  // three processes of 400 MiB each, every one within the per-process limit (2 GiB)
+  SandboxLimits l;
+  l.seconds = 20;
+  l.group_memory_bytes = 512ll << 20;
+  const std::string hog = "import os, time\nkids = []\nfor i in range(3):\n    pid = os.fork()\n    if pid == 0:\n"
+                          "        b = b'x' * (400 << 20)\n        time.sleep(3)\n        os._exit(0)\n    kids.append(pid)\n"
+                          "for pid in kids:\n    assert os.waitpid(pid, 0)[1] == 0, 'a child died'\n";
+  const SandboxResult r = run_python_sandboxed(hog, l);
+  if (sandbox_isolation().find("cap on the whole sandbox: none") != std::string::npos) {
+    // no usable cgroup here (not root, or none delegated): only the per-process cap holds,
+    // and the isolation line says so
+    EXPECT_TRUE(r.passed) << "without a group cap 3 x 400 MiB fit: " << r.output;
+    ASSERT_NE(geteuid(), 0u) << "as root the whole-sandbox cap must be available: " << sandbox_isolation();
+    return;
+  }
+  EXPECT_FALSE(r.passed) << r.output;
+  EXPECT_TRUE(r.out_of_memory) << r.output;
+  EXPECT_NE(r.output.find("out of memory"), std::string::npos) << r.output;
+  // within the cap the same shape passes
+  l.group_memory_bytes = 1536ll << 20;
+  EXPECT_TRUE(run_python_sandboxed(hog, l).passed);
+}
+
 TEST(Sandbox, NothingOutlivesItsDeadlineEvenAfterSetsid) {
   if (geteuid() != 0) GTEST_SKIP() << "the namespace sandbox needs root (CI runs as root)";
   auto nobody_left = [] {
     int left = -1;
-    for (int i = 0; i < 100 && left != 0; ++i, usleep(20000)) left = std::stoi(sh("ps -u nobody -o stat= | grep -vc Z").out);
+    for (int i = 0; i < 100 && left != 0; ++i, usleep(20000))
+      left = std::stoi(sh("ps -u nobody,65533 -o stat= | grep -vc Z").out);
     return left;
   };
   ASSERT_EQ(nobody_left(), 0);
@@ -244,6 +352,7 @@ TEST(Sandbox, TheHelperHoldsNoDescriptorButItsOutput) {
   l.seconds = 5;
   SandboxResult r;
   std::thread run([&] { r = run_python_sandboxed("import time\ntime.sleep(1.5)", l); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the helper is waiting by now
   std::vector<std::string> fds;
   for (int i = 0; i < 100 && fds.empty(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -285,9 +394,10 @@ TEST(Sandbox, KillingPalmEvalKillsItsPrograms) {
   kill(pid, SIGTERM);
   waitpid(pid, nullptr, 0);
   int left = -1;
-  for (int i = 0; i < 100 && left != 0; ++i, usleep(20000)) left = std::stoi(sh("ps -u nobody -o stat= | grep -vc Z").out);
-  EXPECT_EQ(left, 0) << "programs outlived palm eval";
-  sh("pkill -9 -u nobody");
+  for (int i = 0; i < 100 && left != 0; ++i, usleep(20000))
+    left = std::stoi(sh("ps -u nobody,65533 -o stat= | grep -vc Z").out);
+  EXPECT_EQ(left, 0) << "programs or test runners outlived palm eval";
+  sh("pkill -9 -u nobody; pkill -9 -u 65533");
 }
 
 // ---- oracle completions through the real binary ----

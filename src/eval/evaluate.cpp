@@ -201,7 +201,8 @@ void run_programs(const EvalTask& t, const EvalOptions& o, std::vector<Record>& 
   auto work = [&] {
     for (std::size_t j; (j = next++) < jobs.size();) {
       Record& r = recs[jobs[j].rec];
-      const std::string program = r.item->program_prefix + r.outputs[jobs[j].sample] + r.item->program_suffix;
+      const SandboxProgram program{r.item->program_prefix + r.outputs[jobs[j].sample], r.item->tests,
+                                   r.item->test_prefix, r.item->calls};
       const SandboxResult res = run_python_sandboxed(program, o.sandbox);
       r.correct[jobs[j].sample] = res.passed;
       r.status[jobs[j].sample] = res.status;

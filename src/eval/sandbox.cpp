@@ -20,27 +20,22 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <random>
+#include <initializer_list>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "base/check.h"
+#include "eval/cgroup.h"
+#include "eval/sandbox_python.h"
 
 namespace palm {
 
 namespace {
 
-constexpr uid_t kNobody = 65534;
+constexpr uid_t kNobody = 65534;   // the program
+constexpr uid_t kRunner = 65533;   // the test runner: any unprivileged uid but the program's
 const char* const kPython = "/usr/bin/python3";
-
-std::string random_hex() {
-  std::random_device rd;
-  std::string s;
-  for (int i = 0; i < 4; ++i) {
-    char buf[9];
-    std::snprintf(buf, sizeof buf, "%08x", unsigned(rd()));
-    s += buf;
-  }
-  return s;
-}
 
 // Only async-signal-safe calls between fork and exec: write(2) and _exit.
 [[noreturn]] void die(const char* what) {
@@ -67,24 +62,110 @@ void apply_limits(const SandboxLimits& l) {
   set_limit(RLIMIT_CORE, 0);
 }
 
-void write_program(const char* path, const std::string& text) {
-  const int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) die("open program file");
+void write_file(const std::string& path, const std::string& text) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) die("open a sandbox file");
   std::size_t done = 0;
   while (done < text.size()) {
     const ssize_t n = write(fd, text.data() + done, text.size() - done);
-    if (n <= 0) die("write program file");
+    if (n <= 0) die("write a sandbox file");
     done += std::size_t(n);
   }
   close(fd);
 }
 
-[[noreturn]] void exec_python(const char* token_env) {
-  const char* argv[] = {"python3", "-I", "-B", "-u", "program.py", nullptr};
-  const char* envp[] = {"PATH=/usr/bin:/bin", "HOME=/nonexistent", "LANG=C.UTF-8", "PYTHONHASHSEED=0", token_env,
-                        nullptr};
+// What the two processes read: the program and the candidate's server in `work`, the
+// runner, its job (tests, prefix, calls) in `runner` (the program's user cannot read it
+// as root: it holds the tests and their expected values).
+struct SandboxFiles {
+  std::string program, candidate_py, runner_py, job_json;
+};
+
+void write_files(const SandboxFiles& f, const std::string& work, const std::string& runner, bool as_root) {
+  if (mkdir(work.c_str(), 0755) != 0 || mkdir(runner.c_str(), 0700) != 0) die("mkdir sandbox directories");
+  write_file(work + "/program.py", f.program);
+  write_file(work + "/candidate.py", f.candidate_py);
+  write_file(runner + "/runner.py", f.runner_py);
+  write_file(runner + "/job.json", f.job_json);
+  if (as_root && (chown(work.c_str(), kNobody, kNobody) != 0 || chown(runner.c_str(), kRunner, kRunner) != 0 ||
+                  chown((runner + "/runner.py").c_str(), kRunner, kRunner) != 0 ||
+                  chown((runner + "/job.json").c_str(), kRunner, kRunner) != 0))
+    die("chown sandbox directories");
+}
+
+// Puts `from[i]` at descriptor `first + i` and closes every other descriptor above 2.
+void arrange_fds(std::initializer_list<int> from, int first) {
+  std::vector<int> high;
+  for (const int fd : from) {
+    const int h = fcntl(fd, F_DUPFD, 100);
+    if (h < 0) die("dup");
+    high.push_back(h);
+  }
+  for (std::size_t i = 0; i < high.size(); ++i)
+    if (dup2(high[i], first + int(i)) < 0) die("dup2");
+  if (syscall(SYS_close_range, unsigned(first + int(high.size())), ~0u, 0u) != 0) die("close_range");
+}
+
+[[noreturn]] void exec_python(const char* script) {
+  const char* argv[] = {"python3", "-I", "-B", "-u", script, nullptr};
+  const char* envp[] = {"PATH=/usr/bin:/bin", "HOME=/nonexistent", "LANG=C.UTF-8", "PYTHONHASHSEED=0", nullptr};
   execve(kPython, const_cast<char* const*>(argv), const_cast<char* const*>(envp));
   die("exec /usr/bin/python3");
+}
+
+// Becomes `uid` (as root), dies with its parent, takes the limits, execs the script.
+[[noreturn]] void become(const char* dir, uid_t uid, bool as_root, const SandboxLimits& l, const char* script) {
+  if (chdir(dir) != 0) die("chdir");
+  if (as_root && (setgroups(0, nullptr) != 0 || setgid(uid) != 0 || setuid(uid) != 0)) die("drop privileges");
+  // changing credentials clears the death signal: set it now, as the new user
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die("prctl");
+  apply_limits(l);
+  exec_python(script);
+}
+
+void wait_for(pid_t pid, int& status) {
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+}
+
+// Starts the runner (verdict on descriptor 3, already in place), then the program, and
+// ends with the runner's exit status once it exits. The program is killed then; in a pid
+// namespace everything else goes when this process, its init, exits.
+[[noreturn]] void run_pair(const std::string& work, const std::string& runner, bool as_root, const SandboxLimits& l) {
+  int requests[2], replies[2], ready[2];
+  if (pipe2(requests, O_CLOEXEC) != 0 || pipe2(replies, O_CLOEXEC) != 0 || pipe2(ready, O_CLOEXEC) != 0) die("pipe");
+  const pid_t r = fork();
+  if (r < 0) die("fork");
+  if (r == 0) {
+    arrange_fds({3, requests[1], replies[0], ready[1]}, 3);  // verdict, requests, replies, ready
+    become(runner.c_str(), kRunner, as_root, l, "runner.py");
+  }
+  close(ready[1]);
+  close(3);  // the verdict pipe: the runner's alone from here on
+  // As root the program's user cannot touch the runner's process at all, so both start at
+  // once; without root (one user) the program may start only once the runner is
+  // non-dumpable, or it could open the runner's verdict descriptor through /proc.
+  char byte = 'r';
+  ssize_t n = 1;
+  while (!as_root && (n = read(ready[0], &byte, 1)) < 0 && errno == EINTR) {
+  }
+  int status = 0;
+  if (n != 1) {  // the runner failed to start: its exit status says so
+    wait_for(r, status);
+    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+  }
+  const pid_t c = fork();
+  if (c < 0) die("fork");
+  if (c == 0) {
+    arrange_fds({requests[0], replies[1]}, 3);  // requests, replies: nothing of the runner's
+    become(work.c_str(), kNobody, as_root, l, "candidate.py");
+  }
+  for (const int fd : {requests[0], requests[1], replies[0], replies[1], ready[0]}) close(fd);
+  wait_for(r, status);
+  kill(c, SIGKILL);
+  int ignored = 0;
+  wait_for(c, ignored);
+  _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
 }
 
 void bind_read_only(const char* from, const char* to) {
@@ -130,21 +211,12 @@ void enter_empty_root() {
   if (mount(nullptr, "/", nullptr, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) != 0) die("root read-only");
 }
 
-// pid 1 of the new namespaces: private mounts, an empty root, drop to nobody, exec.
-[[noreturn]] void namespace_init(const std::string& program, const SandboxLimits& l, const char* token_env) {
+// pid 1 of the new namespaces: private mounts, an empty root, the two processes.
+[[noreturn]] void namespace_init(const SandboxFiles& files, const SandboxLimits& l) {
   if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) die("make mounts private");
   enter_empty_root();
-  if (mkdir("/tmp/work", 0755) != 0) die("mkdir /tmp/work");
-  write_program("/tmp/work/program.py", program);
-  if (chown("/tmp/work", kNobody, kNobody) != 0) die("chown /tmp/work");
-  if (chdir("/tmp/work") != 0) die("chdir /tmp/work");
-  if (setgroups(0, nullptr) != 0 || setgid(kNobody) != 0 || setuid(kNobody) != 0) die("drop to nobody");
-  // changing credentials clears the death signal: set it again, now that we are nobody.
-  // When the helper dies (timeout, palm eval killed) this pid 1 dies, and with it every
-  // process of the namespace, setsid() or not.
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die("prctl");
-  apply_limits(l);
-  exec_python(token_env);
+  write_files(files, "/tmp/work", "/tmp/runner", true);
+  run_pair("/tmp/work", "/tmp/runner", true, l);
 }
 
 bool namespaces_available() { return geteuid() == 0; }
@@ -152,18 +224,20 @@ bool namespaces_available() { return geteuid() == 0; }
 }  // namespace
 
 std::string sandbox_isolation() {
-  return namespaces_available() ? "namespaces (pid, mount, net, ipc) + user nobody + rlimits"
-                                : "rlimits + temporary directory + process group (not root: no namespaces, "
-                                  "no network isolation)";
+  const std::string cap = "memory and process cap on the whole sandbox: " + process_group_cap_kind();
+  return namespaces_available()
+             ? "namespaces (pid, mount, net, ipc) + empty root + separate users for program and tests + rlimits; " + cap
+             : "not root: no namespaces, no network isolation; rlimits + temporary directory + process group, the "
+               "test runner non-dumpable; " + cap;
 }
 
-SandboxResult run_python_sandboxed(const std::string& program_body, const SandboxLimits& l) {
-  const std::string token = random_hex();
-  const std::string token_env = "PALM_SANDBOX_TOKEN=" + token;
-  // The sentinel is read from the environment before the untrusted code runs and
-  // printed after it; a program that exits early never prints it.
-  const std::string program = "import os as __palm_os\n__palm_token = __palm_os.environ.pop('PALM_SANDBOX_TOKEN')\n" +
-                              program_body + "\n\n__palm_os.write(1, ('\\n' + __palm_token + '\\n').encode())\n";
+SandboxResult run_python_sandboxed(const SandboxProgram& p, const SandboxLimits& l) {
+  SandboxFiles files;
+  files.program = p.program;
+  files.candidate_py = std::string(kSandboxWirePy) + "\n" + kSandboxCandidatePy;
+  files.runner_py = std::string(kSandboxWirePy) + "\n" + kSandboxRunnerPy;
+  files.job_json = nlohmann::json{{"tests", p.tests}, {"prefix", p.prefix}, {"calls", p.calls}}.dump(
+      -1, ' ', false, nlohmann::json::error_handler_t::replace);
   const bool ns = namespaces_available();
   std::string outer_dir;
   if (!ns) {
@@ -171,39 +245,41 @@ SandboxResult run_python_sandboxed(const std::string& program_body, const Sandbo
     PALM_CHECK(mkdtemp(tmpl) != nullptr, "sandbox: cannot create a temporary directory: ", std::strerror(errno));
     outer_dir = tmpl;
   }
-  int pipefd[2];
-  PALM_CHECK(pipe2(pipefd, O_CLOEXEC) == 0, "sandbox: pipe: ", std::strerror(errno));
+  const ProcessGroupCap cap(l.group_memory_bytes, l.processes);
+  int output[2], verdict[2];
+  PALM_CHECK(pipe2(output, O_CLOEXEC) == 0 && pipe2(verdict, O_CLOEXEC) == 0, "sandbox: pipe: ", std::strerror(errno));
   const auto start = std::chrono::steady_clock::now();
   const pid_t child = fork();
   PALM_CHECK(child >= 0, "sandbox: fork: ", std::strerror(errno));
   if (child == 0) {
     setpgid(0, 0);
     // palm eval ends (or is killed): this helper, and so its namespace, ends with it
-    if (ns && prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die("prctl");
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die("prctl");
+    if (cap.available() && !cap.join_self()) die("join the sandbox's cgroup");
     const int devnull = open("/dev/null", O_RDONLY);
-    if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(pipefd[1], 1) < 0 || dup2(pipefd[1], 2) < 0) die("redirect");
-    // nothing else of palm's: another sandbox's pipe, inherited by this fork from a
-    // concurrent job, held open here would keep that sandbox's reader from its EOF
-    if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0) die("close_range");
+    if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(output[1], 1) < 0 || dup2(output[1], 2) < 0) die("redirect");
+    // descriptor 3: the verdict; nothing else of palm's (another sandbox's pipe, inherited
+    // by this fork from a concurrent job, held open here would keep that sandbox's reader
+    // from its EOF)
+    arrange_fds({verdict[1]}, 3);
     if (!ns) {
-      if (chdir(outer_dir.c_str()) != 0) die("chdir");
-      write_program("program.py", program);
-      apply_limits(l);
-      exec_python(token_env.c_str());
+      write_files(files, outer_dir + "/work", outer_dir + "/runner", false);
+      run_pair(outer_dir + "/work", outer_dir + "/runner", false, l);
     }
     if (unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC) != 0) die("unshare");
     const pid_t init = fork();
     if (init < 0) die("fork");
     if (init == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);  // our parent killed on timeout: the namespace goes with it
-      namespace_init(program, l, token_env.c_str());
+      namespace_init(files, l);
     }
+    close(3);
     int st = 0;
-    while (waitpid(init, &st, 0) < 0 && errno == EINTR) {
-    }
+    wait_for(init, st);
     _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
   }
-  close(pipefd[1]);
+  close(output[1]);
+  close(verdict[1]);
   const auto deadline = start + std::chrono::duration<double>(l.seconds);
   std::string out;
   bool timed_out = false, eof = false;
@@ -214,11 +290,11 @@ SandboxResult run_python_sandboxed(const std::string& program_body, const Sandbo
       timed_out = true;
       break;
     }
-    pollfd p{pipefd[0], POLLIN, 0};
-    const int r = poll(&p, 1, int(left * 1000) + 1);
+    pollfd pf{output[0], POLLIN, 0};
+    const int r = poll(&pf, 1, int(left * 1000) + 1);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) continue;
-    const ssize_t n = read(pipefd[0], buf.data(), buf.size());
+    const ssize_t n = read(output[0], buf.data(), buf.size());
     if (n <= 0) {
       eof = true;
     } else {
@@ -239,10 +315,15 @@ SandboxResult run_python_sandboxed(const std::string& program_body, const Sandbo
   if (timed_out || done <= 0) {
     kill(-child, SIGKILL);
     kill(child, SIGKILL);
-    while (waitpid(child, &st, 0) < 0 && errno == EINTR) {
-    }
+    wait_for(child, st);
   }
-  close(pipefd[0]);
+  kill(-child, SIGKILL);  // without namespaces: whatever of its process group is left
+  // The verdict: at most a few bytes, written before the runner exited.
+  std::string said;
+  fcntl(verdict[0], F_SETFL, O_NONBLOCK);
+  for (ssize_t n; (n = read(verdict[0], buf.data(), buf.size())) > 0 && said.size() < 64;) said.append(buf.data(), std::size_t(n));
+  close(verdict[0]);
+  close(output[0]);
   if (!outer_dir.empty()) {
     std::error_code ec;
     std::filesystem::remove_all(outer_dir, ec);
@@ -250,11 +331,11 @@ SandboxResult run_python_sandboxed(const std::string& program_body, const Sandbo
   SandboxResult res;
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   res.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  // passing: the sentinel line was printed (anything the interpreter writes at exit may follow it)
-  const std::size_t at = out.find("\n" + token + "\n");
-  res.passed = !timed_out && at != std::string::npos;
+  res.out_of_memory = cap.oom_kills() > 0;
+  res.passed = !timed_out && said == "passed\n" && WIFEXITED(st) && WEXITSTATUS(st) == 0;
   res.status = timed_out ? "timeout" : (res.passed ? "passed" : "failed");
-  if (at != std::string::npos) out.erase(at, token.size() + 2);
+  if (res.out_of_memory)
+    out += "\npalm sandbox: out of memory (the sandbox's cap is " + std::to_string(l.group_memory_bytes >> 20) + " MiB)\n";
   if (std::int64_t(out.size()) > l.output_bytes) out.erase(0, out.size() - std::size_t(l.output_bytes));
   res.output = out;
   return res;

@@ -1,43 +1,60 @@
-// Runs untrusted Python (model-written code) in a separate, contained process: never
+// Runs untrusted Python (model-written code) in separate, contained processes: never
 // in-process and never through a shell.
 //
-// As root (CI, containers) each program runs as pid 1 of fresh PID, mount, network and
-// IPC namespaces: no network interface but a downed loopback, fresh tmpfs over /tmp,
-// /var/tmp and /dev/shm (its working directory is /tmp/work), user `nobody` (so the rest of
-// the file system is read-only to it), and rlimits on address space, processes, CPU time,
-// file size and open files. On timeout the namespace's init is killed, which kills every
-// process it holds, also ones that left the process group. Without root the namespaces
-// are unavailable: the program runs in a fresh temporary directory under the rlimits and
-// its own process group only, and isolation() says so.
+// Two processes per program. The program (prompt + completion) runs in one and, once
+// loaded, serves calls; the data set's tests run in the other, the test runner, which
+// reaches the program's functions only through calls whose results cross as plain data
+// (ints, strings, lists...; an object of the program's own stays there as a handle with
+// no == of its own). The verdict travels on a pipe only the runner holds, and a pass
+// needs "passed" there plus the runner's exit status 0: nothing the program prints,
+// registers at exit, traces, patches or returns can forge it.
 //
-// A program passes only if it prints the run's random sentinel (a line of its own): the
-// harness appends that print after the tests, so an early exit(0) is a failure.
+// As root (CI, containers) both run as pid 1's children in fresh PID, mount, network and
+// IPC namespaces with an empty read-only root (read-only /usr and /etc, a fresh /proc,
+// private /tmp), no network interface but a downed loopback; the program as `nobody`,
+// the runner as another unprivileged user (so the program can neither signal, trace nor
+// open the runner's descriptors), rlimits on each, and, where the kernel's cgroups can be
+// used, one memory and process cap on the whole sandbox. On timeout or palm's death the
+// namespace's init dies and every process in it with it. Without root the namespaces are
+// unavailable: both run in a fresh temporary directory under the rlimits and their process
+// group only, the runner made non-dumpable; isolation() says so.
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace palm {
 
 struct SandboxLimits {
   double seconds = 10.0;                        // wall clock
-  std::int64_t memory_bytes = 2ll << 30;        // address space
-  std::int64_t processes = 32;                  // RLIMIT_NPROC for the sandbox user
+  std::int64_t memory_bytes = 2ll << 30;        // address space of each process
+  std::int64_t group_memory_bytes = 2ll << 30;  // the whole sandbox's memory (with cgroups)
+  std::int64_t processes = 32;                  // tasks: RLIMIT_NPROC per user; the group's pids cap
   std::int64_t file_bytes = 16ll << 20;         // largest file it may write
   std::int64_t output_bytes = 64ll << 10;       // stdout+stderr kept (the tail)
+};
+
+struct SandboxProgram {
+  std::string program;  // untrusted: what the model wrote (with its prompt), run as __main__
+  std::string tests;    // the data set's tests, run by the test runner
+  std::string prefix;   // trusted code the runner runs before the tests (HumanEval: the prompt's helpers)
+  // The program's functions the tests call. Empty: every name the tests use that the
+  // program defines (never a built-in's name).
+  std::vector<std::string> calls;
 };
 
 struct SandboxResult {
   bool passed = false;
   std::string status;  // passed | failed | timeout
-  int exit_code = -1;  // the program's exit status, or 128 + signal
+  int exit_code = -1;  // the test runner's exit status, or 128 + signal
   double seconds = 0;
-  std::string output;  // the tail of stdout and stderr
+  bool out_of_memory = false;  // the sandbox's memory cap was hit
+  std::string output;          // the tail of everything both processes wrote to stdout/stderr
 };
 
-// `program` is the whole Python source; the sentinel print is appended here.
-SandboxResult run_python_sandboxed(const std::string& program, const SandboxLimits& limits = {});
+SandboxResult run_python_sandboxed(const SandboxProgram& program, const SandboxLimits& limits = {});
 
-// "namespaces (pid, mount, net, ipc) + nobody + rlimits" or "rlimits + temp dir (...)".
+// e.g. "namespaces (pid, mount, net, ipc) + separate users + rlimits + cgroup v1 (memory, pids)".
 std::string sandbox_isolation();
 
 }  // namespace palm

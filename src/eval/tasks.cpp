@@ -1,6 +1,7 @@
 #include "eval/tasks.h"
 
 #include <filesystem>
+#include <regex>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -231,12 +232,24 @@ void load_humaneval(const TaskOptions& o, EvalTask& t) {
     it.id = str(l, "task_id", o.data);
     it.context = str(l, "prompt", o.data);
     it.program_prefix = it.context;
-    it.program_suffix = "\n\n" + str(l, "test", o.data) + "\n\ncheck(" + str(l, "entry_point", o.data) + ")\n";
+    it.test_prefix = it.context;
+    const std::string entry = str(l, "entry_point", o.data);
+    it.tests = str(l, "test", o.data) + "\n\ncheck(" + entry + ")\n";
+    it.calls = {entry};
     it.example = it.context + (l.value.contains("canonical_solution") && l.value["canonical_solution"].is_string()
                                    ? l.value["canonical_solution"].get<std::string>()
                                    : "");
     t.items.push_back(std::move(it));
   }
+}
+
+// Names of the functions and classes a Python source defines at column 0.
+std::vector<std::string> top_level_definitions(const std::string& source) {
+  static const std::regex def(R"(^(?:async\s+def|def|class)\s+([A-Za-z_][A-Za-z_0-9]*))", std::regex::multiline);
+  std::vector<std::string> names;
+  for (auto it = std::sregex_iterator(source.begin(), source.end(), def); it != std::sregex_iterator(); ++it)
+    if (std::find(names.begin(), names.end(), (*it)[1].str()) == names.end()) names.push_back((*it)[1].str());
+  return names;
 }
 
 // Austin et al. 2021's prompt: the task, its tests, and the code between [BEGIN] / [DONE].
@@ -285,10 +298,14 @@ void load_mbpp(const TaskOptions& o, EvalTask& t) {
     std::string setup = l.value.contains("test_setup_code") && l.value["test_setup_code"].is_string()
                             ? l.value["test_setup_code"].get<std::string>()
                             : "";
-    // the setup runs after the solution: it may use the solution's classes (task 367)
+    // the setup runs in the test runner after the solution loaded: it may use the
+    // solution's classes (task 367), through handles
     std::vector<std::string> tests;
     for (const auto& x : l.value["test_list"]) tests.push_back(x.get<std::string>());
-    it.program_suffix = "\n\n" + setup + "\n" + join(tests, "\n") + "\n";
+    it.tests = setup + "\n" + join(tests, "\n") + "\n";
+    // the functions and classes the reference solution defines (task 126's is named `sum`):
+    // those names, and no other, reach the program from the tests
+    if (l.value.contains("code") && l.value["code"].is_string()) it.calls = top_level_definitions(l.value["code"].get<std::string>());
     it.example = p + (l.value.contains("code") && l.value["code"].is_string() ? l.value["code"].get<std::string>() : "");
     t.items.push_back(std::move(it));
   }

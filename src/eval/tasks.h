@@ -18,8 +18,11 @@ struct EvalItem {
   int label = -1;
   // generative: the expected answer (BBH's exact string, GSM8K's number)
   std::string target;
-  // code: the program is program_prefix + completion + program_suffix
-  std::string program_prefix, program_suffix;
+  // code: the program is program_prefix + completion; the test runner runs test_prefix
+  // (trusted: HumanEval's prompt, for the helpers its tests use), then `tests`, calling
+  // the program's functions named in `calls` (empty: those the tests use) (eval/sandbox.h)
+  std::string program_prefix, test_prefix, tests;
+  std::vector<std::string> calls;
 };
 
 struct EvalTask {
