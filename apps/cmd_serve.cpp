@@ -116,7 +116,12 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--api-key-file", c->api_key_file, "Read the API key from the first line of this file")->excludes(key);
   cmd->add_option("--model-name", c->o.model_name, "The model id clients send (default: the run or file name)");
   cmd->add_option("--weights", c->weights, "Decode weights: fp32, bf16 or int8")->capture_default_str();
-  cmd->add_option("--max-body", c->o.max_body_bytes, "Largest request body in bytes (413 above)")->capture_default_str();
+  cmd->add_option("--max-body", c->o.max_body_bytes, "Largest request body in bytes (413 above)")
+      ->capture_default_str()
+      ->check(integer_in(1, std::int64_t(1) << 30));
+  cmd->add_option("--max-connections", c->o.max_connections, "Open connections; more are answered 503 at once")
+      ->capture_default_str()
+      ->check(integer_in(1, 4096));
   cmd->add_option("--grace", c->o.grace_seconds, "Seconds in-flight requests get on SIGTERM")->capture_default_str()->check(finite_in(0, 3600));
   cmd->add_flag("--quiet", [c](std::int64_t) { c->o.log = false; }, "No per-request log lines");
   cmd->add_option("--threads", c->threads, "Compute threads (default: all cores)");

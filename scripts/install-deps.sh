@@ -9,7 +9,7 @@ packages=(
   # libraries (DESIGN.md section 4)
   # oneDNN's CMake config requires OpenCL (a Recommends of libdnnl-dev, so name it)
   libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev libcli11-dev libfmt-dev libsentencepiece-dev sentencepiece
-  libicu-dev libcpp-httplib-dev libopenmpi-dev openmpi-bin
+  libicu-dev libboost-dev libopenmpi-dev openmpi-bin
   # two "hosts" for the scale-out test: network namespaces joined by a veth pair
   iproute2
   # tests and benchmarks

@@ -1,7 +1,5 @@
 #include "serve/server.h"
 
-#include <httplib.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cctype>
@@ -14,12 +12,11 @@
 #include <random>
 #include <thread>
 
-#include <sys/socket.h>
-
 #include "base/check.h"
 #include "base/utf8.h"
 #include "infer/stop.h"
 #include "serve/api.h"
+#include "serve/http.h"
 #include "serve/metrics.h"
 
 namespace palm {
@@ -32,6 +29,14 @@ using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// A whole (non-streamed) response as a handler builds it.
+struct Reply {
+  int status = 200;
+  std::string body;
+  std::string type = "application/json";
+  HttpHeaders headers;
+};
 
 // One completion (a prompt x one of its n samples) as its text grows.
 struct Choice {
@@ -68,13 +73,11 @@ struct Server::Impl {
   const Tokenizer& tok;
   const ModelConfig& config;
   ServeOptions o;
-  httplib::Server svr;
+  std::unique_ptr<HttpServer> http;
   ServeMetrics metrics;
   std::atomic<std::uint64_t> next_id{1};
   std::atomic<bool> stopping{false};
-  std::atomic<int> in_flight{0};  // completion requests whose response is not fully written
   int bound_port = 0;
-  int listen_fd = -1;
   std::mutex log_mu;
 
   Impl(Engine& e, const Tokenizer& t, const ModelConfig& c, ServeOptions opts)
@@ -95,9 +98,10 @@ struct Server::Impl {
   }
 
   // ---------------------------------------------------------------- errors
-  void error(httplib::Response& res, const ApiError& e) {
+  void error(Reply& res, const ApiError& e) {
     res.status = e.status;
-    res.set_content(dump(e.body()) + "\n", "application/json");
+    res.body = dump(e.body()) + "\n";
+    res.type = "application/json";
   }
 
   // Compares in time independent of where the strings first differ (a timing oracle
@@ -108,12 +112,8 @@ struct Server::Impl {
     return diff == 0 && !b.empty();
   }
 
-  bool authorized(const httplib::Request& req, httplib::Response& res) {
-    if (o.api_key.empty()) return true;
-    if (same_secret(req.get_header_value("Authorization"), "Bearer " + o.api_key)) return true;
-    error(res, ApiError(401, "missing or wrong API key (Authorization: Bearer KEY)", "invalid_request_error", "",
-                        "invalid_api_key"));
-    return false;
+  bool authorized(const HttpRequest& req) const {
+    return o.api_key.empty() || same_secret(req.header("Authorization"), "Bearer " + o.api_key);
   }
 
   // ---------------------------------------------------------------- the engine side
@@ -174,19 +174,11 @@ struct Server::Impl {
   }
 
   // ---------------------------------------------------------------- completions
-  void completions(const httplib::Request& req, httplib::Response& res, bool chat) {
+  void completions(HttpExchange& x, bool chat) {
+    const HttpRequest& req = x.request();
+    Reply res;
     const char* endpoint = chat ? "/v1/chat/completions" : "/v1/completions";
-    // counted until the response is written: a stream hands its count to its releaser
-    struct InFlight {
-      std::atomic<int>& n;
-      bool owned = true;
-      explicit InFlight(std::atomic<int>& c) : n(c) { ++n; }
-      ~InFlight() {
-        if (owned) --n;
-      }
-    } flight(in_flight);
     try {
-      if (!authorized(req, res)) return metrics.request(endpoint, res.status);
       const std::size_t bad_utf8 = find_invalid_utf8(req.body);
       if (bad_utf8 != std::string::npos)
         throw ApiError(400, "the request body is not valid UTF-8 (byte " + std::to_string(bad_utf8) + ")");
@@ -233,7 +225,7 @@ struct Server::Impl {
             job->remaining -= total - k;  // never submitted
           }
           if (admit == Engine::Admit::kShuttingDown) throw ApiError(503, "the server is shutting down", "server_error");
-          res.set_header("Retry-After", "1");
+          res.headers.emplace_back("Retry-After", "1");
           throw ApiError(429, "the request queue is full (" + std::to_string(engine.max_batch()) + " running, " +
                                   std::to_string(engine.queued()) + " waiting); retry later",
                          "rate_limit_exceeded");
@@ -243,16 +235,36 @@ struct Server::Impl {
       const std::string id = std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id++);
       const std::int64_t created = std::int64_t(std::time(nullptr));
       if (p.stream) {
-        stream_response(res, job, p, id, created, chat);
-        flight.owned = false;  // the stream's releaser ends it
-      } else {
-        wait_and_respond(res, job, p, prompts, id, created, chat, prompt_tokens);
+        stream_response(x, job, p, id, created, chat);
+        metrics.request(endpoint, 200);
+        return;
       }
-      metrics.request(endpoint, res.status > 0 ? res.status : 200);  // httplib fills in 200 after the handler
+      if (!wait_for_job(x, job)) {  // the client left: nothing to answer
+        metrics.request(endpoint, 499);
+        return x.respond(499, "", "", {{"Connection", "close"}});
+      }
+      respond_whole(res, job, p, id, created, chat, prompt_tokens);
+      metrics.request(endpoint, res.status);
     } catch (const ApiError& e) {
       error(res, e);
       metrics.request(endpoint, e.status);
     }
+    x.respond(res.status, res.type, res.body, res.headers);
+  }
+
+  // Waits for every choice of a non-streamed request; false if the client disconnected
+  // first (its choices are cancelled then: the engine frees their slots at the next step,
+  // instead of computing for nobody while others get 429).
+  bool wait_for_job(HttpExchange& x, const std::shared_ptr<Job>& job) {
+    std::unique_lock<std::mutex> lock(job->mu);
+    while (!job->cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return job->remaining == 0; })) {
+      if (x.client_gone()) {
+        job->cancel_all();
+        job->cv.wait(lock, [&] { return job->remaining == 0; });
+        return false;
+      }
+    }
+    return true;
   }
 
   json logprobs_json(const Choice& c, const CompletionParams& p) {
@@ -274,11 +286,9 @@ struct Server::Impl {
     return {{"tokens", pieces}, {"token_logprobs", c.logprobs}, {"top_logprobs", nullptr}, {"text_offset", offsets}};
   }
 
-  void wait_and_respond(httplib::Response& res, const std::shared_ptr<Job>& job, const CompletionParams& p,
-                        const std::vector<std::vector<std::int32_t>>& prompts, const std::string& id, std::int64_t created,
-                        bool chat, std::int64_t prompt_tokens) {
+  void respond_whole(Reply& res, const std::shared_ptr<Job>& job, const CompletionParams& p, const std::string& id,
+                     std::int64_t created, bool chat, std::int64_t prompt_tokens) {
     std::unique_lock<std::mutex> lock(job->mu);
-    job->cv.wait(lock, [&] { return job->remaining == 0; });
     json choices = json::array();
     std::int64_t completion_tokens = 0;
     for (std::size_t k = 0; k < job->choices.size(); ++k) {
@@ -304,26 +314,19 @@ struct Server::Impl {
                {{"prompt_tokens", prompt_tokens},
                 {"completion_tokens", completion_tokens},
                 {"total_tokens", prompt_tokens + completion_tokens}}}};
-    (void)prompts;
-    res.set_content(dump(r) + "\n", "application/json");
+    res.body = dump(r) + "\n";
   }
 
-  // Server-Sent Events in OpenAI's chunk format, ending with "data: [DONE]". The HTTP
-  // thread writes; the engine never waits for it, so a slow reader slows only itself.
-  void stream_response(httplib::Response& res, const std::shared_ptr<Job>& job, const CompletionParams& p,
-                       const std::string& id, std::int64_t created, bool chat) {
-    struct State {
-      std::vector<bool> announced, finished;
-      bool done = false;
-      std::int64_t tokens = 0;
-      std::uint64_t seen = ~0ull;  // the job version last written out
-    };
-    auto st = std::make_shared<State>();
-    st->announced.assign(job->choices.size(), false);
-    st->finished.assign(job->choices.size(), false);
+  // Server-Sent Events in OpenAI's chunk format, ending with "data: [DONE]". This
+  // connection's thread writes; the engine never waits for it, so a slow reader slows only
+  // itself, and a client that leaves (or stalls past the write limit) cancels its choices.
+  void stream_response(HttpExchange& x, const std::shared_ptr<Job>& job, const CompletionParams& p, const std::string& id,
+                       std::int64_t created, bool chat) {
+    std::vector<bool> announced(job->choices.size(), false), finished(job->choices.size(), false);
+    std::int64_t tokens = 0;
+    std::uint64_t seen = ~0ull;  // the job version last written out
     const std::string object = chat ? "chat.completion.chunk" : "text_completion";
-    auto chunk = [=, this](std::size_t k, const std::string& text, const json& finish, const json& logprobs,
-                           bool role) {
+    auto chunk = [&](std::size_t k, const std::string& text, const json& finish, const json& logprobs, bool role) {
       json choice = {{"index", k}};
       if (chat) {
         json delta = json::object();
@@ -339,147 +342,110 @@ struct Server::Impl {
       const json c = {{"id", id}, {"object", object}, {"created", created}, {"model", o.model_name}, {"choices", {choice}}};
       return "data: " + dump(c) + "\n\n";
     };
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [=, this](std::size_t, httplib::DataSink& sink) {
-          std::string out;
-          {
-            std::unique_lock<std::mutex> lock(job->mu);
-            // new events, or a periodic check that the client is still there
-            job->cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return job->version != st->seen; });
-            st->seen = job->version;
-            for (std::size_t k = 0; k < job->choices.size(); ++k) {
-              Choice& c = job->choices[k];
-              if (st->finished[k]) continue;
-              if (chat && !st->announced[k]) {
-                out += chunk(k, "", nullptr, nullptr, true);
-                st->announced[k] = true;
-              }
-              if (!chat && !st->announced[k] && p.echo) {
-                out += chunk(k, p.prompts[k / std::size_t(p.n)], nullptr, nullptr, false);
-              }
-              st->announced[k] = true;
-              const std::string text = take_ready(c, job->stops.hold_back(), c.done);
-              if (!text.empty()) out += chunk(k, text, nullptr, nullptr, false);
-              if (c.done) {
-                st->finished[k] = true;
-                st->tokens += std::int64_t(c.tokens.size());
-                if (c.finish == "stop" || c.finish == "length") {
-                  out += chunk(k, "", c.finish, logprobs_json(c, p), false);
-                } else {
-                  const ApiError e(c.finish == "error" ? 500 : 503,
-                                   c.finish == "error" ? "generation failed: " + c.error
-                                                       : "the server is shutting down; the request was cancelled",
-                                   "server_error");
-                  out += "data: " + dump(e.body()) + "\n\n";
-                }
-              }
+    if (!x.start_stream("text/event-stream")) return job->cancel_all();
+    for (bool done = false; !done;) {
+      std::string out;
+      {
+        std::unique_lock<std::mutex> lock(job->mu);
+        // new events, or a periodic check that the client is still there
+        job->cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return job->version != seen; });
+        seen = job->version;
+        for (std::size_t k = 0; k < job->choices.size(); ++k) {
+          Choice& c = job->choices[k];
+          if (finished[k]) continue;
+          if (chat && !announced[k]) out += chunk(k, "", nullptr, nullptr, true);
+          if (!chat && !announced[k] && p.echo) out += chunk(k, p.prompts[k / std::size_t(p.n)], nullptr, nullptr, false);
+          announced[k] = true;
+          const std::string text = take_ready(c, job->stops.hold_back(), c.done);
+          if (!text.empty()) out += chunk(k, text, nullptr, nullptr, false);
+          if (c.done) {
+            finished[k] = true;
+            tokens += std::int64_t(c.tokens.size());
+            if (c.finish == "stop" || c.finish == "length") {
+              out += chunk(k, "", c.finish, logprobs_json(c, p), false);
+            } else {
+              const ApiError e(c.finish == "error" ? 500 : 503,
+                               c.finish == "error" ? "generation failed: " + c.error
+                                                   : "the server is shutting down; the request was cancelled",
+                               "server_error");
+              out += "data: " + dump(e.body()) + "\n\n";
             }
-            st->done = job->remaining == 0 && std::all_of(st->finished.begin(), st->finished.end(), [](bool b) { return b; });
           }
-          if (!out.empty() && !sink.write(out.data(), out.size())) {
-            job->cancel_all();  // the client is gone: its slots free at the next step
-            return false;
-          }
-          if (st->done) {
-            const std::string end = "data: [DONE]\n\n";
-            sink.write(end.data(), end.size());
-            metrics.tokens(0, st->tokens);
-            sink.done();
-            return true;
-          }
-          if (!sink.is_writable()) {
-            job->cancel_all();
-            return false;
-          }
-          return true;
-        },
-        [job, this](bool success) {
-          if (!success) job->cancel_all();
-          --in_flight;
-        });
+        }
+        done = job->remaining == 0 && std::all_of(finished.begin(), finished.end(), [](bool b) { return b; });
+      }
+      if (done) out += "data: [DONE]\n\n";
+      if (!x.write(out)) {  // gone or stalled: its slots free at the next step
+        job->cancel_all();
+        std::unique_lock<std::mutex> lock(job->mu);
+        job->cv.wait(lock, [&] { return job->remaining == 0; });
+        return;
+      }
+    }
+    x.finish();
+    metrics.tokens(0, tokens);
   }
 
   // ---------------------------------------------------------------- routes
-  void routes() {
-    svr.Post("/v1/completions", [this](const httplib::Request& q, httplib::Response& r) { completions(q, r, false); });
-    svr.Post("/v1/chat/completions", [this](const httplib::Request& q, httplib::Response& r) { completions(q, r, true); });
-    svr.Get("/v1/models", [this](const httplib::Request& q, httplib::Response& r) {
-      if (!authorized(q, r)) return metrics.request("/v1/models", r.status);
-      const json m = {{"id", o.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "palm"},
-                      {"context_length", config.max_seq_len}};
-      r.set_content(dump({{"object", "list"}, {"data", {m}}}) + "\n", "application/json");
-      metrics.request("/v1/models", 200);
-    });
-    svr.Get("/health", [this](const httplib::Request&, httplib::Response& r) {
-      r.set_content(dump({{"status", stopping ? "stopping" : "ok"},
-                          {"active", engine.active()},
-                          {"queued", engine.queued()}}) +
-                        "\n",
-                    "application/json");
-      if (stopping) r.status = 503;
-      metrics.request("/health", r.status);
-    });
-    svr.Get("/metrics", [this](const httplib::Request& q, httplib::Response& r) {
-      if (!authorized(q, r)) return metrics.request("/metrics", r.status);  // it names traffic and load
-      r.set_content(metrics.render(engine.queued(), engine.active(), engine.max_batch()), "text/plain; version=0.0.4");
-      metrics.request("/metrics", 200);
-    });
-    auto not_allowed = [this](const char* allow) {
-      return [this, allow](const httplib::Request& q, httplib::Response& r) {
-        r.set_header("Allow", allow);
-        error(r, ApiError(405, q.method + " is not allowed on " + q.path + " (use " + allow + ")"));
-      };
-    };
-    for (const char* path : {"/v1/completions", "/v1/chat/completions"}) {
-      svr.Get(path, not_allowed("POST"));
-      svr.Put(path, not_allowed("POST"));
-      svr.Delete(path, not_allowed("POST"));
+  // Refused before the body is read: unknown routes, wrong methods, a missing key.
+  HttpServer::Refusal precheck(const HttpRequest& q) {
+    static const std::vector<std::pair<std::string, std::string>> routes = {
+        {"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"}, {"/v1/models", "GET"}, {"/health", "GET"},
+        {"/metrics", "GET"}};
+    HttpServer::Refusal r;
+    const auto route = std::find_if(routes.begin(), routes.end(), [&](const auto& e) { return e.first == q.path; });
+    if (route == routes.end()) {
+      r.status = 404;
+      r.message = "no route " + q.method + " " + q.path;
+    } else if (q.method != route->second) {
+      r.status = 405;
+      r.message = q.method + " is not allowed on " + q.path + " (use " + route->second + ")";
+      r.headers.emplace_back("Allow", route->second);
+    } else if (q.path != "/health" && !authorized(q)) {  // /metrics too: it names traffic and load
+      r.status = 401;
+      r.message = "missing or wrong API key (Authorization: Bearer KEY)";
     }
-    for (const char* path : {"/v1/models", "/health", "/metrics"}) {
-      svr.Post(path, not_allowed("GET"));
-      svr.Put(path, not_allowed("GET"));
-      svr.Delete(path, not_allowed("GET"));
-    }
-    // cpp-httplib 0.11 does not apply its body limit to chunked bodies (CVE-2025-46728:
-    // a 64 MiB chunked prompt grew the server by 17.5 GB): refuse chunked request bodies
-    // before they are read (OpenAI's clients send Content-Length), and close.
-    svr.set_pre_routing_handler([this](const httplib::Request& q, httplib::Response& r) {
-      std::string te = q.get_header_value("Transfer-Encoding");
-      std::transform(te.begin(), te.end(), te.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-      if (te.find("chunked") == std::string::npos) return httplib::Server::HandlerResponse::Unhandled;
-      error(r, ApiError(411, "chunked request bodies are not accepted: send Content-Length (at most " +
-                                 std::to_string(o.max_body_bytes) + " bytes)"));
-      r.set_header("Connection", "close");
-      metrics.request(q.path, 411);
-      return httplib::Server::HandlerResponse::Handled;
-    });
-    // errors httplib produces itself (no route: 404; body too large: 413; ...)
-    svr.set_error_handler([this](const httplib::Request& q, httplib::Response& r) {
-      if (!r.body.empty()) return;
-      if (r.status == 404) error(r, ApiError(404, "no route " + q.method + " " + q.path, "invalid_request_error", "", "not_found"));
-      else if (r.status == 413)
-        error(r, ApiError(413, "the request body exceeds " + std::to_string(o.max_body_bytes) + " bytes"));
-      else error(r, ApiError(r.status, "HTTP error " + std::to_string(r.status)));
-    });
-    svr.set_exception_handler([this](const httplib::Request&, httplib::Response& r, std::exception_ptr ep) {
-      std::string what = "internal error";
-      try {
-        std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        what = e.what();
-      } catch (...) {
+    if (r.status) metrics.request(route == routes.end() ? "other" : q.path, r.status);
+    return r;
+  }
+
+  // The body of an error the HTTP layer or precheck() answers with.
+  std::string error_body(int status, const std::string& message) const {
+    if (status == 404) return dump(ApiError(404, message, "invalid_request_error", "", "not_found").body()) + "\n";
+    if (status == 401)
+      return dump(ApiError(401, message, "invalid_request_error", "", "invalid_api_key").body()) + "\n";
+    return dump(ApiError(status, message, status >= 500 ? "server_error" : "invalid_request_error").body()) + "\n";
+  }
+
+  void handle(HttpExchange& x) {
+    const std::string& path = x.request().path;
+    try {
+      if (path == "/v1/completions") return completions(x, false);
+      if (path == "/v1/chat/completions") return completions(x, true);
+      if (path == "/v1/models") {
+        const json m = {{"id", o.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "palm"},
+                        {"context_length", config.max_seq_len}};
+        x.respond(200, "application/json", dump({{"object", "list"}, {"data", {m}}}) + "\n");
+      } else if (path == "/health") {
+        x.respond(stopping ? 503 : 200, "application/json",
+                  dump({{"status", stopping ? "stopping" : "ok"}, {"active", engine.active()}, {"queued", engine.queued()}}) +
+                      "\n");
+      } else if (path == "/metrics") {
+        x.respond(200, "text/plain; version=0.0.4", metrics.render(engine.queued(), engine.active(), engine.max_batch()));
       }
-      error(r, ApiError(500, what, "server_error"));
-    });
-    svr.set_logger([this](const httplib::Request& q, const httplib::Response& r) {
-      if (!o.log) return;
-      std::lock_guard<std::mutex> l(log_mu);
-      // the path and method as the client sent them may hold CR/LF (%0d%0a decodes to them):
-      // escaped, so one request is one log line
-      std::fprintf(stderr, "palm serve: %s %s %s %d %zu bytes\n", q.remote_addr.c_str(), printable(q.method).c_str(),
-                   printable(q.path).c_str(), r.status, r.body.size());
-    });
+      metrics.request(path, x.status());
+    } catch (const std::exception& e) {
+      if (!x.responded()) x.respond(500, "application/json", error_body(500, e.what()));
+    }
+  }
+
+  void log(const HttpRequest& q, int status, std::size_t bytes) {
+    if (!o.log) return;
+    std::lock_guard<std::mutex> l(log_mu);
+    // the path and method as the client sent them may hold CR/LF (%0d%0a decodes to them):
+    // escaped, so one request is one log line
+    std::fprintf(stderr, "palm serve: %s %s %s %d %zu bytes\n", q.remote.c_str(), printable(q.method).c_str(),
+                 printable(q.path).c_str(), status, bytes);
   }
 };
 
@@ -487,36 +453,20 @@ Server::Server(Engine& engine, const Tokenizer& tok, const ModelConfig& config, 
     : impl_(std::make_unique<Impl>(engine, tok, config, std::move(o))) {
   Impl& s = *impl_;
   PALM_CHECK(s.o.max_body_bytes > 0, "the body limit must be positive");
-  s.svr.set_payload_max_length(std::size_t(s.o.max_body_bytes));
-  s.svr.set_read_timeout(30, 0);
-  s.svr.set_write_timeout(10, 0);  // a stalled reader is dropped (its slots free) after 10 s
-  s.svr.set_keep_alive_timeout(5);
-  // every accepted request may hold a connection thread for its whole stream
-  const std::size_t threads = std::size_t(engine.max_batch() + engine.max_queue()) + 16;
-  s.svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  s.svr.set_socket_options([&s](socket_t sock) {
-    httplib::default_socket_options(sock);
-    s.listen_fd = sock;  // the listening socket, for its backlog (bind)
-  });
-  s.routes();
+  HttpLimits limits;
+  limits.max_body_bytes = s.o.max_body_bytes;
+  limits.max_connections = s.o.max_connections;
+  s.http = std::make_unique<HttpServer>(
+      limits, [&s](HttpExchange& x) { s.handle(x); }, [&s](const HttpRequest& q) { return s.precheck(q); },
+      [&s](int status, const std::string& m) { return s.error_body(status, m); },
+      [&s](const HttpRequest& q, int status, std::size_t bytes) { s.log(q, status, bytes); });
 }
 
 Server::~Server() = default;
 
 void Server::bind() {
   Impl& s = *impl_;
-  if (s.o.port == 0) {
-    s.bound_port = s.svr.bind_to_any_port(s.o.host);
-    PALM_CHECK(s.bound_port > 0, "cannot bind ", s.o.host, " on any port");
-  } else {
-    PALM_CHECK(s.svr.bind_to_port(s.o.host, s.o.port), "cannot bind ", s.o.host, ":", s.o.port,
-               " (in use, or not an address of this machine)");
-    s.bound_port = s.o.port;
-  }
-  // cpp-httplib listens with a backlog of 5: a burst of clients would see dropped SYNs and
-  // 1 s retransmits (measured: p99 time to first token ~1 s at 16 streams). Listening
-  // again on the bound socket raises the backlog.
-  if (s.listen_fd >= 0) ::listen(s.listen_fd, 1024);
+  s.bound_port = s.http->bind(s.o.host, s.o.port);
   std::fprintf(stderr, "palm serve: listening on http://%s:%d (model '%s')\n", s.o.host.c_str(), s.bound_port,
                s.o.model_name.c_str());
   std::fflush(stderr);
@@ -524,19 +474,15 @@ void Server::bind() {
 
 int Server::port() const { return impl_->bound_port; }
 
-void Server::listen() { impl_->svr.listen_after_bind(); }
+void Server::listen() { impl_->http->run(); }
 
 void Server::stop() {
   Impl& s = *impl_;
   if (s.stopping.exchange(true)) return;  // from now on new completions are answered 503
   // In-flight requests finish (or are cancelled at the deadline) and their responses are
-  // written out before the server stops: cpp-httplib cuts chunked responses short once
-  // stopped, which would truncate the streams being finished.
+  // written out; meanwhile idle connections and requests still arriving are closed.
+  s.http->stop();
   s.engine.shutdown(s.o.grace_seconds);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (s.in_flight.load() > 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  s.svr.stop();  // closes the listening socket; listen() returns
 }
 
 }  // namespace palm

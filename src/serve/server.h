@@ -1,4 +1,4 @@
-// `palm serve`: the OpenAI completions API over HTTP (cpp-httplib), a thin adapter over
+// `palm serve`: the OpenAI completions API over HTTP (serve/http.h), a thin adapter over
 // the continuous-batching engine (src/infer/engine.h). Text concerns live here: prompt
 // tokenization, incremental detokenization that never splits a UTF-8 character, stop
 // strings, Server-Sent Events. docs/serving.md is the reference.
@@ -19,6 +19,7 @@ struct ServeOptions {
   std::string model_name = "palm";        // the id of /v1/models; requests must name it
   std::int64_t max_body_bytes = 1 << 20;  // larger bodies: 413
   std::int64_t max_n = 16;                // completions per request (prompts x n)
+  int max_connections = 512;              // open connections; more are answered 503
   double grace_seconds = 10;              // SIGTERM: in-flight requests finish within this
   bool log = true;                        // one line per request on stderr
 };
