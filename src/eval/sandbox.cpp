@@ -106,8 +106,10 @@ void arrange_fds(std::initializer_list<int> from, int first) {
   if (syscall(SYS_close_range, unsigned(first + int(high.size())), ~0u, 0u) != 0) die("close_range");
 }
 
+// The runner needs only the standard library: no site (-S), which saves ~5 ms a program.
 [[noreturn]] void exec_python(const char* script) {
-  const char* argv[] = {"python3", "-I", "-B", "-u", script, nullptr};
+  const bool runner = std::strcmp(script, "runner.py") == 0;
+  const char* argv[] = {"python3", "-I", "-B", "-u", runner ? "-S" : script, runner ? script : nullptr, nullptr};
   const char* envp[] = {"PATH=/usr/bin:/bin", "HOME=/nonexistent", "LANG=C.UTF-8", "PYTHONHASHSEED=0", nullptr};
   execve(kPython, const_cast<char* const*>(argv), const_cast<char* const*>(envp));
   die("exec /usr/bin/python3");
@@ -236,9 +238,9 @@ SandboxResult run_python_sandboxed(const SandboxProgram& p, const SandboxLimits&
   files.program = p.program;
   files.candidate_py = std::string(kSandboxWirePy) + "\n" + kSandboxCandidatePy;
   files.runner_py = std::string(kSandboxWirePy) + "\n" + kSandboxRunnerPy;
-  files.job_json = nlohmann::json{{"tests", p.tests}, {"prefix", p.prefix}, {"calls", p.calls}}.dump(
-      -1, ' ', false, nlohmann::json::error_handler_t::replace);
   const bool ns = namespaces_available();
+  files.job_json = nlohmann::json{{"tests", p.tests}, {"prefix", p.prefix}, {"calls", p.calls}, {"same_user", !ns}}.dump(
+      -1, ' ', false, nlohmann::json::error_handler_t::replace);
   std::string outer_dir;
   if (!ns) {
     char tmpl[] = "/tmp/palm-sandbox-XXXXXX";

@@ -5,9 +5,7 @@
 # descriptor 3, which only this process holds; palm counts a pass only when "passed"
 # arrives there and this process exits 0.
 # send, recv, encode, decode: sandbox_wire.py, which palm places before this file
-import ast
 import builtins
-import ctypes
 import importlib
 import json
 import os
@@ -16,10 +14,12 @@ import sys
 VERDICT, REQUESTS, REPLIES, READY = 3, 4, 5, 6
 PR_SET_DUMPABLE = 4
 
-if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-    raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0)")
 with open("job.json", encoding="utf-8") as f:
     job = json.load(f)
+if job["same_user"]:  # without root the program runs as our user: close /proc/self to it
+    import ctypes
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0)")
 try:
     os.write(READY, b"r")  # without root palm starts the program only now
 except BrokenPipeError:
@@ -121,7 +121,18 @@ if (type(callables) is not list or not all(type(n) is str for n in callables) or
     raise ValueError("malformed first message from the program under test")
 
 namespace = {"__name__": "__main__", "__builtins__": builtins}
-referenced = {n.id for n in ast.walk(ast.parse(job["tests"])) if isinstance(n, ast.Name)}
+tests = compile(job["tests"], "tests.py", "exec")
+
+
+def names_used(code):  # every global name the tests' code (and the functions in it) can load
+    found = set(code.co_names)
+    for c in code.co_consts:
+        if isinstance(c, type(code)):
+            found |= names_used(c)
+    return found
+
+
+referenced = names_used(tests)
 for name, module in modules.items():  # e.g. a test's math.isclose after the solution's import math
     if name in referenced:
         try:
@@ -141,5 +152,5 @@ for name in wanted:
         namespace[name] = RemoteFunction(name)
     else:
         namespace.pop(name, None)  # not the prompt's stub: the program must define it
-exec(compile(job["tests"], "tests.py", "exec"), namespace)
+exec(tests, namespace)
 os.write(VERDICT, b"passed\n")
