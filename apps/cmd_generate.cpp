@@ -102,7 +102,7 @@ void run_generate(const GenerateCli& o) {
   const auto be = make_backend();
   const WeightFormat format = parse_weight_format(o.weights);
   std::unique_ptr<DecodeWeights> stored_weights;
-  if (format != WeightFormat::kF32) stored_weights = std::make_unique<DecodeWeights>(*w, format);
+  if (format != WeightFormat::kF32) stored_weights = std::make_unique<DecodeWeights>(*be, *w, format);
   GenerationStats st;
   const auto results = generate(*be, *w, reqs, o.max_batch, on_token, &st, stored_weights.get());
   if (stream_out) {

@@ -31,7 +31,7 @@ void run_init(const InitOptions& o) {
     meta[kTokenizerShaKey] = tok->sha256();
   }
   Weights w(c);
-  init_weights(w, o.seed);
+  init_weights(*make_backend(), w, o.seed);
   save_model(o.out, w, meta);
   fmt::print(stderr, "wrote {} ({} parameters, seed {})\n", o.out, param_count(c), o.seed);
 }

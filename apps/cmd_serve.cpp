@@ -75,7 +75,7 @@ void run(ServeCli& c) {
   const auto be = make_backend();
   const WeightFormat format = parse_weight_format(c.weights);
   std::unique_ptr<DecodeWeights> stored_weights;
-  if (format != WeightFormat::kF32) stored_weights = std::make_unique<DecodeWeights>(*w, format);
+  if (format != WeightFormat::kF32) stored_weights = std::make_unique<DecodeWeights>(*be, *w, format);
 
   if (early_signal) {
     fmt::print(stderr, "palm serve: signal {} received while loading: stopped\n", int(early_signal));

@@ -93,7 +93,7 @@ void run_bench_generate(const BenchGenOptions& o) {
   TimingBackend timing(*cpu);
   Backend* be = o.profile ? static_cast<Backend*>(&timing) : cpu.get();
   Weights w(c);
-  init_weights(w, 1);
+  init_weights(*make_backend(), w, 1);
   const ModelAccounting a = account(*be, c, 1, o.prompt + o.tokens);
   // bytes read per decoded token at batch 1: every weight once (the embedding twice:
   // its row for the input and all of it for the logits; the row is negligible)
@@ -163,7 +163,7 @@ void run_bench_generate(const BenchGenOptions& o) {
   };
   const std::vector<double> ref_lp = logprobs(nullptr);
   for (const char* name : {"fp32", "bf16", "int8"}) {
-    const DecodeWeights dw(w, parse_weight_format(name));
+    const DecodeWeights dw(*cpu, w, parse_weight_format(name));
     stored = &dw;
     FormatResult f{name, double(dw.bytes()), run(1, nullptr), run(16, nullptr), 0, 0};
     stored = nullptr;

@@ -168,7 +168,7 @@ void run(const BenchServeOptions& o) {
     // random weights of a preset, with a tokenizer of its vocabulary trained on Python's sources
     const ModelConfig c = ConfigChoice{o.preset, ""}.resolve();
     w = std::make_unique<Weights>(c);
-    init_weights(*w, 1);
+    init_weights(*make_backend(), *w, 1);
     tmp = (fs::temp_directory_path() / ("palm_bench_serve_" + std::to_string(::getpid()))).string();
     fs::create_directories(tmp);
     TokenizerTrainOptions t;

@@ -112,14 +112,14 @@ void run_bench_train(const BenchTrainOptions& o) {
   Backend* be = o.profile ? static_cast<Backend*>(&timing) : cpu.get();
   const auto comm = make_local_comm();
   Weights w(c);
-  init_weights(w, 1);
+  init_weights(*make_backend(), w, 1);
   Gradients g(c);
   Activations acts(*be, c, ActivationPlan{B, T, o.remat, true, o.bf16});
   std::mt19937 rng(7);
   std::vector<std::int32_t> tokens(B * T), targets(B * T);
   for (auto& t : tokens) t = std::int32_t(rng() % c.vocab_size);
   for (auto& t : targets) t = std::int32_t(rng() % c.vocab_size);
-  Optimizer opt(c, OptimizerConfig{});
+  Optimizer opt(*be, c, OptimizerConfig{});
   std::int64_t opt_step = 0;
   auto step = [&] {
     if (o.with_optimizer) g.arena.zero();

@@ -120,6 +120,84 @@ class TimingBackend final : public Backend {
     in_.add(a, b, out, n);
     add("add", t0);
   }
+  void scale(float* x, float s, i64 n) override {
+    const auto t0 = now();
+    in_.scale(x, s, n);
+    add("scale", t0);
+  }
+  double sum_squares(const float* x, i64 n) override {
+    const auto t0 = now();
+    const double r = in_.sum_squares(x, n);
+    add("sum_squares", t0, 2.0 * n);
+    return r;
+  }
+  std::uint64_t hash_floats(const float* x, i64 n) override {
+    const auto t0 = now();
+    const std::uint64_t r = in_.hash_floats(x, n);
+    add("hash_floats", t0);
+    return r;
+  }
+  void fill_normal(float* x, i64 rows, i64 cols, std::uint64_t seed, std::uint64_t stream, double stddev, i64 gcols,
+                   i64 row0, i64 col0, float constant) override {
+    const auto t0 = now();
+    in_.fill_normal(x, rows, cols, seed, stream, stddev, gcols, row0, col0, constant);
+    add("fill_normal", t0);
+  }
+  void adamw_update(float* x, const float* g, float* m, float* v, i64 n, double lr, double b1, double b2, double c1,
+                    double c2, double eps, double wd) override {
+    const auto t0 = now();
+    in_.adamw_update(x, g, m, v, n, lr, b1, b2, c1, c2, eps, wd);
+    add("adamw_update", t0);
+  }
+  void adafactor_precondition(float* g, float* v, i64 n, double beta2) override {
+    const auto t0 = now();
+    in_.adafactor_precondition(g, v, n, beta2);
+    add("adafactor_precondition", t0);
+  }
+  void adafactor_apply(float* x, float* m, const float* u, i64 n, double momentum, double step, double decay) override {
+    const auto t0 = now();
+    in_.adafactor_apply(x, m, u, n, momentum, step, decay);
+    add("adafactor_apply", t0);
+  }
+  void embedding_fwd_slice(const std::int32_t* t, const float* E, i64 first, i64 rows, float* x, i64 N,
+                           i64 D) override {
+    const auto t0 = now();
+    in_.embedding_fwd_slice(t, E, first, rows, x, N, D);
+    add("embedding_fwd_slice", t0);
+  }
+  void embedding_bwd_acc_slice(const std::int32_t* t, const float* dx, float* dE, i64 first, i64 rows, i64 N,
+                               i64 D) override {
+    const auto t0 = now();
+    in_.embedding_bwd_acc_slice(t, dx, dE, first, rows, N, D);
+    add("embedding_bwd_acc_slice", t0);
+  }
+  void row_max(const float* logits, i64 N, i64 V, float* out) override {
+    const auto t0 = now();
+    in_.row_max(logits, N, V, out);
+    add("row_max", t0);
+  }
+  void xent_partials(const float* logits, const std::int32_t* targets, i64 first, const float* mx, double* part, i64 N,
+                     i64 V) override {
+    const auto t0 = now();
+    in_.xent_partials(logits, targets, first, mx, part, N, V);
+    add("xent_partials", t0);
+  }
+  void xent_finish(const float* logits, const std::int32_t* targets, i64 first, const float* mx, const double* part,
+                   float* nll, float* log_z, float* dlogits, float z_coef, float grad_scale, i64 N, i64 V) override {
+    const auto t0 = now();
+    in_.xent_finish(logits, targets, first, mx, part, nll, log_z, dlogits, z_coef, grad_scale, N, V);
+    add("xent_finish", t0);
+  }
+  void quantize_bf16(const float* w, std::uint16_t* out, i64 n) override {
+    const auto t0 = now();
+    in_.quantize_bf16(w, out, n);
+    add("quantize_bf16", t0);
+  }
+  void quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int8_t* q, float* scales) override {
+    const auto t0 = now();
+    in_.quantize_int8_rows(w, rows, cols, q, scales);
+    add("quantize_int8_rows", t0);
+  }
 
  private:
   using Clock = std::chrono::steady_clock;

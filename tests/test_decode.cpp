@@ -38,7 +38,7 @@ void expect_close(const float* got, const float* want, std::int64_t n, const std
 // A random model, a random sequence and the full forward's logits for it.
 struct Reference {
   Reference(unsigned weight_seed, unsigned seq_seed, std::size_t len) : w(cfg()) {
-    init_weights(w, weight_seed);
+    init_weights(*make_backend(), w, weight_seed);
     std::mt19937 g(seq_seed);
     seq.resize(len);
     for (auto& t : seq) t = std::int32_t(g() % w.config.vocab_size);
@@ -74,7 +74,7 @@ TEST(Decode, EveryPositionEqualsTheFullForward) {
 TEST(Decode, BatchOfDifferentLengthsEqualsEachAlone) {
   const ModelConfig c = cfg();
   Weights w(c);
-  init_weights(w, 6);
+  init_weights(*make_backend(), w, 6);
   auto be = make_backend();
   std::mt19937 g(2);
   const std::vector<std::int64_t> prompts = {3, 11, 1, 25};
@@ -113,7 +113,7 @@ TEST(Decode, StoredWeightFormatsTrackFp32) {
   const auto& seq = r.seq;
   const auto& want = r.want;
   for (const char* name : {"fp32", "bf16", "int8"}) {
-    const DecodeWeights dw(w, parse_weight_format(name));
+    const DecodeWeights dw(*make_backend(), w, parse_weight_format(name));
     KvCache cache(c, c.max_seq_len);
     std::vector<float> logits(c.vocab_size);
     prefill(*be, w, cache, seq.data(), 1, logits.data());
@@ -131,9 +131,9 @@ TEST(Decode, StoredWeightFormatsTrackFp32) {
       EXPECT_GT(worst, 1e-6) << name << " must actually round";
     }
   }
-  const std::int64_t f32 = DecodeWeights(w, WeightFormat::kF32).bytes();
-  EXPECT_EQ(DecodeWeights(w, WeightFormat::kBF16).bytes() * 2, f32);
-  EXPECT_LT(DecodeWeights(w, WeightFormat::kInt8).bytes() * 3, f32);  // 1 byte + a scale per row
+  const std::int64_t f32 = DecodeWeights(*make_backend(), w, WeightFormat::kF32).bytes();
+  EXPECT_EQ(DecodeWeights(*make_backend(), w, WeightFormat::kBF16).bytes() * 2, f32);
+  EXPECT_LT(DecodeWeights(*make_backend(), w, WeightFormat::kInt8).bytes() * 3, f32);  // 1 byte + a scale per row
   EXPECT_THROW(parse_weight_format("fp8"), Error);
 }
 
@@ -146,7 +146,7 @@ TEST(Decode, CacheIsHTimesSmallerThanMultiHeadAndBoundsAreChecked) {
   const std::int64_t multi_head_floats = c.n_layers * 10 * c.n_heads * (c.head_dim + c.head_dim);
   EXPECT_EQ(std::int64_t(cache.data.size()) * c.n_heads, multi_head_floats);
   Weights w(c);
-  init_weights(w, 1);
+  init_weights(*make_backend(), w, 1);
   auto be = make_backend();
   std::vector<std::int32_t> prompt(11, 1);
   std::vector<float> logits(c.vocab_size);

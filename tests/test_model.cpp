@@ -30,7 +30,7 @@ ModelConfig tiny_odd() { return testing_util::tiny_odd_config(); }
 // Random weights with non-trivial LayerNorm scales, so every gradient path is exercised.
 std::unique_ptr<Weights> random_model(const ModelConfig& c, unsigned seed) {
   auto w = std::make_unique<Weights>(c);
-  init_weights(*w, seed);
+  init_weights(*make_backend(), *w, seed);
   std::mt19937 g(seed);
   std::uniform_real_distribution<float> u(0.5f, 1.5f);
   for_each_param(c, [&](const ParamInfo& p) {
@@ -254,9 +254,9 @@ TEST(Model, InitIsDeterministicAndHasTheContractStatistics) {
   c.d_model = 256;
   c.d_ff = 512;
   Weights a(c), b(c), d(c);
-  init_weights(a, 1);
-  init_weights(b, 1);
-  init_weights(d, 2);
+  init_weights(*make_backend(), a, 1);
+  init_weights(*make_backend(), b, 1);
+  init_weights(*make_backend(), d, 2);
   ASSERT_EQ(0, std::memcmp(a.arena.data(), b.arena.data(), a.arena.size() * 4));
   ASSERT_NE(0, std::memcmp(a.arena.data(), d.arena.data(), a.arena.size() * 4));
   for_each_param(c, [&](const ParamInfo& p) {

@@ -63,7 +63,7 @@ class Safetensors : public ::testing::Test {
 
   std::string model_header(const std::function<void(nlohmann::json&)>& edit = nullptr) {
     Weights w(tiny());
-    init_weights(w, 1);
+    init_weights(*make_backend(), w, 1);
     save_model(path("good.safetensors"), w);
     const std::string bytes = read_file(path("good.safetensors"));
     std::uint64_t n = 0;
@@ -79,7 +79,7 @@ class Safetensors : public ::testing::Test {
 
 TEST_F(Safetensors, RoundTripIsBitExactAndLeavesNoTemporaries) {
   Weights w(tiny());
-  init_weights(w, 42);
+  init_weights(*make_backend(), w, 42);
   save_model(path("m.safetensors"), w);
   const auto back = load_model(path("m.safetensors"));
   EXPECT_EQ(back->config, w.config);
@@ -161,7 +161,7 @@ TEST_F(Safetensors, RejectsModelsInconsistentWithTheirConfig) {
 
 TEST_F(Safetensors, FailedWriteLeavesTheOldFileIntact) {
   Weights w(tiny());
-  init_weights(w, 1);
+  init_weights(*make_backend(), w, 1);
   save_model(path("m.safetensors"), w);
   const std::string before = read_file(path("m.safetensors"));
   EXPECT_THROW(write_file_atomic(path("m.safetensors"), [](int) { fail("disk full (simulated)"); }),

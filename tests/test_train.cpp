@@ -118,10 +118,11 @@ void check_optimizer(const std::string& kind) {
   c.d_ff = 10;
   c.max_seq_len = 8;
   Weights w(c), g(c);
-  init_weights(w, 3);
+  init_weights(*make_backend(), w, 3);
   OptimizerConfig oc;
   oc.kind = kind;
-  Optimizer opt(c, oc);
+  const auto opt_be = make_backend();
+  Optimizer opt(*opt_be, c, oc);
   const int steps = 6;
   std::mt19937 rng(11);
   std::normal_distribution<float> nd(0.0f, 1.0f);

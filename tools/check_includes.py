@@ -31,6 +31,10 @@ THIRD_PARTY_HOME = {  # header prefix -> folders allowed to include it
     "unicode/": {"report"},
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')
+# Threads belong to the compute backend: no OpenMP in the code above it (a loop there is a
+# Backend op instead, so an accelerator backend can run it).
+NO_THREADS = {"model", "train", "infer", "dist"}
+OPENMP = re.compile(r'^\s*#\s*pragma\s+omp\b|\bomp_[a-z_]+\s*\(|<omp\.h>')
 
 
 def folder_of(path, src):
@@ -50,6 +54,8 @@ def main():
             bad.append(f"{path.relative_to(root)}: folder '{folder}' is not in the dependency rule")
             continue
         for n, line in enumerate(path.read_text().splitlines(), 1):
+            if folder in NO_THREADS and OPENMP.search(line):
+                bad.append(f"{path.relative_to(root)}:{n}: OpenMP in {folder} (threads belong to the backend: make it a Backend op)")
             m = INCLUDE.match(line)
             if not m:
                 continue

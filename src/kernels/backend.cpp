@@ -10,4 +10,6 @@ std::unique_ptr<Backend> make_backend(const std::string& name) {
   fail(str_cat("unknown backend '", name, "' (built: cpu)"));
 }
 
+std::vector<std::string> backend_names() { return {"cpu"}; }
+
 }  // namespace palm

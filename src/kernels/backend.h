@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace palm {
 
@@ -109,9 +110,63 @@ class Backend {
 
   // out = a + b (out may alias a or b)
   virtual void add(const float* a, const float* b, float* out, i64 n) = 0;
+
+  // ---- vectors: gradients, optimizer state, checks -----------------------------------
+  virtual void scale(float* x, float s, i64 n) = 0;  // x *= s
+  // Sum of x[i]^2 in double, in fixed chunks of 4096 summed in order: the same bits for
+  // any thread count.
+  virtual double sum_squares(const float* x, i64 n) = 0;
+  // A 64-bit hash of the bits of n floats (chunks of 2^20 hashed apart, combined in
+  // order): replica-consistency checks.
+  virtual std::uint64_t hash_floats(const float* x, i64 n) = 0;
+
+  // ---- initialization -------------------------------------------------------------
+  // x[r, c] = stddev * (the standard normal draw number (row0 + r) * global_cols + col0 + c
+  // of stream (seed, stream)) for r < rows, c < cols: a slice of a whole tensor's draw
+  // has the values the whole tensor would have there. stddev 0 fills with `constant`.
+  virtual void fill_normal(float* x, i64 rows, i64 cols, std::uint64_t seed, std::uint64_t stream, double stddev,
+                           i64 global_cols, i64 row0, i64 col0, float constant) = 0;
+
+  // ---- optimizer updates, one call per tensor -------------------------------------
+  // AdamW: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+  //        x -= lr ((m/c1) / (sqrt(v/c2) + eps) + wd x)   (c1, c2: bias corrections)
+  virtual void adamw_update(float* x, const float* g, float* m, float* v, i64 n, double lr, double b1, double b2,
+                            double c1, double c2, double eps, double wd) = 0;
+  // Adafactor without factorization, in two halves around the RMS reductions:
+  //   precondition: v = b2 v + (1-b2)(g^2 + 1e-30); g = g / sqrt(v)   (U in g's place)
+  //   apply:        m = mom m + step u; x = x - m - decay x   (step = (1-mom) a / max(1, RMS(U)))
+  virtual void adafactor_precondition(float* g, float* v, i64 n, double beta2) = 0;
+  virtual void adafactor_apply(float* x, float* m, const float* u, i64 n, double momentum, double step,
+                               double decay) = 0;
+
+  // ---- vocabulary slices (tensor parallelism): E holds rows first..first+rows-1 --------
+  // x[n, :] = E[tokens[n] - first, :] where the token is in the slice, else 0
+  virtual void embedding_fwd_slice(const std::int32_t* tokens, const float* E, i64 first, i64 rows, float* x,
+                                   i64 N, i64 D) = 0;
+  // dE[tokens[n] - first, :] += dx[n, :] for tokens in the slice, in token order
+  virtual void embedding_bwd_acc_slice(const std::int32_t* tokens, const float* dx, float* dE, i64 first, i64 rows,
+                                       i64 N, i64 D) = 0;
+  // Cross-entropy over a vocabulary split across ranks, from partial statistics:
+  //   row_max: out[n] = max_v logits[n, v] (the caller takes the max over the group);
+  //   xent_partials: part[2n] = sum_v exp(logits[n, v] - mx[n]), part[2n+1] = the
+  //     target's logit if this slice holds it, else 0 (the caller sums over the group);
+  //   xent_finish: nll, log_z and (when dlogits is non-null) the gradient, as xent_fwd_bwd.
+  virtual void row_max(const float* logits, i64 N, i64 V, float* out) = 0;
+  virtual void xent_partials(const float* logits, const std::int32_t* targets, i64 first, const float* mx,
+                             double* part, i64 N, i64 V) = 0;
+  virtual void xent_finish(const float* logits, const std::int32_t* targets, i64 first, const float* mx,
+                           const double* part, float* nll, float* log_z, float* dlogits, float z_coef,
+                           float grad_scale, i64 N, i64 V) = 0;
+
+  // ---- decode weights ----------------------------------------------------------------
+  virtual void quantize_bf16(const float* w, std::uint16_t* out, i64 n) = 0;  // nearest even
+  // Symmetric int8 per row: scale[r] = max|w[r, :]| / 127 (1 for a zero row), q = round(w / scale).
+  virtual void quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int8_t* q, float* scales) = 0;
 };
 
 // The backend for this build; `name` "cpu" (the default) is the only one built now.
 std::unique_ptr<Backend> make_backend(const std::string& name = "cpu");
+// The names make_backend accepts in this build (tests run every op on each).
+std::vector<std::string> backend_names();
 
 }  // namespace palm

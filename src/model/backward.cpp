@@ -87,14 +87,7 @@ void backward(Backend& be, Comm& comm, const Weights& w, Activations& acts,
   // undo x_0 = E[token]
   if (tp) {
     // the rows this rank holds, in token order (deterministic)
-    for (std::int64_t n = 0; n < N; ++n) {
-      const std::int64_t t = tokens[n] - acts.vocab_offset;
-      if (t < 0 || t >= V) continue;
-      float* dst = g.view.embed + t * D;
-      const float* src = acts.dx + n * D;
-#pragma omp simd
-      for (std::int64_t d = 0; d < D; ++d) dst[d] += src[d];
-    }
+    be.embedding_bwd_acc_slice(tokens, acts.dx, g.view.embed, acts.vocab_offset, V, N, D);
     // the replicated K/V head: every rank's heads contributed to its gradient
     const std::int64_t HK = c.n_heads * c.head_dim, K = c.head_dim;
     if (reduce)

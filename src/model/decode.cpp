@@ -53,7 +53,7 @@ void product(Backend& be, const StoredMatrix* m, std::int64_t b, std::int64_t N,
   }
 }
 
-StoredMatrix store(const float* w, std::int64_t rows, std::int64_t cols, WeightFormat f) {
+StoredMatrix store(Backend& be, const float* w, std::int64_t rows, std::int64_t cols, WeightFormat f) {
   StoredMatrix m;
   m.format = f;
   m.rows = rows;
@@ -63,25 +63,12 @@ StoredMatrix store(const float* w, std::int64_t rows, std::int64_t cols, WeightF
     m.data = w;
   } else if (f == WeightFormat::kBF16) {
     m.bf16.resize(std::size_t(n));
-#pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < n; ++i) {
-      std::uint32_t bits;
-      std::memcpy(&bits, &w[i], 4);
-      m.bf16[i] = std::uint16_t((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);  // nearest even
-    }
+    be.quantize_bf16(w, m.bf16.data(), n);
     m.data = m.bf16.data();
   } else {
     m.q.resize(std::size_t(n));
     m.scales.resize(std::size_t(rows));
-#pragma omp parallel for schedule(static)
-    for (std::int64_t r = 0; r < rows; ++r) {
-      float mx = 0.0f;
-      for (std::int64_t c = 0; c < cols; ++c) mx = std::max(mx, std::abs(w[r * cols + c]));
-      const float scale = mx > 0 ? mx / 127.0f : 1.0f;
-      m.scales[r] = scale;
-      for (std::int64_t c = 0; c < cols; ++c)
-        m.q[r * cols + c] = std::int8_t(std::lround(std::clamp(w[r * cols + c] / scale, -127.0f, 127.0f)));
-    }
+    be.quantize_int8_rows(w, rows, cols, m.q.data(), m.scales.data());
     m.data = m.q.data();
   }
   return m;
@@ -94,13 +81,13 @@ std::int64_t StoredMatrix::bytes() const {
   return rows * cols * per + std::int64_t(scales.size()) * 4;
 }
 
-DecodeWeights::DecodeWeights(const Weights& w, WeightFormat f) : format(f) {
+DecodeWeights::DecodeWeights(Backend& be, const Weights& w, WeightFormat f) : format(f) {
   const ModelConfig& c = w.config;
   for (const auto& l : w.view.layers) {
-    layers.push_back({store(l.w_in, c.fused_in_dim(), c.d_model, f), store(l.w_o, c.d_model, c.n_heads * c.head_dim, f),
-                      store(l.w_down, c.d_model, c.d_ff, f)});
+    layers.push_back({store(be, l.w_in, c.fused_in_dim(), c.d_model, f), store(be, l.w_o, c.d_model, c.n_heads * c.head_dim, f),
+                      store(be, l.w_down, c.d_model, c.d_ff, f)});
   }
-  embed = store(w.view.embed, c.vocab_size, c.d_model, f);
+  embed = store(be, w.view.embed, c.vocab_size, c.d_model, f);
 }
 
 std::int64_t DecodeWeights::bytes() const {

@@ -39,7 +39,7 @@ struct StoredMatrix {
 // The decode-time matrices (fused input projection, output projections, the embedding
 // for the logits) in one storage format: the bytes read per decoded token.
 struct DecodeWeights {
-  DecodeWeights(const Weights& w, WeightFormat format);
+  DecodeWeights(Backend& be, const Weights& w, WeightFormat format);  // quantized on `be`
   WeightFormat format;
   struct Layer {
     StoredMatrix w_in, w_o, w_down;

@@ -42,8 +42,7 @@ void layer_fwd(Backend& be, const ModelConfig& c, const ActivationPlan& plan, co
     project(be, plan, false, true, N, D, HK, 1.0f, a.att, HK, w.w_o, HK, 0.0f, branch, D);
     project(be, plan, false, true, N, D, F, 1.0f, a.act, F, w.w_down, F, 1.0f, branch, D);
     tp->group->all_reduce_sum(branch, N * D);
-#pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < N * D; ++i) x_out[i] = x_in[i] + branch[i];
+    be.add(x_in, branch, x_out, N * D);
     return;
   }
   // x_out = x_in + att W_o^T + act W_down^T (both branches accumulate into one buffer)
@@ -63,13 +62,7 @@ LossStats forward(Backend& be, const Weights& w, Activations& acts, const std::i
   if (tp) {
     // vocabulary-parallel: the rank holding a token's row contributes it, the others zeros
     const std::int64_t off = acts.vocab_offset;
-#pragma omp parallel for schedule(static)
-    for (std::int64_t n = 0; n < N; ++n) {
-      const std::int64_t t = tokens[n] - off;
-      float* dst = acts.x[0] + n * D;
-      if (t >= 0 && t < V) std::memcpy(dst, w.view.embed + t * D, sizeof(float) * D);
-      else std::memset(dst, 0, sizeof(float) * D);
-    }
+    be.embedding_fwd_slice(tokens, w.view.embed, off, V, acts.x[0], N, D);
     tp->group->all_reduce_sum(acts.x[0], N * D);
   } else {
     be.embedding_fwd(tokens, w.view.embed, acts.x[0], N, D);
@@ -87,7 +80,7 @@ LossStats forward(Backend& be, const Weights& w, Activations& acts, const std::i
   // cross-entropy + z-loss; in training dlogits replace the logits in place
   float* dlogits = acts.plan.training ? acts.logits : nullptr;
   if (tp) {
-    xent_vocab_parallel(*tp, acts.logits, targets, acts.nll, acts.log_z, dlogits, z_coef, 1.0f / float(N), N, V,
+    xent_vocab_parallel(be, *tp, acts.logits, targets, acts.nll, acts.log_z, dlogits, z_coef, 1.0f / float(N), N, V,
                         acts.vocab_offset);
   } else {
     be.xent_fwd_bwd(acts.logits, targets, acts.nll, acts.log_z, dlogits, z_coef, 1.0f / float(N), N, V);

@@ -80,19 +80,15 @@ ModelView make_view(const ModelConfig& c, float* base) {
 Weights::Weights(const ModelConfig& c)
     : config(c), arena(static_cast<std::size_t>(param_count(c))), view(make_view(c, arena.data())) {}
 
-void init_weights(Weights& w, std::uint64_t seed, const std::vector<bool>* only) {
+void init_weights(Backend& be, Weights& w, std::uint64_t seed, const std::vector<bool>* only) {
   std::size_t index = 0;
   for_each_param(w.config, [&](const ParamInfo& p) {
     if (only && !(*only)[index++]) return;
-    float* dst = w.arena.data() + p.offset;
-    const std::uint64_t stream = hash_string(p.name);
-    const double stddev = p.init == ParamInit::kFanIn ? 1.0 / std::sqrt(double(p.shape.back()))
-                                                      : 1.0;
-#pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < p.numel; ++i) {
-      dst[i] = p.init == ParamInit::kOnes ? 1.0f
-                                          : static_cast<float>(stddev * normal_at(seed, stream, i));
-    }
+    const double stddev = p.init == ParamInit::kOnes    ? 0.0  // fill_normal's constant, 1
+                          : p.init == ParamInit::kFanIn ? 1.0 / std::sqrt(double(p.shape.back()))
+                                                        : 1.0;
+    const std::int64_t cols = p.shape.size() == 2 ? p.shape[1] : p.numel;
+    be.fill_normal(w.arena.data() + p.offset, p.numel / cols, cols, seed, hash_string(p.name), stddev, cols, 0, 0, 1.0f);
   });
 }
 

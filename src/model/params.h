@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/arena.h"
+#include "kernels/backend.h"
 #include "model/config.h"
 
 namespace palm {
@@ -59,6 +60,6 @@ struct Weights {
 // thread count and order.
 // `only` (optional, per tensor in for_each_param order): initialize just those tensors
 // (a fully sharded rank writes only what it owns, so the rest never becomes resident).
-void init_weights(Weights& w, std::uint64_t seed, const std::vector<bool>* only = nullptr);
+void init_weights(Backend& be, Weights& w, std::uint64_t seed, const std::vector<bool>* only = nullptr);
 
 }  // namespace palm

@@ -63,7 +63,7 @@ void tp_insert(const float* local, const std::vector<std::int64_t>& shape, const
   }
 }
 
-void init_weights_tp(Weights& local, const ModelConfig& global, int rank, int T, std::uint64_t seed,
+void init_weights_tp(Backend& be, Weights& local, const ModelConfig& global, int rank, int T, std::uint64_t seed,
                      const std::vector<bool>* only) {
   const auto& glist = param_list(global);
   std::size_t i = 0;
@@ -73,61 +73,28 @@ void init_weights_tp(Weights& local, const ModelConfig& global, int rank, int T,
     if (!only) ++i;
     PALM_ASSERT(gp.name == p.name);
     const TpSlice s = tp_slice(p.name, global, rank, T);
-    const std::uint64_t stream = hash_string(p.name);
-    const double stddev = p.init == ParamInit::kFanIn ? 1.0 / std::sqrt(double(gp.shape.back())) : 1.0;
-    float* dst = local.arena.data() + p.offset;
+    const double stddev = p.init == ParamInit::kOnes    ? 0.0  // fill_normal's constant, 1
+                          : p.init == ParamInit::kFanIn ? 1.0 / std::sqrt(double(gp.shape.back()))
+                                                        : 1.0;
     const std::int64_t cols = p.shape.size() == 2 ? p.shape[1] : p.numel, gcols = gp.shape.size() == 2 ? gp.shape[1] : gp.numel;
-#pragma omp parallel for schedule(static)
-    for (std::int64_t j = 0; j < p.numel; ++j) {
-      // the global index of local element j (the counter of init_weights' normal draw)
-      const std::int64_t r = j / cols, col = j % cols;
-      const std::int64_t g = s.kind == SliceKind::kRows ? (s.begin + r) * gcols + col
-                             : s.kind == SliceKind::kCols ? r * gcols + s.begin + col
-                                                          : j;
-      dst[j] = p.init == ParamInit::kOnes ? 1.0f : static_cast<float>(stddev * normal_at(seed, stream, std::uint64_t(g)));
-    }
+    // this shard's elements carry the counters of init_weights' draw for the whole tensor
+    be.fill_normal(local.arena.data() + p.offset, p.numel / cols, cols, seed, hash_string(p.name), stddev, gcols,
+                   s.kind == SliceKind::kRows ? s.begin : 0, s.kind == SliceKind::kCols ? s.begin : 0, 1.0f);
   });
 }
 
-void xent_vocab_parallel(const TensorParallel& tp, float* logits, const std::int32_t* targets, float* nll, float* log_z,
-                         float* dlogits, float z_coef, float grad_scale, std::int64_t N, std::int64_t Vl,
+void xent_vocab_parallel(Backend& be, const TensorParallel& tp, float* logits, const std::int32_t* targets, float* nll,
+                         float* log_z, float* dlogits, float z_coef, float grad_scale, std::int64_t N, std::int64_t Vl,
                          std::int64_t off) {
   // a common shift for exp(): the global row maximum
   std::vector<float> mx(static_cast<std::size_t>(N));
-#pragma omp parallel for schedule(static)
-  for (std::int64_t n = 0; n < N; ++n) {
-    const float* row = logits + n * Vl;
-    float m = row[0];
-    for (std::int64_t v = 1; v < Vl; ++v) m = std::max(m, row[v]);
-    mx[std::size_t(n)] = m;
-  }
+  be.row_max(logits, N, Vl, mx.data());
   tp.group->all_reduce_max(mx.data(), N);
   // sum of exp and the target's logit, each completed by a sum over the group
   std::vector<double> part(static_cast<std::size_t>(2 * N));
-#pragma omp parallel for schedule(static)
-  for (std::int64_t n = 0; n < N; ++n) {
-    const float* row = logits + n * Vl;
-    double s = 0;
-    for (std::int64_t v = 0; v < Vl; ++v) s += std::exp(double(row[v]) - mx[std::size_t(n)]);
-    const std::int64_t t = targets[n] - off;
-    part[std::size_t(2 * n)] = s;
-    part[std::size_t(2 * n + 1)] = t >= 0 && t < Vl ? double(row[t]) : 0.0;
-  }
+  be.xent_partials(logits, targets, off, mx.data(), part.data(), N, Vl);
   tp.group->all_reduce_sum(part.data(), 2 * N);
-#pragma omp parallel for schedule(static)
-  for (std::int64_t n = 0; n < N; ++n) {
-    const double lz = double(mx[std::size_t(n)]) + std::log(part[std::size_t(2 * n)]);
-    nll[n] = float(lz - part[std::size_t(2 * n + 1)]);
-    log_z[n] = float(lz);
-    if (dlogits) {
-      const float* row = logits + n * Vl;
-      float* drow = dlogits + n * Vl;
-      const double pscale = double(grad_scale) * (1.0 + 2.0 * z_coef * lz);
-      for (std::int64_t v = 0; v < Vl; ++v) drow[v] = float(pscale * std::exp(double(row[v]) - lz));
-      const std::int64_t t = targets[n] - off;
-      if (t >= 0 && t < Vl) drow[t] -= grad_scale;
-    }
-  }
+  be.xent_finish(logits, targets, off, mx.data(), part.data(), nll, log_z, dlogits, z_coef, grad_scale, N, Vl);
 }
 
 }  // namespace palm

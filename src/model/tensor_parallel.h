@@ -41,13 +41,13 @@ void tp_extract(const float* global, const std::vector<std::int64_t>& global_sha
 void tp_insert(const float* local, const std::vector<std::int64_t>& global_shape, const TpSlice& s, float* global);
 
 // The shard of init_weights(global weights, seed): the same numbers, without building them.
-void init_weights_tp(Weights& local, const ModelConfig& global, int rank, int T, std::uint64_t seed,
+void init_weights_tp(Backend& be, Weights& local, const ModelConfig& global, int rank, int T, std::uint64_t seed,
                      const std::vector<bool>* only = nullptr);
 
 // Cross-entropy with z-loss over vocabulary-sharded logits [N, V/T] (this rank's columns
 // start at vocab_offset); nll and log_z are complete on every rank; dlogits (if given)
 // gets this rank's columns of the gradient, scaled by grad_scale.
-void xent_vocab_parallel(const TensorParallel& tp, float* logits, const std::int32_t* targets, float* nll, float* log_z,
+void xent_vocab_parallel(Backend& be, const TensorParallel& tp, float* logits, const std::int32_t* targets, float* nll, float* log_z,
                          float* dlogits, float z_coef, float grad_scale, std::int64_t N, std::int64_t V_local,
                          std::int64_t vocab_offset);
 

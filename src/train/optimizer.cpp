@@ -8,10 +8,6 @@
 namespace palm {
 
 namespace {
-constexpr std::int64_t kChunk = 4096;  // fixed reduction chunks: thread-count invariant sums
-}
-
-namespace {
 std::int64_t owned_floats(const ModelConfig& c, const std::vector<bool>& owned, std::vector<std::int64_t>& offsets) {
   std::int64_t total = 0;
   std::size_t i = 0;
@@ -26,28 +22,13 @@ std::int64_t owned_floats(const ModelConfig& c, const std::vector<bool>& owned, 
 }
 }  // namespace
 
-Optimizer::Optimizer(const ModelConfig& c, const OptimizerConfig& o, std::vector<bool> owned)
-    : model_(c),
+Optimizer::Optimizer(Backend& be, const ModelConfig& c, const OptimizerConfig& o, std::vector<bool> owned)
+    : be_(be),
+      model_(c),
       cfg_(o),
       first_(std::size_t(owned_floats(c, owned, state_offset_))),
       second_(first_.size()) {
   PALM_CHECK(o.kind == "adafactor" || o.kind == "adamw", "--optimizer must be adafactor or adamw, got '", o.kind, "'");
-  partials_.resize(std::size_t(param_count(c) / kChunk + 2));
-}
-
-double Optimizer::sum_squares(const float* x, std::int64_t n) {
-  const std::int64_t chunks = (n + kChunk - 1) / kChunk;
-  if (std::int64_t(partials_.size()) < chunks) partials_.resize(std::size_t(chunks));
-#pragma omp parallel for schedule(static)
-  for (std::int64_t c = 0; c < chunks; ++c) {
-    double s = 0;
-    const std::int64_t end = std::min(n, (c + 1) * kChunk);
-    for (std::int64_t i = c * kChunk; i < end; ++i) s += double(x[i]) * x[i];
-    partials_[c] = s;
-  }
-  double total = 0;
-  for (std::int64_t c = 0; c < chunks; ++c) total += partials_[c];
-  return total;
 }
 
 double Optimizer::step(Weights& w, Weights& g, std::int64_t k, double lr) {
@@ -65,13 +46,13 @@ double Optimizer::step(Weights& w, Weights& g, std::int64_t k, double lr) {
       // its pages back into memory)
       const bool elsewhere = norm_group_ && state_offset_[i] < 0;
       ++i;
-      if (!elsewhere) sq[split ? 0 : 1] += sum_squares(g.arena.data() + p.offset, p.numel);
+      if (!elsewhere) sq[split ? 0 : 1] += be_.sum_squares(g.arena.data() + p.offset, p.numel);
     });
     if (norm_group_) norm_group_->all_reduce_sum(sq, 2);
     if (tp_group_) tp_group_->all_reduce_sum(sq, 1);
     norm = std::sqrt(sq[0] + sq[1]);
   } else {
-    norm = std::sqrt(sum_squares(g.arena.data(), total));
+    norm = std::sqrt(be_.sum_squares(g.arena.data(), total));
   }
   PALM_CHECK(std::isfinite(norm), "the gradient norm is not finite");
   if (cfg_.clip_norm > 0 && norm > cfg_.clip_norm) {
@@ -79,9 +60,7 @@ double Optimizer::step(Weights& w, Weights& g, std::int64_t k, double lr) {
     std::size_t index = 0;
     for_each_param(model_, [&](const ParamInfo& p) {
       if (state_offset_[index++] < 0) return;  // another rank updates it (and holds its gradient)
-      float* gd = g.arena.data() + p.offset;
-#pragma omp parallel for schedule(static)
-      for (std::int64_t i = 0; i < p.numel; ++i) gd[i] *= scale;
+      be_.scale(g.arena.data() + p.offset, scale, p.numel);
     });
   }
   if (cfg_.kind == "adamw") {
@@ -94,13 +73,7 @@ double Optimizer::step(Weights& w, Weights& g, std::int64_t k, double lr) {
       const bool decay = p.shape.size() == 2;  // no decay on LayerNorm scales
       float *x = w.arena.data() + p.offset, *gd = g.arena.data() + p.offset, *m = first_.data() + so,
             *v = second_.data() + so;
-#pragma omp parallel for schedule(static)
-      for (std::int64_t i = 0; i < p.numel; ++i) {
-        m[i] = float(b1 * m[i] + (1 - b1) * gd[i]);
-        v[i] = float(b2 * v[i] + (1 - b2) * double(gd[i]) * gd[i]);
-        const double upd = (m[i] / c1) / (std::sqrt(v[i] / c2) + cfg_.eps);
-        x[i] = float(x[i] - lr * (upd + (decay ? cfg_.weight_decay * x[i] : 0.0)));
-      }
+      be_.adamw_update(x, gd, m, v, p.numel, lr, b1, b2, c1, c2, cfg_.eps, decay ? cfg_.weight_decay : 0.0);
     });
     return norm;
   }
@@ -118,12 +91,8 @@ double Optimizer::step(Weights& w, Weights& g, std::int64_t k, double lr) {
     float* ms = first_.data() + so;
     float* vs = second_.data() + so;
     const std::int64_t n = p.numel;
-#pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < n; ++i) {
-      vs[i] = float(b2 * vs[i] + (1 - b2) * (double(gs[i]) * gs[i] + 1e-30));
-      gs[i] = float(gs[i] / std::sqrt(double(vs[i])));  // U, in the gradient's place
-    }
-    double sums[2] = {sum_squares(gs, n), sum_squares(xs, n)};
+    be_.adafactor_precondition(gs, vs, n, b2);  // U, in the gradient's place
+    double sums[2] = {be_.sum_squares(gs, n), be_.sum_squares(xs, n)};
     double count = double(n);
     if (tp_group_ && tp_sharded_[index - 1]) {  // RMS over the whole tensor, not this shard
       tp_group_->all_reduce_sum(sums, 2);
@@ -135,11 +104,7 @@ double Optimizer::step(Weights& w, Weights& g, std::int64_t k, double lr) {
     const double a = lr * std::max(cfg_.param_scale_floor, rms_x);
     const double mom = cfg_.momentum;
     const double decay = cfg_.weight_decay_lr2 ? lr * lr : 0.0;
-#pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < n; ++i) {
-      ms[i] = float(mom * ms[i] + (1 - mom) * a * u_scale * gs[i]);
-      xs[i] = float(xs[i] - ms[i] - decay * xs[i]);
-    }
+    be_.adafactor_apply(xs, ms, gs, n, mom, (1 - mom) * a * u_scale, decay);
   });
   return norm;
 }

@@ -10,6 +10,7 @@
 
 #include "base/arena.h"
 #include "dist/comm.h"
+#include "kernels/backend.h"
 #include "model/params.h"
 
 namespace palm {
@@ -31,7 +32,8 @@ class Optimizer {
  public:
   // owned[i]: this process keeps the state of parameter tensor i (for_each_param order)
   // and updates it; empty: all of them. Sharded data parallelism gives each rank a share.
-  Optimizer(const ModelConfig& c, const OptimizerConfig& o, std::vector<bool> owned = {});
+  // The updates and norms run on `be` (one fused op per tensor).
+  Optimizer(Backend& be, const ModelConfig& c, const OptimizerConfig& o, std::vector<bool> owned = {});
   // One update at step k (k >= 1) with learning rate lr of the owned tensors; g may be
   // modified (clipping). The norm is over all of g. Returns the global gradient norm
   // before clipping.
@@ -56,12 +58,11 @@ class Optimizer {
   const OptimizerConfig& config() const { return cfg_; }
 
  private:
-  double sum_squares(const float* x, std::int64_t n);
+  Backend& be_;
   ModelConfig model_;
   OptimizerConfig cfg_;
   std::vector<std::int64_t> state_offset_;  // per tensor: its offset in the state arenas, -1 if not owned
   FloatArena first_, second_;     // adafactor: M, V; adamw: m, v (owned tensors only)
-  std::vector<double> partials_;  // per-chunk sums
   Comm* tp_group_ = nullptr;
   Comm* norm_group_ = nullptr;
   std::vector<bool> tp_sharded_;

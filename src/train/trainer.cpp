@@ -61,32 +61,15 @@ double quick_gemm_peak(Backend& be) {
   return 2.0 * n * n * n * calls / std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Keeps the metrics lines of steps <= step (resuming rewinds the log with the weights).
-// A 64-bit hash of the bits of n floats: chunks hashed in parallel, combined in order.
-std::uint64_t hash_floats(const float* data, std::int64_t n) {
-  const std::int64_t chunk = 1 << 20, chunks = (n + chunk - 1) / chunk;
-  std::vector<std::uint64_t> h(static_cast<std::size_t>(chunks), 0);
-  const auto* words = reinterpret_cast<const std::uint32_t*>(data);
-#pragma omp parallel for schedule(static)
-  for (std::int64_t c = 0; c < chunks; ++c) {
-    std::uint64_t x = 0x9E3779B97F4A7C15ull ^ std::uint64_t(c);
-    for (std::int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) x = (x ^ words[i]) * 0x100000001B3ull;
-    h[std::size_t(c)] = x;
-  }
-  std::uint64_t all = 0xCBF29CE484222325ull;
-  for (auto x : h) all = (all ^ x) * 0x100000001B3ull;
-  return all;
-}
-
 // Data-parallel replicas (and pods) must hold bitwise the same parameters; a mismatch is a
 // bug or a hardware fault, and training on would diverge silently.
 // `only`: the tensors this rank holds (fully sharded), else all.
-void check_replicas_identical(Comm& world, const Weights& w, std::int64_t step, const std::vector<bool>* only = nullptr) {
+void check_replicas_identical(Backend& be, Comm& world, const Weights& w, std::int64_t step, const std::vector<bool>* only = nullptr) {
   std::uint64_t h = 0xCBF29CE484222325ull;
   std::size_t i = 0;
   for_each_param(w.config, [&](const ParamInfo& p) {
     if (only && !(*only)[i++]) return;
-    h = (h ^ hash_floats(w.arena.data() + p.offset, p.numel)) * 0x100000001B3ull;
+    h = (h ^ be.hash_floats(w.arena.data() + p.offset, p.numel)) * 0x100000001B3ull;
   });
   std::int64_t v[2] = {std::int64_t(h), std::int64_t(~h)};
   world.all_reduce_max(v, 2);
@@ -281,7 +264,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
     }
     for (int r : owner) owned.push_back(r == mesh.data_index());
   }
-  Optimizer opt(shard_config, o.optimizer, owned);
+  Optimizer opt(*be, shard_config, o.optimizer, owned);
   if (o.tp > 1) {
     std::vector<bool> split;
     for_each_param(shard_config, [&](const ParamInfo& p) { split.push_back(tp_slice(p.name, o.model, 0, o.tp).kind != SliceKind::kAll); });
@@ -368,8 +351,8 @@ std::int64_t run_training(TrainOptions o, bool resume) {
       });
     } else {
       const std::vector<bool>* only = fsdp ? &owned : nullptr;  // --shard full: what this rank owns
-      if (o.tp > 1) init_weights_tp(w, o.model, layout.rank, layout.size, o.seed, only);  // the shard of the same init
-      else init_weights(w, o.seed, only);
+      if (o.tp > 1) init_weights_tp(*be, w, o.model, layout.rank, layout.size, o.seed, only);  // the shard of the same init
+      else init_weights(*be, w, o.seed, only);
     }
     if (fsdp) fsdp->release_all();
     if (leader) write_text_atomic(metrics_path, "");
@@ -515,9 +498,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
       std::size_t t = 0;
       for_each_param(shard_config, [&](const ParamInfo& p) {
         if (fsdp && !fsdp->owns(t++)) return;  // not here (and not touched: it stays unresident)
-        float* gd = g.arena.data() + p.offset;
-#pragma omp parallel for schedule(static)
-        for (std::int64_t i = 0; i < p.numel; ++i) gd[i] *= inv;
+        be->scale(g.arena.data() + p.offset, inv, p.numel);
       });
     }
     const double lr = o.lr.at(k);
@@ -567,7 +548,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
       std::int64_t stop_flag = g_stop_signal.load();
       mesh.world().all_reduce_max(&stop_flag, 1);
       if (stop_flag && !g_stop_signal) g_stop_signal = int(stop_flag);
-      if (k % o.hash_every == 0 || k == o.steps) check_replicas_identical(fsdp ? mesh.pod_twins() : mesh.replicas(), w, k, fsdp ? &owned : nullptr);
+      if (k % o.hash_every == 0 || k == o.steps) check_replicas_identical(*be, fsdp ? mesh.pod_twins() : mesh.replicas(), w, k, fsdp ? &owned : nullptr);
     }
     if (k % o.checkpoint_every == 0 || k == o.steps || g_stop_signal) checkpoint();
     if (g_stop_signal) {

@@ -51,6 +51,26 @@ class CpuBackend final : public Backend {
   void xent_fwd_bwd(float* logits, const std::int32_t* targets, float* nll, float* log_z,
                     float* dlogits, float z_coef, float grad_scale, i64 N, i64 V) override;
   void add(const float* a, const float* b, float* out, i64 n) override;
+  void scale(float* x, float s, i64 n) override;
+  double sum_squares(const float* x, i64 n) override;
+  std::uint64_t hash_floats(const float* x, i64 n) override;
+  void fill_normal(float* x, i64 rows, i64 cols, std::uint64_t seed, std::uint64_t stream, double stddev,
+                   i64 global_cols, i64 row0, i64 col0, float constant) override;
+  void adamw_update(float* x, const float* g, float* m, float* v, i64 n, double lr, double b1, double b2, double c1,
+                    double c2, double eps, double wd) override;
+  void adafactor_precondition(float* g, float* v, i64 n, double beta2) override;
+  void adafactor_apply(float* x, float* m, const float* u, i64 n, double momentum, double step, double decay) override;
+  void embedding_fwd_slice(const std::int32_t* tokens, const float* E, i64 first, i64 rows, float* x, i64 N,
+                           i64 D) override;
+  void embedding_bwd_acc_slice(const std::int32_t* tokens, const float* dx, float* dE, i64 first, i64 rows, i64 N,
+                               i64 D) override;
+  void row_max(const float* logits, i64 N, i64 V, float* out) override;
+  void xent_partials(const float* logits, const std::int32_t* targets, i64 first, const float* mx, double* part, i64 N,
+                     i64 V) override;
+  void xent_finish(const float* logits, const std::int32_t* targets, i64 first, const float* mx, const double* part,
+                   float* nll, float* log_z, float* dlogits, float z_coef, float grad_scale, i64 N, i64 V) override;
+  void quantize_bf16(const float* w, std::uint16_t* out, i64 n) override;
+  void quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int8_t* q, float* scales) override;
 
  private:
   // bf16 GEMM state: operand copies reused across calls (no per-step allocation) and

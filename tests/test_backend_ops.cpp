@@ -1,0 +1,258 @@
+// The whole-tensor Backend ops (optimizer updates, norms, hashes, initialization, the
+// vocabulary-slice embedding and cross-entropy, decode quantization), run on every
+// backend compiled into this build, at odd sizes, against double-precision formulas
+// written out here (the ops' contracts in kernels/backend.h), and for the reductions
+// against themselves at 1 and 2 threads (bitwise: the chunked order is the contract).
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "base/rng.h"
+#include "kernels/backend.h"
+
+namespace palm {
+namespace {
+
+std::vector<float> randn(std::size_t n, unsigned seed, float scale = 1.0f) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+// Runs f with the backend's OpenMP team set to `threads`, restoring it after.
+template <class F>
+auto with_threads(int threads, F f) {
+  const int keep = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  auto r = f();
+  omp_set_num_threads(keep);
+  return r;
+}
+
+class BackendOps : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::unique_ptr<Backend> be = make_backend(GetParam());
+};
+
+TEST_P(BackendOps, ScaleAndSumOfSquares) {
+  for (const i64 n : {1, 7, 4095, 4096, 4097, 100003}) {
+    auto x = randn(std::size_t(n), unsigned(n));
+    long double want = 0;
+    for (const float v : x) want += (long double)v * v;
+    const double got = be->sum_squares(x.data(), n);
+    EXPECT_NEAR(got, double(want), 1e-12 * double(want)) << n;
+    const double one = with_threads(1, [&] { return be->sum_squares(x.data(), n); });
+    const double two = with_threads(2, [&] { return be->sum_squares(x.data(), n); });
+    EXPECT_EQ(std::memcmp(&one, &two, sizeof one), 0) << "thread-count dependent sum at n = " << n;
+    auto y = x;
+    be->scale(y.data(), -0.37f, n);
+    for (i64 i = 0; i < n; ++i) ASSERT_EQ(y[std::size_t(i)], x[std::size_t(i)] * -0.37f) << i;
+  }
+}
+
+TEST_P(BackendOps, HashSeesEveryBitAndIgnoresThreads) {
+  const i64 n = (i64(1) << 20) + 3;  // two chunks, the second short
+  auto x = randn(std::size_t(n), 5);
+  const std::uint64_t h = be->hash_floats(x.data(), n);
+  EXPECT_EQ(h, with_threads(1, [&] { return be->hash_floats(x.data(), n); }));
+  EXPECT_EQ(h, with_threads(2, [&] { return be->hash_floats(x.data(), n); }));
+  for (const i64 at : {i64(0), i64(1) << 19, n - 1}) {
+    auto y = x;
+    std::uint32_t bits;
+    std::memcpy(&bits, &y[std::size_t(at)], 4);
+    bits ^= 1u;  // the lowest mantissa bit
+    std::memcpy(&y[std::size_t(at)], &bits, 4);
+    EXPECT_NE(be->hash_floats(y.data(), n), h) << "a one-bit change at " << at;
+  }
+}
+
+TEST_P(BackendOps, FillNormalSlicesAreTheWholeDrawsValues) {
+  const i64 R = 37, C = 53;
+  const std::uint64_t seed = 9, stream = hash_string("layers.0.attn.w");
+  std::vector<float> whole(static_cast<std::size_t>(R * C));
+  be->fill_normal(whole.data(), R, C, seed, stream, 0.5, C, 0, 0, 0.0f);
+  for (i64 i = 0; i < R * C; ++i)
+    ASSERT_EQ(whole[std::size_t(i)], float(0.5 * normal_at(seed, stream, std::uint64_t(i)))) << i;
+  // a block of rows 5..16 and one of columns 20..44 hold the whole draw's values there
+  std::vector<float> rows(static_cast<std::size_t>(12 * C)), cols(static_cast<std::size_t>(R * 25));
+  be->fill_normal(rows.data(), 12, C, seed, stream, 0.5, C, 5, 0, 0.0f);
+  be->fill_normal(cols.data(), R, 25, seed, stream, 0.5, C, 0, 20, 0.0f);
+  for (i64 r = 0; r < 12; ++r)
+    for (i64 c = 0; c < C; ++c) ASSERT_EQ(rows[std::size_t(r * C + c)], whole[std::size_t((5 + r) * C + c)]);
+  for (i64 r = 0; r < R; ++r)
+    for (i64 c = 0; c < 25; ++c) ASSERT_EQ(cols[std::size_t(r * 25 + c)], whole[std::size_t(r * C + 20 + c)]);
+  // the statistics of a large draw, and the constant fill
+  std::vector<float> big(200000);
+  be->fill_normal(big.data(), 1, 200000, 3, 4, 2.0, 200000, 0, 0, 0.0f);
+  double mean = 0, sq = 0;
+  for (const float v : big) mean += v, sq += double(v) * v;
+  mean /= double(big.size());
+  EXPECT_NEAR(mean, 0.0, 0.02);
+  EXPECT_NEAR(std::sqrt(sq / double(big.size()) - mean * mean), 2.0, 0.02);
+  be->fill_normal(big.data(), 1, 7, 3, 4, 0.0, 7, 0, 0, 1.0f);
+  for (int i = 0; i < 7; ++i) EXPECT_EQ(big[std::size_t(i)], 1.0f);
+}
+
+TEST_P(BackendOps, AdamWAndAdafactorUpdatesFollowTheirFormulas) {
+  const i64 n = 1001;
+  const auto x0 = randn(std::size_t(n), 1), g0 = randn(std::size_t(n), 2), m0 = randn(std::size_t(n), 3, 0.1f);
+  auto v0 = randn(std::size_t(n), 4, 0.1f);
+  for (auto& v : v0) v = std::abs(v);
+  // AdamW at step 3
+  const double lr = 1e-3, b1 = 0.9, b2 = 0.99, c1 = 1 - std::pow(b1, 3), c2 = 1 - std::pow(b2, 3), eps = 1e-8, wd = 0.1;
+  auto x = x0, m = m0, v = v0;
+  be->adamw_update(x.data(), g0.data(), m.data(), v.data(), n, lr, b1, b2, c1, c2, eps, wd);
+  for (i64 i = 0; i < n; ++i) {
+    const std::size_t k = std::size_t(i);
+    const double mw = b1 * m0[k] + (1 - b1) * g0[k], vw = b2 * v0[k] + (1 - b2) * double(g0[k]) * g0[k];
+    const double xw = x0[k] - lr * ((mw / c1) / (std::sqrt(vw / c2) + eps) + wd * x0[k]);
+    ASSERT_NEAR(m[k], mw, 1e-6 * std::abs(mw) + 1e-12) << i;
+    ASSERT_NEAR(v[k], vw, 1e-6 * std::abs(vw) + 1e-12) << i;
+    ASSERT_NEAR(x[k], xw, 1e-6 * std::abs(xw) + 1e-9) << i;
+  }
+  // Adafactor: precondition, then apply
+  auto u = g0;
+  v = v0;
+  be->adafactor_precondition(u.data(), v.data(), n, 0.8);
+  for (i64 i = 0; i < n; ++i) {
+    const std::size_t k = std::size_t(i);
+    const double vw = 0.8 * v0[k] + 0.2 * (double(g0[k]) * g0[k] + 1e-30);
+    ASSERT_NEAR(v[k], vw, 1e-6 * vw) << i;
+    ASSERT_NEAR(u[k], g0[k] / std::sqrt(double(v[k])), 1e-6 * std::abs(g0[k] / std::sqrt(double(v[k])))) << i;
+  }
+  x = x0;
+  m = m0;
+  be->adafactor_apply(x.data(), m.data(), u.data(), n, 0.9, 0.003, 1e-4);
+  for (i64 i = 0; i < n; ++i) {
+    const std::size_t k = std::size_t(i);
+    const double mw = 0.9 * m0[k] + 0.003 * u[k];
+    ASSERT_NEAR(m[k], mw, 1e-6 * std::abs(mw) + 1e-12) << i;
+    ASSERT_NEAR(x[k], x0[k] - m[k] - 1e-4 * x0[k], 1e-6 * std::abs(x0[k]) + 1e-9) << i;
+  }
+}
+
+TEST_P(BackendOps, EmbeddingOfAVocabularySlice) {
+  const i64 V = 23, D = 13, N = 31, first = 9, rows = 8;  // this slice: tokens 9..16
+  const auto E = randn(std::size_t(rows * D), 1);
+  std::vector<std::int32_t> tokens(static_cast<std::size_t>(N));
+  for (i64 n = 0; n < N; ++n) tokens[std::size_t(n)] = std::int32_t((n * 7 + 3) % V);
+  tokens[4] = tokens[5] = 12;  // a row hit twice
+  std::vector<float> x(std::size_t(N * D), 5.0f);
+  be->embedding_fwd_slice(tokens.data(), E.data(), first, rows, x.data(), N, D);
+  const auto dx = randn(std::size_t(N * D), 2);
+  auto dE = randn(std::size_t(rows * D), 3);
+  const auto dE0 = dE;
+  be->embedding_bwd_acc_slice(tokens.data(), dx.data(), dE.data(), first, rows, N, D);
+  std::vector<double> want_dE(dE0.begin(), dE0.end());
+  for (i64 n = 0; n < N; ++n) {
+    const i64 t = tokens[std::size_t(n)] - first;
+    const bool mine = t >= 0 && t < rows;
+    for (i64 d = 0; d < D; ++d) {
+      ASSERT_EQ(x[std::size_t(n * D + d)], mine ? E[std::size_t(t * D + d)] : 0.0f) << n << "," << d;
+      if (mine) want_dE[std::size_t(t * D + d)] += dx[std::size_t(n * D + d)];
+    }
+  }
+  for (std::size_t i = 0; i < dE.size(); ++i) ASSERT_NEAR(dE[i], want_dE[i], 1e-5) << i;
+}
+
+TEST_P(BackendOps, CrossEntropyFromTheSlicesPartialStatistics) {
+  // two "ranks" hold columns [0, 17) and [17, 41) of 41; their partials, combined as the
+  // group would, give the whole vocabulary's loss and each its gradient columns
+  const i64 N = 9, V = 41, split = 17;
+  const float z = 1e-4f, gs = 1.0f / float(N);
+  const auto logits = randn(std::size_t(N * V), 7, 3.0f);
+  std::vector<std::int32_t> targets(static_cast<std::size_t>(N));
+  for (i64 n = 0; n < N; ++n) targets[std::size_t(n)] = std::int32_t((n * 11 + 2) % V);
+  std::vector<float> slice[2];
+  const i64 first[2] = {0, split}, width[2] = {split, V - split};
+  for (int r = 0; r < 2; ++r) {
+    slice[r].resize(std::size_t(N * width[r]));
+    for (i64 n = 0; n < N; ++n)
+      for (i64 v = 0; v < width[r]; ++v) slice[r][std::size_t(n * width[r] + v)] = logits[std::size_t(n * V + first[r] + v)];
+  }
+  std::vector<float> mx[2] = {std::vector<float>(std::size_t(N)), std::vector<float>(std::size_t(N))};
+  for (int r = 0; r < 2; ++r) be->row_max(slice[r].data(), N, width[r], mx[r].data());
+  std::vector<float> gmax(static_cast<std::size_t>(N));
+  for (i64 n = 0; n < N; ++n) gmax[std::size_t(n)] = std::max(mx[0][std::size_t(n)], mx[1][std::size_t(n)]);
+  std::vector<double> part[2] = {std::vector<double>(std::size_t(2 * N)), std::vector<double>(std::size_t(2 * N))};
+  for (int r = 0; r < 2; ++r) be->xent_partials(slice[r].data(), targets.data(), first[r], gmax.data(), part[r].data(), N, width[r]);
+  std::vector<double> sum(static_cast<std::size_t>(2 * N));
+  for (i64 i = 0; i < 2 * N; ++i) sum[std::size_t(i)] = part[0][std::size_t(i)] + part[1][std::size_t(i)];
+  for (int r = 0; r < 2; ++r) {
+    std::vector<float> nll(static_cast<std::size_t>(N)), lz(static_cast<std::size_t>(N)), d(static_cast<std::size_t>(N * width[r]));
+    be->xent_finish(slice[r].data(), targets.data(), first[r], gmax.data(), sum.data(), nll.data(), lz.data(), d.data(), z, gs,
+                    N, width[r]);
+    for (i64 n = 0; n < N; ++n) {
+      double m = -1e300;
+      for (i64 v = 0; v < V; ++v) m = std::max(m, double(logits[std::size_t(n * V + v)]));
+      double s = 0;
+      for (i64 v = 0; v < V; ++v) s += std::exp(double(logits[std::size_t(n * V + v)]) - m);
+      const double logz = m + std::log(s);
+      const std::int32_t t = targets[std::size_t(n)];
+      EXPECT_NEAR(nll[std::size_t(n)], logz - logits[std::size_t(n * V + t)], 1e-5) << n;
+      EXPECT_NEAR(lz[std::size_t(n)], logz, 1e-5) << n;
+      for (i64 v = 0; v < width[r]; ++v) {
+        const i64 gv = first[r] + v;
+        const double p = std::exp(double(logits[std::size_t(n * V + gv)]) - logz);
+        const double want = gs * (p * (1 + 2 * z * logz) - (gv == t ? 1.0 : 0.0));
+        ASSERT_NEAR(d[std::size_t(n * width[r] + v)], want, 1e-6) << n << "," << gv;
+      }
+    }
+  }
+}
+
+// The bfloat16 nearest to x, ties to an even mantissa, by comparing the two candidates in
+// double: an oracle independent of the bit trick the backend may use.
+std::uint16_t bf16_nearest(float x) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  const std::uint32_t lo = bits & 0xFFFF0000u, hi = lo + 0x10000u;
+  float flo, fhi;
+  std::memcpy(&flo, &lo, 4);
+  std::memcpy(&fhi, &hi, 4);
+  const double dlo = std::abs(double(x) - flo), dhi = std::abs(double(fhi) - x);
+  if (dlo < dhi) return std::uint16_t(lo >> 16);
+  if (dhi < dlo) return std::uint16_t(hi >> 16);
+  return std::uint16_t(((lo >> 16) & 1u) ? hi >> 16 : lo >> 16);
+}
+
+TEST_P(BackendOps, DecodeWeightQuantization) {
+  auto w = randn(1000, 11);
+  w[3] = 1.00390625f;  // exactly between two bfloat16 values: ties to even
+  w[4] = -3.0117188f;
+  std::vector<std::uint16_t> b(w.size());
+  be->quantize_bf16(w.data(), b.data(), i64(w.size()));
+  for (std::size_t i = 0; i < w.size(); ++i) ASSERT_EQ(b[i], bf16_nearest(w[i])) << i << " " << w[i];
+  const i64 R = 7, C = 29;
+  auto m = randn(std::size_t(R * C), 12);
+  std::fill(m.begin() + 2 * C, m.begin() + 3 * C, 0.0f);  // a zero row
+  std::vector<std::int8_t> q(m.size());
+  std::vector<float> scales(static_cast<std::size_t>(R));
+  be->quantize_int8_rows(m.data(), R, C, q.data(), scales.data());
+  for (i64 r = 0; r < R; ++r) {
+    double mx = 0;
+    for (i64 c = 0; c < C; ++c) mx = std::max(mx, std::abs(double(m[std::size_t(r * C + c)])));
+    const double scale = mx > 0 ? mx / 127 : 1.0;
+    ASSERT_NEAR(scales[std::size_t(r)], scale, 1e-6 * scale) << r;
+    for (i64 c = 0; c < C; ++c) {
+      const double want = std::round(m[std::size_t(r * C + c)] / scale);
+      ASSERT_LE(std::abs(q[std::size_t(r * C + c)] - want), 1.0) << r << "," << c;  // half-way cases may round either way in float
+      ASSERT_LE(std::abs(q[std::size_t(r * C + c)] * scales[std::size_t(r)] - m[std::size_t(r * C + c)]),
+                0.5 * scale * (1 + 1e-5))
+          << r << "," << c;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryBackend, BackendOps, ::testing::ValuesIn(backend_names()),
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
+
+}  // namespace
+}  // namespace palm
