@@ -10,7 +10,12 @@
 #include <string>
 #include <vector>
 
+#include <condition_variable>
+#include <mutex>
+
+#include "infer/engine.h"
 #include "infer/sampler.h"
+#include "model/params.h"
 #include "infer/stop.h"
 
 namespace {
@@ -189,6 +194,54 @@ TEST(Stop, PieceByPieceEqualsAFullSearchOfTheTextSoFar) {
     }
   }
   EXPECT_GT(stopped, 1000) << "most trials meet a stop string";
+}
+
+// A failure inside the engine's thread (here a request's own callback throws, as a
+// server callback could with std::bad_alloc) fails that request with the message; the
+// other requests and the engine go on.
+TEST(Engine, AFailingRequestFailsAloneAndTheEngineStaysUp) {
+  ModelConfig c = preset("tiny");
+  Weights w(c);
+  const auto be = make_backend();
+  init_weights(*be, w, 5);
+  Engine engine(*be, w, 4, 8);
+  struct Outcome {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<std::string> reasons, errors;
+  } out;
+  auto request = [&](bool throws) {
+    EngineRequest r;
+    r.prompt = {1, 2, 3};
+    r.max_tokens = 8;
+    r.sampling.temperature = 0;
+    r.on_token = [throws](std::int32_t, double) -> bool {
+      if (throws) throw std::runtime_error("the callback failed");
+      return false;
+    };
+    r.on_done = [&out](const std::string& reason, const std::string& error) {
+      std::lock_guard<std::mutex> lock(out.mu);
+      out.reasons.push_back(reason);
+      out.errors.push_back(error);
+      out.cv.notify_all();
+    };
+    return r;
+  };
+  ASSERT_EQ(engine.submit(request(false)), Engine::Admit::kAccepted);
+  ASSERT_EQ(engine.submit(request(true)), Engine::Admit::kAccepted);
+  ASSERT_EQ(engine.submit(request(false)), Engine::Admit::kAccepted);
+  {
+    std::unique_lock<std::mutex> lock(out.mu);
+    ASSERT_TRUE(out.cv.wait_for(lock, std::chrono::seconds(30), [&] { return out.reasons.size() == 3; }));
+  }
+  EXPECT_EQ(std::count(out.reasons.begin(), out.reasons.end(), "length"), 2);
+  ASSERT_EQ(std::count(out.reasons.begin(), out.reasons.end(), "error"), 1);
+  EXPECT_NE(std::find(out.errors.begin(), out.errors.end(), "the callback failed"), out.errors.end());
+  // still serving
+  ASSERT_EQ(engine.submit(request(false)), Engine::Admit::kAccepted);
+  std::unique_lock<std::mutex> lock(out.mu);
+  ASSERT_TRUE(out.cv.wait_for(lock, std::chrono::seconds(30), [&] { return out.reasons.size() == 4; }));
+  EXPECT_EQ(out.reasons.back(), "length");
 }
 
 }  // namespace

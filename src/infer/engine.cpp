@@ -77,13 +77,20 @@ void Engine::loop() {
   std::vector<std::pair<float, std::int32_t>> sort_scratch;
   std::vector<KvCache*> caches;
   std::vector<std::int32_t> next;
-  // after the token is sampled: callbacks, then whether the sequence goes on
-  auto advance = [&](Sequence& s, const Sampled& t) {
-    ++s.generated;
-    s.last = t.token;
-    const bool stop = t.token == kEodId || (s.req.on_token && s.req.on_token(t.token, t.logprob));
-    if (stop) finish(s, "stop");
-    else if (s.generated >= s.req.max_tokens || s.cache->len >= s.cache->capacity) finish(s, "length");
+  // After the token is sampled: callbacks, then whether the sequence goes on. Nothing
+  // thrown here (by sampling or a request's callback) may leave this thread: the request
+  // fails with the message and the engine goes on.
+  auto advance = [&](Sequence& s, const float* row, std::uint64_t index) {
+    try {
+      const Sampled t = sample_token(row, V, s.req.sampling, s.req.stream, index, sort_scratch);
+      ++s.generated;
+      s.last = t.token;
+      const bool stop = t.token == kEodId || (s.req.on_token && s.req.on_token(t.token, t.logprob));
+      if (stop) finish(s, "stop");
+      else if (s.generated >= s.req.max_tokens || s.cache->len >= s.cache->capacity) finish(s, "length");
+    } catch (const std::exception& e) {
+      finish(s, "error", e.what());
+    }
   };
   for (;;) {
     std::vector<EngineRequest> admitted;
@@ -136,7 +143,7 @@ void Engine::loop() {
         finish(*s, "error", e.what());
         continue;
       }
-      advance(*s, sample_token(logits.data(), V, s->req.sampling, s->req.stream, 0, sort_scratch));
+      advance(*s, logits.data(), 0);
       if (!s->done) active.push_back(std::move(s));
     }
     // cancelled sequences leave before the step
@@ -150,11 +157,12 @@ void Engine::loop() {
         caches.push_back(s->cache.get());
         next.push_back(s->last);
       }
-      decode_step(be_, w_, caches, next.data(), logits.data(), scratch, stored_);
-      for (std::size_t i = 0; i < active.size(); ++i) {
-        Sequence& s = *active[i];
-        advance(s, sample_token(logits.data() + i * V, V, s.req.sampling, s.req.stream, std::uint64_t(s.generated),
-                                sort_scratch));
+      try {
+        decode_step(be_, w_, caches, next.data(), logits.data(), scratch, stored_);
+        for (std::size_t i = 0; i < active.size(); ++i)
+          advance(*active[i], logits.data() + std::int64_t(i) * V, std::uint64_t(active[i]->generated));
+      } catch (const std::exception& e) {  // the step failed: its sequences fail, the engine stays
+        for (auto& s : active) finish(*s, "error", std::string("decode step failed: ") + e.what());
       }
       std::erase_if(active, [](const auto& s) { return s->done; });
     }
