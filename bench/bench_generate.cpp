@@ -111,7 +111,7 @@ void run_bench_generate(const BenchGenOptions& o) {
     timing.totals.clear();
     for (std::int64_t i = 0; i < batch; ++i) {
       for (auto& t : prompt) t = std::int32_t(rng() % c.vocab_size);
-      caches.push_back(std::make_unique<KvCache>(c, o.prompt + o.tokens + 1));
+      caches.push_back(std::make_unique<KvCache>(*be, c, o.prompt + o.tokens + 1));
       const auto t0 = Clock::now();
       prefill(*be, w, *caches.back(), prompt.data(), o.prompt, logits.data());
       if (i > 0) pre += since(t0);
@@ -122,7 +122,7 @@ void run_bench_generate(const BenchGenOptions& o) {
       fmt::print("  profile, prefill of {} prompts (seconds per prompt):\n", batch);
       for (const auto& [op, tf] : timing.totals) fmt::print("    {:<18} {:8.5f}\n", op, tf.first / double(batch));
     }
-    DecodeScratch s(c, batch);
+    DecodeScratch s(*be, c, batch);
     std::vector<std::int32_t> next(std::size_t(batch), 5);
     decode_step(*be, w, ptrs, next.data(), logits.data(), s, stored);  // warm-up
     timing.totals.clear();
@@ -147,8 +147,8 @@ void run_bench_generate(const BenchGenOptions& o) {
   std::vector<std::int32_t> probe(64);
   for (auto& t : probe) t = std::int32_t(rng() % c.vocab_size);
   auto logprobs = [&](const DecodeWeights* dw) {  // teacher-forced decode of `probe`
-    KvCache cache(c, std::int64_t(probe.size()));
-    DecodeScratch s(c, 1);
+    KvCache cache(*be, c, std::int64_t(probe.size()));
+    DecodeScratch s(*be, c, 1);
     std::vector<KvCache*> one = {&cache};
     std::vector<float> lg(std::size_t(c.vocab_size));
     std::vector<double> out;

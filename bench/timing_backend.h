@@ -17,6 +17,17 @@ class TimingBackend final : public Backend {
   std::map<std::string, std::pair<double, double>> totals;  // op -> (seconds, flops)
 
   std::string name() const override { return in_.name() + "+timing"; }
+  void* allocate(std::size_t bytes) override { return in_.allocate(bytes); }
+  void deallocate(void* p, std::size_t bytes) override { in_.deallocate(p, bytes); }
+  void copy_to_device(void* d, const void* s, std::size_t n) override { in_.copy_to_device(d, s, n); }
+  void copy_to_host(void* d, const void* s, std::size_t n) override { in_.copy_to_host(d, s, n); }
+  void copy_on_device(void* d, const void* s, std::size_t n) override { in_.copy_on_device(d, s, n); }
+  void memset_on_device(void* d, int b, std::size_t n) override { in_.memset_on_device(d, b, n); }
+  void copy_2d_on_device(void* d, std::size_t dp, const void* s, std::size_t sp, std::size_t w, std::size_t r) override {
+    in_.copy_2d_on_device(d, dp, s, sp, w, r);
+  }
+  void synchronize() override { in_.synchronize(); }
+  bool host_visible() const override { return in_.host_visible(); }
   void gemm(bool ta, bool tb, i64 M, i64 N, i64 K, float alpha, const float* A, i64 lda,
             const float* B, i64 ldb, float beta, float* C, i64 ldc) override {
     const bool nested = in_parallel();

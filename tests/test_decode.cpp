@@ -58,11 +58,11 @@ TEST(Decode, EveryPositionEqualsTheFullForward) {
   const auto& seq = r.seq;
   const auto& want = r.want;
   for (std::int64_t prompt : {1, 7, 39}) {
-    KvCache cache(c, c.max_seq_len);
+    KvCache cache(*be, c, c.max_seq_len);
     std::vector<float> logits(c.vocab_size);
     prefill(*be, w, cache, seq.data(), prompt, logits.data());
     expect_close(logits.data(), want.data() + (prompt - 1) * c.vocab_size, c.vocab_size, "prefill");
-    DecodeScratch s(c, 1);
+    DecodeScratch s(*be, c, 1);
     std::vector<KvCache*> one = {&cache};
     for (std::int64_t t = prompt; t < std::int64_t(seq.size()); ++t) {
       decode_step(*be, w, one, &seq[t], logits.data(), s);
@@ -85,10 +85,10 @@ TEST(Decode, BatchOfDifferentLengthsEqualsEachAlone) {
     seqs.push_back(s);
   }
   std::vector<KvCache> caches;
-  for (std::size_t i = 0; i < prompts.size(); ++i) caches.emplace_back(c, c.max_seq_len);
+  for (std::size_t i = 0; i < prompts.size(); ++i) caches.emplace_back(*be, c, c.max_seq_len);
   std::vector<float> scratch(c.vocab_size);
   for (std::size_t i = 0; i < prompts.size(); ++i) prefill(*be, w, caches[i], seqs[i].data(), prompts[i], scratch.data());
-  DecodeScratch s(c, 4);
+  DecodeScratch s(*be, c, 4);
   std::vector<KvCache*> ptrs;
   for (auto& cc : caches) ptrs.push_back(&cc);
   std::vector<float> batch_logits(4 * c.vocab_size);
@@ -114,10 +114,10 @@ TEST(Decode, StoredWeightFormatsTrackFp32) {
   const auto& want = r.want;
   for (const char* name : {"fp32", "bf16", "int8"}) {
     const DecodeWeights dw(*make_backend(), w, parse_weight_format(name));
-    KvCache cache(c, c.max_seq_len);
+    KvCache cache(*be, c, c.max_seq_len);
     std::vector<float> logits(c.vocab_size);
     prefill(*be, w, cache, seq.data(), 1, logits.data());
-    DecodeScratch s(c, 1);
+    DecodeScratch s(*be, c, 1);
     std::vector<KvCache*> one = {&cache};
     double worst = 0;
     for (std::size_t t = 1; t < seq.size(); ++t) {
@@ -139,7 +139,8 @@ TEST(Decode, StoredWeightFormatsTrackFp32) {
 
 TEST(Decode, CacheIsHTimesSmallerThanMultiHeadAndBoundsAreChecked) {
   const ModelConfig c = cfg();
-  KvCache cache(c, 10);
+  const auto cache_be = make_backend();  // outlives the cache it allocates
+  KvCache cache(*cache_be, c, 10);
   // a multi-head cache of the same model keeps a K and a V row per head, layer and
   // position: L * T * H * (K + K) floats; multi-query shares one head, so H times fewer
   ASSERT_GT(c.n_heads, 1);
@@ -151,7 +152,7 @@ TEST(Decode, CacheIsHTimesSmallerThanMultiHeadAndBoundsAreChecked) {
   std::vector<std::int32_t> prompt(11, 1);
   std::vector<float> logits(c.vocab_size);
   EXPECT_THROW(prefill(*be, w, cache, prompt.data(), 11, logits.data()), Error);
-  EXPECT_THROW(KvCache(c, c.max_seq_len + 1), Error);
+  EXPECT_THROW(KvCache(*make_backend(), c, c.max_seq_len + 1), Error);
 }
 
 }  // namespace

@@ -72,7 +72,7 @@ void Engine::loop() {
   const ModelConfig& c = w_.config;
   const std::int64_t V = c.vocab_size;
   std::vector<std::unique_ptr<Sequence>> active;
-  DecodeScratch scratch(c, max_batch_);
+  DecodeScratch scratch(be_, c, max_batch_);
   std::vector<float> logits(std::size_t(max_batch_ * V));
   std::vector<std::pair<float, std::int32_t>> sort_scratch;
   std::vector<KvCache*> caches;
@@ -137,7 +137,7 @@ void Engine::loop() {
                    " tokens leaves no room in the context of ", c.max_seq_len);
         PALM_CHECK(s->req.max_tokens > 0, "max_tokens must be positive");
         const std::int64_t cap = std::min<std::int64_t>(c.max_seq_len, std::int64_t(s->req.prompt.size()) + s->req.max_tokens);
-        s->cache = std::make_unique<KvCache>(c, cap);
+        s->cache = std::make_unique<KvCache>(be_, c, cap);
         prefill(be_, w_, *s->cache, s->req.prompt.data(), std::int64_t(s->req.prompt.size()), logits.data());
       } catch (const std::exception& e) {
         finish(*s, "error", e.what());

@@ -39,7 +39,7 @@ std::vector<GenerationResult> generate(Backend& be, const Weights& w, const std:
                  " tokens leaves no room in the context of ", c.max_seq_len);
       PALM_CHECK(req.max_tokens > 0, "request ", r, ": max_tokens must be positive");
       const std::int64_t cap = std::min<std::int64_t>(c.max_seq_len, std::int64_t(req.prompt.size()) + req.max_tokens);
-      caches.push_back(std::make_unique<KvCache>(c, cap));
+      caches.push_back(std::make_unique<KvCache>(be, c, cap));
       const auto t0 = Clock::now();
       prefill(be, w, *caches.back(), req.prompt.data(), std::int64_t(req.prompt.size()), logits.data());
       st.prefill_seconds += since(t0);
@@ -56,7 +56,7 @@ std::vector<GenerationResult> generate(Backend& be, const Weights& w, const std:
         active.push_back(r);
       }
     }
-    DecodeScratch ds(c, max_batch);
+    DecodeScratch ds(be, c, max_batch);
     std::vector<float> batch_logits(static_cast<std::size_t>(max_batch * V));
     while (!active.empty()) {
       std::vector<KvCache*> cs;

@@ -8,6 +8,7 @@
 // Gradient convention: functions ending in _acc add into their outputs; all others
 // overwrite.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -25,6 +26,24 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+
+  // ---- memory ----------------------------------------------------------------------
+  // Buffers the ops below read and write (device memory on an accelerator). allocate
+  // returns zero-filled memory or throws Error naming the size; host code reaches the
+  // contents only through the copies, unless host_visible() (the CPU backend, whose
+  // buffers are the process's own memory). Ops are ordered: a copy to the host returns
+  // once the data is there; synchronize() waits for everything queued.
+  virtual void* allocate(std::size_t bytes) = 0;
+  virtual void deallocate(void* p, std::size_t bytes) = 0;
+  virtual void copy_to_device(void* dst, const void* src, std::size_t bytes) = 0;
+  virtual void copy_to_host(void* dst, const void* src, std::size_t bytes) = 0;
+  virtual void copy_on_device(void* dst, const void* src, std::size_t bytes) = 0;
+  virtual void memset_on_device(void* dst, int byte, std::size_t bytes) = 0;
+  // rows x width bytes from src (rows src_pitch bytes apart) to dst (dst_pitch apart)
+  virtual void copy_2d_on_device(void* dst, std::size_t dst_pitch, const void* src, std::size_t src_pitch,
+                                 std::size_t width, std::size_t rows) = 0;
+  virtual void synchronize() = 0;
+  virtual bool host_visible() const = 0;
 
   // C[M,N] = alpha * op(A) op(B) + beta * C; op(X) = X or X^T per trans flag.
   // Inside a parallel region the call runs on the calling thread only.

@@ -79,14 +79,14 @@ std::int64_t Activations::bytes_needed(const Backend& backend, const ModelConfig
   return plan_floats(backend, c, plan, nullptr) * std::int64_t(sizeof(float));
 }
 
-Activations::Activations(const Backend& backend, const ModelConfig& c,
+Activations::Activations(Backend& backend, const ModelConfig& c,
                          const ActivationPlan& p)
     : plan(p) {
   PALM_CHECK(p.B > 0 && p.T > 0, "batch size and sequence length must be positive (got B=",
              p.B, ", T=", p.T, ")");
   PALM_CHECK(p.T <= c.max_seq_len, "sequence length ", p.T, " exceeds the model's max_seq_len ",
              c.max_seq_len);
-  arena_ = FloatArena(static_cast<std::size_t>(plan_floats(backend, c, p, nullptr)));
+  arena_ = DeviceFloats(backend, static_cast<std::size_t>(plan_floats(backend, c, p, nullptr)));
   plan_floats(backend, c, p, this);
 }
 

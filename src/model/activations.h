@@ -10,6 +10,7 @@
 
 #include "base/arena.h"
 #include "kernels/backend.h"
+#include "kernels/device_buffer.h"
 #include "model/config.h"
 #include "model/tensor_parallel.h"
 
@@ -59,7 +60,8 @@ struct ActivationPlan {
 
 class Activations {
  public:
-  Activations(const Backend& backend, const ModelConfig& c, const ActivationPlan& plan);
+  // Its buffer is allocated by `backend`.
+  Activations(Backend& backend, const ModelConfig& c, const ActivationPlan& plan);
   // Bytes the plan needs, without allocating (for `palm info` and memory checks).
   static std::int64_t bytes_needed(const Backend& backend, const ModelConfig& c,
                                    const ActivationPlan& plan);
@@ -96,7 +98,7 @@ class Activations {
  private:
   static std::int64_t plan_floats(const Backend& backend, const ModelConfig& c,
                                   const ActivationPlan& plan, Activations* out);
-  FloatArena arena_;
+  DeviceFloats arena_;
 };
 
 }  // namespace palm

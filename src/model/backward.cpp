@@ -67,7 +67,7 @@ void backward(Backend& be, Comm& comm, const Weights& w, Activations& acts,
   if (tp) tp->group->all_reduce_sum(acts.dh, N * D);  // this rank's vocabulary rows: a partial sum
   project(be, plan, true, false, V, D, N, out_scale, dlogits, V, acts.hf, D, 1.0f, g.view.embed, D);
   // undo hf = LN_final(x_L)
-  std::fill(acts.dx, acts.dx + N * D, 0.0f);
+  be.memset_on_device(acts.dx, 0, sizeof(float) * std::size_t(N * D));
   be.layernorm_bwd_acc(acts.dh, acts.x[c.n_layers], w.view.final_norm, acts.fmean,
                        acts.frstd, acts.dx, g.view.final_norm, N, D);
   for (std::int64_t l = c.n_layers - 1; l >= 0; --l) {

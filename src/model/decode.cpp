@@ -9,9 +9,9 @@
 
 namespace palm {
 
-KvCache::KvCache(const ModelConfig& c, std::int64_t cap)
-    : capacity(cap), two_k(2 * c.head_dim), data(std::size_t(c.n_layers * cap * 2 * c.head_dim)) {
+KvCache::KvCache(Backend& be, const ModelConfig& c, std::int64_t cap) : capacity(cap), two_k(2 * c.head_dim) {
   PALM_CHECK(cap > 0 && cap <= c.max_seq_len, "KV cache capacity ", cap, " outside [1, max_seq_len ", c.max_seq_len, "]");
+  data = DeviceFloats(be, std::size_t(c.n_layers * cap * 2 * c.head_dim));
 }
 
 void prefill(Backend& be, const Weights& w, KvCache& cache, const std::int32_t* tokens, std::int64_t n,
@@ -29,7 +29,7 @@ void prefill(Backend& be, const Weights& w, KvCache& cache, const std::int32_t* 
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
     LayerActs& a = acts.layer(l);
     layer_fwd(be, c, acts.plan, w.view.layers[l], a, acts.x[l], acts.x[l + 1]);
-    for (std::int64_t t = 0; t < n; ++t) std::memcpy(cache.at(l, t), a.u + t * E + HK, sizeof(float) * 2 * K);
+    be.copy_2d_on_device(cache.at(l, 0), sizeof(float) * 2 * K, a.u + HK, sizeof(float) * E, sizeof(float) * 2 * K, std::size_t(n));
   }
   cache.len = n;
   const float* x_last = acts.x[c.n_layers] + (n - 1) * D;
@@ -103,16 +103,16 @@ WeightFormat parse_weight_format(const std::string& name) {
   fail(str_cat("weight format must be fp32, bf16 or int8, got '", name, "'"));
 }
 
-DecodeScratch::DecodeScratch(const ModelConfig& c, std::int64_t b)
+DecodeScratch::DecodeScratch(Backend& be, const ModelConfig& c, std::int64_t b)
     : max_batch(b),
-      x(std::size_t(b * c.d_model)),
-      h(std::size_t(b * c.d_model)),
-      mean(std::size_t(b)),
-      rstd(std::size_t(b)),
-      u(std::size_t(b * c.fused_in_dim())),
-      q(std::size_t(b * c.n_heads * c.head_dim)),
-      att(std::size_t(b * c.n_heads * c.head_dim)),
-      act(std::size_t(b * c.d_ff)),
+      x(be, std::size_t(b * c.d_model)),
+      h(be, std::size_t(b * c.d_model)),
+      mean(be, std::size_t(b)),
+      rstd(be, std::size_t(b)),
+      u(be, std::size_t(b * c.fused_in_dim())),
+      q(be, std::size_t(b * c.n_heads * c.head_dim)),
+      att(be, std::size_t(b * c.n_heads * c.head_dim)),
+      act(be, std::size_t(b * c.d_ff)),
       positions(std::size_t(b)),
       lens(std::size_t(b)),
       rows(std::size_t(b)) {}
@@ -140,7 +140,7 @@ void decode_step(Backend& be, const Weights& w, const std::vector<KvCache*>& cac
     be.rope_fwd_at(s.u.data(), E, s.q.data(), HK, b, s.positions.data(), H, K, base);
     be.rope_fwd_at(s.u.data() + HK, E, s.u.data() + HK, E, b, s.positions.data(), 1, K, base);
     for (std::int64_t i = 0; i < b; ++i) {
-      std::memcpy(caches[i]->at(l, s.positions[i]), s.u.data() + i * E + HK, sizeof(float) * 2 * K);
+      be.copy_on_device(caches[i]->at(l, s.positions[i]), s.u.data() + i * E + HK, sizeof(float) * 2 * K);
       s.rows[i] = caches[i]->at(l, 0);
     }
     be.attention_decode(s.q.data(), s.rows.data(), 2 * K, s.lens.data(), s.att.data(), b, H, K);

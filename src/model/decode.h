@@ -8,15 +8,16 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "kernels/device_buffer.h"
 #include "model/params.h"
 
 namespace palm {
 
 // One sequence's cache: positions 0..len-1 of every layer, k (after RoPE) | v.
 struct KvCache {
-  KvCache(const ModelConfig& c, std::int64_t capacity);
+  KvCache(Backend& be, const ModelConfig& c, std::int64_t capacity);  // in be's memory
   std::int64_t capacity, len = 0, two_k;
-  std::vector<float> data;  // [L, capacity, 2K]
+  DeviceFloats data;  // [L, capacity, 2K]
   float* at(std::int64_t layer, std::int64_t t) { return data.data() + (layer * capacity + t) * two_k; }
 };
 
@@ -52,9 +53,9 @@ WeightFormat parse_weight_format(const std::string& name);  // fp32 | bf16 | int
 
 // Buffers for decode steps of up to max_batch sequences, allocated once.
 struct DecodeScratch {
-  DecodeScratch(const ModelConfig& c, std::int64_t max_batch);
+  DecodeScratch(Backend& be, const ModelConfig& c, std::int64_t max_batch);  // in be's memory
   std::int64_t max_batch;
-  std::vector<float> x, h, mean, rstd, u, q, att, act;
+  DeviceFloats x, h, mean, rstd, u, q, att, act;
   std::vector<std::int32_t> positions;
   std::vector<std::int64_t> lens;
   std::vector<const float*> rows;

@@ -46,7 +46,7 @@ void layer_fwd(Backend& be, const ModelConfig& c, const ActivationPlan& plan, co
     return;
   }
   // x_out = x_in + att W_o^T + act W_down^T (both branches accumulate into one buffer)
-  std::memcpy(x_out, x_in, sizeof(float) * N * D);
+  be.copy_on_device(x_out, x_in, sizeof(float) * std::size_t(N * D));
   project(be, plan, false, true, N, D, HK, 1.0f, a.att, HK, w.w_o, HK, 1.0f, x_out, D);
   project(be, plan, false, true, N, D, F, 1.0f, a.act, F, w.w_down, F, 1.0f, x_out, D);
 }

@@ -26,8 +26,8 @@ Optimizer::Optimizer(Backend& be, const ModelConfig& c, const OptimizerConfig& o
     : be_(be),
       model_(c),
       cfg_(o),
-      first_(std::size_t(owned_floats(c, owned, state_offset_))),
-      second_(first_.size()) {
+      first_(be, std::size_t(owned_floats(c, owned, state_offset_))),
+      second_(be, first_.size()) {
   PALM_CHECK(o.kind == "adafactor" || o.kind == "adamw", "--optimizer must be adafactor or adamw, got '", o.kind, "'");
 }
 

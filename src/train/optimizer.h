@@ -11,6 +11,7 @@
 #include "base/arena.h"
 #include "dist/comm.h"
 #include "kernels/backend.h"
+#include "kernels/device_buffer.h"
 #include "model/params.h"
 
 namespace palm {
@@ -62,7 +63,7 @@ class Optimizer {
   ModelConfig model_;
   OptimizerConfig cfg_;
   std::vector<std::int64_t> state_offset_;  // per tensor: its offset in the state arenas, -1 if not owned
-  FloatArena first_, second_;     // adafactor: M, V; adamw: m, v (owned tensors only)
+  DeviceFloats first_, second_;  // adafactor: M, V; adamw: m, v (owned tensors only), in the backend's memory
   Comm* tp_group_ = nullptr;
   Comm* norm_group_ = nullptr;
   std::vector<bool> tp_sharded_;

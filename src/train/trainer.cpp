@@ -434,10 +434,10 @@ std::int64_t run_training(TrainOptions o, bool resume) {
     if (fsdp) {  // other owners' gradients are already zero pages: touch only this rank's
       std::size_t i = 0;
       for_each_param(shard_config, [&](const ParamInfo& p) {
-        if (fsdp->owns(i++)) std::fill(g.arena.data() + p.offset, g.arena.data() + p.offset + p.numel, 0.0f);
+        if (fsdp->owns(i++)) be->memset_on_device(g.arena.data() + p.offset, 0, sizeof(float) * std::size_t(p.numel));
       });
     } else {
-      g.arena.zero();
+      be->memset_on_device(g.arena.data(), 0, sizeof(float) * g.arena.size());
     }
     double loss = 0, zl = 0;
     const std::int64_t accum = B / micro;

@@ -15,6 +15,16 @@ namespace palm {
 class CpuBackend final : public Backend {
  public:
   std::string name() const override { return "cpu"; }
+  void* allocate(std::size_t bytes) override;
+  void deallocate(void* p, std::size_t bytes) override;
+  void copy_to_device(void* dst, const void* src, std::size_t bytes) override;
+  void copy_to_host(void* dst, const void* src, std::size_t bytes) override;
+  void copy_on_device(void* dst, const void* src, std::size_t bytes) override;
+  void memset_on_device(void* dst, int byte, std::size_t bytes) override;
+  void copy_2d_on_device(void* dst, std::size_t dst_pitch, const void* src, std::size_t src_pitch, std::size_t width,
+                         std::size_t rows) override;
+  void synchronize() override {}
+  bool host_visible() const override { return true; }
   void gemm(bool trans_a, bool trans_b, i64 M, i64 N, i64 K, float alpha, const float* A,
             i64 lda, const float* B, i64 ldb, float beta, float* C, i64 ldc) override;
   void gemm_bf16(bool trans_a, bool trans_b, i64 M, i64 N, i64 K, float alpha, const float* A,

@@ -1,0 +1,51 @@
+// The CPU backend's buffers: anonymous mappings (page-aligned, and zero without being
+// touched, so memory never written, such as another rank's shard under --shard full,
+// never becomes resident), refused up front when larger than the memory available
+// rather than killed by the OOM killer halfway through a run.
+#include <sys/mman.h>
+
+#include <cstring>
+
+#include "base/arena.h"
+#include "base/check.h"
+#include "kernels/cpu/cpu_backend.h"
+
+namespace palm {
+
+void* CpuBackend::allocate(std::size_t bytes) {
+  if (bytes == 0) return nullptr;
+  const double avail = available_memory_bytes();
+  PALM_CHECK(avail < 0 || double(bytes) <= avail, "out of memory: need ", double(bytes) / (1 << 30), " GiB but only ",
+             avail / (1 << 30), " GiB are available");
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  PALM_CHECK(p != MAP_FAILED, "out of memory: cannot allocate ", static_cast<double>(bytes) / (1 << 20), " MiB");
+  return p;
+}
+
+void CpuBackend::deallocate(void* p, std::size_t bytes) {
+  if (p) ::munmap(p, bytes);
+}
+
+void CpuBackend::copy_to_device(void* dst, const void* src, std::size_t bytes) {
+  if (bytes) std::memcpy(dst, src, bytes);
+}
+
+void CpuBackend::copy_to_host(void* dst, const void* src, std::size_t bytes) {
+  if (bytes) std::memcpy(dst, src, bytes);
+}
+
+void CpuBackend::copy_on_device(void* dst, const void* src, std::size_t bytes) {
+  if (bytes) std::memcpy(dst, src, bytes);
+}
+
+void CpuBackend::memset_on_device(void* dst, int byte, std::size_t bytes) {
+  if (bytes) std::memset(dst, byte, bytes);
+}
+
+void CpuBackend::copy_2d_on_device(void* dst, std::size_t dst_pitch, const void* src, std::size_t src_pitch,
+                                   std::size_t width, std::size_t rows) {
+  for (std::size_t r = 0; r < rows; ++r)
+    std::memcpy(static_cast<char*>(dst) + r * dst_pitch, static_cast<const char*>(src) + r * src_pitch, width);
+}
+
+}  // namespace palm
