@@ -14,17 +14,12 @@
 
 #include "base/rng.h"
 #include "kernels/backend.h"
+#include "random_vec.h"
 
 namespace palm {
 namespace {
 
-std::vector<float> randn(std::size_t n, unsigned seed, float scale = 1.0f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
+using testing_util::rand_vec;
 
 // Runs f with the backend's OpenMP team set to `threads`, restoring it after.
 template <class F>
@@ -43,7 +38,7 @@ class BackendOps : public ::testing::TestWithParam<std::string> {
 
 TEST_P(BackendOps, ScaleAndSumOfSquares) {
   for (const i64 n : {1, 7, 4095, 4096, 4097, 100003}) {
-    auto x = randn(std::size_t(n), unsigned(n));
+    auto x = rand_vec(std::size_t(n), unsigned(n));
     long double want = 0;
     for (const float v : x) want += (long double)v * v;
     const double got = be->sum_squares(x.data(), n);
@@ -59,7 +54,7 @@ TEST_P(BackendOps, ScaleAndSumOfSquares) {
 
 TEST_P(BackendOps, HashSeesEveryBitAndIgnoresThreads) {
   const i64 n = (i64(1) << 20) + 3;  // two chunks, the second short
-  auto x = randn(std::size_t(n), 5);
+  auto x = rand_vec(std::size_t(n), 5);
   const std::uint64_t h = be->hash_floats(x.data(), n);
   EXPECT_EQ(h, with_threads(1, [&] { return be->hash_floats(x.data(), n); }));
   EXPECT_EQ(h, with_threads(2, [&] { return be->hash_floats(x.data(), n); }));
@@ -102,8 +97,8 @@ TEST_P(BackendOps, FillNormalSlicesAreTheWholeDrawsValues) {
 
 TEST_P(BackendOps, AdamWAndAdafactorUpdatesFollowTheirFormulas) {
   const i64 n = 1001;
-  const auto x0 = randn(std::size_t(n), 1), g0 = randn(std::size_t(n), 2), m0 = randn(std::size_t(n), 3, 0.1f);
-  auto v0 = randn(std::size_t(n), 4, 0.1f);
+  const auto x0 = rand_vec(std::size_t(n), 1), g0 = rand_vec(std::size_t(n), 2), m0 = rand_vec(std::size_t(n), 3, 0.1f);
+  auto v0 = rand_vec(std::size_t(n), 4, 0.1f);
   for (auto& v : v0) v = std::abs(v);
   // AdamW at step 3
   const double lr = 1e-3, b1 = 0.9, b2 = 0.99, c1 = 1 - std::pow(b1, 3), c2 = 1 - std::pow(b2, 3), eps = 1e-8, wd = 0.1;
@@ -140,14 +135,14 @@ TEST_P(BackendOps, AdamWAndAdafactorUpdatesFollowTheirFormulas) {
 
 TEST_P(BackendOps, EmbeddingOfAVocabularySlice) {
   const i64 V = 23, D = 13, N = 31, first = 9, rows = 8;  // this slice: tokens 9..16
-  const auto E = randn(std::size_t(rows * D), 1);
+  const auto E = rand_vec(std::size_t(rows * D), 1);
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(N));
   for (i64 n = 0; n < N; ++n) tokens[std::size_t(n)] = std::int32_t((n * 7 + 3) % V);
   tokens[4] = tokens[5] = 12;  // a row hit twice
   std::vector<float> x(std::size_t(N * D), 5.0f);
   be->embedding_fwd_slice(tokens.data(), E.data(), first, rows, x.data(), N, D);
-  const auto dx = randn(std::size_t(N * D), 2);
-  auto dE = randn(std::size_t(rows * D), 3);
+  const auto dx = rand_vec(std::size_t(N * D), 2);
+  auto dE = rand_vec(std::size_t(rows * D), 3);
   const auto dE0 = dE;
   be->embedding_bwd_acc_slice(tokens.data(), dx.data(), dE.data(), first, rows, N, D);
   std::vector<double> want_dE(dE0.begin(), dE0.end());
@@ -167,7 +162,7 @@ TEST_P(BackendOps, CrossEntropyFromTheSlicesPartialStatistics) {
   // group would, give the whole vocabulary's loss and each its gradient columns
   const i64 N = 9, V = 41, split = 17;
   const float z = 1e-4f, gs = 1.0f / float(N);
-  const auto logits = randn(std::size_t(N * V), 7, 3.0f);
+  const auto logits = rand_vec(std::size_t(N * V), 7, 3.0f);
   std::vector<std::int32_t> targets(static_cast<std::size_t>(N));
   for (i64 n = 0; n < N; ++n) targets[std::size_t(n)] = std::int32_t((n * 11 + 2) % V);
   std::vector<float> slice[2];
@@ -224,14 +219,14 @@ std::uint16_t bf16_nearest(float x) {
 }
 
 TEST_P(BackendOps, DecodeWeightQuantization) {
-  auto w = randn(1000, 11);
+  auto w = rand_vec(1000, 11);
   w[3] = 1.00390625f;  // exactly between two bfloat16 values: ties to even
   w[4] = -3.0117188f;
   std::vector<std::uint16_t> b(w.size());
   be->quantize_bf16(w.data(), b.data(), i64(w.size()));
   for (std::size_t i = 0; i < w.size(); ++i) ASSERT_EQ(b[i], bf16_nearest(w[i])) << i << " " << w[i];
   const i64 R = 7, C = 29;
-  auto m = randn(std::size_t(R * C), 12);
+  auto m = rand_vec(std::size_t(R * C), 12);
   std::fill(m.begin() + 2 * C, m.begin() + 3 * C, 0.0f);  // a zero row
   std::vector<std::int8_t> q(m.size());
   std::vector<float> scales(static_cast<std::size_t>(R));

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "kernels/backend.h"
+#include "random_vec.h"
 #include "ref/ref_ops.h"
 
 namespace palm {
@@ -16,13 +17,7 @@ namespace {
 
 using ref::Vec;
 
-std::vector<float> rand_vec(std::size_t n, unsigned seed, float scale = 1.0f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
+using testing_util::rand_vec;
 
 Vec to_d(const std::vector<float>& v) { return Vec(v.begin(), v.end()); }
 
