@@ -26,7 +26,7 @@ void run_export(const ExportCli& c) {
   if (!fs::exists(fs::path(dir) / "state.json")) dir = latest_checkpoint(c.run);
   PALM_CHECK(!dir.empty() && fs::exists(fs::path(dir) / "state.json"), c.run, ": neither a run with a complete checkpoint nor a checkpoint");
   // the weights of any layout (one file, or tensor-parallel shards reassembled)
-  const auto w = load_checkpoint_weights(dir);
+  const auto w = load_checkpoint_weights(process_backend(), dir);
   const fs::path one = fs::path(dir) / "model.safetensors";
   std::map<std::string, std::string> meta;
   if (fs::exists(one)) {

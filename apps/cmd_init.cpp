@@ -30,8 +30,9 @@ void run_init(const InitOptions& o) {
     c.vocab_size = tok->vocab_size();
     meta[kTokenizerShaKey] = tok->sha256();
   }
-  Weights w(c);
-  init_weights(*make_backend(), w, o.seed);
+  Backend& be = process_backend();
+  Weights w(be, c);
+  init_weights(be, w, o.seed);
   save_model(o.out, w, meta);
   fmt::print(stderr, "wrote {} ({} parameters, seed {})\n", o.out, param_count(c), o.seed);
 }

@@ -57,7 +57,8 @@ void run_score(const ScoreOptions& o) {
   const std::string model_path = resolve_model(o.model, &stored_tokenizer);
   const std::string tokenizer = o.tokenizer.empty() ? stored_tokenizer : o.tokenizer;
   PALM_CHECK(o.text.empty() || !tokenizer.empty(), "--text needs --tokenizer DIR (or a run/checkpoint that stores one)");
-  const auto w = load_model(model_path);
+  const auto be = make_backend();  // declared before the weights: outlives their memory
+  const auto w = load_model(*be, model_path);
   const ModelConfig& c = w->config;
   std::vector<std::int32_t> seq;
   if (!o.text.empty()) {
@@ -73,7 +74,6 @@ void run_score(const ScoreOptions& o) {
     seq = o.tokens_file.empty() ? parse_tokens(o.tokens, "--tokens")
                                 : parse_tokens(read_file(o.tokens_file), o.tokens_file);
   }
-  const auto be = make_backend();
   const std::vector<double> logprobs = token_logprobs(*be, *w, seq);
   const std::int64_t T = std::int64_t(logprobs.size());
   LossStats s;

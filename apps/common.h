@@ -35,6 +35,7 @@ std::string resolve_model(const std::string& path, std::string* tokenizer_dir = 
 // vocabulary size.
 struct ModelAndTokenizer {
   std::string path, tokenizer_dir;
+  std::unique_ptr<Backend> backend;  // holds the weights' memory: declared first, destroyed last
   std::unique_ptr<Weights> weights;
   std::unique_ptr<Tokenizer> tokenizer;
 };

@@ -68,7 +68,8 @@ ModelAndTokenizer load_model_and_tokenizer(const std::string& model, const std::
   m.tokenizer_dir = tokenizer_override.empty() ? stored : tokenizer_override;
   PALM_CHECK(!m.tokenizer_dir.empty(), model, ": no tokenizer stored with it; give --tokenizer DIR");
   m.tokenizer = Tokenizer::load(m.tokenizer_dir);
-  m.weights = load_model(m.path);
+  m.backend = make_backend();
+  m.weights = load_model(*m.backend, m.path);
   const auto meta = read_model_metadata(m.path);
   const auto it = meta.find(kTokenizerShaKey);
   PALM_CHECK(it == meta.end() || it->second == m.tokenizer->sha256(), model, " was made for another tokenizer (sha256 ",

@@ -92,8 +92,8 @@ void run_bench_generate(const BenchGenOptions& o) {
   const auto cpu = make_backend();
   TimingBackend timing(*cpu);
   Backend* be = o.profile ? static_cast<Backend*>(&timing) : cpu.get();
-  Weights w(c);
-  init_weights(*make_backend(), w, 1);
+  Weights w(*cpu, c);
+  init_weights(*cpu, w, 1);
   const ModelAccounting a = account(*be, c, 1, o.prompt + o.tokens);
   // bytes read per decoded token at batch 1: every weight once (the embedding twice:
   // its row for the input and all of it for the logits; the row is negligible)

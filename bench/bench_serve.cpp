@@ -162,13 +162,13 @@ void run(const BenchServeOptions& o) {
       const ModelConfig given = preset(o.preset);
       check_weights_config(path, &given, "--preset " + o.preset);
     }
-    w = load_model(path);
+    w = load_model(process_backend(), path);
     what = path;
   } else {
     // random weights of a preset, with a tokenizer of its vocabulary trained on Python's sources
     const ModelConfig c = ConfigChoice{o.preset, ""}.resolve();
-    w = std::make_unique<Weights>(c);
-    init_weights(*make_backend(), *w, 1);
+    w = std::make_unique<Weights>(process_backend(), c);
+    init_weights(process_backend(), *w, 1);
     tmp = (fs::temp_directory_path() / ("palm_bench_serve_" + std::to_string(::getpid()))).string();
     fs::create_directories(tmp);
     TokenizerTrainOptions t;

@@ -111,9 +111,9 @@ void run_bench_train(const BenchTrainOptions& o) {
   TimingBackend timing(*cpu);
   Backend* be = o.profile ? static_cast<Backend*>(&timing) : cpu.get();
   const auto comm = make_local_comm();
-  Weights w(c);
-  init_weights(*make_backend(), w, 1);
-  Gradients g(c);
+  Weights w(*cpu, c);
+  init_weights(*cpu, w, 1);
+  Gradients g(*cpu, c);
   Activations acts(*be, c, ActivationPlan{B, T, o.remat, true, o.bf16});
   std::mt19937 rng(7);
   std::vector<std::int32_t> tokens(B * T), targets(B * T);

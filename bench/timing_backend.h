@@ -23,6 +23,7 @@ class TimingBackend final : public Backend {
   void copy_to_host(void* d, const void* s, std::size_t n) override { in_.copy_to_host(d, s, n); }
   void copy_on_device(void* d, const void* s, std::size_t n) override { in_.copy_on_device(d, s, n); }
   void memset_on_device(void* d, int b, std::size_t n) override { in_.memset_on_device(d, b, n); }
+  void discard(void* p, std::size_t n) override { in_.discard(p, n); }
   void copy_2d_on_device(void* d, std::size_t dp, const void* s, std::size_t sp, std::size_t w, std::size_t r) override {
     in_.copy_2d_on_device(d, dp, s, sp, w, r);
   }

@@ -37,7 +37,7 @@ void expect_close(const float* got, const float* want, std::int64_t n, const std
 
 // A random model, a random sequence and the full forward's logits for it.
 struct Reference {
-  Reference(unsigned weight_seed, unsigned seq_seed, std::size_t len) : w(cfg()) {
+  Reference(unsigned weight_seed, unsigned seq_seed, std::size_t len) : w(process_backend(), cfg()) {
     init_weights(*make_backend(), w, weight_seed);
     std::mt19937 g(seq_seed);
     seq.resize(len);
@@ -73,7 +73,7 @@ TEST(Decode, EveryPositionEqualsTheFullForward) {
 
 TEST(Decode, BatchOfDifferentLengthsEqualsEachAlone) {
   const ModelConfig c = cfg();
-  Weights w(c);
+  Weights w(process_backend(), c);
   init_weights(*make_backend(), w, 6);
   auto be = make_backend();
   std::mt19937 g(2);
@@ -146,7 +146,7 @@ TEST(Decode, CacheIsHTimesSmallerThanMultiHeadAndBoundsAreChecked) {
   ASSERT_GT(c.n_heads, 1);
   const std::int64_t multi_head_floats = c.n_layers * 10 * c.n_heads * (c.head_dim + c.head_dim);
   EXPECT_EQ(std::int64_t(cache.data.size()) * c.n_heads, multi_head_floats);
-  Weights w(c);
+  Weights w(process_backend(), c);
   init_weights(*make_backend(), w, 1);
   auto be = make_backend();
   std::vector<std::int32_t> prompt(11, 1);

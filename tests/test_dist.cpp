@@ -72,7 +72,7 @@ std::size_t tensor_count(const std::string& file) {
 bool same_file(const std::string& a, const std::string& b) { return sh("cmp -s " + a + " " + b) == 0; }
 
 double max_rel_diff(const std::string& a, const std::string& b) {
-  const auto wa = palm::load_model(a), wb = palm::load_model(b);
+  const auto wa = palm::load_model(palm::process_backend(), a), wb = palm::load_model(palm::process_backend(), b);
   double worst = 0, scale = 0;
   for (std::size_t i = 0; i < wa->arena.size(); ++i) scale = std::max(scale, double(std::fabs(wa->arena.data()[i])));
   for (std::size_t i = 0; i < wa->arena.size(); ++i)
@@ -224,7 +224,7 @@ TEST_F(Dist, TensorParallelEqualsOneProcessAndReshardsBitwise) {
   {
     const palm::SafetensorsFile one(p("g1-tp-0-of-1.safetensors"));
     const palm::SafetensorsFile r0(p("g2-tp-0-of-2.safetensors")), r1(p("g2-tp-1-of-2.safetensors"));
-    const auto global = palm::load_model(model_of("single", 20))->config;
+    const auto global = palm::read_model_config(model_of("single", 20));
     ASSERT_EQ(one.tensors().size(), r0.tensors().size());
     for (const auto& [name, rec] : one.tensors()) {
       std::int64_t n = 1;

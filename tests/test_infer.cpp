@@ -201,7 +201,7 @@ TEST(Stop, PieceByPieceEqualsAFullSearchOfTheTextSoFar) {
 // other requests and the engine go on.
 TEST(Engine, AFailingRequestFailsAloneAndTheEngineStaysUp) {
   ModelConfig c = preset("tiny");
-  Weights w(c);
+  Weights w(process_backend(), c);
   const auto be = make_backend();
   init_weights(*be, w, 5);
   Engine engine(*be, w, 4, 8);

@@ -29,7 +29,7 @@ ModelConfig tiny_odd() { return testing_util::tiny_odd_config(); }
 
 // Random weights with non-trivial LayerNorm scales, so every gradient path is exercised.
 std::unique_ptr<Weights> random_model(const ModelConfig& c, unsigned seed) {
-  auto w = std::make_unique<Weights>(c);
+  auto w = std::make_unique<Weights>(process_backend(), c);
   init_weights(*make_backend(), *w, seed);
   std::mt19937 g(seed);
   std::uniform_real_distribution<float> u(0.5f, 1.5f);
@@ -63,7 +63,7 @@ Result run_fwd_bwd(const Weights& w, const Batch& b, bool remat, float z = kDefa
   auto be = make_backend();
   auto comm = make_local_comm();
   Activations acts(*be, w.config, ActivationPlan{b.B, b.T, remat, true, bf16});
-  Gradients g(w.config);
+  Gradients g(process_backend(), w.config);
   Result r;
   r.loss = forward(*be, w, acts, b.tokens.data(), b.targets.data(), z);
   backward(*be, *comm, w, acts, b.tokens.data(), g);
@@ -221,7 +221,7 @@ TEST(Model, ActivationsPlannedWithOneThreadRunWithTwo) {
   auto comm = make_local_comm();
   omp_set_num_threads(1);
   Activations acts(*be, c, ActivationPlan{b.B, b.T, false, true, false});
-  Gradients g(c);
+  Gradients g(process_backend(), c);
   omp_set_num_threads(2);
   const LossStats l = forward(*be, *w, acts, b.tokens.data(), b.targets.data(), kDefaultZLoss);
   backward(*be, *comm, *w, acts, b.tokens.data(), g);
@@ -253,7 +253,7 @@ TEST(Model, InitIsDeterministicAndHasTheContractStatistics) {
   ModelConfig c = tiny_odd();
   c.d_model = 256;
   c.d_ff = 512;
-  Weights a(c), b(c), d(c);
+  Weights a(process_backend(), c), b(process_backend(), c), d(process_backend(), c);
   init_weights(*make_backend(), a, 1);
   init_weights(*make_backend(), b, 1);
   init_weights(*make_backend(), d, 2);

@@ -52,7 +52,7 @@ class Safetensors : public ::testing::Test {
 
   void expect_error(const std::string& file, const std::string& fragment) {
     try {
-      load_model(file);
+      load_model(process_backend(), file);
       ADD_FAILURE() << "no error for " << fragment;
     } catch (const Error& e) {
       const std::string msg = e.what();
@@ -62,7 +62,7 @@ class Safetensors : public ::testing::Test {
   }
 
   std::string model_header(const std::function<void(nlohmann::json&)>& edit = nullptr) {
-    Weights w(tiny());
+    Weights w(process_backend(), tiny());
     init_weights(*make_backend(), w, 1);
     save_model(path("good.safetensors"), w);
     const std::string bytes = read_file(path("good.safetensors"));
@@ -78,10 +78,10 @@ class Safetensors : public ::testing::Test {
 };
 
 TEST_F(Safetensors, RoundTripIsBitExactAndLeavesNoTemporaries) {
-  Weights w(tiny());
+  Weights w(process_backend(), tiny());
   init_weights(*make_backend(), w, 42);
   save_model(path("m.safetensors"), w);
-  const auto back = load_model(path("m.safetensors"));
+  const auto back = load_model(process_backend(), path("m.safetensors"));
   EXPECT_EQ(back->config, w.config);
   EXPECT_EQ(0, std::memcmp(back->arena.data(), w.arena.data(), w.arena.size() * 4));
   int files = 0;
@@ -160,7 +160,7 @@ TEST_F(Safetensors, RejectsModelsInconsistentWithTheirConfig) {
 }
 
 TEST_F(Safetensors, FailedWriteLeavesTheOldFileIntact) {
-  Weights w(tiny());
+  Weights w(process_backend(), tiny());
   init_weights(*make_backend(), w, 1);
   save_model(path("m.safetensors"), w);
   const std::string before = read_file(path("m.safetensors"));

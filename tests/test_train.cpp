@@ -117,7 +117,7 @@ void check_optimizer(const std::string& kind) {
   c.head_dim = 4;
   c.d_ff = 10;
   c.max_seq_len = 8;
-  Weights w(c), g(c);
+  Weights w(process_backend(), c), g(process_backend(), c);
   init_weights(*make_backend(), w, 3);
   OptimizerConfig oc;
   oc.kind = kind;

@@ -1,5 +1,8 @@
 #include "kernels/backend.h"
 
+#include <map>
+#include <mutex>
+
 #include "base/check.h"
 #include "kernels/cpu/cpu_backend.h"
 
@@ -11,5 +14,14 @@ std::unique_ptr<Backend> make_backend(const std::string& name) {
 }
 
 std::vector<std::string> backend_names() { return {"cpu"}; }
+
+Backend& process_backend(const std::string& name) {
+  static std::mutex mu;
+  static std::map<std::string, std::unique_ptr<Backend>> made;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& be = made[name];
+  if (!be) be = make_backend(name);
+  return *be;
+}
 
 }  // namespace palm

@@ -39,6 +39,9 @@ class Backend {
   virtual void copy_to_host(void* dst, const void* src, std::size_t bytes) = 0;
   virtual void copy_on_device(void* dst, const void* src, std::size_t bytes) = 0;
   virtual void memset_on_device(void* dst, int byte, std::size_t bytes) = 0;
+  // The contents become zero and the memory may go back to the system until written
+  // again (full sharding drops the tensors another rank owns).
+  virtual void discard(void* p, std::size_t bytes) = 0;
   // rows x width bytes from src (rows src_pitch bytes apart) to dst (dst_pitch apart)
   virtual void copy_2d_on_device(void* dst, std::size_t dst_pitch, const void* src, std::size_t src_pitch,
                                  std::size_t width, std::size_t rows) = 0;
@@ -187,5 +190,8 @@ class Backend {
 std::unique_ptr<Backend> make_backend(const std::string& name = "cpu");
 // The names make_backend accepts in this build (tests run every op on each).
 std::vector<std::string> backend_names();
+// One instance per name for the whole process, alive until exit: for buffers whose owner
+// has no backend of its own that would outlive them (a model loaded for export, tests).
+Backend& process_backend(const std::string& name = "cpu");
 
 }  // namespace palm

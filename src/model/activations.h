@@ -8,7 +8,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "base/arena.h"
 #include "kernels/backend.h"
 #include "kernels/device_buffer.h"
 #include "model/config.h"

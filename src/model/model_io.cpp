@@ -44,10 +44,10 @@ std::map<std::string, std::string> read_model_metadata(const std::string& path) 
   return SafetensorsFile(path).metadata();
 }
 
-std::unique_ptr<Weights> load_model(const std::string& path) {
+std::unique_ptr<Weights> load_model(Backend& be, const std::string& path) {
   const SafetensorsFile f(path);
   const ModelConfig c = config_of(f);
-  auto w = std::make_unique<Weights>(c);
+  auto w = std::make_unique<Weights>(be, c);
   std::set<std::string> expected;
   for_each_param(c, [&](const ParamInfo& p) {
     expected.insert(p.name);

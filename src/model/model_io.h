@@ -16,7 +16,7 @@ inline constexpr const char* kTokenizerShaKey = "palm.tokenizer_sha256";
 void save_model(const std::string& path, const Weights& w,
                 const std::map<std::string, std::string>& extra_metadata = {});
 // Validates header, names, shapes and the config; throws Error with one line.
-std::unique_ptr<Weights> load_model(const std::string& path);
+std::unique_ptr<Weights> load_model(Backend& be, const std::string& path);  // into be's memory
 ModelConfig read_model_config(const std::string& path);
 std::map<std::string, std::string> read_model_metadata(const std::string& path);
 

@@ -77,8 +77,8 @@ ModelView make_view(const ModelConfig& c, float* base) {
   return v;
 }
 
-Weights::Weights(const ModelConfig& c)
-    : config(c), arena(static_cast<std::size_t>(param_count(c))), view(make_view(c, arena.data())) {}
+Weights::Weights(Backend& be, const ModelConfig& c)
+    : config(c), arena(be, static_cast<std::size_t>(param_count(c))), view(make_view(c, arena.data())) {}
 
 void init_weights(Backend& be, Weights& w, std::uint64_t seed, const std::vector<bool>* only) {
   std::size_t index = 0;

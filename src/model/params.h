@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "base/arena.h"
 #include "kernels/backend.h"
+#include "kernels/device_buffer.h"
 #include "model/config.h"
 
 namespace palm {
@@ -48,10 +48,11 @@ struct ModelView {
 ModelView make_view(const ModelConfig& c, float* base);
 
 // Parameters of one model: immutable once loaded (inference shares them read-only).
+// The arena is `be`'s memory (which must outlive it).
 struct Weights {
-  explicit Weights(const ModelConfig& c);
+  Weights(Backend& be, const ModelConfig& c);
   ModelConfig config;
-  FloatArena arena;
+  DeviceFloats arena;
   ModelView view;
 };
 

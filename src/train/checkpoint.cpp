@@ -172,7 +172,7 @@ Sources weight_sources(const fs::path& dir) {
     }
   } else {
     const std::string path = (dir / "model.safetensors").string();
-    src.global = load_model(path)->config;
+    src.global = read_model_config(path);
     for (const auto& p : param_list(src.global)) src.files[p.name] = {path};
   }
   return src;
@@ -180,10 +180,10 @@ Sources weight_sources(const fs::path& dir) {
 
 }  // namespace
 
-std::unique_ptr<Weights> load_checkpoint_weights(const std::string& dir) {
+std::unique_ptr<Weights> load_checkpoint_weights(Backend& be, const std::string& dir) {
   Sources src = weight_sources(dir);
-  if (fs::exists(fs::path(dir) / "model.safetensors")) return load_model((fs::path(dir) / "model.safetensors").string());
-  auto w = std::make_unique<Weights>(src.global);
+  if (fs::exists(fs::path(dir) / "model.safetensors")) return load_model(be, (fs::path(dir) / "model.safetensors").string());
+  auto w = std::make_unique<Weights>(be, src.global);
   for (const auto& p : param_list(src.global)) {
     const auto g = src.global_tensor(p.name);
     std::memcpy(w->arena.data() + p.offset, g.data(), sizeof(float) * g.size());
@@ -203,7 +203,9 @@ std::string load_checkpoint(const std::string& dir, Weights& w, Optimizer& opt, 
     tp_extract(g.data(), p.shape, tp_slice(name, want, r, T), local);
   };
   if (src.T == 1 && T == 1 && fs::exists(d / "model.safetensors")) {
-    const auto loaded = load_model((d / "model.safetensors").string());
+    // read on the host (a checkpoint is host data), then copied into the run's buffers
+    Backend& host = process_backend("cpu");
+    const auto loaded = load_model(host, (d / "model.safetensors").string());
     std::memcpy(w.arena.data(), loaded->arena.data(), w.arena.size() * sizeof(float));
   } else {
     for_each_param(w.config, [&](const ParamInfo& p) { place(p.name, src.global_tensor(p.name), w.arena.data() + p.offset); });

@@ -49,6 +49,6 @@ std::string latest_checkpoint(const std::string& run);
 // degree wrote the checkpoint).
 std::string load_checkpoint(const std::string& dir, Weights& w, Optimizer& opt, const TpLayout* layout = nullptr);
 // The global weights of a checkpoint in any layout (palm export).
-std::unique_ptr<Weights> load_checkpoint_weights(const std::string& dir);
+std::unique_ptr<Weights> load_checkpoint_weights(Backend& be, const std::string& dir);
 
 }  // namespace palm

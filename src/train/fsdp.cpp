@@ -10,11 +10,13 @@
 
 namespace palm {
 
-FullySharded::FullySharded(Comm& group, const ModelConfig& c, Weights& w, Gradients& g, std::vector<int> owner)
-    : group_(group), w_(w), g_(g), owner_(std::move(owner)), me_(group.rank()), layers_(std::size_t(c.n_layers)) {
+FullySharded::FullySharded(Backend& be, Comm& group, const ModelConfig& c, Weights& w, Gradients& g,
+                           std::vector<int> owner)
+    : group_(group), be_(be), w_(w), g_(g), owner_(std::move(owner)), me_(group.rank()), layers_(std::size_t(c.n_layers)) {
   // Small pages only: a transparent huge page would make 2 MiB around every owned tensor
   // resident, other owners' tensors included (measured: no saving at all without this).
-  for (FloatArena* a : {&w.arena, &g.arena}) {
+  for (DeviceFloats* a : {&w.arena, &g.arena}) {
+    if (!be.host_visible()) break;  // (an accelerator's memory has no such pages)
     const std::size_t page = std::size_t(::sysconf(_SC_PAGESIZE));
     const std::size_t bytes = (a->size() * sizeof(float) + page - 1) / page * page;
     if (bytes) ::madvise(a->data(), bytes, MADV_NOHUGEPAGE);
@@ -29,19 +31,8 @@ FullySharded::FullySharded(Comm& group, const ModelConfig& c, Weights& w, Gradie
 
 void FullySharded::gather(const Tensor& t) { group_.broadcast(w_.arena.data() + t.offset, t.numel, t.owner); }
 
-void FullySharded::drop(FloatArena& a, const Tensor& t) {
-  float* begin = a.data() + t.offset;
-  float* end = begin + t.numel;
-  const std::uintptr_t page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
-  const std::uintptr_t lo = (std::uintptr_t(begin) + page - 1) / page * page, hi = std::uintptr_t(end) / page * page;
-  if (hi > lo) {
-    // the pages wholly inside the tensor: returned to the system, zero when touched again
-    std::memset(begin, 0, lo - std::uintptr_t(begin));
-    std::memset(reinterpret_cast<void*>(hi), 0, std::uintptr_t(end) - hi);
-    PALM_CHECK(::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED) == 0, "madvise failed");
-  } else {
-    std::memset(begin, 0, sizeof(float) * std::size_t(t.numel));
-  }
+void FullySharded::drop(DeviceFloats& a, const Tensor& t) {
+  be_.discard(a.data() + t.offset, sizeof(float) * std::size_t(t.numel));
 }
 
 void FullySharded::gather_globals() {

@@ -19,7 +19,7 @@ namespace palm {
 class FullySharded final : public ShardedWeights {
  public:
   // owner[i]: the data-parallel rank (in `group`) owning tensor i (for_each_param order).
-  FullySharded(Comm& group, const ModelConfig& c, Weights& w, Gradients& g, std::vector<int> owner);
+  FullySharded(Backend& be, Comm& group, const ModelConfig& c, Weights& w, Gradients& g, std::vector<int> owner);
   void gather_globals() override;
   void gather_layer(std::int64_t l) override;
   void release_layer(std::int64_t l) override;
@@ -37,8 +37,9 @@ class FullySharded final : public ShardedWeights {
     int owner;
   };
   void gather(const Tensor& t);
-  void drop(FloatArena& a, const Tensor& t);  // contents become zero; whole pages are returned
+  void drop(DeviceFloats& a, const Tensor& t);  // contents become zero; the memory may be returned
   Comm& group_;
+  Backend& be_;
   Weights& w_;
   Gradients& g_;
   std::vector<int> owner_;

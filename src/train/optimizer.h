@@ -8,7 +8,6 @@
 #include <string>
 #include <vector>
 
-#include "base/arena.h"
 #include "dist/comm.h"
 #include "kernels/backend.h"
 #include "kernels/device_buffer.h"

@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "base/arena.h"
+#include "base/memory_info.h"
 #include "base/check.h"
 #include "base/hardware.h"
 #include "base/file_util.h"
@@ -243,8 +243,8 @@ std::int64_t run_training(TrainOptions o, bool resume) {
              " data-parallel ranks (--batch-size / --grad-accum must be a multiple of ", W, ")");
   const std::int64_t local = micro / W;  // rows this rank computes per micro-batch
   if (mesh.world().size() > 1) std::fprintf(stderr, "palm train: %s, %lld of every %lld sequences\n", mesh.describe().c_str(), (long long)local, (long long)micro);
-  Weights w(shard_config);
-  Gradients g(shard_config);
+  Weights w(*be, shard_config);
+  Gradients g(*be, shard_config);
   // --shard optimizer: each rank of a pod's data-parallel group owns whole tensors (largest
   // first, to the least loaded rank), keeps only their state and updates only them; the
   // per-tensor RMS terms are then exactly the unsharded ones, and broadcasting each
@@ -280,7 +280,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   // --shard full: weights and gradients resident only on their owners (src/train/fsdp.h)
   std::unique_ptr<FullySharded> fsdp;
   if (o.shard == "full" && !owner.empty()) {
-    fsdp = std::make_unique<FullySharded>(mesh.data_group(), shard_config, w, g, owner);
+    fsdp = std::make_unique<FullySharded>(*be, mesh.data_group(), shard_config, w, g, owner);
     acts.sharded = fsdp.get();
     opt.set_norm_group(&mesh.data_group());  // each gradient lives on its owner only
   }
@@ -339,7 +339,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
     mesh.world().barrier();  // every rank has looked before the leader writes
     if (leader) fs::create_directories(o.out);
     if (!o.init.empty()) {
-      const auto init = load_model(o.init);
+      const auto init = load_model(*be, o.init);
       PALM_CHECK(init->config.vocab_size == o.model.vocab_size, "--init ", o.init, " has vocab ", init->config.vocab_size,
                  " but the data's tokenizer has ", o.model.vocab_size);
       PALM_CHECK(init->config == o.model, "--init ", o.init, ": its config differs from the run's (",

@@ -21,6 +21,7 @@ class CpuBackend final : public Backend {
   void copy_to_host(void* dst, const void* src, std::size_t bytes) override;
   void copy_on_device(void* dst, const void* src, std::size_t bytes) override;
   void memset_on_device(void* dst, int byte, std::size_t bytes) override;
+  void discard(void* p, std::size_t bytes) override;
   void copy_2d_on_device(void* dst, std::size_t dst_pitch, const void* src, std::size_t src_pitch, std::size_t width,
                          std::size_t rows) override;
   void synchronize() override {}

@@ -3,10 +3,12 @@
 // never becomes resident), refused up front when larger than the memory available
 // rather than killed by the OOM killer halfway through a run.
 #include <sys/mman.h>
+#include <unistd.h>
 
+#include <cstdint>
 #include <cstring>
 
-#include "base/arena.h"
+#include "base/memory_info.h"
 #include "base/check.h"
 #include "kernels/cpu/cpu_backend.h"
 
@@ -40,6 +42,21 @@ void CpuBackend::copy_on_device(void* dst, const void* src, std::size_t bytes) {
 
 void CpuBackend::memset_on_device(void* dst, int byte, std::size_t bytes) {
   if (bytes) std::memset(dst, byte, bytes);
+}
+
+void CpuBackend::discard(void* p, std::size_t bytes) {
+  auto* begin = static_cast<char*>(p);
+  char* end = begin + bytes;
+  const std::uintptr_t page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
+  const std::uintptr_t lo = (std::uintptr_t(begin) + page - 1) / page * page, hi = std::uintptr_t(end) / page * page;
+  if (hi > lo) {
+    // the pages wholly inside: returned to the system, zero when touched again
+    std::memset(begin, 0, lo - std::uintptr_t(begin));
+    std::memset(reinterpret_cast<void*>(hi), 0, std::uintptr_t(end) - hi);
+    PALM_CHECK(::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED) == 0, "madvise failed");
+  } else if (bytes) {
+    std::memset(begin, 0, bytes);
+  }
 }
 
 void CpuBackend::copy_2d_on_device(void* dst, std::size_t dst_pitch, const void* src, std::size_t src_pitch,
