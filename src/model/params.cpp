@@ -17,25 +17,29 @@ std::vector<ParamInfo> build_list(const ModelConfig& c) {
                      F = c.d_ff;
   std::vector<ParamInfo> list;
   std::int64_t offset = 0;
-  auto add = [&](std::string name, std::vector<std::int64_t> shape, ParamInit init) {
+  auto add = [&](std::string name, std::vector<std::int64_t> shape, ParamInit init, ParamRole role, std::int64_t layer,
+                 TpSplit split) {
     std::int64_t n = 1;
     for (auto s : shape) n *= s;
-    list.push_back({std::move(name), std::move(shape), offset, n, init});
+    list.push_back({std::move(name), std::move(shape), offset, n, init, role, layer, split});
     offset += n;
   };
-  add("embed", {V, D}, ParamInit::kUnitNormal);
+  using enum TpSplit;
+  using R = ParamRole;
+  add("embed", {V, D}, ParamInit::kUnitNormal, R::kEmbedding, -1, kRows);
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
+    // a block's tensors one after another: layer_range() is one contiguous range
     const std::string p = "layers." + std::to_string(l) + ".";
-    add(p + "norm", {D}, ParamInit::kOnes);
-    add(p + "attn.q", {H * K, D}, ParamInit::kFanIn);
-    add(p + "attn.k", {K, D}, ParamInit::kFanIn);
-    add(p + "attn.v", {K, D}, ParamInit::kFanIn);
-    add(p + "mlp.gate", {F, D}, ParamInit::kFanIn);
-    add(p + "mlp.up", {F, D}, ParamInit::kFanIn);
-    add(p + "attn.o", {D, H * K}, ParamInit::kFanIn);
-    add(p + "mlp.down", {D, F}, ParamInit::kFanIn);
+    add(p + "norm", {D}, ParamInit::kOnes, R::kNorm, l, kNone);
+    add(p + "attn.q", {H * K, D}, ParamInit::kFanIn, R::kAttnQ, l, kRows);
+    add(p + "attn.k", {K, D}, ParamInit::kFanIn, R::kAttnK, l, kNone);
+    add(p + "attn.v", {K, D}, ParamInit::kFanIn, R::kAttnV, l, kNone);
+    add(p + "mlp.gate", {F, D}, ParamInit::kFanIn, R::kMlpGate, l, kRows);
+    add(p + "mlp.up", {F, D}, ParamInit::kFanIn, R::kMlpUp, l, kRows);
+    add(p + "attn.o", {D, H * K}, ParamInit::kFanIn, R::kAttnO, l, kCols);
+    add(p + "mlp.down", {D, F}, ParamInit::kFanIn, R::kMlpDown, l, kCols);
   }
-  add("final_norm", {D}, ParamInit::kOnes);
+  add("final_norm", {D}, ParamInit::kOnes, R::kFinalNorm, -1, kNone);
   return list;
 }
 
@@ -48,6 +52,18 @@ const std::vector<ParamInfo>& param_list(const ModelConfig& c) {
   auto& slot = cache[config_to_json(c)];
   if (!slot) slot = std::make_unique<std::vector<ParamInfo>>(build_list(c));
   return *slot;
+}
+
+ParamRange layer_range(const ModelConfig& c, std::int64_t layer) {
+  ParamRange r{-1, 0};
+  for (const ParamInfo& p : param_list(c)) {
+    if (p.layer != layer) continue;
+    if (r.offset < 0) r.offset = p.offset;
+    PALM_ASSERT(p.offset == r.offset + r.count);  // contiguous
+    r.count += p.numel;
+  }
+  PALM_CHECK(r.offset >= 0, "no block ", layer, " in a model of ", c.n_layers, " blocks");
+  return r;
 }
 
 std::int64_t param_count(const ModelConfig& c) {

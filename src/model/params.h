@@ -16,14 +16,30 @@
 namespace palm {
 
 enum class ParamInit { kFanIn, kUnitNormal, kOnes };
+// How tensor parallelism splits a tensor (model/tensor_parallel.h): by output rows
+// (column-parallel: the embedding, q, gate, up), by input columns (row-parallel: o,
+// down), or not at all (norms and the shared K/V head, replicated).
+enum class TpSplit { kNone, kRows, kCols };
+enum class ParamRole { kEmbedding, kNorm, kAttnQ, kAttnK, kAttnV, kMlpGate, kMlpUp, kAttnO, kMlpDown, kFinalNorm };
 
+// Everything the code needs to know about a parameter tensor, in one place: sharding,
+// gradient overlap and tensor parallelism derive from these fields, never from the name.
 struct ParamInfo {
   std::string name;                  // safetensors name, e.g. "layers.3.attn.q"
   std::vector<std::int64_t> shape;   // [out, in] like torch.nn.Linear, or [D]
   std::int64_t offset = 0;           // floats from the arena start
   std::int64_t numel = 0;
   ParamInit init = ParamInit::kFanIn;
+  ParamRole role = ParamRole::kEmbedding;
+  std::int64_t layer = -1;           // its block, or -1 (embedding, final norm)
+  TpSplit tp_split = TpSplit::kNone;
 };
+
+// The floats [offset, offset + count) of block l's tensors: contiguous by construction.
+struct ParamRange {
+  std::int64_t offset = 0, count = 0;
+};
+ParamRange layer_range(const ModelConfig& c, std::int64_t layer);
 
 const std::vector<ParamInfo>& param_list(const ModelConfig& c);  // cached per config
 std::int64_t param_count(const ModelConfig& c);

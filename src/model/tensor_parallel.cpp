@@ -21,18 +21,19 @@ ModelConfig tp_local_config(const ModelConfig& g, int T) {
   return c;
 }
 
+TpSlice tp_slice(const ParamInfo& global, int rank, int T) {
+  if (global.tp_split == TpSplit::kNone) return {SliceKind::kAll, 0, 0};  // whole on every rank
+  const bool rows = global.tp_split == TpSplit::kRows;
+  const std::int64_t count = global.shape[rows ? 0 : 1] / T;
+  return {rows ? SliceKind::kRows : SliceKind::kCols, rank * count, count};
+}
+
 TpSlice tp_slice(const std::string& name, const ModelConfig& g, int rank, int T) {
-  auto ends = [&](const char* suffix) {
-    const std::string s = suffix;
-    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
-  };
-  const std::int64_t HK = g.n_heads * g.head_dim / T, F = g.d_ff / T, V = g.vocab_size / T;
-  if (ends("embed")) return {SliceKind::kRows, rank * V, V};
-  if (ends("attn.q")) return {SliceKind::kRows, rank * HK, HK};
-  if (ends("mlp.gate") || ends("mlp.up")) return {SliceKind::kRows, rank * F, F};
-  if (ends("attn.o")) return {SliceKind::kCols, rank * HK, HK};
-  if (ends("mlp.down")) return {SliceKind::kCols, rank * F, F};
-  return {SliceKind::kAll, 0, 0};  // norms, attn.k, attn.v: whole on every rank
+  for (const ParamInfo& p : param_list(g))  // the parameter, or optimizer state named "<kind>.<parameter>"
+    if (name == p.name || (name.size() > p.name.size() && name[name.size() - p.name.size() - 1] == '.' &&
+                           name.compare(name.size() - p.name.size(), p.name.size(), p.name) == 0))
+      return tp_slice(p, rank, T);
+  fail(str_cat("tensor parallelism: no parameter named '", name, "'"));
 }
 
 void tp_extract(const float* global, const std::vector<std::int64_t>& shape, const TpSlice& s, float* local) {
@@ -72,7 +73,7 @@ void init_weights_tp(Backend& be, Weights& local, const ModelConfig& global, int
     if (only && !(*only)[i++]) return;
     if (!only) ++i;
     PALM_ASSERT(gp.name == p.name);
-    const TpSlice s = tp_slice(p.name, global, rank, T);
+    const TpSlice s = tp_slice(gp, rank, T);
     const double stddev = p.init == ParamInit::kOnes    ? 0.0  // fill_normal's constant, 1
                           : p.init == ParamInit::kFanIn ? 1.0 / std::sqrt(double(gp.shape.back()))
                                                         : 1.0;

@@ -33,6 +33,8 @@ struct TpSlice {
   SliceKind kind = SliceKind::kAll;
   std::int64_t begin = 0, count = 0;  // rows or columns of the global tensor
 };
+// From the global tensor's metadata (ParamInfo::tp_split).
+TpSlice tp_slice(const ParamInfo& global_param, int rank, int T);
 // `name` is a parameter name ("layers.3.attn.q") or an optimizer state name ending in one.
 TpSlice tp_slice(const std::string& name, const ModelConfig& global, int rank, int T);
 

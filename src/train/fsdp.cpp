@@ -24,7 +24,7 @@ FullySharded::FullySharded(Backend& be, Comm& group, const ModelConfig& c, Weigh
   std::size_t i = 0;
   for_each_param(c, [&](const ParamInfo& p) {
     const Tensor t{p.offset, p.numel, owner_[i++]};
-    if (p.name.rfind("layers.", 0) == 0) layers_[std::stoul(p.name.substr(7))].push_back(t);
+    if (p.layer >= 0) layers_[std::size_t(p.layer)].push_back(t);
     else globals_.push_back(t);
   });
 }

@@ -12,14 +12,14 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 }  // namespace
 
 OverlappedReduce::OverlappedReduce(Comm& comm, const ModelConfig& c, Gradients& g) : comm_(comm) {
-  // a block's tensors are contiguous in the arena (norm, q, k, v, gate, up, o, down)
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
-    const auto& v = g.view.layers[std::size_t(l)];
-    const float* end = l + 1 < c.n_layers ? g.view.layers[std::size_t(l + 1)].norm : g.view.final_norm;
-    layers_.emplace_back(v.norm, std::int64_t(end - v.norm));
+    const ParamRange r = layer_range(c, l);
+    layers_.emplace_back(g.arena.data() + r.offset, r.count);
   }
-  embed_ = {g.view.embed, std::int64_t(g.view.layers.empty() ? 0 : g.view.layers[0].norm - g.view.embed)};
-  final_norm_ = {g.view.final_norm, c.d_model};
+  for (const ParamInfo& p : param_list(c)) {  // the tensors outside the blocks
+    if (p.role == ParamRole::kEmbedding) embed_ = {g.arena.data() + p.offset, p.numel};
+    if (p.role == ParamRole::kFinalNorm) final_norm_ = {g.arena.data() + p.offset, p.numel};
+  }
   thread_ = std::thread([this] {
     adopt_process_threads();  // its reductions run with the process's --threads
     run();

@@ -267,7 +267,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
   Optimizer opt(*be, shard_config, o.optimizer, owned);
   if (o.tp > 1) {
     std::vector<bool> split;
-    for_each_param(shard_config, [&](const ParamInfo& p) { split.push_back(tp_slice(p.name, o.model, 0, o.tp).kind != SliceKind::kAll); });
+    for_each_param(shard_config, [&](const ParamInfo& p) { split.push_back(p.tp_split != TpSplit::kNone); });
     opt.set_tensor_parallel(&mesh.tensor_group(), split);
   }
   // Refuse a run that cannot fit before touching its memory (the arenas are anonymous
@@ -346,7 +346,7 @@ std::int64_t run_training(TrainOptions o, bool resume) {
                  config_differences(init->config, o.model), ": file vs run)");
       for_each_param(shard_config, [&](const ParamInfo& p) {
         const ParamInfo& gp = param_list(o.model)[std::size_t(&p - param_list(shard_config).data())];
-        tp_extract(init->arena.data() + gp.offset, gp.shape, tp_slice(p.name, o.model, layout.rank, layout.size),
+        tp_extract(init->arena.data() + gp.offset, gp.shape, tp_slice(gp, layout.rank, layout.size),
                    w.arena.data() + p.offset);
       });
     } else {
