@@ -208,384 +208,521 @@ TrainOptions train_options_from_json(const std::string& text, const std::string&
 
 void request_training_stop(int sig) { g_stop_signal = sig; }
 
-std::int64_t run_training(TrainOptions o, bool resume) {
-  set_threads(o.threads);
+namespace {
+
+// The options of a launch, checked, with what the data fixes (vocabulary, context).
+TrainOptions validated(TrainOptions o, const DataLoader& loader) {
+  validate(o.lr);
+  if (o.lr.kind == "cosine" && o.lr.total == 0) o.lr.total = o.steps;
+  o.model.vocab_size = loader.vocab_size();  // the data fixes the vocabulary: a preset's is replaced
+  o.model.max_seq_len = std::max(o.model.max_seq_len, o.seq_len);
+  validate(o.model);
+  PALM_CHECK(o.shard == "none" || o.shard == "optimizer" || o.shard == "full", "--shard ", o.shard,
+             ": expected none, optimizer or full");
+  return o;
+}
+
+void check_options(const TrainOptions& o) {
   PALM_CHECK(!o.out.empty(), "--out RUN is required");
   PALM_CHECK(o.steps > 0, "--steps must be positive");
   PALM_CHECK(o.seq_len > 0 && o.batch_size > 0 && o.grad_accum > 0, "--seq-len, --batch-size and --grad-accum must be positive");
   PALM_CHECK(o.batch_size % o.grad_accum == 0, "--batch-size ", o.batch_size, " is not divisible by --grad-accum ", o.grad_accum);
   PALM_CHECK(o.checkpoint_every > 0 && o.eval_every > 0, "--checkpoint-every and --eval-every must be positive");
-  validate(o.lr);
-  if (o.lr.kind == "cosine" && o.lr.total == 0) o.lr.total = o.steps;
-  const BatchRamp ramp = BatchRamp::parse(o.batch_ramp, o.batch_size);
-  const std::int64_t micro = o.batch_size / o.grad_accum;  // rows per forward/backward
-  for (const auto& [from, b] : ramp.points)
-    PALM_CHECK(b % micro == 0, "--batch-ramp batch ", b, " is not a multiple of the micro-batch ", micro);
+}
 
-  // The data fixes the vocabulary: a preset's vocab is replaced.
-  DataLoader loader(o.data, o.seq_len, o.seed);
-  const std::string tok_dir = (fs::path(o.data) / "tokenizer").string();
-  o.model.vocab_size = loader.vocab_size();
-  o.model.max_seq_len = std::max(o.model.max_seq_len, o.seq_len);
-  validate(o.model);
-
-  const auto be = make_backend();
-  // The mesh: every rank of a data-parallel replica set takes its slice of each micro-batch.
-  Mesh mesh(make_world_comm(), o.tp, o.pods);
-  // tensor parallelism: this rank holds a shard; `local` is the config of its tensors
-  const ModelConfig shard_config = o.tp > 1 ? tp_local_config(o.model, o.tp) : o.model;
-  const TpLayout layout{o.model, mesh.tensor_index(), o.tp};
-  PALM_CHECK(o.shard == "none" || o.shard == "optimizer" || o.shard == "full", "--shard ", o.shard,
-             ": expected none, optimizer or full");
-  const int W = mesh.data_parallel_ranks(), R = mesh.data_parallel_index();
-  const bool leader = mesh.world().rank() == 0;  // writes the run's files and shows progress
-  PALM_CHECK(micro % W == 0, "the micro-batch of ", micro, " sequences does not split over ", W,
-             " data-parallel ranks (--batch-size / --grad-accum must be a multiple of ", W, ")");
-  const std::int64_t local = micro / W;  // rows this rank computes per micro-batch
-  if (mesh.world().size() > 1) std::fprintf(stderr, "palm train: %s, %lld of every %lld sequences\n", mesh.describe().c_str(), (long long)local, (long long)micro);
-  Weights w(*be, shard_config);
-  Gradients g(*be, shard_config);
-  // --shard optimizer: each rank of a pod's data-parallel group owns whole tensors (largest
-  // first, to the least loaded rank), keeps only their state and updates only them; the
-  // per-tensor RMS terms are then exactly the unsharded ones, and broadcasting each
-  // updated tensor from its owner makes the step bitwise that of --shard none.
-  std::vector<int> owner;
-  std::vector<bool> owned;
-  if (o.shard != "none" && mesh.data() > 1) {
-    std::vector<std::pair<std::int64_t, std::size_t>> sizes;
-    for_each_param(shard_config, [&](const ParamInfo& p) { sizes.emplace_back(p.numel, sizes.size()); });
-    std::stable_sort(sizes.begin(), sizes.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-    owner.assign(sizes.size(), 0);
-    std::vector<std::int64_t> load(std::size_t(mesh.data()), 0);
-    for (const auto& [n, i] : sizes) {
-      const int r = int(std::min_element(load.begin(), load.end()) - load.begin());
-      owner[i] = r;
-      load[std::size_t(r)] += n;
-    }
-    for (int r : owner) owned.push_back(r == mesh.data_index());
+// --shard optimizer|full: each rank of a pod's data-parallel group owns whole tensors
+// (largest first, to the least loaded rank), keeps only their state and updates only
+// them; the per-tensor RMS terms are then exactly the unsharded ones, and broadcasting
+// each updated tensor from its owner makes the step bitwise that of --shard none.
+std::vector<int> assign_owners(const ModelConfig& c, int ranks) {
+  std::vector<std::pair<std::int64_t, std::size_t>> sizes;
+  for_each_param(c, [&](const ParamInfo& p) { sizes.emplace_back(p.numel, sizes.size()); });
+  std::stable_sort(sizes.begin(), sizes.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<int> owner(sizes.size(), 0);
+  std::vector<std::int64_t> load(std::size_t(ranks), 0);
+  for (const auto& [n, i] : sizes) {
+    const int r = int(std::min_element(load.begin(), load.end()) - load.begin());
+    owner[i] = r;
+    load[std::size_t(r)] += n;
   }
-  Optimizer opt(*be, shard_config, o.optimizer, owned);
-  if (o.tp > 1) {
+  return owner;
+}
+
+// Where the run stands: restored from a checkpoint (resume, rollback) and saved into one.
+struct RunState {
+  std::int64_t step = 0;          // last completed step
+  std::int64_t skip_samples = 0;  // data skipped by rollbacks
+  std::int64_t tokens_seen = 0;
+  double wall_before = 0;         // seconds of earlier launches
+  json rollbacks = json::array();
+};
+
+// One launch of `palm train`: setup (the constructor), the run state (resume, init,
+// rollback), one step, and the record (metrics, progress, evaluation, checkpoints).
+class TrainingRun {
+ public:
+  TrainingRun(TrainOptions o, bool resume);
+  ~TrainingRun() {
+    if (metrics_) std::fclose(metrics_);
+  }
+  std::int64_t run();  // returns the last completed step
+
+ private:
+  // ---- setup
+  TrainOptions o_;
+  bool resume_;
+  BatchRamp ramp_;
+  std::int64_t micro_;  // rows per forward/backward over all data-parallel ranks
+  DataLoader loader_;
+  std::unique_ptr<Backend> be_;
+  Mesh mesh_;
+  ModelConfig shard_config_;  // this rank's tensors (tensor parallelism: a shard)
+  TpLayout layout_;
+  int W_, R_;                 // data-parallel ranks, this rank's index
+  bool leader_;               // writes the run's files and shows progress
+  std::int64_t local_;        // rows this rank computes per micro-batch
+  std::vector<int> owner_;
+  std::vector<bool> owned_;
+  std::unique_ptr<Weights> w_;
+  std::unique_ptr<Gradients> g_;
+  std::unique_ptr<Optimizer> opt_;
+  std::unique_ptr<Activations> acts_;
+  std::unique_ptr<FullySharded> fsdp_;
+  std::unique_ptr<OverlappedReduce> overlap_;
+  std::string metrics_path_, record_path_, tok_dir_;
+  // ---- run state
+  RunState st_;
+  std::int64_t start_step_ = 0;
+  void restore();
+  void initialize();
+  bool roll_back(std::int64_t k, double loss);  // false when it may not (throws then)
+  // ---- one step
+  std::vector<std::int32_t> rows_, tokens_, targets_;
+  std::vector<double> recent_;  // the spike detector's window
+  struct StepResult {
+    double loss = 0, z_loss = 0;
+  };
+  void zero_gradients();
+  StepResult forward_backward(std::int64_t first, std::int64_t accum);
+  void finish_gradients(std::int64_t accum);
+  void fill_batch();
+  // ---- record
+  std::FILE* metrics_ = nullptr;
+  Clock::time_point t_start_, t_loop_;
+  std::int64_t loop_tokens_ = 0;
+  ModelAccounting acc_;
+  double peak_ = 0;
+  std::string state_json();
+  void checkpoint();
+  double evaluate();
+  void record(std::int64_t k, const StepResult& s, double lr, double gnorm, std::int64_t B, Progress& progress);
+  void report_end();
+};
+
+TrainingRun::TrainingRun(TrainOptions o, bool resume)
+    : o_((check_options(o), std::move(o))),
+      resume_(resume),
+      ramp_(BatchRamp::parse(o_.batch_ramp, o_.batch_size)),
+      micro_(o_.batch_size / o_.grad_accum),
+      loader_(o_.data, o_.seq_len, o_.seed),
+      be_(make_backend()),
+      mesh_(make_world_comm(), o_.tp, o_.pods) {
+  for (const auto& [from, b] : ramp_.points)
+    PALM_CHECK(b % micro_ == 0, "--batch-ramp batch ", b, " is not a multiple of the micro-batch ", micro_);
+  o_ = validated(std::move(o_), loader_);
+  tok_dir_ = (fs::path(o_.data) / "tokenizer").string();
+  shard_config_ = o_.tp > 1 ? tp_local_config(o_.model, o_.tp) : o_.model;
+  layout_ = TpLayout{o_.model, mesh_.tensor_index(), o_.tp};
+  W_ = mesh_.data_parallel_ranks();
+  R_ = mesh_.data_parallel_index();
+  leader_ = mesh_.world().rank() == 0;
+  PALM_CHECK(micro_ % W_ == 0, "the micro-batch of ", micro_, " sequences does not split over ", W_,
+             " data-parallel ranks (--batch-size / --grad-accum must be a multiple of ", W_, ")");
+  local_ = micro_ / W_;
+  if (mesh_.world().size() > 1)
+    std::fprintf(stderr, "palm train: %s, %lld of every %lld sequences\n", mesh_.describe().c_str(), (long long)local_,
+                 (long long)micro_);
+  w_ = std::make_unique<Weights>(*be_, shard_config_);
+  g_ = std::make_unique<Gradients>(*be_, shard_config_);
+  if (o_.shard != "none" && mesh_.data() > 1) {
+    owner_ = assign_owners(shard_config_, mesh_.data());
+    for (int r : owner_) owned_.push_back(r == mesh_.data_index());
+  }
+  opt_ = std::make_unique<Optimizer>(*be_, shard_config_, o_.optimizer, owned_);
+  if (o_.tp > 1) {
     std::vector<bool> split;
-    for_each_param(shard_config, [&](const ParamInfo& p) { split.push_back(p.tp_split != TpSplit::kNone); });
-    opt.set_tensor_parallel(&mesh.tensor_group(), split);
+    for_each_param(shard_config_, [&](const ParamInfo& p) { split.push_back(p.tp_split != TpSplit::kNone); });
+    opt_->set_tensor_parallel(&mesh_.tensor_group(), split);
   }
-  // Refuse a run that cannot fit before touching its memory (the arenas are anonymous
-  // mappings: resident only once written): weights, gradients, optimizer state and
-  // activations of this process, times the processes on this host.
-  const ActivationPlan plan{local, o.seq_len, o.remat, true, o.bf16, o.tp > 1};
-  check_run_memory(double(w.arena.size()) * 4, double(g.arena.size()) * 4, double(opt.state_bytes()),
-                   double(Activations::bytes_needed(*be, shard_config, plan)), o.shard == "full" ? mesh.data() : 1);
-  Activations acts(*be, shard_config, plan);
+  // Refuse a run that cannot fit before touching its memory (buffers are resident only
+  // once written): weights, gradients, optimizer state and activations of this process,
+  // times the processes on this host.
+  const ActivationPlan plan{local_, o_.seq_len, o_.remat, true, o_.bf16, o_.tp > 1};
+  check_run_memory(double(w_->arena.size()) * 4, double(g_->arena.size()) * 4, double(opt_->state_bytes()),
+                   double(Activations::bytes_needed(*be_, shard_config_, plan)), o_.shard == "full" ? mesh_.data() : 1);
+  acts_ = std::make_unique<Activations>(*be_, shard_config_, plan);
   // --shard full: weights and gradients resident only on their owners (src/train/fsdp.h)
-  std::unique_ptr<FullySharded> fsdp;
-  if (o.shard == "full" && !owner.empty()) {
-    fsdp = std::make_unique<FullySharded>(*be, mesh.data_group(), shard_config, w, g, owner);
-    acts.sharded = fsdp.get();
-    opt.set_norm_group(&mesh.data_group());  // each gradient lives on its owner only
+  if (o_.shard == "full" && !owner_.empty()) {
+    fsdp_ = std::make_unique<FullySharded>(*be_, mesh_.data_group(), shard_config_, *w_, *g_, owner_);
+    acts_->sharded = fsdp_.get();
+    opt_->set_norm_group(&mesh_.data_group());  // each gradient lives on its owner only
   }
   // data parallelism: each block's gradients are reduced while the blocks below compute
-  std::unique_ptr<OverlappedReduce> overlap;
-  if (o.overlap && W > 1 && o.tp == 1 && !fsdp) {
-    overlap = std::make_unique<OverlappedReduce>(mesh.gradient_comm(), shard_config, g);
-    acts.overlap = overlap.get();
+  if (o_.overlap && W_ > 1 && o_.tp == 1 && !fsdp_) {
+    overlap_ = std::make_unique<OverlappedReduce>(mesh_.gradient_comm(), shard_config_, *g_);
+    acts_->overlap = overlap_.get();
   }
-  if (o.tp > 1) {
-    acts.tp = {&mesh.tensor_group(), mesh.tensor_index(), o.tp};
-    acts.vocab_offset = std::int64_t(mesh.tensor_index()) * shard_config.vocab_size;
+  if (o_.tp > 1) {
+    acts_->tp = {&mesh_.tensor_group(), mesh_.tensor_index(), o_.tp};
+    acts_->vocab_offset = std::int64_t(mesh_.tensor_index()) * shard_config_.vocab_size;
   }
+  metrics_path_ = (fs::path(o_.out) / "metrics.jsonl").string();
+  record_path_ = leader_ ? metrics_path_ : "/dev/null";  // only the leader writes the record
+  rows_.resize(std::size_t(local_ * (o_.seq_len + 1)));
+  tokens_.resize(std::size_t(local_ * o_.seq_len));
+  targets_.resize(std::size_t(local_ * o_.seq_len));
+}
 
-  std::int64_t step = 0;            // last completed step
-  std::int64_t skip_samples = 0;    // data skipped by rollbacks
-  std::int64_t tokens_seen = 0;
-  double wall_before = 0;
-  json rollbacks = json::array();
-  const std::string metrics_path = (fs::path(o.out) / "metrics.jsonl").string();
-  if (resume && latest_checkpoint(o.out).empty()) {
-    // killed before its first checkpoint: its config.json is all a fresh start needs
-    // (initialization and data order are functions of the seed)
-    if (leader) std::fprintf(stderr, "%s has no complete checkpoint yet: starting it from step 0 with its stored config\n", o.out.c_str());
-    resume = false;
-  }
-  if (resume) {
-    // A checkpoint interrupted by kill -9 is a hidden temporary: remove it.
-    std::error_code ec;
-    if (leader)
-      for (const auto& e : fs::directory_iterator(fs::path(o.out) / "checkpoints", ec))
-        if (e.path().filename().string().rfind(".step-", 0) == 0) fs::remove_all(e.path(), ec);
-    mesh.world().barrier();
-    const std::string ckpt = latest_checkpoint(o.out);
-    PALM_CHECK(!ckpt.empty(), o.out, ": no complete checkpoint to resume from");
-    const auto st = nlohmann::json::parse(load_checkpoint(ckpt, w, opt, &layout));
-    if (fsdp) fsdp->release_all();
-    PALM_CHECK(st.at("tokenizer_sha256") == loader.tokenizer_sha256(), ckpt, ": made with the tokenizer ",
-               st.at("tokenizer_sha256").get<std::string>(), " but the data uses ", loader.tokenizer_sha256());
-    const std::string manifest_sha = sha256_file((fs::path(o.data) / "manifest.json").string());
-    PALM_CHECK(!st.contains("data_manifest_sha256") || st["data_manifest_sha256"] == manifest_sha, ckpt,
-               ": trained on the data whose manifest has sha256 ", st.value("data_manifest_sha256", std::string()),
-               ", but ", o.data, "/manifest.json now has ", manifest_sha,
-               " (the data changed: resuming would not continue the same run)");
-    // state.json is a file a person may edit: every number checked before it is used
-    step = checked_state_int(st, "step", 0, std::int64_t(1) << 50, ckpt);
-    skip_samples = checked_state_int(st, "skip_samples", 0, std::int64_t(1) << 50, ckpt);
-    tokens_seen = checked_state_int(st, "tokens_seen", 0, std::int64_t(1) << 60, ckpt);
-    wall_before = st.value("wall_seconds", 0.0);
-    rollbacks = st.value("rollbacks", json::array());
-    if (leader) truncate_metrics(metrics_path, step);
-    if (leader) std::fprintf(stderr, "resuming %s from step %lld (%s)\n", o.out.c_str(), (long long)step, ckpt.c_str());
+// ---------------------------------------------------------------- run state
+
+void TrainingRun::restore() {
+  // A checkpoint interrupted by kill -9 is a hidden temporary: remove it.
+  std::error_code ec;
+  if (leader_)
+    for (const auto& e : fs::directory_iterator(fs::path(o_.out) / "checkpoints", ec))
+      if (e.path().filename().string().rfind(".step-", 0) == 0) fs::remove_all(e.path(), ec);
+  mesh_.world().barrier();
+  const std::string ckpt = latest_checkpoint(o_.out);
+  PALM_CHECK(!ckpt.empty(), o_.out, ": no complete checkpoint to resume from");
+  const auto st = nlohmann::json::parse(load_checkpoint(ckpt, *w_, *opt_, &layout_));
+  if (fsdp_) fsdp_->release_all();
+  PALM_CHECK(st.at("tokenizer_sha256") == loader_.tokenizer_sha256(), ckpt, ": made with the tokenizer ",
+             st.at("tokenizer_sha256").get<std::string>(), " but the data uses ", loader_.tokenizer_sha256());
+  const std::string manifest_sha = sha256_file((fs::path(o_.data) / "manifest.json").string());
+  PALM_CHECK(!st.contains("data_manifest_sha256") || st["data_manifest_sha256"] == manifest_sha, ckpt,
+             ": trained on the data whose manifest has sha256 ", st.value("data_manifest_sha256", std::string()),
+             ", but ", o_.data, "/manifest.json now has ", manifest_sha,
+             " (the data changed: resuming would not continue the same run)");
+  // state.json is a file a person may edit: every number checked before it is used
+  st_.step = checked_state_int(st, "step", 0, std::int64_t(1) << 50, ckpt);
+  st_.skip_samples = checked_state_int(st, "skip_samples", 0, std::int64_t(1) << 50, ckpt);
+  st_.tokens_seen = checked_state_int(st, "tokens_seen", 0, std::int64_t(1) << 60, ckpt);
+  st_.wall_before = st.value("wall_seconds", 0.0);
+  st_.rollbacks = st.value("rollbacks", json::array());
+  if (leader_) truncate_metrics(metrics_path_, st_.step);
+  if (leader_) std::fprintf(stderr, "resuming %s from step %lld (%s)\n", o_.out.c_str(), (long long)st_.step, ckpt.c_str());
+}
+
+void TrainingRun::initialize() {
+  PALM_CHECK(list_checkpoints(o_.out).empty(), o_.out, ": already holds checkpoints; use --resume ", o_.out,
+             " or another --out");
+  mesh_.world().barrier();  // every rank has looked before the leader writes
+  if (leader_) fs::create_directories(o_.out);
+  if (!o_.init.empty()) {
+    const auto init = load_model(*be_, o_.init);
+    PALM_CHECK(init->config.vocab_size == o_.model.vocab_size, "--init ", o_.init, " has vocab ", init->config.vocab_size,
+               " but the data's tokenizer has ", o_.model.vocab_size);
+    PALM_CHECK(init->config == o_.model, "--init ", o_.init, ": its config differs from the run's (",
+               config_differences(init->config, o_.model), ": file vs run)");
+    for_each_param(shard_config_, [&](const ParamInfo& p) {
+      const ParamInfo& gp = param_list(o_.model)[std::size_t(&p - param_list(shard_config_).data())];
+      tp_extract(init->arena.data() + gp.offset, gp.shape, tp_slice(gp, layout_.rank, layout_.size),
+                 w_->arena.data() + p.offset);
+    });
   } else {
-    PALM_CHECK(list_checkpoints(o.out).empty(), o.out, ": already holds checkpoints; use --resume ", o.out,
-               " or another --out");
-    mesh.world().barrier();  // every rank has looked before the leader writes
-    if (leader) fs::create_directories(o.out);
-    if (!o.init.empty()) {
-      const auto init = load_model(*be, o.init);
-      PALM_CHECK(init->config.vocab_size == o.model.vocab_size, "--init ", o.init, " has vocab ", init->config.vocab_size,
-                 " but the data's tokenizer has ", o.model.vocab_size);
-      PALM_CHECK(init->config == o.model, "--init ", o.init, ": its config differs from the run's (",
-                 config_differences(init->config, o.model), ": file vs run)");
-      for_each_param(shard_config, [&](const ParamInfo& p) {
-        const ParamInfo& gp = param_list(o.model)[std::size_t(&p - param_list(shard_config).data())];
-        tp_extract(init->arena.data() + gp.offset, gp.shape, tp_slice(gp, layout.rank, layout.size),
-                   w.arena.data() + p.offset);
-      });
-    } else {
-      const std::vector<bool>* only = fsdp ? &owned : nullptr;  // --shard full: what this rank owns
-      if (o.tp > 1) init_weights_tp(*be, w, o.model, layout.rank, layout.size, o.seed, only);  // the shard of the same init
-      else init_weights(*be, w, o.seed, only);
-    }
-    if (fsdp) fsdp->release_all();
-    if (leader) write_text_atomic(metrics_path, "");
+    const std::vector<bool>* only = fsdp_ ? &owned_ : nullptr;  // --shard full: what this rank owns
+    if (o_.tp > 1) init_weights_tp(*be_, *w_, o_.model, layout_.rank, layout_.size, o_.seed, only);  // the shard of the same init
+    else init_weights(*be_, *w_, o_.seed, only);
   }
-  if (leader) write_text_atomic((fs::path(o.out) / "config.json").string(), train_options_to_json(o));
-  mesh.world().barrier();
+  if (fsdp_) fsdp_->release_all();
+  if (leader_) write_text_atomic(metrics_path_, "");
+}
 
+// Loss spike at step k: back to the newest checkpoint, skipping the batches around the
+// spike. Throws when there is no checkpoint yet or --max-rollbacks is reached.
+bool TrainingRun::roll_back(std::int64_t k, double loss) {
+  const std::string ckpt = latest_checkpoint(o_.out);
+  PALM_CHECK(!ckpt.empty(), "loss spike at step ", k, " (loss ", loss, ") before the first checkpoint: stopping");
+  PALM_CHECK(std::int64_t(st_.rollbacks.size()) < o_.max_rollbacks, "loss spike at step ", k, ": already rolled back ",
+             st_.rollbacks.size(), " times (--max-rollbacks): stopping");
+  const auto st = nlohmann::json::parse(load_checkpoint(ckpt, *w_, *opt_, &layout_));
+  if (fsdp_) fsdp_->release_all();
+  const std::int64_t back_to = st.at("step");
+  const std::int64_t skip_steps = std::max(o_.spike_skip, k - back_to);
+  st_.skip_samples = st.value("skip_samples", std::int64_t(0)) + ramp_.samples_before(k + skip_steps) - ramp_.samples_before(k);
+  st_.tokens_seen = st.value("tokens_seen", std::int64_t(0));
+  json event = {{"event", "rollback"}, {"spike_step", k}, {"loss", std::isfinite(loss) ? loss : -1.0},
+                {"median", median(recent_)}, {"to_step", back_to}, {"skipped_batches", skip_steps}};
+  // the list keeps every rollback of the run, also those after the checkpoint it
+  // returns to: a spike that recurs must reach --max-rollbacks
+  st_.rollbacks.push_back(event);
+  std::fprintf(stderr, "\nloss spike at step %lld (%.4f, median %.4f): rolled back to step %lld, skipping %lld batches\n",
+               (long long)k, loss, median(recent_), (long long)back_to, (long long)skip_steps);
+  st_.step = back_to;
+  recent_.clear();
+  std::fflush(metrics_);
+  std::fclose(metrics_);
+  if (leader_) truncate_metrics(metrics_path_, st_.step);
+  metrics_ = std::fopen(record_path_.c_str(), "a");
+  event["step"] = st_.step;
+  std::fprintf(metrics_, "%s\n", event.dump().c_str());
+  return true;
+}
 
-  const ModelAccounting acc = account(*be, o.model, micro, o.seq_len);
-  const double peak = quick_gemm_peak(*be);
-  std::vector<std::int32_t> rows(local * (o.seq_len + 1)), tokens(local * o.seq_len), targets(local * o.seq_len);
-  std::vector<double> recent;
-  // only the leader writes the run's record; the others write to /dev/null
-  const std::string record_path = leader ? metrics_path : "/dev/null";
-  std::FILE* metrics = std::fopen(record_path.c_str(), "a");
-  PALM_CHECK(metrics, metrics_path, ": cannot append");
-  const auto t_start = Clock::now();
+// ---------------------------------------------------------------- one step
 
-  auto state_json = [&]() {
-    json s;
-    s["step"] = step;
-    s["seed"] = o.seed;
-    s["config"] = nlohmann::json::parse(config_to_json(o.model));
-    s["tokenizer_sha256"] = loader.tokenizer_sha256();
-    s["data_manifest_sha256"] = sha256_file((fs::path(o.data) / "manifest.json").string());
-    s["skip_samples"] = skip_samples;
-    s["tokens_seen"] = tokens_seen;
-    s["wall_seconds"] = wall_before + std::chrono::duration<double>(Clock::now() - t_start).count();
-    s["rollbacks"] = rollbacks;
-    const Hardware hw = describe_hardware();
-    s["hardware"] = {{"cpu", hw.cpu_model}, {"logical_cpus", hw.logical_cpus}, {"usable_cpus", hw.usable_cpus},
-                     {"threads", current_threads()}, {"gpus", 0}, {"backend", "cpu"}, {"host", hw.hostname}};
-    return s.dump(2) + "\n";
-  };
-  auto checkpoint = [&] {
-    std::fflush(metrics);
-    if (!owner.empty() || o.tp > 1) {
-      // the state is spread over pod 0's ranks: each writes its share (its tensor shard of
-      // the weights, the optimizer state it owns)
-      const bool writer = mesh.pod_index() == 0 && (!owner.empty() || mesh.data_index() == 0);
-      std::vector<bool> weights_owned;  // --shard full: each writer writes the weights it owns
-      if (fsdp)
-        for (std::size_t i = 0; i < owner.size(); ++i) weights_owned.push_back(fsdp->owns(i));
-      save_checkpoint_sharded(mesh.world(), leader, writer, owner.empty() ? 0 : mesh.data_index(),
-                              owner.empty() ? 1 : mesh.data(), o.out, step, w, opt, leader ? state_json() : std::string(),
-                              tok_dir, loader.tokenizer_sha256(), o.keep_checkpoints, layout, weights_owned);
-      return;
-    }
-    // replicas hold the same bits (checked by hash): the leader's copy is the checkpoint
-    if (leader) save_checkpoint(o.out, step, w, opt, state_json(), tok_dir, loader.tokenizer_sha256(), o.keep_checkpoints);
-    mesh.world().barrier();
-  };
-  auto eval = [&]() -> double {
-    // every rank evaluates the same windows in batches of its local size
-    const std::int64_t windows = std::min(loader.val_windows(), o.eval_batches * micro);
-    if (windows < micro) return NAN;
-    double sum = 0;
-    std::int64_t batches = 0;
-    for (std::int64_t first = 0; first + local <= windows; first += local, ++batches) {
-      for (std::int64_t r = 0; r < local; ++r) loader.val_window(first + r, rows.data() + r * (o.seq_len + 1));
-      for (std::int64_t r = 0; r < local; ++r)
-        for (std::int64_t t = 0; t < o.seq_len; ++t) {
-          tokens[r * o.seq_len + t] = rows[r * (o.seq_len + 1) + t];
-          targets[r * o.seq_len + t] = rows[r * (o.seq_len + 1) + t + 1];
-        }
-      sum += forward(*be, w, acts, tokens.data(), targets.data(), 0.0f).loss;
-    }
-    return sum / double(batches);
-  };
+void TrainingRun::zero_gradients() {
+  Gradients& g = *g_;
+  if (fsdp_) {  // other owners' gradients are already zero pages: touch only this rank's
+    std::size_t i = 0;
+    for_each_param(shard_config_, [&](const ParamInfo& p) {
+      if (fsdp_->owns(i++)) be_->memset_on_device(g.arena.data() + p.offset, 0, sizeof(float) * std::size_t(p.numel));
+    });
+  } else {
+    be_->memset_on_device(g.arena.data(), 0, sizeof(float) * g.arena.size());
+  }
+}
 
-  const std::int64_t start_step = step;
-  Progress progress("train", std::max<std::int64_t>(o.steps - start_step, 1), "steps");
-  const auto t_loop = Clock::now();
-  std::int64_t loop_tokens = 0;
-  while (step < o.steps) {
-    const std::int64_t k = step + 1;
-    const std::int64_t B = ramp.batch_at(k);
-    const std::int64_t first = ramp.samples_before(k) + skip_samples;
-    if (fsdp) {  // other owners' gradients are already zero pages: touch only this rank's
-      std::size_t i = 0;
-      for_each_param(shard_config, [&](const ParamInfo& p) {
-        if (fsdp->owns(i++)) be->memset_on_device(g.arena.data() + p.offset, 0, sizeof(float) * std::size_t(p.numel));
-      });
-    } else {
-      be->memset_on_device(g.arena.data(), 0, sizeof(float) * g.arena.size());
+// rows_ (local_ windows of seq_len + 1 tokens) -> tokens_ and their next-token targets_
+void TrainingRun::fill_batch() {
+  for (std::int64_t r = 0; r < local_; ++r)
+    for (std::int64_t t = 0; t < o_.seq_len; ++t) {
+      tokens_[std::size_t(r * o_.seq_len + t)] = rows_[std::size_t(r * (o_.seq_len + 1) + t)];
+      targets_[std::size_t(r * o_.seq_len + t)] = rows_[std::size_t(r * (o_.seq_len + 1) + t + 1)];
     }
-    double loss = 0, zl = 0;
-    const std::int64_t accum = B / micro;
-    for (std::int64_t m = 0; m < accum; ++m) {
-      loader.samples(first + m * micro + R * local, local, rows.data());
-      for (std::int64_t r = 0; r < local; ++r)
-        for (std::int64_t t = 0; t < o.seq_len; ++t) {
-          tokens[r * o.seq_len + t] = rows[r * (o.seq_len + 1) + t];
-          targets[r * o.seq_len + t] = rows[r * (o.seq_len + 1) + t + 1];
-        }
-      const LossStats s = forward(*be, w, acts, tokens.data(), targets.data(), float(o.z_loss));
-      // the last micro-batch sums the step's gradients over the replicas
-      backward(*be, mesh.gradient_comm(), w, acts, tokens.data(), g, m == accum - 1);
-      loss += s.loss / double(accum);
-      zl += s.z_loss / double(accum);
-    }
-    if (W > 1) {  // the global batch's mean: the same bits on every rank
-      double lz[2] = {loss, zl};
-      mesh.gradient_comm().all_reduce_sum(lz, 2);
-      loss = lz[0] / W;
-      zl = lz[1] / W;
-    }
-    if (o.inject_spike == k) loss *= 100;  // each time step k is trained: a recurring spike
-    // Loss spike: roll back to the newest checkpoint and skip the batches around the spike.
-    const bool spike = !std::isfinite(loss) ||
-                       (std::int64_t(recent.size()) >= std::min<std::int64_t>(o.spike_window, 10) &&
-                        loss > o.spike_factor * median(recent));
-    if (spike) {
-      const std::string ckpt = latest_checkpoint(o.out);
-      PALM_CHECK(!ckpt.empty(), "loss spike at step ", k, " (loss ", loss, ") before the first checkpoint: stopping");
-      PALM_CHECK(std::int64_t(rollbacks.size()) < o.max_rollbacks, "loss spike at step ", k, ": already rolled back ",
-                 rollbacks.size(), " times (--max-rollbacks): stopping");
-      const auto st = nlohmann::json::parse(load_checkpoint(ckpt, w, opt, &layout));
-      if (fsdp) fsdp->release_all();
-      const std::int64_t back_to = st.at("step");
-      const std::int64_t skip_steps = std::max(o.spike_skip, k - back_to);
-      skip_samples = st.value("skip_samples", std::int64_t(0)) + ramp.samples_before(k + skip_steps) - ramp.samples_before(k);
-      tokens_seen = st.value("tokens_seen", std::int64_t(0));
-      json event = {{"event", "rollback"}, {"spike_step", k}, {"loss", std::isfinite(loss) ? loss : -1.0},
-                    {"median", median(recent)}, {"to_step", back_to}, {"skipped_batches", skip_steps}};
-      // the list keeps every rollback of the run, also those after the checkpoint it
-      // returns to: a spike that recurs must reach --max-rollbacks
-      rollbacks.push_back(event);
-      std::fprintf(stderr, "\nloss spike at step %lld (%.4f, median %.4f): rolled back to step %lld, skipping %lld batches\n",
-                   (long long)k, loss, median(recent), (long long)back_to, (long long)skip_steps);
-      step = back_to;
-      recent.clear();
-      std::fflush(metrics);
-      std::fclose(metrics);
-      if (leader) truncate_metrics(metrics_path, step);
-      metrics = std::fopen(record_path.c_str(), "a");
-      event["step"] = step;
-      std::fprintf(metrics, "%s\n", event.dump().c_str());
-      continue;
-    }
-    if (accum * W > 1) {  // each micro-batch's gradient is a mean over its local rows
-      const float inv = 1.0f / float(accum * W);
-      std::size_t t = 0;
-      for_each_param(shard_config, [&](const ParamInfo& p) {
-        if (fsdp && !fsdp->owns(t++)) return;  // not here (and not touched: it stays unresident)
-        be->scale(g.arena.data() + p.offset, inv, p.numel);
-      });
-    }
-    const double lr = o.lr.at(k);
-    if (fsdp && mesh.pods() > 1) {  // owners swap their summed gradients with their twins
-      std::size_t i = 0;
-      for_each_param(shard_config, [&](const ParamInfo& p) {
-        if (fsdp->owns(i++)) mesh.pod_twins().all_reduce_sum(g.arena.data() + p.offset, p.numel);
-      });
-    }
-    if (!o.dump_gradients.empty() && k == start_step + 1 && mesh.pod_index() == 0 && mesh.data_index() == 0) {
-      std::vector<TensorToWrite> grads;  // this tensor rank's gradients, reduced and scaled
-      for_each_param(shard_config, [&](const ParamInfo& p) { grads.push_back({p.name, p.shape, g.arena.data() + p.offset}); });
-      write_safetensors(o.dump_gradients + "-tp-" + std::to_string(layout.rank) + "-of-" + std::to_string(layout.size) + ".safetensors",
-                        {}, grads);
-    }
-    const double gnorm = opt.step(w, g, k, lr);
-    if (fsdp) fsdp->release_globals();
-    if (!owner.empty() && !fsdp) {  // every tensor from the rank that updated it
-      std::size_t i = 0;
-      for_each_param(shard_config, [&](const ParamInfo& p) { mesh.data_group().broadcast(w.arena.data() + p.offset, p.numel, owner[i++]); });
-    }
-    step = k;
-    tokens_seen += B * o.seq_len;
-    loop_tokens += B * o.seq_len;
-    recent.push_back(loss);
-    if (std::int64_t(recent.size()) > o.spike_window) recent.erase(recent.begin());
-    const double el = std::chrono::duration<double>(Clock::now() - t_loop).count();
-    const double tps = el > 0 ? double(loop_tokens) / el : 0;
-    json line = {{"step", k}, {"loss", loss}, {"z_loss", zl}, {"lr", lr}, {"grad_norm", gnorm}, {"batch", B},
-                 {"tokens", tokens_seen}};
-    std::fprintf(metrics, "%s\n", line.dump().c_str());
-    if (leader) progress.update(k - start_step,
-                    str_cat("step ", k, "/", o.steps, "  loss ", std::round(loss * 1e4) / 1e4, "  z ",
-                            std::round(zl * 1e5) / 1e5, "  lr ", lr, "  |g| ", std::round(gnorm * 1e3) / 1e3, "  ",
-                            std::lround(tps), " tok/s  MFU ", std::round(1000 * tps * acc.flops_per_token / peak) / 10, "%"));
-    if (k % o.eval_every == 0 || k == o.steps) {
-      const double v = eval();
-      if (fsdp) fsdp->release_globals();
-      if (std::isfinite(v)) {
-        std::fprintf(metrics, "%s\n", json({{"step", k}, {"val_loss", v}}).dump().c_str());
-        std::fprintf(stderr, "%sstep %lld: validation loss %.4f\n", isatty(2) ? "\n" : "", (long long)k, v);
-      }
-    }
-    if (o.inject_divergence == k && mesh.world().rank() == mesh.world().size() - 1) w.arena.data()[0] += 1e-3f;
-    if (mesh.world().size() > 1) {
-      // every rank stops at the same step, whichever the signal reached first
-      std::int64_t stop_flag = g_stop_signal.load();
-      mesh.world().all_reduce_max(&stop_flag, 1);
-      if (stop_flag && !g_stop_signal) g_stop_signal = int(stop_flag);
-      if (k % o.hash_every == 0 || k == o.steps) check_replicas_identical(*be, fsdp ? mesh.pod_twins() : mesh.replicas(), w, k, fsdp ? &owned : nullptr);
-    }
-    if (k % o.checkpoint_every == 0 || k == o.steps || g_stop_signal) checkpoint();
-    if (g_stop_signal) {
-      std::fprintf(stderr, "\nsignal %d: stopped after step %lld with a checkpoint; resume with palm train --resume %s\n",
-                   int(g_stop_signal), (long long)k, o.out.c_str());
-      break;
+}
+
+TrainingRun::StepResult TrainingRun::forward_backward(std::int64_t first, std::int64_t accum) {
+  StepResult s;
+  for (std::int64_t m = 0; m < accum; ++m) {
+    loader_.samples(first + m * micro_ + R_ * local_, local_, rows_.data());
+    fill_batch();
+    const LossStats l = forward(*be_, *w_, *acts_, tokens_.data(), targets_.data(), float(o_.z_loss));
+    // the last micro-batch sums the step's gradients over the replicas
+    backward(*be_, mesh_.gradient_comm(), *w_, *acts_, tokens_.data(), *g_, m == accum - 1);
+    s.loss += l.loss / double(accum);
+    s.z_loss += l.z_loss / double(accum);
+  }
+  if (W_ > 1) {  // the global batch's mean: the same bits on every rank
+    double lz[2] = {s.loss, s.z_loss};
+    mesh_.gradient_comm().all_reduce_sum(lz, 2);
+    s.loss = lz[0] / W_;
+    s.z_loss = lz[1] / W_;
+  }
+  return s;
+}
+
+// Summed gradients -> the mean over the global batch, where the optimizer needs them.
+void TrainingRun::finish_gradients(std::int64_t accum) {
+  Gradients& g = *g_;
+  if (accum * W_ > 1) {  // each micro-batch's gradient is a mean over its local rows
+    const float inv = 1.0f / float(accum * W_);
+    std::size_t t = 0;
+    for_each_param(shard_config_, [&](const ParamInfo& p) {
+      if (fsdp_ && !fsdp_->owns(t++)) return;  // not here (and not touched: it stays unresident)
+      be_->scale(g.arena.data() + p.offset, inv, p.numel);
+    });
+  }
+  if (fsdp_ && mesh_.pods() > 1) {  // owners swap their summed gradients with their twins
+    std::size_t i = 0;
+    for_each_param(shard_config_, [&](const ParamInfo& p) {
+      if (fsdp_->owns(i++)) mesh_.pod_twins().all_reduce_sum(g.arena.data() + p.offset, p.numel);
+    });
+  }
+}
+
+// ---------------------------------------------------------------- record
+
+std::string TrainingRun::state_json() {
+  json s;
+  s["step"] = st_.step;
+  s["seed"] = o_.seed;
+  s["config"] = nlohmann::json::parse(config_to_json(o_.model));
+  s["tokenizer_sha256"] = loader_.tokenizer_sha256();
+  s["data_manifest_sha256"] = sha256_file((fs::path(o_.data) / "manifest.json").string());
+  s["skip_samples"] = st_.skip_samples;
+  s["tokens_seen"] = st_.tokens_seen;
+  s["wall_seconds"] = st_.wall_before + std::chrono::duration<double>(Clock::now() - t_start_).count();
+  s["rollbacks"] = st_.rollbacks;
+  const Hardware hw = describe_hardware();
+  s["hardware"] = {{"cpu", hw.cpu_model}, {"logical_cpus", hw.logical_cpus}, {"usable_cpus", hw.usable_cpus},
+                   {"threads", current_threads()}, {"gpus", 0}, {"backend", be_->name()}, {"host", hw.hostname}};
+  return s.dump(2) + "\n";
+}
+
+void TrainingRun::checkpoint() {
+  std::fflush(metrics_);
+  if (!owner_.empty() || o_.tp > 1) {
+    // the state is spread over pod 0's ranks: each writes its share (its tensor shard of
+    // the weights, the optimizer state it owns)
+    const bool writer = mesh_.pod_index() == 0 && (!owner_.empty() || mesh_.data_index() == 0);
+    std::vector<bool> weights_owned;  // --shard full: each writer writes the weights it owns
+    if (fsdp_)
+      for (std::size_t i = 0; i < owner_.size(); ++i) weights_owned.push_back(fsdp_->owns(i));
+    save_checkpoint_sharded(mesh_.world(), leader_, writer, owner_.empty() ? 0 : mesh_.data_index(),
+                            owner_.empty() ? 1 : mesh_.data(), o_.out, st_.step, *w_, *opt_,
+                            leader_ ? state_json() : std::string(), tok_dir_, loader_.tokenizer_sha256(),
+                            o_.keep_checkpoints, layout_, weights_owned);
+    return;
+  }
+  // replicas hold the same bits (checked by hash): the leader's copy is the checkpoint
+  if (leader_)
+    save_checkpoint(o_.out, st_.step, *w_, *opt_, state_json(), tok_dir_, loader_.tokenizer_sha256(), o_.keep_checkpoints);
+  mesh_.world().barrier();
+}
+
+// Validation loss: every rank evaluates the same windows in batches of its local size.
+double TrainingRun::evaluate() {
+  const std::int64_t windows = std::min(loader_.val_windows(), o_.eval_batches * micro_);
+  if (windows < micro_) return NAN;
+  double sum = 0;
+  std::int64_t batches = 0;
+  for (std::int64_t first = 0; first + local_ <= windows; first += local_, ++batches) {
+    for (std::int64_t r = 0; r < local_; ++r) loader_.val_window(first + r, rows_.data() + r * (o_.seq_len + 1));
+    fill_batch();
+    sum += forward(*be_, *w_, *acts_, tokens_.data(), targets_.data(), 0.0f).loss;
+  }
+  return sum / double(batches);
+}
+
+void TrainingRun::record(std::int64_t k, const StepResult& s, double lr, double gnorm, std::int64_t B, Progress& progress) {
+  const double el = std::chrono::duration<double>(Clock::now() - t_loop_).count();
+  const double tps = el > 0 ? double(loop_tokens_) / el : 0;
+  json line = {{"step", k}, {"loss", s.loss}, {"z_loss", s.z_loss}, {"lr", lr}, {"grad_norm", gnorm}, {"batch", B},
+               {"tokens", st_.tokens_seen}};
+  std::fprintf(metrics_, "%s\n", line.dump().c_str());
+  if (leader_)
+    progress.update(k - start_step_,
+                    str_cat("step ", k, "/", o_.steps, "  loss ", std::round(s.loss * 1e4) / 1e4, "  z ",
+                            std::round(s.z_loss * 1e5) / 1e5, "  lr ", lr, "  |g| ", std::round(gnorm * 1e3) / 1e3, "  ",
+                            std::lround(tps), " tok/s  MFU ", std::round(1000 * tps * acc_.flops_per_token / peak_) / 10, "%"));
+  if (k % o_.eval_every == 0 || k == o_.steps) {
+    const double v = evaluate();
+    if (fsdp_) fsdp_->release_globals();
+    if (std::isfinite(v)) {
+      std::fprintf(metrics_, "%s\n", json({{"step", k}, {"val_loss", v}}).dump().c_str());
+      std::fprintf(stderr, "%sstep %lld: validation loss %.4f\n", isatty(2) ? "\n" : "", (long long)k, v);
     }
   }
-  if (resume && step == start_step && step == o.steps) {
-    // nothing to train: rewrite the newest checkpoint in this launch's layout (resharding)
-    checkpoint();
-    if (leader) std::fprintf(stderr, "rewrote the checkpoint of step %lld in this layout (tp %d, %d data-parallel ranks, shard %s)\n",
-                             (long long)step, o.tp, W, o.shard.c_str());
-  }
-  std::fclose(metrics);
-  g_stop_signal = 0;  // handled
-  // the steps this launch did (a signal stops it short of the total)
-  if (leader) progress.finish_at(step - start_step, str_cat("step ", step, ", ", tokens_seen, " tokens"));
-  if (mesh.world().size() > 1) {  // what sharding saves shows here
+}
+
+// What sharding saves and how much communication the steps exposed.
+void TrainingRun::report_end() {
+  if (mesh_.world().size() > 1) {
     std::ifstream status("/proc/self/status");
     for (std::string line; std::getline(status, line);)
       if (line.rfind("VmHWM:", 0) == 0 || line.rfind("VmRSS:", 0) == 0)
-        std::fprintf(stderr, "palm train: %s %s memory%s\n", mesh.describe().c_str(),
+        std::fprintf(stderr, "palm train: %s %s memory%s\n", mesh_.describe().c_str(),
                      line[2] == 'H' ? "peak resident" : "resident at the end,", line.substr(6).c_str());
   }
-  if (leader && mesh.world().size() > 1 && step > start_step) {
-    const double el = std::chrono::duration<double>(Clock::now() - t_loop).count();
-    const double steps = double(step - start_step);
-    if (overlap)
+  if (leader_ && mesh_.world().size() > 1 && st_.step > start_step_) {
+    const double el = std::chrono::duration<double>(Clock::now() - t_loop_).count();
+    const double steps = double(st_.step - start_step_);
+    if (overlap_)
       std::fprintf(stderr, "palm train: gradient communication %.4f s per step, of which exposed %.4f s (%.1f%% of a %.4f s step; the rest overlapped the backward)\n",
-                   mesh.gradient_seconds() / steps, overlap->waited_seconds() / steps,
-                   100 * overlap->waited_seconds() / el, el / steps);
+                   mesh_.gradient_seconds() / steps, overlap_->waited_seconds() / steps,
+                   100 * overlap_->waited_seconds() / el, el / steps);
     else
       std::fprintf(stderr, "palm train: gradient communication %.4f s of %.4f s per step (%.1f%%, not overlapped with the backward)\n",
-                   mesh.gradient_seconds() / steps, el / steps, 100 * mesh.gradient_seconds() / el);
+                   mesh_.gradient_seconds() / steps, el / steps, 100 * mesh_.gradient_seconds() / el);
   }
-  return step;
+}
+
+// ---------------------------------------------------------------- the loop
+
+std::int64_t TrainingRun::run() {
+  if (resume_ && latest_checkpoint(o_.out).empty()) {
+    // killed before its first checkpoint: its config.json is all a fresh start needs
+    // (initialization and data order are functions of the seed)
+    if (leader_)
+      std::fprintf(stderr, "%s has no complete checkpoint yet: starting it from step 0 with its stored config\n",
+                   o_.out.c_str());
+    resume_ = false;
+  }
+  if (resume_) restore();
+  else initialize();
+  if (leader_) write_text_atomic((fs::path(o_.out) / "config.json").string(), train_options_to_json(o_));
+  mesh_.world().barrier();
+
+  acc_ = account(*be_, o_.model, micro_, o_.seq_len);
+  peak_ = quick_gemm_peak(*be_);
+  metrics_ = std::fopen(record_path_.c_str(), "a");
+  PALM_CHECK(metrics_, metrics_path_, ": cannot append");
+  t_start_ = Clock::now();
+  start_step_ = st_.step;
+  Progress progress("train", std::max<std::int64_t>(o_.steps - start_step_, 1), "steps");
+  t_loop_ = Clock::now();
+  while (st_.step < o_.steps) {
+    const std::int64_t k = st_.step + 1;
+    const std::int64_t B = ramp_.batch_at(k);
+    const std::int64_t accum = B / micro_;
+    zero_gradients();
+    StepResult s = forward_backward(ramp_.samples_before(k) + st_.skip_samples, accum);
+    if (o_.inject_spike == k) s.loss *= 100;  // each time step k is trained: a recurring spike
+    const bool spike = !std::isfinite(s.loss) ||
+                       (std::int64_t(recent_.size()) >= std::min<std::int64_t>(o_.spike_window, 10) &&
+                        s.loss > o_.spike_factor * median(recent_));
+    if (spike && roll_back(k, s.loss)) continue;
+    finish_gradients(accum);
+    const double lr = o_.lr.at(k);
+    if (!o_.dump_gradients.empty() && k == start_step_ + 1 && mesh_.pod_index() == 0 && mesh_.data_index() == 0) {
+      std::vector<TensorToWrite> grads;  // this tensor rank's gradients, reduced and scaled
+      for_each_param(shard_config_, [&](const ParamInfo& p) { grads.push_back({p.name, p.shape, g_->arena.data() + p.offset}); });
+      write_safetensors(o_.dump_gradients + "-tp-" + std::to_string(layout_.rank) + "-of-" + std::to_string(layout_.size) +
+                            ".safetensors",
+                        {}, grads);
+    }
+    const double gnorm = opt_->step(*w_, *g_, k, lr);
+    if (fsdp_) fsdp_->release_globals();
+    if (!owner_.empty() && !fsdp_) {  // every tensor from the rank that updated it
+      std::size_t i = 0;
+      for_each_param(shard_config_, [&](const ParamInfo& p) {
+        mesh_.data_group().broadcast(w_->arena.data() + p.offset, p.numel, owner_[i++]);
+      });
+    }
+    st_.step = k;
+    st_.tokens_seen += B * o_.seq_len;
+    loop_tokens_ += B * o_.seq_len;
+    recent_.push_back(s.loss);
+    if (std::int64_t(recent_.size()) > o_.spike_window) recent_.erase(recent_.begin());
+    record(k, s, lr, gnorm, B, progress);
+    if (o_.inject_divergence == k && mesh_.world().rank() == mesh_.world().size() - 1) w_->arena.data()[0] += 1e-3f;
+    if (mesh_.world().size() > 1) {
+      // every rank stops at the same step, whichever the signal reached first
+      std::int64_t stop_flag = g_stop_signal.load();
+      mesh_.world().all_reduce_max(&stop_flag, 1);
+      if (stop_flag && !g_stop_signal) g_stop_signal = int(stop_flag);
+      if (k % o_.hash_every == 0 || k == o_.steps)
+        check_replicas_identical(*be_, fsdp_ ? mesh_.pod_twins() : mesh_.replicas(), *w_, k, fsdp_ ? &owned_ : nullptr);
+    }
+    if (k % o_.checkpoint_every == 0 || k == o_.steps || g_stop_signal) checkpoint();
+    if (g_stop_signal) {
+      std::fprintf(stderr, "\nsignal %d: stopped after step %lld with a checkpoint; resume with palm train --resume %s\n",
+                   int(g_stop_signal), (long long)k, o_.out.c_str());
+      break;
+    }
+  }
+  if (resume_ && st_.step == start_step_ && st_.step == o_.steps) {
+    // nothing to train: rewrite the newest checkpoint in this launch's layout (resharding)
+    checkpoint();
+    if (leader_)
+      std::fprintf(stderr, "rewrote the checkpoint of step %lld in this layout (tp %d, %d data-parallel ranks, shard %s)\n",
+                   (long long)st_.step, o_.tp, W_, o_.shard.c_str());
+  }
+  std::fclose(metrics_);
+  metrics_ = nullptr;
+  g_stop_signal = 0;  // handled
+  // the steps this launch did (a signal stops it short of the total)
+  if (leader_) progress.finish_at(st_.step - start_step_, str_cat("step ", st_.step, ", ", st_.tokens_seen, " tokens"));
+  report_end();
+  return st_.step;
+}
+
+}  // namespace
+
+std::int64_t run_training(TrainOptions o, bool resume) {
+  set_threads(o.threads);
+  return TrainingRun(std::move(o), resume).run();
 }
 
 }  // namespace palm
