@@ -7,6 +7,7 @@
 #include <functional>
 #include <cstring>
 #include <random>
+#include <tuple>
 
 #include "kernels/backend.h"
 #include "random_vec.h"
@@ -66,12 +67,13 @@ double dot(const Vec& a, const std::vector<float>& b) {
   return s;
 }
 
-class Kernels : public ::testing::Test {
+// Every test runs on every backend compiled into this build (backend_names()).
+class Kernels : public ::testing::TestWithParam<std::string> {
  protected:
-  std::unique_ptr<Backend> be = make_backend("cpu");
+  std::unique_ptr<Backend> be = make_backend(GetParam());
 };
 
-TEST_F(Kernels, GemmAllTransposesOddShapesAndStrides) {
+TEST_P(Kernels, GemmAllTransposesOddShapesAndStrides) {
   for (i64 M : {1, 17, 129})
     for (i64 N : {1, 17, 130})
       for (i64 K : {1, 17, 129})
@@ -86,7 +88,7 @@ TEST_F(Kernels, GemmAllTransposesOddShapesAndStrides) {
           }
 }
 
-TEST_F(Kernels, GemmBf16ExactOnBf16RepresentableInputs) {
+TEST_P(Kernels, GemmBf16ExactOnBf16RepresentableInputs) {
   // Values k/8 with |k| < 128 have at most 8 significant bits: exact in bfloat16, so the
   // only error left is fp32 accumulation.
   std::mt19937 g(5);
@@ -109,7 +111,7 @@ TEST_F(Kernels, GemmBf16ExactOnBf16RepresentableInputs) {
           }
 }
 
-TEST_F(Kernels, GemmBf16ErrorIsBf16Rounding) {
+TEST_P(Kernels, GemmBf16ErrorIsBf16Rounding) {
   const i64 M = 33, N = 65, K = 257;
   auto A = rand_vec(M * K, 30), B = rand_vec(N * K, 31);
   std::vector<float> C(M * N);
@@ -124,7 +126,7 @@ TEST_F(Kernels, GemmBf16ErrorIsBf16Rounding) {
   EXPECT_GT(diff, 1e-5);
 }
 
-TEST_F(Kernels, RowsTimesStoredAllFormats) {
+TEST_P(Kernels, RowsTimesStoredAllFormats) {
   // bf16 and int8 weights made exactly representable, so the product is exact in double
   const i64 K = 129, N = 133;  // several 64-row tiles and a partial one
   for (i64 b : {1, 2, 3, 17, 70}) {
@@ -162,7 +164,7 @@ TEST_F(Kernels, RowsTimesStoredAllFormats) {
   }
 }
 
-TEST_F(Kernels, EmbeddingForwardAndBackward) {
+TEST_P(Kernels, EmbeddingForwardAndBackward) {
   const i64 V = 17, D = 129, N = 33;
   auto E = rand_vec(V * D, 4);
   std::vector<std::int32_t> tok(N);
@@ -180,7 +182,7 @@ TEST_F(Kernels, EmbeddingForwardAndBackward) {
   expect_close(dE, want, 1e-6, "embedding_bwd_acc");
 }
 
-TEST_F(Kernels, LayerNormForwardAndFiniteDifferences) {
+TEST_P(Kernels, LayerNormForwardAndFiniteDifferences) {
   for (i64 N : {1, 17})
     for (i64 D : {1, 17, 129}) {
       auto x = rand_vec(N * D, 6, 2.0f), scale = rand_vec(D, 7);
@@ -211,7 +213,7 @@ TEST_F(Kernels, LayerNormForwardAndFiniteDifferences) {
     }
 }
 
-TEST_F(Kernels, LayerNormBackwardAccumulates) {
+TEST_P(Kernels, LayerNormBackwardAccumulates) {
   const i64 N = 5, D = 17;
   auto x = rand_vec(N * D, 9), scale = rand_vec(D, 10), dy = rand_vec(N * D, 11);
   std::vector<float> y(N * D), mean(N), rstd(N);
@@ -223,7 +225,7 @@ TEST_F(Kernels, LayerNormBackwardAccumulates) {
   for (i64 i = 0; i < D; ++i) EXPECT_NEAR(ds1[i], ds0[i] + 3.0f, 1e-6);
 }
 
-TEST_F(Kernels, RopeForwardStridedAndFiniteDifferences) {
+TEST_P(Kernels, RopeForwardStridedAndFiniteDifferences) {
   const i64 T = 13, B = 2, N = B * T, heads = 3, K = 16, ld = heads * K + 5;
   auto in = rand_vec(N * ld, 12);
   std::vector<float> out(N * heads * K);
@@ -245,7 +247,7 @@ TEST_F(Kernels, RopeForwardStridedAndFiniteDifferences) {
                  xf, dx, 1e-4, "rope_bwd");
 }
 
-TEST_F(Kernels, RopeAtExplicitPositionsEqualsRopeAtThosePositions) {
+TEST_P(Kernels, RopeAtExplicitPositionsEqualsRopeAtThosePositions) {
   const i64 heads = 3, K = 16, T = 40;
   const std::vector<std::int32_t> pos = {0, 39, 7, 7, 1};
   const i64 N = i64(pos.size());
@@ -262,7 +264,7 @@ TEST_F(Kernels, RopeAtExplicitPositionsEqualsRopeAtThosePositions) {
   }
 }
 
-TEST_F(Kernels, AttentionDecodeEqualsTheLastRowOfCausalAttention) {
+TEST_P(Kernels, AttentionDecodeEqualsTheLastRowOfCausalAttention) {
   const i64 H = 3, K = 16, ld = 2 * K + 5;
   const std::vector<std::int64_t> lens = {1, 17, 70};
   const i64 b = i64(lens.size());
@@ -287,7 +289,7 @@ TEST_F(Kernels, AttentionDecodeEqualsTheLastRowOfCausalAttention) {
   }
 }
 
-TEST_F(Kernels, SwigluForwardAndFiniteDifferences) {
+TEST_P(Kernels, SwigluForwardAndFiniteDifferences) {
   const i64 N = 17, F = 129, ld = 2 * F + 3;
   auto u = rand_vec(N * ld, 14, 3.0f);
   std::vector<float> act(N * F);
@@ -311,10 +313,13 @@ struct AttnShape {
   i64 B, T, H, K;
 };
 
-class AttentionShapes : public Kernels, public ::testing::WithParamInterface<AttnShape> {};
+class AttentionShapes : public ::testing::TestWithParam<std::tuple<std::string, AttnShape>> {
+ protected:
+  std::unique_ptr<Backend> be = make_backend(std::get<0>(GetParam()));
+};
 
 TEST_P(AttentionShapes, ForwardAndFiniteDifferences) {
-  const auto [B, T, H, K] = GetParam();
+  const auto [B, T, H, K] = std::get<1>(GetParam());
   const i64 N = B * T, ld = 2 * K + 3;  // k | v interleaved in one strided buffer
   auto q = rand_vec(N * H * K, 16), kv = rand_vec(N * ld, 17);
   std::vector<float> probs(B * T * H * T), o(N * H * K);
@@ -343,10 +348,11 @@ TEST_P(AttentionShapes, ForwardAndFiniteDifferences) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Odd, AttentionShapes,
-                         ::testing::Values(AttnShape{1, 1, 1, 2}, AttnShape{2, 17, 3, 16},
-                                           AttnShape{1, 33, 2, 8}, AttnShape{2, 70, 3, 16}));
+                         ::testing::Combine(::testing::ValuesIn(backend_names()),
+                                            ::testing::Values(AttnShape{1, 1, 1, 2}, AttnShape{2, 17, 3, 16},
+                                                              AttnShape{1, 33, 2, 8}, AttnShape{2, 70, 3, 16})));
 
-TEST_F(Kernels, CrossEntropyWithZLossAndFiniteDifferences) {
+TEST_P(Kernels, CrossEntropyWithZLossAndFiniteDifferences) {
   for (i64 V : {1, 17, 129}) {
     const i64 N = 17;
     const float z = 1e-2f;  // larger than PaLM's 1e-4 so its gradient term is visible
@@ -367,12 +373,15 @@ TEST_F(Kernels, CrossEntropyWithZLossAndFiniteDifferences) {
   }
 }
 
-TEST_F(Kernels, Add) {
+TEST_P(Kernels, Add) {
   auto a = rand_vec(129, 20), b = rand_vec(129, 21);
   std::vector<float> out(129);
   be->add(a.data(), b.data(), out.data(), 129);
   for (int i = 0; i < 129; ++i) ASSERT_EQ(out[i], a[i] + b[i]);
 }
+
+INSTANTIATE_TEST_SUITE_P(EveryBackend, Kernels, ::testing::ValuesIn(backend_names()),
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 
 }  // namespace
 }  // namespace palm

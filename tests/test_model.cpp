@@ -28,9 +28,10 @@ namespace fs = std::filesystem;
 ModelConfig tiny_odd() { return testing_util::tiny_odd_config(); }
 
 // Random weights with non-trivial LayerNorm scales, so every gradient path is exercised.
-std::unique_ptr<Weights> random_model(const ModelConfig& c, unsigned seed) {
-  auto w = std::make_unique<Weights>(process_backend(), c);
-  init_weights(*make_backend(), *w, seed);
+// In `backend`'s memory (host-visible: the LayerNorm scales are written from here).
+std::unique_ptr<Weights> random_model(const ModelConfig& c, unsigned seed, const std::string& backend = "cpu") {
+  auto w = std::make_unique<Weights>(process_backend(backend), c);
+  init_weights(process_backend(backend), *w, seed);
   std::mt19937 g(seed);
   std::uniform_real_distribution<float> u(0.5f, 1.5f);
   for_each_param(c, [&](const ParamInfo& p) {
@@ -59,11 +60,11 @@ struct Result {
 };
 
 Result run_fwd_bwd(const Weights& w, const Batch& b, bool remat, float z = kDefaultZLoss,
-                   bool bf16 = false) {
-  auto be = make_backend();
+                   bool bf16 = false, const std::string& backend = "cpu") {
+  auto be = make_backend(backend);
   auto comm = make_local_comm();
   Activations acts(*be, w.config, ActivationPlan{b.B, b.T, remat, true, bf16});
-  Gradients g(process_backend(), w.config);
+  Gradients g(process_backend(backend), w.config);
   Result r;
   r.loss = forward(*be, w, acts, b.tokens.data(), b.targets.data(), z);
   backward(*be, *comm, w, acts, b.tokens.data(), g);
@@ -93,9 +94,12 @@ class TempDir {
   std::string path_;
 };
 
-TEST(Model, MatchesPyTorchReferenceLogitsLossAndEveryGradient) {
+// The model against PyTorch (float64) on every backend compiled into this build.
+class ModelOnEveryBackend : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ModelOnEveryBackend, MatchesPyTorchReferenceLogitsLossAndEveryGradient) {
   const ModelConfig c = tiny_odd();
-  const auto w = random_model(c, 3);
+  const auto w = random_model(c, 3, GetParam());
   const Batch b = random_batch(c, 2, 13, 4);
   TempDir dir;
   save_model(dir / "m.safetensors", *w);
@@ -126,12 +130,12 @@ TEST(Model, MatchesPyTorchReferenceLogitsLossAndEveryGradient) {
   };
 
   // logits (a scoring forward keeps them)
-  auto be = make_backend();
+  auto be = make_backend(GetParam());
   Activations acts(*be, c, ActivationPlan{b.B, b.T, false, false});
   forward(*be, *w, acts, b.tokens.data(), b.targets.data());
   EXPECT_LT(max_rel_err(acts.logits, tensor("logits")), 1e-4) << "logits";
 
-  const Result r = run_fwd_bwd(*w, b, false);
+  const Result r = run_fwd_bwd(*w, b, false, kDefaultZLoss, false, GetParam());
   EXPECT_NEAR(r.loss.loss, tensor("loss")[0], 1e-4 * tensor("loss")[0]);
   EXPECT_NEAR(r.loss.z_loss, tensor("z_loss")[0], 1e-4 * tensor("z_loss")[0]);
   int checked = 0;
@@ -144,6 +148,8 @@ TEST(Model, MatchesPyTorchReferenceLogitsLossAndEveryGradient) {
   });
   EXPECT_EQ(checked, 2 + 8 * 2);  // embed, final_norm and 8 tensors per layer
 }
+INSTANTIATE_TEST_SUITE_P(, ModelOnEveryBackend, ::testing::ValuesIn(backend_names()),
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 
 TEST(Model, RematGradientsAreBitwiseEqual) {
   const ModelConfig c = tiny_odd();
