@@ -246,6 +246,19 @@ TEST_P(BackendOps, DecodeWeightQuantization) {
   }
 }
 
+// The guarded CPU backend: a buffer's last 64-byte line is followed by an inaccessible
+// page, so a kernel or a plan that overruns a buffer faults at once in every test that
+// runs on it (the model-vs-PyTorch test does).
+TEST(GuardedBackend, AnOverrunFaultsAtOnce) {
+  const auto be = make_backend("cpu_guarded");
+  auto* p = static_cast<float*>(be->allocate(100 * sizeof(float)));
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(p[i], 0.0f) << "zero-filled";
+  p[99] = 1.0f;          // the last element: fine
+  volatile float* q = p;
+  EXPECT_DEATH(q[112] = 2.0f, "") << "the first float past the 64-byte-rounded end";
+  be->deallocate(p, 100 * sizeof(float));
+}
+
 INSTANTIATE_TEST_SUITE_P(EveryBackend, BackendOps, ::testing::ValuesIn(backend_names()),
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 

@@ -10,10 +10,11 @@ namespace palm {
 
 std::unique_ptr<Backend> make_backend(const std::string& name) {
   if (name == "cpu") return make_cpu_backend();
-  fail(str_cat("unknown backend '", name, "' (built: cpu)"));
+  if (name == "cpu_guarded") return std::make_unique<GuardedCpuBackend>();
+  fail(str_cat("unknown backend '", name, "' (built: cpu, cpu_guarded)"));
 }
 
-std::vector<std::string> backend_names() { return {"cpu"}; }
+std::vector<std::string> backend_names() { return {"cpu", "cpu_guarded"}; }
 
 Backend& process_backend(const std::string& name) {
   static std::mutex mu;

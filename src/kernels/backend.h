@@ -186,7 +186,8 @@ class Backend {
   virtual void quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int8_t* q, float* scales) = 0;
 };
 
-// The backend for this build; `name` "cpu" (the default) is the only one built now.
+// A backend by name: "cpu" (the default), or "cpu_guarded" (the CPU backend whose buffers
+// end at an inaccessible page, for tests).
 std::unique_ptr<Backend> make_backend(const std::string& name = "cpu");
 // The names make_backend accepts in this build (tests run every op on each).
 std::vector<std::string> backend_names();

@@ -12,7 +12,7 @@
 
 namespace palm {
 
-class CpuBackend final : public Backend {
+class CpuBackend : public Backend {
  public:
   std::string name() const override { return "cpu"; }
   void* allocate(std::size_t bytes) override;
@@ -94,5 +94,15 @@ class CpuBackend final : public Backend {
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
+
+// The CPU backend with every buffer ending at an inaccessible page: an op (or planning)
+// that writes or reads past the end of a buffer faults at once instead of corrupting a
+// neighbour. For tests ("cpu_guarded" in backend_names()); slower allocation only.
+class GuardedCpuBackend final : public CpuBackend {
+ public:
+  std::string name() const override { return "cpu_guarded"; }
+  void* allocate(std::size_t bytes) override;
+  void deallocate(void* p, std::size_t bytes) override;
+};
 
 }  // namespace palm

@@ -65,4 +65,28 @@ void CpuBackend::copy_2d_on_device(void* dst, std::size_t dst_pitch, const void*
     std::memcpy(static_cast<char*>(dst) + r * dst_pitch, static_cast<const char*>(src) + r * src_pitch, width);
 }
 
+namespace {
+std::size_t page_size() { return std::size_t(::sysconf(_SC_PAGESIZE)); }
+// The mapping holding `bytes` (64-byte aligned) right before one PROT_NONE page.
+std::size_t guarded_span(std::size_t bytes) {
+  const std::size_t page = page_size(), rounded = (bytes + 63) / 64 * 64;
+  return (rounded + page - 1) / page * page + page;
+}
+}  // namespace
+
+void* GuardedCpuBackend::allocate(std::size_t bytes) {
+  if (bytes == 0) return nullptr;
+  const std::size_t span = guarded_span(bytes), page = page_size();
+  auto* base = static_cast<char*>(CpuBackend::allocate(span));
+  PALM_CHECK(::mprotect(base + span - page, page, PROT_NONE) == 0, "mprotect of a guard page failed");
+  return base + span - page - (bytes + 63) / 64 * 64;
+}
+
+void GuardedCpuBackend::deallocate(void* p, std::size_t bytes) {
+  if (!p) return;
+  const std::size_t span = guarded_span(bytes), page = page_size();
+  char* base = static_cast<char*>(p) + (bytes + 63) / 64 * 64 + page - span;
+  CpuBackend::deallocate(base, span);
+}
+
 }  // namespace palm
