@@ -37,10 +37,15 @@ cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
 # sandbox remount / inside their namespaces)
 mount --bind "$root" "$root"
 mounts+=("$root")
-for m in proc sys dev dev/pts; do
+for m in proc dev dev/pts; do
   mount --bind "/$m" "$root/$m"
   mounts+=("$root/$m")
 done
+# /sys with what is mounted below it (the cgroup hierarchies the eval sandbox caps with),
+# as a machine's /sys has them
+mount --rbind /sys "$root/sys"
+mount --make-rslave "$root/sys"
+mounts+=("$root/sys")
 mount -t tmpfs tmpfs "$root/tmp"
 mounts+=("$root/tmp")
 

@@ -108,12 +108,16 @@ ProcessGroupCap::ProcessGroupCap(std::int64_t memory_bytes, std::int64_t process
   const std::string mem = std::to_string(memory_bytes), pids = std::to_string(processes);
   bool ok = false;
   if (const std::string v2 = mount_of("cgroup2", ""); !v2.empty()) {
-    const std::string base = base_dir(v2, own_path(""));
-    if (("\n" + read_text(base + "/cgroup.subtree_control")).find("memory") != std::string::npos) {
-      ok = make(base, {{"memory.max", mem}, {"?memory.swap.max", "0"}, {"?pids.max", pids}});
-      kind_ = "cgroup v2";
-    } else {
-      reason_ = "cgroup v2 at " + base + " does not delegate the memory controller";
+    // our own group when it delegates memory to its children; else the hierarchy's root,
+    // where root may make groups (systemd enables memory there but not in a session scope)
+    for (const std::string& base : {base_dir(v2, own_path("")), v2}) {
+      if (ok || !dirs_.empty()) break;
+      if (("\n" + read_text(base + "/cgroup.subtree_control")).find("memory") != std::string::npos) {
+        ok = make(base, {{"memory.max", mem}, {"?memory.swap.max", "0"}, {"?pids.max", pids}});
+        kind_ = "cgroup v2";
+      } else if (reason_.empty()) {
+        reason_ = "cgroup v2 at " + base + " does not delegate the memory controller";
+      }
     }
   }
   if (!ok && dirs_.empty()) {
