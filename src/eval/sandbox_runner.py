@@ -151,6 +151,6 @@ for name in wanted:
     if name in callables:
         namespace[name] = RemoteFunction(name)
     else:
-        namespace.pop(name, None)  # not the prompt's stub: the program must define it
+        namespace.pop(name, None)  # not the prompt's docstring-only def: the program must define it
 exec(tests, namespace)
 os.write(VERDICT, b"passed\n")
