@@ -513,9 +513,20 @@ TEST_F(Serve, ConnectionsBeyondTheLimitAre503AtOnce) {
 TEST_F(Serve, HeaderFloodsAndBurstsLeaveMemoryAtBaseline) {
   ServerProcess s("--model " + p("m.safetensors") + " --tokenizer " + p("tok") + " --model-name tiny --quiet", "flood");
   ASSERT_GT(s.port, 0);
-  const std::string ok = json{{"model", "tiny"}, {"prompt", "import json"}, {"max_tokens", 8}}.dump();
-  for (int i = 0; i < 4; ++i) http(s.port, "POST", "/v1/completions", ok, "");  // warm: the engine's buffers exist
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // a burst: 24 near-limit bodies at once (refused before tokenizing) and 32 streams
+  const std::string big = json{{"model", "tiny"}, {"prompt", std::string(900000, 'x')}, {"max_tokens", 4}}.dump();
+  const std::string stream =
+      json{{"model", "tiny"}, {"prompt", "import json"}, {"max_tokens", 32}, {"stream", true}}.dump();
+  const auto burst = [&] {
+    std::vector<std::thread> clients;
+    for (int i = 0; i < 24; ++i) clients.emplace_back([&] { http(s.port, "POST", "/v1/completions", big, ""); });
+    for (int i = 0; i < 32; ++i) clients.emplace_back([&] { http(s.port, "POST", "/v1/completions", stream, ""); });
+    for (auto& t : clients) t.join();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  };
+  // warm: the engine's slots, KV caches and the allocator's arenas for 56 connection
+  // threads exist once; what a later flood or burst leaves above this level is a leak
+  burst();
   const long baseline = resident_kib(s.pid);
   // 200,000 header lines of 4 KB (800 MB) on one connection: refused at 16 KiB with 431
   const int fd = connect_to(s.port);
@@ -535,19 +546,14 @@ TEST_F(Serve, HeaderFloodsAndBurstsLeaveMemoryAtBaseline) {
   ::close(fd);
   EXPECT_EQ(reply.rfind("HTTP/1.1 431", 0), 0u) << reply.substr(0, 200);
   EXPECT_LT(sent, 4 << 20) << "bytes sent before the server refused";
-  // a burst: 24 near-limit bodies at once (refused before tokenizing) and 32 streams
-  std::vector<std::thread> burst;
-  const std::string big = json{{"model", "tiny"}, {"prompt", std::string(900000, 'x')}, {"max_tokens", 4}}.dump();
-  for (int i = 0; i < 24; ++i) burst.emplace_back([&] { http(s.port, "POST", "/v1/completions", big, ""); });
-  for (int i = 0; i < 32; ++i)
-    burst.emplace_back([&] {
-      http(s.port, "POST", "/v1/completions",
-           json{{"model", "tiny"}, {"prompt", "import json"}, {"max_tokens", 32}, {"stream", true}}.dump(), "");
-    });
-  for (auto& t : burst) t.join();
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // three more bursts: 65 MB of bodies. The allocator's level wanders by about 10 MB from
+  // burst to burst (measured: 32-43 MB over 10 bursts after a 32 MB baseline), so the bound
+  // is 24 MB: keeping the bodies or the flooded headers would exceed it by far
+  for (int i = 0; i < 3; ++i) burst();
   const long after = resident_kib(s.pid);
-  EXPECT_LT(after - baseline, 16 * 1024) << "KiB above the baseline after the burst (baseline " << baseline << " KiB)";
+  std::printf("resident: %ld KiB warmed, %ld KiB after the flood and 3 bursts\n", baseline, after);
+  EXPECT_LT(after - baseline, 24 * 1024) << "KiB above the warmed baseline after the flood and 3 bursts (baseline "
+                                         << baseline << " KiB)";
   EXPECT_EQ(s.stop(), 0);
 }
 
