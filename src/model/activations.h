@@ -11,7 +11,7 @@
 #include "kernels/backend.h"
 #include "kernels/device_buffer.h"
 #include "model/config.h"
-#include "model/tensor_parallel.h"
+#include "model/parallel_plan.h"
 
 namespace palm {
 
@@ -24,29 +24,6 @@ struct LayerActs {
   float* probs;  // [B, T*H, T] attention softmax
   float* att;    // [N, H*K]   attention output (heads concatenated)
   float* act;    // [N, F]     swish(gate) * up
-};
-
-// Fully sharded data parallelism: a rank stores only the tensors it owns; the model asks
-// for a block's weights just before it needs them and gives them back right after, and
-// hands each block's gradients over as soon as they are complete.
-class ShardedWeights {
- public:
-  virtual ~ShardedWeights() = default;
-  virtual void gather_globals() = 0;                 // embedding and final norm (kept for the step)
-  virtual void gather_layer(std::int64_t l) = 0;
-  virtual void release_layer(std::int64_t l) = 0;
-  virtual void reduce_layer_grads(std::int64_t l) = 0;
-  virtual void reduce_global_grads() = 0;
-};
-
-// Data parallelism with overlap: the backward hands over each block's gradients as soon as
-// they are final (the step's last micro-batch), so they can be reduced while the blocks
-// below compute; finish() hands over the rest and returns when all are reduced.
-class GradientOverlap {
- public:
-  virtual ~GradientOverlap() = default;
-  virtual void layer_done(std::int64_t l) = 0;
-  virtual void finish() = 0;
 };
 
 struct ActivationPlan {
@@ -85,12 +62,7 @@ class Activations {
   float* attn_scratch;
   std::int64_t attn_scratch_floats = 0;
   float* branch = nullptr;  // [N, D] tensor parallel: attention + MLP partial sums before the all-reduce
-  // Tensor parallelism: the group, and where this rank's vocabulary rows start. The
-  // config given to forward()/backward() is then this rank's local config.
-  TensorParallel tp;
-  std::int64_t vocab_offset = 0;
-  ShardedWeights* sharded = nullptr;  // --shard full: gathers and gradient hand-over
-  GradientOverlap* overlap = nullptr;  // replaces backward()'s final all-reduce
+  ParallelPlan parallel;  // how the step is spread over ranks (parallel_plan.h)
 
   LayerActs& layer(std::int64_t l) { return layers[plan.remat ? 0 : l]; }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "base/check.h"
+#include "model/block.h"
 #include "model/model.h"
 
 namespace palm {
@@ -61,7 +62,8 @@ void backward(Backend& be, Comm& comm, const Weights& w, Activations& acts,
   const ActivationPlan& plan = acts.plan;
   const float out_scale = 1.0f / std::sqrt(float(D));
   const float* dlogits = acts.logits;  // left by forward()
-  const TensorParallel* tp = acts.tp.active() ? &acts.tp : nullptr;
+  const ParallelPlan& par = acts.parallel;
+  const TensorParallel* tp = par.tensor();
   // undo logits = hf E^T / sqrt(D)
   project(be, plan, false, false, N, D, V, out_scale, dlogits, V, w.view.embed, D, 0.0f, acts.dh, D);
   if (tp) tp->group->all_reduce_sum(acts.dh, N * D);  // this rank's vocabulary rows: a partial sum
@@ -71,33 +73,24 @@ void backward(Backend& be, Comm& comm, const Weights& w, Activations& acts,
   be.layernorm_bwd_acc(acts.dh, acts.x[c.n_layers], w.view.final_norm, acts.fmean,
                        acts.frstd, acts.dx, g.view.final_norm, N, D);
   for (std::int64_t l = c.n_layers - 1; l >= 0; --l) {
-    if (acts.sharded) acts.sharded->gather_layer(l);
+    par.layer_needed(l);
     if (acts.plan.remat) {
       // Recompute this block's activations; the output goes to dh, which is free until
       // layer_bwd overwrites it. Same code, same inputs: bitwise the stored values.
-      layer_fwd(be, c, acts.plan, w.view.layers[l], acts.layer(l), acts.x[l], acts.dh, tp, acts.branch);
+      block_fwd(be, c, {w.view.layers[l], nullptr, plan.bf16}, BlockRows{B, T}, l, acts.layer(l), acts.x[l], acts.dh, tp,
+                acts.branch);
     }
     layer_bwd(be, c, w.view.layers[l], g.view.layers[l], acts.layer(l), acts.x[l], acts, tp);
-    if (acts.sharded) {
-      acts.sharded->reduce_layer_grads(l);  // the block's gradients go to their owners now
-      acts.sharded->release_layer(l);
-    }
-    if (acts.overlap && reduce) acts.overlap->layer_done(l);  // reduced while the next block computes
+    par.layer_backward_done(l, reduce);
   }
   // undo x_0 = E[token]
   if (tp) {
     // the rows this rank holds, in token order (deterministic)
-    be.embedding_bwd_acc_slice(tokens, acts.dx, g.view.embed, acts.vocab_offset, V, N, D);
-    // the replicated K/V head: every rank's heads contributed to its gradient
-    const std::int64_t HK = c.n_heads * c.head_dim, K = c.head_dim;
-    if (reduce)
-      for (std::int64_t l = 0; l < c.n_layers; ++l) tp->group->all_reduce_sum(g.view.layers[l].w_in + HK * D, 2 * K * D);
+    be.embedding_bwd_acc_slice(tokens, acts.dx, g.view.embed, par.vocab_offset, V, N, D);
   } else {
     be.embedding_bwd_acc(tokens, acts.dx, g.view.embed, N, D);
   }
-  if (acts.sharded) acts.sharded->reduce_global_grads();  // replaces the all-reduce: owners get the sums
-  else if (acts.overlap && reduce) acts.overlap->finish();
-  else if (reduce) comm.all_reduce_sum(g.arena.data(), static_cast<std::int64_t>(g.arena.size()));
+  par.backward_done(c, comm, g, reduce);
 }
 
 }  // namespace palm

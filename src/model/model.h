@@ -11,9 +11,6 @@
 
 namespace palm {
 
-// Gradients share the parameters' layout (one contiguous arena: one all-reduce).
-using Gradients = Weights;
-
 struct LossStats {
   double loss = 0;    // mean cross-entropy over the N positions
   double z_loss = 0;  // z_coef * mean(log(Z)^2)
@@ -34,13 +31,6 @@ LossStats forward(Backend& be, const Weights& w, Activations& acts, const std::i
 // earlier micro-batches are not summed again.
 void backward(Backend& be, Comm& comm, const Weights& w, Activations& acts,
               const std::int32_t* tokens, Gradients& g, bool reduce = true);
-
-// One block forward: x_out = x_in + Attn(LN(x_in)) + MLP(LN(x_in)); fills a.
-// With tensor parallelism (tp active) the block's partial sums go through `branch` and one
-// all-reduce; c is then the rank's local config.
-void layer_fwd(Backend& be, const ModelConfig& c, const ActivationPlan& plan, const LayerView& w,
-               LayerActs& a, const float* x_in, float* x_out, const TensorParallel* tp = nullptr,
-               float* branch = nullptr);
 
 // The weight GEMMs (projections and logits) in the plan's precision; attention's own
 // products stay fp32.

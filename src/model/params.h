@@ -71,6 +71,8 @@ struct Weights {
   DeviceFloats arena;
   ModelView view;
 };
+// Gradients share the parameters' layout (one contiguous arena: one all-reduce).
+using Gradients = Weights;
 
 // Deterministic init from `seed`: kernels N(0, 1/fan_in), embedding N(0, 1), norms 1.
 // Each tensor draws from its own stream (keyed by name), so the result is independent of

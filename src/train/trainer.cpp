@@ -286,17 +286,17 @@ TrainingRun::TrainingRun(TrainOptions o, bool resume)
   // --shard full: weights and gradients resident only on their owners (src/train/fsdp.h)
   if (o_.shard == "full" && !owner_.empty()) {
     fsdp_ = std::make_unique<FullySharded>(*be_, mesh_.data_group(), shard_config_, *w_, *g_, owner_);
-    acts_->sharded = fsdp_.get();
+    acts_->parallel.sharded = fsdp_.get();
     opt_->set_norm_group(&mesh_.data_group());  // each gradient lives on its owner only
   }
   // data parallelism: each block's gradients are reduced while the blocks below compute
   if (o_.overlap && W_ > 1 && o_.tp == 1 && !fsdp_) {
     overlap_ = std::make_unique<OverlappedReduce>(mesh_.gradient_comm(), shard_config_, *g_);
-    acts_->overlap = overlap_.get();
+    acts_->parallel.overlap = overlap_.get();
   }
   if (o_.tp > 1) {
-    acts_->tp = {&mesh_.tensor_group(), mesh_.tensor_index(), o_.tp};
-    acts_->vocab_offset = std::int64_t(mesh_.tensor_index()) * shard_config_.vocab_size;
+    acts_->parallel.tp = {&mesh_.tensor_group(), mesh_.tensor_index(), o_.tp};
+    acts_->parallel.vocab_offset = std::int64_t(mesh_.tensor_index()) * shard_config_.vocab_size;
   }
   metrics_path_ = (fs::path(o_.out) / "metrics.jsonl").string();
   record_path_ = leader_ ? metrics_path_ : "/dev/null";  // only the leader writes the record

@@ -48,6 +48,13 @@ void CpuBackend::gemm(bool trans_a, bool trans_b, i64 M, i64 N, i64 K, float alp
                       const float* A, i64 lda, const float* B, i64 ldb, float beta, float* C,
                       i64 ldc) {
   if (M == 0 || N == 0) return;
+  // One or two rows times a transposed weight matrix (batch-1/2 decode, a prompt's last
+  // logits): palm's GEMV reads the weights at 90-107% of the bandwidth floor, oneDNN's
+  // product at 71-90% (docs/PERFORMANCE.md).
+  if (!trans_a && trans_b && M <= 2 && lda == K && ldb == K && ldc == N && !omp_in_parallel()) {
+    rows_times_stored(A, M, K, B, WeightFormat::kF32, nullptr, N, alpha, beta, C);
+    return;
+  }
   // A few rows times a transposed weight matrix (prefill, batched decode): oneDNN's sgemm
   // runs this shape at 25 GFLOP/s (M = 16) to ~170 (M = 128) and the transposed product
   // (many rows) at ~280-315 (docs/PERFORMANCE.md), so compute that and transpose back.
