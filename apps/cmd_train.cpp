@@ -26,6 +26,7 @@ struct TrainCli {
   TrainOptions o;
   ConfigChoice model;
   std::string resume;
+  int preflight = 0;
   std::string card_info;  // --card-info: the author's statements for the model card
   bool no_card = false;
   CLI::App* cmd = nullptr;
@@ -58,7 +59,8 @@ void run_train(TrainCli& c) {
     // this launch's resources may differ; any other flag would be silently ignored
     static const std::set<std::string> may_change = {"--resume", "--steps", "--threads", "--tp", "--pods", "--shard",
                                                      "--no-overlap", "--hash-every", "--inject-divergence",
-                                                     "--dump-gradients", "--card-info", "--no-card"};
+                                                     "--dump-gradients", "--card-info", "--no-card", "--heartbeat",
+                                                     "--inject-crash", "--preflight"};
     for (const CLI::Option* opt : c.cmd->get_options())
       if (opt->count() > 0 && !opt->get_name().empty() && opt->get_name() != "--help" &&
           !may_change.count(opt->get_name()))
@@ -79,6 +81,12 @@ void run_train(TrainCli& c) {
     o.hash_every = cli.hash_every;
     o.inject_divergence = cli.inject_divergence;
     o.overlap = cli.overlap;
+    o.heartbeat_dir = cli.heartbeat_dir;
+    o.inject_crash = cli.inject_crash;
+    if (c.preflight > 0) {
+      preflight_training(o, c.preflight, true);
+      return;
+    }
     const std::int64_t done = run_training(o, true);
     if (is_leader()) fmt::print("run {} at step {}\n", o.out, done);
     if (done == o.steps) card_after_training(c, o.out);
@@ -114,6 +122,10 @@ void run_train(TrainCli& c) {
     o.model = check_weights_config(o.init, o.model.d_model != 0 ? &o.model : nullptr, given_as);
   }
   o.lr.total = o.steps;
+  if (c.preflight > 0) {
+    preflight_training(o, c.preflight, false);
+    return;
+  }
   const std::int64_t done = run_training(o, false);
   if (is_leader()) fmt::print("run {} at step {}: checkpoints in {}/checkpoints, metrics in {}/metrics.jsonl\n", o.out, done, o.out, o.out);
   if (done == o.steps) card_after_training(c, o.out);
@@ -220,6 +232,9 @@ void register_train(CLI::App& app) {
   cmd->add_option("--hash-every", c->o.hash_every, "Steps between the check that replicas hold identical parameters");
   cmd->add_option("--dump-gradients", c->o.dump_gradients, "Test hook: write the first step's gradients to PATH-tp-R-of-T.safetensors");
   cmd->add_option("--inject-divergence", c->o.inject_divergence, "Test hook: perturb the last rank's weights at this step");
+  cmd->add_option("--heartbeat", c->o.heartbeat_dir, "Each rank rewrites DIR/rank-R.json (step, loss, tokens/s) every step (palm launch's watch)");
+  cmd->add_option("--preflight", c->preflight, "Check the options, the data and a mesh of N processes, then exit without training (palm launch's first step)")->check(integer_in(1, 1 << 20));
+  cmd->add_option("--inject-crash", c->o.inject_crash, "Test hook: the last rank kills itself (SIGKILL) when it starts this step");
   cmd->add_option("--card-info", c->card_info, "Author statements for the model card written at the end (palm card --info)");
   cmd->add_flag("--no-card", c->no_card, "Do not write MODEL_CARD.md / DATASHEET.md at the end");
   cmd->add_option("--data", o.data, "Data directory (palm data build)");

@@ -69,6 +69,7 @@ void register_eval(CLI::App& app);
 void register_card(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_export(CLI::App& app);
+void register_launch(CLI::App& app);
 
 // MODEL_CARD.md, DATASHEET.md and card.json for a run (apps/cmd_card.cpp); `palm train`
 // calls it when a run completes.

@@ -146,6 +146,7 @@ int main(int argc, char** argv) {
   palm::register_card(app);
   palm::register_serve(app);
   palm::register_export(app);
+  palm::register_launch(app);
   palm::register_bench(app);
   try {
     app.parse(argc, argv);

@@ -20,6 +20,7 @@ ALLOWED = {  # folder -> folders of src/ it may include (itself always allowed)
     "serve": {"infer", "tokenizer", "base"},
     "eval": {"infer", "tokenizer", "data", "base"},
     "report": {"base"},
+    "launch": {"train", "base"},  # the controller: runs palm train, reads its heartbeats and checkpoints
 }
 THIRD_PARTY_HOME = {  # header prefix -> folders allowed to include it
     "cuda": {"kernels/cuda", "dist"},

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <csignal>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -30,6 +32,7 @@
 #include "model/model_io.h"
 #include "train/checkpoint.h"
 #include "train/fsdp.h"
+#include "train/heartbeat.h"
 #include "train/overlap.h"
 
 namespace palm {
@@ -238,6 +241,8 @@ class TrainingRun {
   void checkpoint();
   double evaluate();
   void record(std::int64_t k, const StepResult& s, double lr, double gnorm, std::int64_t B, Progress& progress);
+  std::unique_ptr<HeartbeatWriter> heartbeat_;  // under palm launch
+  void beat(std::int64_t k, double loss, const char* phase);
   void report_end();
 };
 
@@ -385,6 +390,10 @@ bool TrainingRun::roll_back(std::int64_t k, double loss) {
   std::fflush(metrics_);
   std::fclose(metrics_);
   if (leader_) truncate_metrics(metrics_path_, st_.step);
+  if (!o_.heartbeat_dir.empty()) {
+    heartbeat_ = std::make_unique<HeartbeatWriter>(o_.heartbeat_dir, mesh_.world().rank());
+    beat(st_.step, 0, "ready");
+  }
   metrics_ = std::fopen(record_path_.c_str(), "a");
   event["step"] = st_.step;
   std::fprintf(metrics_, "%s\n", event.dump().c_str());
@@ -528,6 +537,12 @@ void TrainingRun::record(std::int64_t k, const StepResult& s, double lr, double 
   }
 }
 
+void TrainingRun::beat(std::int64_t k, double loss, const char* phase) {
+  if (!heartbeat_) return;
+  const double el = std::chrono::duration<double>(Clock::now() - t_loop_).count();
+  heartbeat_->beat(k, loss, el > 0 ? double(loop_tokens_) / el : 0, phase);
+}
+
 // What sharding saves and how much communication the steps exposed.
 void TrainingRun::report_end() {
   if (mesh_.world().size() > 1) {
@@ -568,6 +583,10 @@ std::int64_t TrainingRun::run() {
 
   acc_ = account(*be_, o_.model, micro_, o_.seq_len);
   peak_ = quick_gemm_peak(*be_);
+  if (!o_.heartbeat_dir.empty()) {
+    heartbeat_ = std::make_unique<HeartbeatWriter>(o_.heartbeat_dir, mesh_.world().rank());
+    beat(st_.step, 0, "ready");
+  }
   metrics_ = std::fopen(record_path_.c_str(), "a");
   PALM_CHECK(metrics_, metrics_path_, ": cannot append");
   t_start_ = Clock::now();
@@ -578,6 +597,7 @@ std::int64_t TrainingRun::run() {
     const std::int64_t k = st_.step + 1;
     const std::int64_t B = ramp_.batch_at(k);
     const std::int64_t accum = B / micro_;
+    if (o_.inject_crash == k && mesh_.world().rank() == mesh_.world().size() - 1) ::raise(SIGKILL);
     zero_gradients();
     StepResult s = forward_backward(ramp_.samples_before(k) + st_.skip_samples, accum);
     if (o_.inject_spike == k) s.loss *= 100;  // each time step k is trained: a recurring spike
@@ -608,6 +628,7 @@ std::int64_t TrainingRun::run() {
     recent_.push_back(s.loss);
     if (std::int64_t(recent_.size()) > o_.spike_window) recent_.erase(recent_.begin());
     record(k, s, lr, gnorm, B, progress);
+    beat(k, s.loss, "step");
     if (o_.inject_divergence == k && mesh_.world().rank() == mesh_.world().size() - 1) w_->arena.data()[0] += 1e-3f;
     if (mesh_.world().size() > 1) {
       // every rank stops at the same step, whichever the signal reached first
@@ -617,7 +638,10 @@ std::int64_t TrainingRun::run() {
       if (k % o_.hash_every == 0 || k == o_.steps)
         check_replicas_identical(*be_, fsdp_ ? mesh_.pod_twins() : mesh_.replicas(), *w_, k, fsdp_ ? &owned_ : nullptr);
     }
-    if (k % o_.checkpoint_every == 0 || k == o_.steps || g_stop_signal) checkpoint();
+    if (k % o_.checkpoint_every == 0 || k == o_.steps || g_stop_signal) {
+      beat(k, s.loss, "checkpoint");  // a long write is not a hang
+      checkpoint();
+    }
     if (g_stop_signal) {
       std::fprintf(stderr, "\nsignal %d: stopped after step %lld with a checkpoint; resume with palm train --resume %s\n",
                    int(g_stop_signal), (long long)k, o_.out.c_str());
@@ -641,6 +665,30 @@ std::int64_t TrainingRun::run() {
 }
 
 }  // namespace
+
+void preflight_training(TrainOptions o, int world_size, bool resume) {
+  check_options(o);
+  const BatchRamp ramp = BatchRamp::parse(o.batch_ramp, o.batch_size);
+  const std::int64_t micro = o.batch_size / o.grad_accum;
+  for (const auto& [from, b] : ramp.points)
+    PALM_CHECK(b % micro == 0, "--batch-ramp batch ", b, " is not a multiple of the micro-batch ", micro);
+  const DataLoader loader(o.data, o.seq_len, o.seed);
+  o = validated(std::move(o), loader);
+  PALM_CHECK(o.tp >= 1 && o.pods >= 1, "--tp and --pods must be >= 1 (got ", o.tp, ", ", o.pods, ")");
+  PALM_CHECK(world_size % (o.tp * o.pods) == 0, world_size, " processes do not factor as pods x data x tensor with --pods ",
+             o.pods, " --tp ", o.tp, ": N must be a multiple of ", o.tp * o.pods);
+  if (o.tp > 1) tp_local_config(o.model, o.tp);  // throws naming the dimension tp does not divide
+  const int W = world_size / o.tp;
+  PALM_CHECK(micro % W == 0, "the micro-batch of ", micro, " sequences does not split over ", W,
+             " data-parallel ranks (--batch-size / --grad-accum must be a multiple of ", W, ")");
+  const fs::path cfg = fs::path(o.out) / "config.json";
+  if (!resume && fs::exists(cfg)) {
+    const TrainOptions stored = train_options_from_json(read_file(cfg.string()), cfg.string());
+    const std::string diff = config_differences(stored.model, o.model);
+    PALM_CHECK(diff.empty(), o.out, " holds a run of another model (", diff, ": stored vs given); give a new --out");
+    PALM_CHECK(fs::equivalent(stored.data, o.data), o.out, " was trained on ", stored.data, ", not ", o.data);
+  }
+}
 
 std::int64_t run_training(TrainOptions o, bool resume) {
   set_threads(o.threads);

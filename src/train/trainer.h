@@ -35,6 +35,9 @@ struct TrainOptions {
   bool overlap = true;             // reduce gradients on a thread during the backward
   std::int64_t inject_divergence = 0;  // test hook: perturb the last rank's weights at this step
   std::string dump_gradients;          // test hook: the first step's gradients, PATH-tp-R-of-T.safetensors
+  // this launch only (not in config.json): palm launch's watch (train/heartbeat.h)
+  std::string heartbeat_dir;           // each rank's progress, rewritten every step
+  std::int64_t inject_crash = 0;       // test hook: the last rank kills itself (SIGKILL) when it starts this step
 };
 
 std::string train_options_to_json(const TrainOptions& o);
@@ -43,6 +46,12 @@ TrainOptions train_options_from_json(const std::string& json, const std::string&
 // Trains from scratch (resume = false; RUN must not hold checkpoints) or continues RUN
 // from its newest checkpoint. Returns the last completed step.
 std::int64_t run_training(TrainOptions o, bool resume);
+
+// Every check run_training makes before it starts a process group or touches memory, for
+// world_size processes: options, data, the mesh (--tp, --pods), the batch split and, for a
+// fresh start into an existing RUN, that RUN holds the same model and data (palm launch's
+// preflight: a bad input is one clear error before any rank starts). Throws Error.
+void preflight_training(TrainOptions o, int world_size, bool resume);
 // A stop request (SIGINT/SIGTERM, delivered by base/signals.h's thread): the run finishes
 // its step, writes a checkpoint and returns. A request made before the loop starts
 // stops it after its first step.
