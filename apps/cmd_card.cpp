@@ -174,6 +174,21 @@ json gather_facts(const std::string& run, const std::string& info_file, bool mea
   t["validation"] = val;
   t["rollbacks"] = state.value("rollbacks", json::array());
   t["rollback_count"] = events.size();
+  // restarts by palm launch (RUN/events.jsonl): each failure it healed, and from where
+  json restarts = json::array(), failure;
+  std::ifstream launch_events(rp / "events.jsonl");
+  for (std::string line; std::getline(launch_events, line);) {
+    const auto j = json::parse(line, nullptr, false);
+    if (!j.is_object()) continue;
+    const std::string e = j.value("event", "");
+    if (e == "failure") failure = j;
+    if ((e == "restart" || e == "shrink") && failure.is_object())
+      restarts.push_back({{"event", e}, {"cause", failure.value("cause", "")}, {"rank", failure.value("rank", -1)},
+                          {"host", failure.value("host", "")}, {"detail", failure.value("detail", "")},
+                          {"from_checkpoint", j.value("from_checkpoint", "")}, {"to_np", j.value("to_np", 0)}}),
+          failure = json();  // one entry per failure: a shrink is followed by its restart
+  }
+  t["restarts"] = restarts;
   f["training"] = t;
 
   // ---- data ----

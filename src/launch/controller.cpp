@@ -203,6 +203,7 @@ class Controller {
   void watch(Job& job, Failure& failure);
   void read_beats(double now);
   bool find_hang(double now, Failure& f) const;
+  void blame_silent_hosts(Failure& f) const;
   Failure diagnose(const Job& job) const;
   bool shrink(const Failure& f);
   int run_stages();
@@ -351,6 +352,7 @@ bool Controller::find_hang(double now, Failure& f) const {
     f.detail = str_cat("no progress for ", std::lround(now - worst_since), " s at step ", it->second.step, " (",
                        it->second.phase, ")");
   }
+  blame_silent_hosts(f);
   return true;
 }
 
@@ -374,14 +376,18 @@ Failure Controller::diagnose(const Job& job) const {
   }
   if (f.host.empty() && f.rank >= 0 && seen_.count(f.rank)) f.host = seen_.at(f.rank).host;
   if (!f.host.empty()) f.hosts.insert(f.host);
-  // hosts none of whose ranks ever reported: unreachable, or failing at start
+  if (f.rank < 0 && seen_.size() < std::size_t(np_)) f.cause = "did not start";
+  blame_silent_hosts(f);
+  return f;
+}
+
+// Hosts none of whose ranks ever reported share the blame: unreachable, or failing at start.
+void Controller::blame_silent_hosts(Failure& f) const {
+  if (seen_.size() >= std::size_t(np_)) return;
   std::set<std::string> reported;
   for (const auto& [r, s] : seen_) reported.insert(s.host);
-  if (seen_.size() < std::size_t(np_))
-    for (const auto& h : hosts_)
-      if (!reported.count(h.name)) f.hosts.insert(h.name);
-  if (f.rank < 0 && seen_.size() < std::size_t(np_)) f.cause = "did not start";
-  return f;
+  for (const auto& h : hosts_)
+    if (!reported.count(h.name)) f.hosts.insert(h.name);
 }
 
 // After a failure: hosts that failed twice in a row leave the hostfile; the job continues
@@ -457,11 +463,10 @@ int Controller::run() {
   }
   for (const auto& s : o_.then) split_words(s);  // a bad stage is an error now, not after training
   split_words(o_.launcher_args);
-  fs::create_directories(o_.run);
   // every check of palm train's, for this layout, before any rank starts
   // (with the user's arguments: a RUN of another model or data is refused here)
   preflight(np_, tp_, pods_, /*fresh=*/true);
-  fs::create_directories(dir());
+  fs::create_directories(dir());  // RUN/launch, and RUN with it
   if (!hosts_.empty()) {
     std::string text;
     for (const auto& h : hosts_) text += h.name + " slots=" + std::to_string(h.slots) + "\n";

@@ -130,6 +130,24 @@ std::string clean_cell(const json& e) {
   return s;
 }
 
+// What palm launch healed: "none", or each failure and where the run went on from.
+std::string restarts_line(const json& t) {
+  if (!t.contains("restarts") || t["restarts"].empty()) return "none";
+  std::string s = std::to_string(t["restarts"].size()) + ":";
+  for (const auto& r : t["restarts"]) {
+    s += " rank " + r.value("rank", json(-1)).dump();
+    if (!str(r, "host", "").empty()) s += " on " + str(r, "host", "");
+    s += ": " + str(r, "cause", "?");
+    if (!str(r, "detail", "").empty()) s += " (" + str(r, "detail", "") + ")";
+    s += r.value("event", "") == "shrink" ? ", continued on " + r.value("to_np", json(0)).dump() + " ranks"
+                                           : ", resumed from " + (str(r, "from_checkpoint", "").empty() ? std::string("the start")
+                                                                                                       : str(r, "from_checkpoint", ""));
+    s += ";";
+  }
+  s.pop_back();
+  return s;
+}
+
 void evaluation_sections(Document& d, const json& f) {
   const json& evs = f["evaluations"];
   d.section("Metrics");
@@ -274,7 +292,8 @@ CardDocuments render_card(const json& f) {
                                     t["validation"].front()["step"].dump() + "), last " +
                                     num(t["validation"].back()["val_loss"].get<double>()) + " (step " +
                                     t["validation"].back()["step"].dump() + ")"},
-      {"Loss spikes and rollbacks", count(dbl(t, "rollback_count")) + (t["rollbacks"].empty() ? "" : ": " + t["rollbacks"].dump())}};
+      {"Loss spikes and rollbacks", count(dbl(t, "rollback_count")) + (t["rollbacks"].empty() ? "" : ": " + t["rollbacks"].dump())},
+      {"Restarts (palm launch)", restarts_line(t)}};
   d.kv(tr);
   d.section("Ethical Considerations");
   d.para(author(f, "ethical_considerations"));
