@@ -153,6 +153,17 @@ std::string error_line(const std::string& output) {
   return line.empty() ? "it failed without a message" : line;
 }
 
+// A launcher's last words: the last "palm: error: ..." line, else its last line of text
+// (mpirun frames its messages in lines of dashes).
+std::string last_words(const std::string& output) {
+  if (output.find("palm: error: ") != std::string::npos) return error_line(output);
+  std::istringstream in(output);
+  std::string last;
+  for (std::string line; std::getline(in, line);)
+    if (line.find_first_not_of(" -\t\r") != std::string::npos) last = line;
+  return last.empty() ? "no output" : last;
+}
+
 // What stopped an attempt.
 struct Failure {
   std::string cause;  // "hang", "killed", "exited", "did not start", "stopped early"
@@ -204,6 +215,7 @@ class Controller {
   void read_beats(double now);
   bool find_hang(double now, Failure& f) const;
   void blame_silent_hosts(Failure& f) const;
+  std::string host_of(int rank) const;
   Failure diagnose(const Job& job) const;
   bool shrink(const Failure& f);
   int run_stages();
@@ -310,6 +322,20 @@ void Controller::watch(Job& job, Failure& failure) {
   }
 }
 
+// With a hostfile: the host mpirun's default by-slot mapping gives the rank (the names of
+// the hostfile, which the heartbeats' gethostname need not match); else the heartbeat's.
+std::string Controller::host_of(int rank) const {
+  if (!hosts_.empty()) {
+    int first = 0;
+    for (const auto& h : hosts_) {
+      if (rank < first + h.slots) return h.name;
+      first += h.slots;
+    }
+  }
+  const auto it = seen_.find(rank);
+  return it == seen_.end() ? "" : it->second.host;
+}
+
 void Controller::read_beats(double now) {
   for (const Heartbeat& h : read_heartbeats(heartbeats())) {
     RankSeen& s = seen_[h.rank];
@@ -336,19 +362,19 @@ bool Controller::find_hang(double now, Failure& f) const {
     if (s.host != here || now - s.changed <= o_.hang_timeout) continue;
     const std::string state = process_state(s.pid);
     if (state == "stopped" || state == "gone") {
-      f.cause = "hang", f.rank = r, f.host = s.host, f.hosts = {s.host};
+      f.cause = "hang", f.rank = r, f.host = host_of(r), f.hosts = {f.host};
       f.detail = str_cat("process ", s.pid, " ", state, ", no progress for ", std::lround(now - s.changed), " s at step ", s.step);
       return true;
     }
   }
   f.cause = "hang";
   f.rank = worst;
+  f.host = host_of(worst);
+  if (!f.host.empty()) f.hosts = {f.host};
   const auto it = seen_.find(worst);
   if (it == seen_.end()) {
     f.detail = str_cat("no heartbeat in ", std::lround(now - attempt_start_), " s since the start");
   } else {
-    f.host = it->second.host;
-    f.hosts = {f.host};
     f.detail = str_cat("no progress for ", std::lround(now - worst_since), " s at step ", it->second.step, " (",
                        it->second.phase, ")");
   }
@@ -365,27 +391,37 @@ Failure Controller::diagnose(const Job& job) const {
   static const std::regex signaled(R"(process rank (\d+) with PID \d+ on node (\S+) exited on signal (\d+))");
   static const std::regex exited(R"(Process name: \[\[\d+,\d+\],(\d+)\]\s*\n\s*Exit code:\s*(\d+))");
   static const std::regex srun_task(R"(srun: error: (\S+): task (\d+): (.*))");
+  static const std::regex lost_daemon(R"(Remote daemon: \S+ on node (\S+))");
+  static const std::regex unreachable(R"(connect to host (\S+)[^\n]*: ([^\n]+))");  // ssh's words
+  static const std::regex lost_peer(R"(Peer host:\s+(\S+))");  // a rank's report of the peer that vanished
   if (std::regex_search(out, m, signaled)) {
     f.cause = "killed", f.rank = std::stoi(m[1]), f.host = m[2], f.detail = "signal " + m[3].str();
   } else if (std::regex_search(out, m, exited)) {
     f.cause = "exited", f.rank = std::stoi(m[1]), f.detail = "exit status " + m[2].str();
   } else if (std::regex_search(out, m, srun_task)) {
     f.cause = "exited", f.host = m[1], f.rank = std::stoi(m[2]), f.detail = m[3];
+  } else if (std::regex_search(out, m, unreachable)) {
+    f.cause = "unreachable", f.host = m[1], f.detail = m[2];
+  } else if (std::regex_search(out, m, lost_daemon)) {
+    f.cause = "host lost", f.host = m[1], f.detail = "mpirun lost its daemon on " + m[1].str();
+  } else if (std::regex_search(out, m, lost_peer)) {
+    f.cause = "host lost", f.host = m[1], f.detail = "a rank's peer on " + m[1].str() + " disconnected";
   } else {
-    f.cause = "exited", f.detail = str_cat("launcher exit status ", job.exit_code(), ": ", error_line(out));
+    f.cause = "exited", f.detail = str_cat("launcher exit status ", job.exit_code(), ": ", last_words(out));
   }
-  if (f.host.empty() && f.rank >= 0 && seen_.count(f.rank)) f.host = seen_.at(f.rank).host;
+  if (f.host.empty() && f.rank >= 0) f.host = host_of(f.rank);
   if (!f.host.empty()) f.hosts.insert(f.host);
-  if (f.rank < 0 && seen_.size() < std::size_t(np_)) f.cause = "did not start";
+  if (f.rank < 0 && f.cause == "exited" && seen_.size() < std::size_t(np_)) f.cause = "did not start";
   blame_silent_hosts(f);
   return f;
 }
 
-// Hosts none of whose ranks ever reported share the blame: unreachable, or failing at start.
+// Hosts none of whose ranks ever reported share the blame: unreachable, or failing at
+// start. Only when some did report: a job that never started says nothing about a host.
 void Controller::blame_silent_hosts(Failure& f) const {
-  if (seen_.size() >= std::size_t(np_)) return;
+  if (seen_.empty() || seen_.size() >= std::size_t(np_)) return;
   std::set<std::string> reported;
-  for (const auto& [r, s] : seen_) reported.insert(s.host);
+  for (const auto& [r, s] : seen_) reported.insert(host_of(r));
   for (const auto& h : hosts_)
     if (!reported.count(h.name)) f.hosts.insert(h.name);
 }
