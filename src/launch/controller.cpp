@@ -172,6 +172,13 @@ struct Failure {
   std::set<std::string> hosts;  // those it is blamed on (for shrinking)
 };
 
+// "rank 1 on host: killed (signal 9)", naming what is known.
+std::string describe(const Failure& f) {
+  std::string who = f.rank >= 0 ? "rank " + std::to_string(f.rank) : "";
+  if (!f.host.empty()) who += (who.empty() ? "host " : " on ") + f.host;
+  return (who.empty() ? "" : who + ": ") + f.cause + (f.detail.empty() ? "" : " (" + f.detail + ")");
+}
+
 struct RankSeen {
   std::int64_t step = -1, pid = 0;
   std::string phase, host;
@@ -525,8 +532,7 @@ int Controller::run() {
     {
       Job job(cmd, id_);
       watch(job, failure);
-      if (!failure.cause.empty()) std::fprintf(stderr, "\npalm launch: rank %d hangs (%s): stopping the job\n",
-                                               failure.rank, failure.detail.c_str());
+      if (!failure.cause.empty()) std::fprintf(stderr, "\npalm launch: %s: stopping the job\n", describe(failure).c_str());
       // what is left of the job, everywhere: at once after a failure (a hung collective
       // cannot checkpoint), with a grace for the ranks' own checkpoint when a person stops it
       job.stop(g_launch_signal ? 30.0 : 0.0);
@@ -553,8 +559,7 @@ int Controller::run() {
     if (failure.cause.empty()) break;
     append_event(o_.run, "failure", {{"cause", failure.cause}, {"rank", failure.rank}, {"host", failure.host},
                                      {"detail", failure.detail}, {"attempt", attempt_}});
-    std::fprintf(stderr, "palm launch: attempt %d failed: rank %d%s%s: %s (%s)\n", attempt_, failure.rank,
-                 failure.host.empty() ? "" : " on ", failure.host.c_str(), failure.cause.c_str(), failure.detail.c_str());
+    std::fprintf(stderr, "palm launch: attempt %d failed: %s\n", attempt_, describe(failure).c_str());
     if (g_launch_signal) {
       append_event(o_.run, "stopped", {{"signal", int(g_launch_signal)}});
       state_ = "stopped";
@@ -565,9 +570,8 @@ int Controller::run() {
       append_event(o_.run, "give_up", {{"reason", "max restarts"}, {"restarts", restarts_}});
       state_ = "failed";
       write_status();
-      std::fprintf(stderr, "palm: error: gave up after %d restart(s) (--max-restarts %d); last failure: rank %d%s%s: %s (%s)\n",
-                   restarts_, o_.max_restarts, failure.rank, failure.host.empty() ? "" : " on ", failure.host.c_str(),
-                   failure.cause.c_str(), failure.detail.c_str());
+      std::fprintf(stderr, "palm: error: gave up after %d restart(s) (--max-restarts %d); last failure: %s\n", restarts_,
+                   o_.max_restarts, describe(failure).c_str());
       return 1;
     }
     if (!shrink(failure)) {
