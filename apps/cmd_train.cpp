@@ -35,9 +35,10 @@ struct TrainCli {
 bool given(CLI::App* cmd, const char* flag) { return cmd->count(flag) > 0; }
 
 // A completed run gets its model card; a failure to write it does not fail the training.
-bool is_leader() {  // rank 0 of an mpirun job, or a single process
-  const char* r = std::getenv("OMPI_COMM_WORLD_RANK");
-  return r == nullptr || std::string(r) == "0";
+bool is_leader() {  // rank 0 of an mpirun or srun job, or a single process
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"})
+    if (const char* r = std::getenv(name)) return std::string(r) == "0";
+  return true;
 }
 
 void card_after_training(const TrainCli& c, const std::string& run) {

@@ -12,6 +12,8 @@ packages=(
   libicu-dev libboost-dev libopenmpi-dev openmpi-bin
   # two "hosts" for the scale-out test: network namespaces joined by a veth pair
   iproute2
+  # palm launch under a real Slurm (tests/launch_slurm.sh starts a one-node cluster)
+  slurm-wlm munge
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
   # real multilingual text and code for tokenizer tests (and the default corpus)

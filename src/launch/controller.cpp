@@ -249,9 +249,11 @@ std::vector<std::string> Controller::launcher(int np) const {
     // inside a Slurm allocation: its own launcher, which kills the step when a task fails
     cmd = {"srun", "--ntasks=" + std::to_string(np), "--kill-on-bad-exit=1", "--export=ALL"};
     std::string exclude;
+    int excluded = 0;
     for (const auto& [host, n] : host_failures_)
-      if (n >= 2) exclude += (exclude.empty() ? "" : ",") + host;
-    if (!exclude.empty()) cmd.push_back("--exclude=" + exclude);
+      if (n >= 2) exclude += (exclude.empty() ? "" : ",") + host, ++excluded;
+    const char* nodes = std::getenv("SLURM_JOB_NUM_NODES");  // never exclude the whole allocation
+    if (excluded > 0 && nodes && excluded < std::atoi(nodes)) cmd.push_back("--exclude=" + exclude);
   } else {
     cmd = {"mpirun", "-np", std::to_string(np), "-x", "PALM_LAUNCH_ID"};
     if (!hosts_.empty()) cmd.insert(cmd.end(), {"--hostfile", (dir() / "hostfile").string()});
@@ -406,7 +408,8 @@ Failure Controller::diagnose(const Job& job) const {
   } else if (std::regex_search(out, m, exited)) {
     f.cause = "exited", f.rank = std::stoi(m[1]), f.detail = "exit status " + m[2].str();
   } else if (std::regex_search(out, m, srun_task)) {
-    f.cause = "exited", f.host = m[1], f.rank = std::stoi(m[2]), f.detail = m[3];
+    f.host = m[1], f.rank = std::stoi(m[2]), f.detail = m[3];
+    f.cause = f.detail.find("Killed") != std::string::npos || f.detail.find("signal") != std::string::npos ? "killed" : "exited";
   } else if (std::regex_search(out, m, unreachable)) {
     f.cause = "unreachable", f.host = m[1], f.detail = m[2];
   } else if (std::regex_search(out, m, lost_daemon)) {
@@ -436,8 +439,9 @@ void Controller::blame_silent_hosts(Failure& f) const {
 // After a failure: hosts that failed twice in a row leave the hostfile; the job continues
 // on the largest valid mesh that the remaining slots hold, down to --min-np.
 bool Controller::shrink(const Failure& f) {
-  if (hosts_.empty()) return true;  // one host, or Slurm's allocation: nothing to leave out
-  for (const auto& h : hosts_) host_failures_[h.name] = f.hosts.count(h.name) ? host_failures_[h.name] + 1 : 0;
+  for (auto& [host, n] : host_failures_) n = f.hosts.count(host) ? n : 0;
+  for (const auto& host : f.hosts) ++host_failures_[host];  // under srun: --exclude from the second
+  if (hosts_.empty()) return true;  // one host, or Slurm's allocation: the rank count stays
   std::vector<Host> keep, dropped;
   for (const auto& h : hosts_) (host_failures_[h.name] >= 2 ? dropped : keep).push_back(h);
   if (dropped.empty()) return true;

@@ -92,7 +92,8 @@ std::string fmt_gib(double gib) {
 void check_run_memory(double weights, double grads, double state, double acts, int owners) {
   const double avail = available_memory_bytes();
   if (avail < 0) return;
-  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");  // processes of this job on this host
+  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");  // processes of this job on this host (mpirun)
+  if (!local) local = std::getenv("SLURM_NTASKS_PER_NODE");  // (srun; absent when the tasks per node differ)
   const int per_host = local ? std::max(1, std::atoi(local)) : 1;
   const double gib = double(1 << 30);
   weights /= owners;
