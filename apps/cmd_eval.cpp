@@ -32,12 +32,10 @@ void run(EvalCli& o) {
   o.eval.task.cot = !o.no_cot;
   o.eval.palm_version = palm_version_string();
   ModelAndTokenizer loaded;
-  std::unique_ptr<Backend> be;
   std::unique_ptr<EvalModel> m;
   if (!o.model.empty()) {
     loaded = load_model_and_tokenizer(o.model, o.tokenizer);
-    be = make_backend();
-    m = std::make_unique<EvalModel>(EvalModel{be.get(), loaded.weights.get(), loaded.tokenizer.get()});
+    m = std::make_unique<EvalModel>(EvalModel{loaded.backend.get(), loaded.weights.get(), loaded.tokenizer.get()});
     o.eval.model_path = loaded.path;
     o.eval.model_sha256 = sha256_file(loaded.path);
   }

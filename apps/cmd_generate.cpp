@@ -99,7 +99,7 @@ void run_generate(const GenerateCli& o) {
     }
     return stop;
   };
-  const auto be = make_backend();
+  Backend* const be = loaded.backend.get();  // the weights' memory is this backend's: compute there too
   const WeightFormat format = parse_weight_format(o.weights);
   std::unique_ptr<DecodeWeights> stored_weights;
   if (format != WeightFormat::kF32) stored_weights = std::make_unique<DecodeWeights>(*be, *w, format);

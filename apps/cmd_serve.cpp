@@ -72,7 +72,7 @@ void run(ServeCli& c) {
     c.o.model_name = fs::is_directory(p) ? (p.filename().empty() ? p.parent_path().filename() : p.filename()).string()
                                          : p.stem().string();
   }
-  const auto be = make_backend();
+  Backend* const be = loaded.backend.get();  // the weights' memory is this backend's: compute there too
   const WeightFormat format = parse_weight_format(c.weights);
   std::unique_ptr<DecodeWeights> stored_weights;
   if (format != WeightFormat::kF32) stored_weights = std::make_unique<DecodeWeights>(*be, *w, format);

@@ -105,7 +105,7 @@ void run_bench_generate(const BenchGenOptions& o) {
   auto run = [&](std::int64_t batch, double* prefill_tps) {
     std::vector<std::unique_ptr<KvCache>> caches;
     std::vector<KvCache*> ptrs;
-    std::vector<float> logits(std::size_t(batch * c.vocab_size));
+    DeviceFloats logits(*be, std::size_t(batch * c.vocab_size));
     std::vector<std::int32_t> prompt(std::size_t(o.prompt));
     double pre = 0;  // prompts after the first (which warms up the GEMM shapes)
     timing.totals.clear();

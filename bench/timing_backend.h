@@ -188,6 +188,16 @@ class TimingBackend final : public Backend {
     in_.row_max(logits, N, V, out);
     add("row_max", t0);
   }
+  void logit_stats(const float* logits, i64 b, i64 V, std::int32_t* argmax, float* max, double* log_z) override {
+    const auto t0 = now();
+    in_.logit_stats(logits, b, V, argmax, max, log_z);
+    add("logit_stats", t0);
+  }
+  void top_k(const float* logits, i64 V, i64 k, float* values, std::int32_t* ids) override {
+    const auto t0 = now();
+    in_.top_k(logits, V, k, values, ids);
+    add("top_k", t0);
+  }
   void xent_partials(const float* logits, const std::int32_t* targets, i64 first, const float* mx, double* part, i64 N,
                      i64 V) override {
     const auto t0 = now();

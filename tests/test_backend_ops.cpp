@@ -246,6 +246,40 @@ TEST_P(BackendOps, DecodeWeightQuantization) {
   }
 }
 
+TEST_P(BackendOps, SamplingStatisticsAndTopK) {
+  const i64 b = 3, V = 1001;
+  auto x = rand_vec(std::size_t(b * V), 21);
+  for (auto& v : x) v *= 8;
+  x[std::size_t(V + 17)] = x[std::size_t(V + 400)] = 40.0f;  // a tied maximum: the first index wins
+  std::vector<std::int32_t> arg(static_cast<std::size_t>(b));
+  std::vector<float> mx(static_cast<std::size_t>(b));
+  std::vector<double> log_z(static_cast<std::size_t>(b));
+  be->logit_stats(x.data(), b, V, arg.data(), mx.data(), log_z.data());
+  for (i64 r = 0; r < b; ++r) {
+    const float* row = x.data() + r * V;
+    const auto best = std::max_element(row, row + V);  // the first of equal maxima
+    ASSERT_EQ(arg[std::size_t(r)], best - row) << r;
+    ASSERT_EQ(mx[std::size_t(r)], *best);
+    long double z = 0;
+    for (i64 v = 0; v < V; ++v) z += std::exp((long double)row[v]);
+    ASSERT_NEAR(log_z[std::size_t(r)], double(std::log(z)), 1e-12 * std::abs(double(std::log(z)))) << r;
+  }
+  EXPECT_EQ(arg[1], 17);
+  for (const i64 k : {i64(1), i64(7), V}) {
+    std::vector<float> values(static_cast<std::size_t>(k));
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(k));
+    be->top_k(x.data() + V, V, k, values.data(), ids.data());
+    std::vector<std::int32_t> order(static_cast<std::size_t>(V));
+    for (i64 v = 0; v < V; ++v) order[std::size_t(v)] = std::int32_t(v);
+    const float* row = x.data() + V;
+    std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t c) { return row[a] > row[c]; });
+    for (i64 i = 0; i < k; ++i) {
+      ASSERT_EQ(ids[std::size_t(i)], order[std::size_t(i)]) << "k " << k << " rank " << i;
+      ASSERT_EQ(values[std::size_t(i)], row[order[std::size_t(i)]]);
+    }
+  }
+}
+
 // The guarded CPU backend: a buffer's last 64-byte line is followed by an inaccessible
 // page, so a kernel or a plan that overruns a buffer faults at once in every test that
 // runs on it (the model-vs-PyTorch test does).

@@ -113,7 +113,7 @@ TEST(Decode, StoredWeightFormatsTrackFp32) {
   const auto& seq = r.seq;
   const auto& want = r.want;
   for (const char* name : {"fp32", "bf16", "int8"}) {
-    const DecodeWeights dw(*make_backend(), w, parse_weight_format(name));
+    const DecodeWeights dw(*be, w, parse_weight_format(name));
     KvCache cache(*be, c, c.max_seq_len);
     std::vector<float> logits(c.vocab_size);
     prefill(*be, w, cache, seq.data(), 1, logits.data());
@@ -131,9 +131,9 @@ TEST(Decode, StoredWeightFormatsTrackFp32) {
       EXPECT_GT(worst, 1e-6) << name << " must actually round";
     }
   }
-  const std::int64_t f32 = DecodeWeights(*make_backend(), w, WeightFormat::kF32).bytes();
-  EXPECT_EQ(DecodeWeights(*make_backend(), w, WeightFormat::kBF16).bytes() * 2, f32);
-  EXPECT_LT(DecodeWeights(*make_backend(), w, WeightFormat::kInt8).bytes() * 3, f32);  // 1 byte + a scale per row
+  const std::int64_t f32 = DecodeWeights(*be, w, WeightFormat::kF32).bytes();
+  EXPECT_EQ(DecodeWeights(*be, w, WeightFormat::kBF16).bytes() * 2, f32);
+  EXPECT_LT(DecodeWeights(*be, w, WeightFormat::kInt8).bytes() * 3, f32);  // 1 byte + a scale per row
   EXPECT_THROW(parse_weight_format("fp8"), Error);
 }
 

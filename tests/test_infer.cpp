@@ -56,10 +56,10 @@ std::vector<double> expected(double temperature, std::int64_t top_k, double top_
 // Frequencies of n seeded draws; each must lie within 5 standard deviations of its
 // probability (a token of probability 0 must never appear).
 void expect_frequencies(const SamplingOptions& o, const std::vector<double>& want, int n = 200000) {
-  std::vector<std::pair<float, std::int32_t>> scratch;
+  SamplerScratch scratch;
   std::vector<double> count(kLogits.size(), 0.0);
   for (int j = 0; j < n; ++j)
-    ++count[std::size_t(sample_token(kLogits.data(), std::int64_t(kLogits.size()), o, 3, std::uint64_t(j), scratch).token)];
+    ++count[std::size_t(sample_token(process_backend(), kLogits.data(), std::int64_t(kLogits.size()), o, 3, std::uint64_t(j), scratch).token)];
   for (std::size_t v = 0; v < want.size(); ++v) {
     const double f = count[v] / n;
     if (want[v] == 0.0) {
@@ -72,9 +72,9 @@ void expect_frequencies(const SamplingOptions& o, const std::vector<double>& wan
 }
 
 TEST(Sampler, GreedyIsTheArgmaxAndTheLogprobIsTheModels) {
-  std::vector<std::pair<float, std::int32_t>> scratch;
+  SamplerScratch scratch;
   SamplingOptions o;
-  const Sampled s = sample_token(kLogits.data(), std::int64_t(kLogits.size()), o, 0, 0, scratch);
+  const Sampled s = sample_token(process_backend(), kLogits.data(), std::int64_t(kLogits.size()), o, 0, 0, scratch);
   EXPECT_EQ(s.token, 5);
   double z = 0;
   for (float l : kLogits) z += std::exp(double(l));
@@ -83,7 +83,7 @@ TEST(Sampler, GreedyIsTheArgmaxAndTheLogprobIsTheModels) {
   o.temperature = 0.5;
   o.top_k = 2;
   o.seed = 9;
-  const Sampled t = sample_token(kLogits.data(), std::int64_t(kLogits.size()), o, 0, 1, scratch);
+  const Sampled t = sample_token(process_backend(), kLogits.data(), std::int64_t(kLogits.size()), o, 0, 1, scratch);
   EXPECT_NEAR(t.logprob, double(kLogits[std::size_t(t.token)]) - std::log(z), 1e-6);
 }
 
@@ -134,7 +134,7 @@ TEST(Sampler, TopPKeepsTheSmallestSetReachingP) {
 }
 
 TEST(Sampler, ASeedReproducesItsDrawsAndAnotherSeedDiffers) {
-  std::vector<std::pair<float, std::int32_t>> scratch;
+  SamplerScratch scratch;
   SamplingOptions a;
   a.temperature = 1.0;
   a.seed = 42;
@@ -142,9 +142,9 @@ TEST(Sampler, ASeedReproducesItsDrawsAndAnotherSeedDiffers) {
   b.seed = 43;
   int same_seed_equal = 0, other_seed_equal = 0;
   for (int j = 0; j < 1000; ++j) {
-    const auto x = sample_token(kLogits.data(), 10, a, 1, std::uint64_t(j), scratch).token;
-    same_seed_equal += x == sample_token(kLogits.data(), 10, a, 1, std::uint64_t(j), scratch).token;
-    other_seed_equal += x == sample_token(kLogits.data(), 10, b, 1, std::uint64_t(j), scratch).token;
+    const auto x = sample_token(process_backend(), kLogits.data(), 10, a, 1, std::uint64_t(j), scratch).token;
+    same_seed_equal += x == sample_token(process_backend(), kLogits.data(), 10, a, 1, std::uint64_t(j), scratch).token;
+    other_seed_equal += x == sample_token(process_backend(), kLogits.data(), 10, b, 1, std::uint64_t(j), scratch).token;
   }
   EXPECT_EQ(same_seed_equal, 1000);
   EXPECT_LT(other_seed_equal, 700);  // two independent draws agree with probability sum p^2 ~ 0.3

@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "base/check.h"
+#include "kernels/device_buffer.h"
 #include "base/threads.h"
 #include "infer/stop.h"
 #include "model/decode.h"
@@ -73,8 +74,8 @@ void Engine::loop() {
   const std::int64_t V = c.vocab_size;
   std::vector<std::unique_ptr<Sequence>> active;
   DecodeScratch scratch(be_, c, max_batch_);
-  std::vector<float> logits(std::size_t(max_batch_ * V));
-  std::vector<std::pair<float, std::int32_t>> sort_scratch;
+  DeviceFloats logits(be_, std::size_t(max_batch_ * V));  // the backend's: sample_token reads what it needs
+  SamplerScratch sampler;
   std::vector<KvCache*> caches;
   std::vector<std::int32_t> next;
   // After the token is sampled: callbacks, then whether the sequence goes on. Nothing
@@ -82,7 +83,7 @@ void Engine::loop() {
   // fails with the message and the engine goes on.
   auto advance = [&](Sequence& s, const float* row, std::uint64_t index) {
     try {
-      const Sampled t = sample_token(row, V, s.req.sampling, s.req.stream, index, sort_scratch);
+      const Sampled t = sample_token(be_, row, V, s.req.sampling, s.req.stream, index, sampler);
       ++s.generated;
       s.last = t.token;
       const bool stop = t.token == kEodId || (s.req.on_token && s.req.on_token(t.token, t.logprob));

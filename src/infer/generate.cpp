@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "base/check.h"
+#include "kernels/device_buffer.h"
 #include "infer/stop.h"
 #include "model/decode.h"
 
@@ -21,7 +22,7 @@ std::vector<GenerationResult> generate(Backend& be, const Weights& w, const std:
   const ModelConfig& c = w.config;
   const std::int64_t V = c.vocab_size;
   std::vector<GenerationResult> out(requests.size());
-  std::vector<std::pair<float, std::int32_t>> scratch;
+  SamplerScratch scratch;
   GenerationStats st;
   // Requests run in waves of max_batch sequences; within a wave the batch shrinks as
   // sequences finish.
@@ -30,7 +31,7 @@ std::vector<GenerationResult> generate(Backend& be, const Weights& w, const std:
     std::vector<std::unique_ptr<KvCache>> caches;
     std::vector<std::size_t> active;
     std::vector<std::int32_t> next;
-    std::vector<float> logits(static_cast<std::size_t>(V));
+    DeviceFloats logits(be, static_cast<std::size_t>(V));  // the backend's: sample_token reads what it needs
     for (std::size_t r = wave; r < end; ++r) {
       const auto& req = requests[r];
       validate(req.sampling);
@@ -44,7 +45,7 @@ std::vector<GenerationResult> generate(Backend& be, const Weights& w, const std:
       prefill(be, w, *caches.back(), req.prompt.data(), std::int64_t(req.prompt.size()), logits.data());
       st.prefill_seconds += since(t0);
       st.prefill_tokens += std::int64_t(req.prompt.size());
-      const Sampled s = sample_token(logits.data(), V, req.sampling, req.stream, 0, scratch);
+      const Sampled s = sample_token(be, logits.data(), V, req.sampling, req.stream, 0, scratch);
       out[r].tokens.push_back(s.token);
       out[r].logprobs.push_back(s.logprob);
       const bool stop = s.token == kEodId || on_token(r, s.token);
@@ -57,7 +58,7 @@ std::vector<GenerationResult> generate(Backend& be, const Weights& w, const std:
       }
     }
     DecodeScratch ds(be, c, max_batch);
-    std::vector<float> batch_logits(static_cast<std::size_t>(max_batch * V));
+    DeviceFloats batch_logits(be, static_cast<std::size_t>(max_batch * V));
     while (!active.empty()) {
       std::vector<KvCache*> cs;
       next.clear();
@@ -73,7 +74,7 @@ std::vector<GenerationResult> generate(Backend& be, const Weights& w, const std:
       for (std::size_t i = 0; i < active.size(); ++i) {
         const std::size_t r = active[i];
         const auto& req = requests[r];
-        const Sampled s = sample_token(batch_logits.data() + i * V, V, req.sampling, req.stream,
+        const Sampled s = sample_token(be, batch_logits.data() + i * V, V, req.sampling, req.stream,
                                        std::uint64_t(out[r].tokens.size()), scratch);
         out[r].tokens.push_back(s.token);
         out[r].logprobs.push_back(s.logprob);

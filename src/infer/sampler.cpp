@@ -14,57 +14,76 @@ void validate(const SamplingOptions& o) {
   PALM_CHECK(o.top_p > 0 && o.top_p <= 1, "top-p must be in (0, 1], got ", o.top_p);
 }
 
-Sampled sample_token(const float* logits, std::int64_t V, const SamplingOptions& o, std::uint64_t stream,
-                     std::uint64_t draw, std::vector<std::pair<float, std::int32_t>>& cand) {
-  // the model's log-probabilities (raw logits)
-  float mx = logits[0];
-  std::int32_t arg = 0;
-  for (std::int64_t v = 1; v < V; ++v)
-    if (logits[v] > mx) mx = logits[v], arg = std::int32_t(v);
-  double z = 0;
-  for (std::int64_t v = 0; v < V; ++v) z += std::exp(double(logits[v]) - mx);
-  const double log_z = mx + std::log(z);
-  if (o.temperature == 0.0) return {arg, double(logits[arg]) - log_z};
+namespace {
 
-  // temperature, then top-k, then top-p over the remaining mass
-  cand.resize(std::size_t(V));
-  for (std::int64_t v = 0; v < V; ++v) cand[v] = {float(logits[v] / o.temperature), std::int32_t(v)};
-  std::int64_t keep = V;
-  auto by_logit = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
-  if (o.top_k > 0 && o.top_k < V) {
-    std::partial_sort(cand.begin(), cand.begin() + o.top_k, cand.end(), by_logit);
-    keep = o.top_k;
-  } else if (o.top_p < 1.0) {
-    std::sort(cand.begin(), cand.end(), by_logit);
+template <typename T>
+void ensure(Backend& be, DeviceArray<T>& a, std::size_t n) {
+  if (a.size() < n) a = DeviceArray<T>(be, n);
+}
+
+}  // namespace
+
+Sampled sample_token(Backend& be, const float* logits, std::int64_t V, const SamplingOptions& o, std::uint64_t stream,
+                     std::uint64_t draw, SamplerScratch& sc) {
+  // the model's log-probabilities (raw logits): the row's maximum and log Z
+  ensure(be, sc.arg, 1), ensure(be, sc.max, 1), ensure(be, sc.log_z, 1);
+  be.logit_stats(logits, 1, V, sc.arg.data(), sc.max.data(), sc.log_z.data());
+  std::int32_t arg = 0;
+  float mx = 0;
+  double log_z = 0;
+  be.copy_to_host(&arg, sc.arg.data(), sizeof arg);
+  be.copy_to_host(&mx, sc.max.data(), sizeof mx);
+  be.copy_to_host(&log_z, sc.log_z.data(), sizeof log_z);
+  if (o.temperature == 0.0) return {arg, double(mx) - log_z};
+
+  // temperature, then top-k, then top-p over the remaining mass; the candidates come
+  // sorted by logit from the backend's top_k, or (plain temperature) the whole row in order
+  const std::int64_t k = o.top_k > 0 && o.top_k < V ? o.top_k : (o.top_p < 1.0 ? V : 0);
+  std::int64_t keep = k > 0 ? k : V;
+  sc.host_values.resize(std::size_t(keep));
+  sc.host_ids.resize(std::size_t(keep));
+  if (k > 0) {
+    ensure(be, sc.values, std::size_t(k)), ensure(be, sc.ids, std::size_t(k));
+    be.top_k(logits, V, k, sc.values.data(), sc.ids.data());
+    be.copy_to_host(sc.host_values.data(), sc.values.data(), sizeof(float) * std::size_t(k));
+    be.copy_to_host(sc.host_ids.data(), sc.ids.data(), sizeof(std::int32_t) * std::size_t(k));
+  } else {
+    be.copy_to_host(sc.host_values.data(), logits, sizeof(float) * std::size_t(V));
+    for (std::int64_t v = 0; v < V; ++v) sc.host_ids[std::size_t(v)] = std::int32_t(v);
   }
+  auto& cand = sc.cand;
+  cand.resize(std::size_t(keep));
+  for (std::int64_t i = 0; i < keep; ++i)
+    cand[std::size_t(i)] = {float(sc.host_values[std::size_t(i)] / o.temperature), std::int32_t(i)};  // .second: position
   float top = cand[0].first;  // subtracted before exp, for range
-  for (std::int64_t i = 1; i < keep; ++i) top = std::max(top, cand[i].first);
-  std::vector<double> p(static_cast<std::size_t>(keep));
+  for (std::int64_t i = 1; i < keep; ++i) top = std::max(top, cand[std::size_t(i)].first);
+  auto& p = sc.p;
+  p.resize(std::size_t(keep));
   double total = 0;
-  for (std::int64_t i = 0; i < keep; ++i) total += (p[i] = std::exp(double(cand[i].first) - top));
-  if (o.top_p < 1.0) {  // candidates are sorted by logit here (partial_sort or sort)
+  for (std::int64_t i = 0; i < keep; ++i) total += (p[std::size_t(i)] = std::exp(double(cand[std::size_t(i)].first) - top));
+  if (o.top_p < 1.0) {  // candidates are sorted by logit here (top_k)
     double cum = 0;
     std::int64_t n = 0;
     while (n < keep) {
-      cum += p[n] / total;
+      cum += p[std::size_t(n)] / total;
       ++n;
       if (cum >= o.top_p) break;
     }
     keep = n;
     total = 0;
-    for (std::int64_t i = 0; i < keep; ++i) total += p[i];
+    for (std::int64_t i = 0; i < keep; ++i) total += p[std::size_t(i)];
   }
   const double u = uniform_at(o.seed, stream, draw) * total;
   double acc = 0;
-  std::int32_t chosen = cand[keep - 1].second;
+  std::size_t chosen = std::size_t(keep - 1);
   for (std::int64_t i = 0; i < keep; ++i) {
-    acc += p[i];
+    acc += p[std::size_t(i)];
     if (u < acc) {
-      chosen = cand[i].second;
+      chosen = std::size_t(i);
       break;
     }
   }
-  return {chosen, double(logits[chosen]) - log_z};
+  return {sc.host_ids[chosen], double(sc.host_values[chosen]) - log_z};
 }
 
 }  // namespace palm

@@ -1,6 +1,7 @@
 #include "infer/score.h"
 
 #include "base/check.h"
+#include "kernels/device_buffer.h"
 #include "model/model.h"
 
 namespace palm {
@@ -15,8 +16,9 @@ std::vector<double> token_logprobs(Backend& be, const Weights& w, const std::vec
   const std::vector<std::int32_t> inputs(seq.begin(), seq.end() - 1), targets(seq.begin() + 1, seq.end());
   Activations acts(be, c, ActivationPlan{1, T, false, false});
   forward(be, w, acts, inputs.data(), targets.data(), 0.0f);
+  const HostWindow nll(be, acts.nll, std::size_t(T));
   std::vector<double> lp(static_cast<std::size_t>(T));
-  for (std::int64_t t = 0; t < T; ++t) lp[std::size_t(t)] = -double(acts.nll[t]);
+  for (std::int64_t t = 0; t < T; ++t) lp[std::size_t(t)] = -double(nll.data()[t]);
   return lp;
 }
 

@@ -180,6 +180,13 @@ class Backend {
                            const double* part, float* nll, float* log_z, float* dlogits, float z_coef,
                            float grad_scale, i64 N, i64 V) = 0;
 
+  // ---- sampling (per decoded token: only these results cross to the host) -------------
+  // Per row of logits [b, V]: the first index of the maximum, the maximum, and
+  // log sum_v exp(logits[v]) (summed in double, in index order).
+  virtual void logit_stats(const float* logits, i64 b, i64 V, std::int32_t* argmax, float* max, double* log_z) = 0;
+  // The k largest of logits [V], sorted descending (ties: the lower id first).
+  virtual void top_k(const float* logits, i64 V, i64 k, float* values, std::int32_t* ids) = 0;
+
   // ---- decode weights ----------------------------------------------------------------
   virtual void quantize_bf16(const float* w, std::uint16_t* out, i64 n) = 0;  // nearest even
   // Symmetric int8 per row: scale[r] = max|w[r, :]| / 127 (1 for a zero row), q = round(w / scale).

@@ -12,7 +12,7 @@ namespace {
 void weight_product(Backend& be, const StoredMatrix* stored, bool bf16_gemms, i64 M, i64 N, i64 K, float alpha,
                     const float* X, const float* W, float beta, float* C) {
   if (stored) {
-    be.rows_times_stored(X, M, K, stored->data, stored->format, stored->scales.empty() ? nullptr : stored->scales.data(),
+    be.rows_times_stored(X, M, K, stored->data, stored->format, stored->scales.size() == 0 ? nullptr : stored->scales.data(),
                          N, alpha, beta, C);
   } else if (bf16_gemms) {
     be.gemm_bf16(false, true, M, N, K, alpha, X, K, W, K, beta, C, N);

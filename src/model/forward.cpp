@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "base/check.h"
+#include "kernels/device_buffer.h"
 #include "model/block.h"
 #include "model/model.h"
 
@@ -49,10 +50,11 @@ LossStats forward(Backend& be, const Weights& w, Activations& acts, const std::i
     be.xent_fwd_bwd(acts.logits, targets, acts.nll, acts.log_z, dlogits, z_coef, 1.0f / float(N), N, V);
   }
   LossStats s;
+  const HostWindow nll(be, acts.nll, std::size_t(N)), log_z(be, acts.log_z, std::size_t(N));  // [N] each: to the host
   double sum_nll = 0, sum_z = 0;  // sequential double sums: thread-count invariant
   for (std::int64_t n = 0; n < N; ++n) {
-    sum_nll += acts.nll[n];
-    sum_z += double(acts.log_z[n]) * acts.log_z[n];
+    sum_nll += nll.data()[n];
+    sum_z += double(log_z.data()[n]) * log_z.data()[n];
   }
   s.loss = sum_nll / double(N);
   s.z_loss = double(z_coef) * sum_z / double(N);

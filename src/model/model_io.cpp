@@ -3,6 +3,7 @@
 #include <set>
 
 #include "base/check.h"
+#include "kernels/device_buffer.h"
 #include "model/safetensors.h"
 
 namespace palm {
@@ -12,9 +13,8 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors data is li
 void save_model(const std::string& path, const Weights& w,
                 const std::map<std::string, std::string>& extra_metadata) {
   std::vector<TensorToWrite> tensors;
-  for_each_param(w.config, [&](const ParamInfo& p) {
-    tensors.push_back({p.name, p.shape, w.arena.data() + p.offset});
-  });
+  const HostWindow host(w.arena.backend(), w.arena.data(), w.arena.size());  // the backend's memory, seen from here
+  for_each_param(w.config, [&](const ParamInfo& p) { tensors.push_back({p.name, p.shape, host.data() + p.offset}); });
   std::map<std::string, std::string> meta = extra_metadata;
   meta[kConfigKey] = config_to_json(w.config);
   meta["format"] = "pt";
@@ -44,10 +44,12 @@ std::map<std::string, std::string> read_model_metadata(const std::string& path) 
   return SafetensorsFile(path).metadata();
 }
 
-std::unique_ptr<Weights> load_model(Backend& be, const std::string& path) {
+void read_model_into(const std::string& path, Weights& w) {
   const SafetensorsFile f(path);
   const ModelConfig c = config_of(f);
-  auto w = std::make_unique<Weights>(be, c);
+  PALM_CHECK(c == w.config, path, ": its model config differs from the one it is read into (", config_to_json(c), " vs ",
+             config_to_json(w.config), ")");
+  Backend& be = w.arena.backend();
   std::set<std::string> expected;
   for_each_param(c, [&](const ParamInfo& p) {
     expected.insert(p.name);
@@ -55,11 +57,18 @@ std::unique_ptr<Weights> load_model(Backend& be, const std::string& path) {
     PALM_CHECK(it != f.tensors().end(), path, ": missing tensor '", p.name, "'");
     PALM_CHECK(it->second.shape == p.shape, path, ": tensor '", p.name, "' has shape ",
                shape_str(it->second.shape), " but the config needs ", shape_str(p.shape));
-    f.read_f32(it->second, w->arena.data() + p.offset);
+    HostWindow host(be, w.arena.data() + p.offset, std::size_t(p.numel), /*load=*/false);
+    f.read_f32(it->second, host.data());
+    host.commit();
   });
   for (const auto& [name, t] : f.tensors()) {
     PALM_CHECK(expected.count(name), path, ": unexpected tensor '", name, "'");
   }
+}
+
+std::unique_ptr<Weights> load_model(Backend& be, const std::string& path) {
+  auto w = std::make_unique<Weights>(be, read_model_config(path));
+  read_model_into(path, *w);
   return w;
 }
 

@@ -17,6 +17,8 @@ void save_model(const std::string& path, const Weights& w,
                 const std::map<std::string, std::string>& extra_metadata = {});
 // Validates header, names, shapes and the config; throws Error with one line.
 std::unique_ptr<Weights> load_model(Backend& be, const std::string& path);  // into be's memory
+// The same checks, into existing weights of the file's config (no second copy of the model).
+void read_model_into(const std::string& path, Weights& w);
 ModelConfig read_model_config(const std::string& path);
 std::map<std::string, std::string> read_model_metadata(const std::string& path);
 

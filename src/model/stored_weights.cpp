@@ -15,12 +15,12 @@ StoredMatrix store(Backend& be, const float* w, std::int64_t rows, std::int64_t 
   if (f == WeightFormat::kF32) {
     m.data = w;
   } else if (f == WeightFormat::kBF16) {
-    m.bf16.resize(std::size_t(n));
+    m.bf16 = DeviceArray<std::uint16_t>(be, std::size_t(n));
     be.quantize_bf16(w, m.bf16.data(), n);
     m.data = m.bf16.data();
   } else {
-    m.q.resize(std::size_t(n));
-    m.scales.resize(std::size_t(rows));
+    m.q = DeviceArray<std::int8_t>(be, std::size_t(n));
+    m.scales = DeviceFloats(be, std::size_t(rows));
     be.quantize_int8_rows(w, rows, cols, m.q.data(), m.scales.data());
     m.data = m.q.data();
   }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "kernels/device_buffer.h"
 #include "model/params.h"
 
 namespace palm {
@@ -14,10 +15,10 @@ namespace palm {
 struct StoredMatrix {
   WeightFormat format = WeightFormat::kF32;
   std::int64_t rows = 0, cols = 0;
-  const void* data = nullptr;        // fp32: the model's own array
-  std::vector<std::uint16_t> bf16;   // bf16: round-to-nearest-even copies
-  std::vector<std::int8_t> q;        // int8: round(w / scale), scale = max|row| / 127
-  std::vector<float> scales;
+  const void* data = nullptr;          // fp32: the model's own array
+  DeviceArray<std::uint16_t> bf16;     // bf16: round-to-nearest-even copies
+  DeviceArray<std::int8_t> q;          // int8: round(w / scale), scale = max|row| / 127
+  DeviceFloats scales;                 // (all in the backend's memory)
   std::int64_t bytes() const;
 };
 

@@ -1,5 +1,7 @@
 #include "model/tensor_parallel.h"
 
+#include "kernels/device_buffer.h"
+
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -88,11 +90,11 @@ void xent_vocab_parallel(Backend& be, const TensorParallel& tp, float* logits, c
                          float* log_z, float* dlogits, float z_coef, float grad_scale, std::int64_t N, std::int64_t Vl,
                          std::int64_t off) {
   // a common shift for exp(): the global row maximum
-  std::vector<float> mx(static_cast<std::size_t>(N));
+  DeviceFloats mx(be, static_cast<std::size_t>(N));
   be.row_max(logits, N, Vl, mx.data());
   tp.group->all_reduce_max(mx.data(), N);
   // sum of exp and the target's logit, each completed by a sum over the group
-  std::vector<double> part(static_cast<std::size_t>(2 * N));
+  DeviceArray<double> part(be, static_cast<std::size_t>(2 * N));
   be.xent_partials(logits, targets, off, mx.data(), part.data(), N, Vl);
   tp.group->all_reduce_sum(part.data(), 2 * N);
   be.xent_finish(logits, targets, off, mx.data(), part.data(), nll, log_z, dlogits, z_coef, grad_scale, N, Vl);

@@ -13,11 +13,21 @@
 
 #include "base/check.h"
 #include "base/file_util.h"
+#include "kernels/device_buffer.h"
 #include "model/model_io.h"
 #include "model/safetensors.h"
 #include "model/tensor_parallel.h"
 
 namespace palm {
+
+namespace {
+
+std::int64_t numel(const std::vector<std::int64_t>& shape) {
+  std::int64_t n = 1;
+  for (const auto d : shape) n *= d;
+  return n;
+}
+}  // namespace
 
 namespace fs = std::filesystem;
 
@@ -71,7 +81,13 @@ void save_checkpoint(const std::string& run, std::int64_t step, const Weights& w
   try {
     save_model((fs::path(tmp) / "model.safetensors").string(), w, {{kTokenizerShaKey, tokenizer_sha256}});
     std::vector<TensorToWrite> state;
-    for (const auto& t : opt.state_tensors()) state.push_back({t.name, t.shape, t.data});
+    std::vector<HostWindow> host;  // the state as the host sees it, while it is written
+    const auto tensors = opt.state_tensors();
+    host.reserve(tensors.size());
+    for (const auto& t : tensors) {
+      host.emplace_back(w.arena.backend(), t.data, std::size_t(numel(t.shape)));
+      state.push_back({t.name, t.shape, host.back().data()});
+    }
     write_safetensors((fs::path(tmp) / "optimizer.safetensors").string(), {{"palm.optimizer", opt.config().kind}}, state);
     fs::create_directories(fs::path(tmp) / "tokenizer");
     for (const char* f : {"tokenizer.model", "tokenizer.json"})
@@ -186,7 +202,7 @@ std::unique_ptr<Weights> load_checkpoint_weights(Backend& be, const std::string&
   auto w = std::make_unique<Weights>(be, src.global);
   for (const auto& p : param_list(src.global)) {
     const auto g = src.global_tensor(p.name);
-    std::memcpy(w->arena.data() + p.offset, g.data(), sizeof(float) * g.size());
+    be.copy_to_device(w->arena.data() + p.offset, g.data(), sizeof(float) * g.size());
   }
   return w;
 }
@@ -198,17 +214,20 @@ std::string load_checkpoint(const std::string& dir, Weights& w, Optimizer& opt, 
   PALM_CHECK(src.global == want, dir, ": the checkpoint's model config differs from the run's (",
              config_to_json(src.global), " vs ", config_to_json(want), ")");
   const int r = layout ? layout->rank : 0, T = layout ? layout->size : 1;
-  auto place = [&](const std::string& name, const std::vector<float>& g, float* local) {
+  Backend& be = w.arena.backend();
+  // this rank's slice of a global tensor, cut on the host and copied to the backend
+  auto place = [&](const std::string& name, const std::vector<float>& g, float* local, std::int64_t local_numel) {
     const ParamInfo& p = param_info(param_of(name, want), want);
-    tp_extract(g.data(), p.shape, tp_slice(name, want, r, T), local);
+    HostWindow host(be, local, std::size_t(local_numel), /*load=*/false);
+    tp_extract(g.data(), p.shape, tp_slice(name, want, r, T), host.data());
+    host.commit();
   };
   if (src.T == 1 && T == 1 && fs::exists(d / "model.safetensors")) {
-    // read on the host (a checkpoint is host data), then copied into the run's buffers
-    Backend& host = process_backend("cpu");
-    const auto loaded = load_model(host, (d / "model.safetensors").string());
-    std::memcpy(w.arena.data(), loaded->arena.data(), w.arena.size() * sizeof(float));
+    read_model_into((d / "model.safetensors").string(), w);
   } else {
-    for_each_param(w.config, [&](const ParamInfo& p) { place(p.name, src.global_tensor(p.name), w.arena.data() + p.offset); });
+    for_each_param(w.config, [&](const ParamInfo& p) {
+      place(p.name, src.global_tensor(p.name), w.arena.data() + p.offset, p.numel);
+    });
   }
   // optimizer state: one optimizer.safetensors, or the shard files its index names
   Sources opt_src;
@@ -235,9 +254,11 @@ std::string load_checkpoint(const std::string& dir, Weights& w, Optimizer& opt, 
       PALM_CHECK(it != f.tensors().end(), f.path(), ": missing optimizer tensor '", t.name,
                  "' (was the run made with another --optimizer?)");
       PALM_CHECK(it->second.shape == t.shape, f.path(), ": optimizer tensor '", t.name, "' has the wrong shape");
-      f.read_f32(it->second, t.data);
+      HostWindow host(be, t.data, std::size_t(numel(t.shape)), /*load=*/false);
+      f.read_f32(it->second, host.data());
+      host.commit();
     } else {
-      place(t.name, opt_src.global_tensor(t.name), t.data);
+      place(t.name, opt_src.global_tensor(t.name), t.data, numel(t.shape));
     }
   }
   return read_file((d / "state.json").string());
@@ -260,14 +281,22 @@ void save_checkpoint_sharded(Comm& world, bool leader, bool shard_writer, int sh
   world.barrier();
   if (shard_writer) {
     std::vector<TensorToWrite> state;
-    for (const auto& t : opt.state_tensors()) state.push_back({t.name, t.shape, t.data});
+    std::vector<HostWindow> host;  // the state as the host sees it, while it is written
+    const auto tensors = opt.state_tensors();
+    host.reserve(tensors.size() + w.config.n_layers * 4 + 2);
+    for (const auto& t : tensors) {
+      host.emplace_back(w.arena.backend(), t.data, std::size_t(numel(t.shape)));
+      state.push_back({t.name, t.shape, host.back().data()});
+    }
     write_safetensors((tmp / shard_name("optimizer", r, T, shard, shards)).string(), {{"palm.optimizer", opt.config().kind}},
                       state);
     if (fsdp) {  // the weights this rank owns
       std::vector<TensorToWrite> mine;
       std::size_t i = 0;
       for_each_param(w.config, [&](const ParamInfo& p) {
-        if (weights_owned[i++]) mine.push_back({p.name, p.shape, w.arena.data() + p.offset});
+        if (!weights_owned[i++]) return;
+        host.emplace_back(w.arena.backend(), w.arena.data() + p.offset, std::size_t(p.numel));
+        mine.push_back({p.name, p.shape, host.back().data()});
       });
       write_safetensors((tmp / shard_name("model", r, T, shard, shards)).string(), {{kTokenizerShaKey, tokenizer_sha256}}, mine);
     } else if (T > 1 && shard == 0) {  // each tensor rank's weights: no gather through one process

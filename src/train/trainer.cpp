@@ -27,6 +27,7 @@
 #include "model/safetensors.h"
 #include "model/tensor_parallel.h"
 #include "kernels/backend.h"
+#include "kernels/device_buffer.h"
 #include "model/accounting.h"
 #include "model/model.h"
 #include "model/model_io.h"
@@ -347,15 +348,16 @@ void TrainingRun::initialize() {
   mesh_.world().barrier();  // every rank has looked before the leader writes
   if (leader_) fs::create_directories(o_.out);
   if (!o_.init.empty()) {
-    const auto init = load_model(*be_, o_.init);
+    const auto init = load_model(process_backend("cpu"), o_.init);  // host data: sliced here, then copied
     PALM_CHECK(init->config.vocab_size == o_.model.vocab_size, "--init ", o_.init, " has vocab ", init->config.vocab_size,
                " but the data's tokenizer has ", o_.model.vocab_size);
     PALM_CHECK(init->config == o_.model, "--init ", o_.init, ": its config differs from the run's (",
                config_differences(init->config, o_.model), ": file vs run)");
     for_each_param(shard_config_, [&](const ParamInfo& p) {
       const ParamInfo& gp = param_list(o_.model)[std::size_t(&p - param_list(shard_config_).data())];
-      tp_extract(init->arena.data() + gp.offset, gp.shape, tp_slice(gp, layout_.rank, layout_.size),
-                 w_->arena.data() + p.offset);
+      HostWindow local(*be_, w_->arena.data() + p.offset, std::size_t(p.numel), /*load=*/false);
+      tp_extract(init->arena.data() + gp.offset, gp.shape, tp_slice(gp, layout_.rank, layout_.size), local.data());
+      local.commit();
     });
   } else {
     const std::vector<bool>* only = fsdp_ ? &owned_ : nullptr;  // --shard full: what this rank owns
@@ -610,7 +612,8 @@ std::int64_t TrainingRun::run() {
     const double lr = o_.lr.at(k);
     if (!o_.dump_gradients.empty() && k == start_step_ + 1 && mesh_.pod_index() == 0 && mesh_.data_index() == 0) {
       std::vector<TensorToWrite> grads;  // this tensor rank's gradients, reduced and scaled
-      for_each_param(shard_config_, [&](const ParamInfo& p) { grads.push_back({p.name, p.shape, g_->arena.data() + p.offset}); });
+      const HostWindow host(*be_, g_->arena.data(), g_->arena.size());
+      for_each_param(shard_config_, [&](const ParamInfo& p) { grads.push_back({p.name, p.shape, host.data() + p.offset}); });
       write_safetensors(o_.dump_gradients + "-tp-" + std::to_string(layout_.rank) + "-of-" + std::to_string(layout_.size) +
                             ".safetensors",
                         {}, grads);
@@ -630,7 +633,11 @@ std::int64_t TrainingRun::run() {
     if (std::int64_t(recent_.size()) > o_.spike_window) recent_.erase(recent_.begin());
     record(k, s, lr, gnorm, B, progress);
     beat(k, s.loss, "step");
-    if (o_.inject_divergence == k && mesh_.world().rank() == mesh_.world().size() - 1) w_->arena.data()[0] += 1e-3f;
+    if (o_.inject_divergence == k && mesh_.world().rank() == mesh_.world().size() - 1) {
+      HostWindow first(*be_, w_->arena.data(), 1);
+      first.data()[0] += 1e-3f;
+      first.commit();
+    }
     if (mesh_.world().size() > 1) {
       // every rank stops at the same step, whichever the signal reached first
       std::int64_t stop_flag = g_stop_signal.load();

@@ -76,6 +76,8 @@ class CpuBackend : public Backend {
   void embedding_bwd_acc_slice(const std::int32_t* tokens, const float* dx, float* dE, i64 first, i64 rows, i64 N,
                                i64 D) override;
   void row_max(const float* logits, i64 N, i64 V, float* out) override;
+  void logit_stats(const float* logits, i64 b, i64 V, std::int32_t* argmax, float* max, double* log_z) override;
+  void top_k(const float* logits, i64 V, i64 k, float* values, std::int32_t* ids) override;
   void xent_partials(const float* logits, const std::int32_t* targets, i64 first, const float* mx, double* part, i64 N,
                      i64 V) override;
   void xent_finish(const float* logits, const std::int32_t* targets, i64 first, const float* mx, const double* part,
@@ -97,10 +99,13 @@ std::unique_ptr<Backend> make_cpu_backend();
 
 // The CPU backend with every buffer ending at an inaccessible page: an op (or planning)
 // that writes or reads past the end of a buffer faults at once instead of corrupting a
-// neighbour. For tests ("cpu_guarded" in backend_names()); slower allocation only.
+// neighbour. It also declares its memory not host-visible, so host code takes the same
+// explicit copies (HostWindow) as on an accelerator and the tests run those paths. For
+// tests ("cpu_guarded" in backend_names()); slower allocation only.
 class GuardedCpuBackend final : public CpuBackend {
  public:
   std::string name() const override { return "cpu_guarded"; }
+  bool host_visible() const override { return false; }
   void* allocate(std::size_t bytes) override;
   void deallocate(void* p, std::size_t bytes) override;
 };

@@ -125,6 +125,31 @@ void CpuBackend::row_max(const float* logits, i64 N, i64 V, float* out) {
   }
 }
 
+void CpuBackend::logit_stats(const float* logits, i64 b, i64 V, std::int32_t* argmax, float* max, double* log_z) {
+  for (i64 r = 0; r < b; ++r) {
+    const float* row = logits + r * V;
+    float mx = row[0];
+    std::int32_t arg = 0;
+    for (i64 v = 1; v < V; ++v)
+      if (row[v] > mx) mx = row[v], arg = std::int32_t(v);
+    double z = 0;
+    for (i64 v = 0; v < V; ++v) z += std::exp(double(row[v]) - mx);
+    argmax[r] = arg;
+    max[r] = mx;
+    log_z[r] = mx + std::log(z);
+  }
+}
+
+void CpuBackend::top_k(const float* logits, i64 V, i64 k, float* values, std::int32_t* ids) {
+  thread_local std::vector<std::pair<float, std::int32_t>> cand;
+  cand.resize(std::size_t(V));
+  for (i64 v = 0; v < V; ++v) cand[std::size_t(v)] = {logits[v], std::int32_t(v)};
+  const auto by_value = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+  if (k < V) std::partial_sort(cand.begin(), cand.begin() + k, cand.end(), by_value);
+  else std::sort(cand.begin(), cand.end(), by_value);
+  for (i64 i = 0; i < k; ++i) values[i] = cand[std::size_t(i)].first, ids[i] = cand[std::size_t(i)].second;
+}
+
 void CpuBackend::xent_partials(const float* logits, const std::int32_t* targets, i64 first, const float* mx,
                                double* part, i64 N, i64 V) {
 #pragma omp parallel for schedule(static)
