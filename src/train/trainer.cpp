@@ -54,12 +54,14 @@ double median(std::vector<double> v) {
 // fp32 GEMM rate on this machine for the MFU column (a short 1024^3 measurement).
 double quick_gemm_peak(Backend& be) {
   const std::int64_t n = 1024;
-  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
+  DeviceFloats a(be, std::size_t(n * n)), b(be, std::size_t(n * n)), c(be, std::size_t(n * n));  // zeros: timing only
   be.gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+  be.synchronize();
   const auto t0 = Clock::now();
   int calls = 0;
   while (std::chrono::duration<double>(Clock::now() - t0).count() < 0.5) {
     be.gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    be.synchronize();
     ++calls;
   }
   return 2.0 * n * n * n * calls / std::chrono::duration<double>(Clock::now() - t0).count();
