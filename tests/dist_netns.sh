@@ -17,16 +17,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-ip netns add "$a"
-ip netns add "$b"
-ip link add "va$$" type veth peer name "vb$$"
-ip link set "va$$" netns "$a"
-ip link set "vb$$" netns "$b"
-ip -n "$a" addr add 10.77.0.1/24 dev "va$$"
-ip -n "$b" addr add 10.77.0.2/24 dev "vb$$"
-for ns in "$a" "$b"; do ip -n "$ns" link set lo up; done
-ip -n "$a" link set "va$$" up
-ip -n "$b" link set "vb$$" up
+source "$(dirname "$0")/test_hosts.sh"
+two_hosts "$a" "$b" "va$$" "vb$$" 10.77.0
 
 cat > "$work/agent.sh" <<AGENT
 #!/bin/sh

@@ -20,16 +20,8 @@ cleanup() {
   [ -n "${KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
-ip netns add "$a"
-ip netns add "$b"
-ip link add "la$$" type veth peer name "lb$$"
-ip link set "la$$" netns "$a"
-ip link set "lb$$" netns "$b"
-ip -n "$a" addr add 10.78.0.1/24 dev "la$$"
-ip -n "$b" addr add 10.78.0.2/24 dev "lb$$"
-for ns in "$a" "$b"; do ip -n "$ns" link set lo up; done
-ip -n "$a" link set "la$$" up
-ip -n "$b" link set "lb$$" up
+source "$(dirname "$0")/test_hosts.sh"
+two_hosts "$a" "$b" "la$$" "lb$$" 10.78.0
 
 cat > "$work/agent.sh" <<AGENT
 #!/bin/sh
@@ -56,11 +48,7 @@ ip netns exec "$a" timeout 300 "$palm" launch --out "$run" --np 2 --min-np 1 --h
   --eval-every 100000 --threads 1 --no-card > "$work/launch.log" 2>&1 &
 launch=$!
 beat="$run/launch/heartbeats/rank-1.json"
-for _ in $(seq 600); do
-  step=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['step'])" "$beat" 2>/dev/null || echo 0)
-  [ "$step" -ge 120 ] && break
-  sleep 0.1
-done
+step=$(wait_for_step "$beat" 120)
 [ "$step" -ge 120 ] || { cat "$work/launch.log"; echo "launch_netns: rank 1 never reached step 120"; exit 1; }
 touch "$work/b_gone"
 ip netns pids "$b" | xargs -r kill -9   # host b is gone: every process on it

@@ -16,6 +16,7 @@ for c in munged slurmctld slurmd salloc srun sinfo; do
     exit 77
   }
 done
+source "$(dirname "$0")/test_hosts.sh"
 work="$(mktemp -d /tmp/palm_slurm.XXXXXX)"
 chmod 755 "$work"
 stop_daemons() {
@@ -86,14 +87,9 @@ timeout 300 salloc -n 2 "$palm" launch --out "$work/run/reference" --np 2 -- "${
 timeout 300 salloc -n 2 "$palm" launch --out "$work/run/healed" --np 2 -- "${args[@]}" > "$work/healed.log" 2>&1 &
 launch=$!
 beat="$work/run/healed/launch/heartbeats/rank-1.json"
-step=0
-for _ in $(seq 600); do
-  step=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['step'])" "$beat" 2>/dev/null || echo 0)
-  [ "$step" -ge 120 ] && break
-  sleep 0.1
-done
+step=$(wait_for_step "$beat" 120)
 [ "$step" -ge 120 ] || { cat "$work/healed.log"; echo "launch_slurm: rank 1 never reached step 120"; exit 1; }
-kill -9 "$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['pid'])" "$beat")"
+kill -9 "$(heartbeat_field "$beat" pid)"
 status=0
 wait "$launch" || status=$?
 [ "$status" -eq 0 ] || { cat "$work/healed.log"; echo "launch_slurm: palm launch exited $status"; exit 1; }
