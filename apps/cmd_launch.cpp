@@ -68,6 +68,8 @@ void register_launch(CLI::App& app) {
       ->check(integer_in(0, 1000000));
   cmd->add_option("--hang-timeout", o->hang_timeout, "Seconds a rank may go without progress before the job counts as hung")
       ->capture_default_str()->check(finite_in(1, 1e7));
+  cmd->add_option("--start-timeout", o->start_timeout, "Seconds a rank may take to start (MPI, data, memory) before its first heartbeat")
+      ->capture_default_str()->check(finite_in(1, 1e7));
   cmd->add_option("--then", o->then, "A palm command run after training, e.g. \"eval --task gsm8k --data F\" (eval gets --model RUN); repeatable; palm card runs last")
       ->allow_extra_args(false);  // one stage per --then, so "--" still ends the options
   cmd->add_option("--launcher-args", o->launcher_args, "Extra mpirun (or srun) options as one string, e.g. --launcher-args=\"--oversubscribe --mca btl self,vader\"");

@@ -358,14 +358,17 @@ void Controller::read_beats(double now) {
 // in a collective and go quiet too: the culprit is the rank of this host that is stopped
 // or gone, else the one that went quiet first (or never reported).
 bool Controller::find_hang(double now, Failure& f) const {
+  // a rank that has not reported yet is still starting (MPI, data, allocation): it has
+  // --start-timeout; one that has reported must progress within --hang-timeout
   int worst = -1;
   double worst_since = now;
   for (int r = 0; r < np_; ++r) {
     const auto it = seen_.find(r);
     const double since = it == seen_.end() ? attempt_start_ : it->second.changed;
-    if (since < worst_since) worst = r, worst_since = since;
+    const double allowed = it == seen_.end() ? o_.start_timeout : o_.hang_timeout;
+    if (now - since > allowed && since < worst_since) worst = r, worst_since = since;
   }
-  if (worst < 0 || now - worst_since <= o_.hang_timeout) return false;
+  if (worst < 0) return false;
   const std::string here = describe_hardware().hostname;
   for (const auto& [r, s] : seen_) {
     if (s.host != here || now - s.changed <= o_.hang_timeout) continue;
@@ -502,7 +505,7 @@ int Controller::run() {
   PALM_CHECK(o_.np >= 1, "--np must be at least 1");
   PALM_CHECK(o_.min_np >= 0 && o_.min_np <= o_.np, "--min-np ", o_.min_np, " must lie in [1, --np ", o_.np, "]");
   PALM_CHECK(o_.max_restarts >= 0, "--max-restarts must be >= 0");
-  PALM_CHECK(o_.hang_timeout > 0, "--hang-timeout must be positive");
+  PALM_CHECK(o_.hang_timeout > 0 && o_.start_timeout > 0, "--hang-timeout and --start-timeout must be positive");
   np_ = o_.np, tp_ = args_.tp, pods_ = args_.pods;
   if (!o_.hostfile.empty()) {
     hosts_ = read_hostfile(o_.hostfile);

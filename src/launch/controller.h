@@ -17,7 +17,8 @@ struct LaunchOptions {
   std::string hostfile;                  // OpenMPI format: "host [slots=N]" per line
   int min_np = 0;                        // 0: np (never shrink)
   int max_restarts = 3;
-  double hang_timeout = 300;             // seconds without progress of any rank
+  double hang_timeout = 300;             // seconds without progress of a rank that has reported
+  double start_timeout = 600;            // seconds for a rank's first heartbeat
   std::vector<std::string> then;         // "eval --task ...": palm subcommands after training
   std::vector<std::string> train_args;   // after `-- train`
   std::string launcher_args;             // extra mpirun / srun options, split as a shell would
