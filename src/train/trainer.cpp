@@ -139,26 +139,6 @@ void request_training_stop(int sig) { g_stop_signal = sig; }
 
 namespace {
 
-// The options of a launch, checked, with what the data fixes (vocabulary, context).
-TrainOptions validated(TrainOptions o, const DataLoader& loader) {
-  validate(o.lr);
-  if (o.lr.kind == "cosine" && o.lr.total == 0) o.lr.total = o.steps;
-  o.model.vocab_size = loader.vocab_size();  // the data fixes the vocabulary: a preset's is replaced
-  o.model.max_seq_len = std::max(o.model.max_seq_len, o.seq_len);
-  validate(o.model);
-  PALM_CHECK(o.shard == "none" || o.shard == "optimizer" || o.shard == "full", "--shard ", o.shard,
-             ": expected none, optimizer or full");
-  return o;
-}
-
-void check_options(const TrainOptions& o) {
-  PALM_CHECK(!o.out.empty(), "--out RUN is required");
-  PALM_CHECK(o.steps > 0, "--steps must be positive");
-  PALM_CHECK(o.seq_len > 0 && o.batch_size > 0 && o.grad_accum > 0, "--seq-len, --batch-size and --grad-accum must be positive");
-  PALM_CHECK(o.batch_size % o.grad_accum == 0, "--batch-size ", o.batch_size, " is not divisible by --grad-accum ", o.grad_accum);
-  PALM_CHECK(o.checkpoint_every > 0 && o.eval_every > 0, "--checkpoint-every and --eval-every must be positive");
-}
-
 // --shard optimizer|full: each rank of a pod's data-parallel group owns whole tensors
 // (largest first, to the least loaded rank), keeps only their state and updates only
 // them; the per-tensor RMS terms are then exactly the unsharded ones, and broadcasting
@@ -675,30 +655,6 @@ std::int64_t TrainingRun::run() {
 }
 
 }  // namespace
-
-void preflight_training(TrainOptions o, int world_size, bool resume) {
-  check_options(o);
-  const BatchRamp ramp = BatchRamp::parse(o.batch_ramp, o.batch_size);
-  const std::int64_t micro = o.batch_size / o.grad_accum;
-  for (const auto& [from, b] : ramp.points)
-    PALM_CHECK(b % micro == 0, "--batch-ramp batch ", b, " is not a multiple of the micro-batch ", micro);
-  const DataLoader loader(o.data, o.seq_len, o.seed);
-  o = validated(std::move(o), loader);
-  PALM_CHECK(o.tp >= 1 && o.pods >= 1, "--tp and --pods must be >= 1 (got ", o.tp, ", ", o.pods, ")");
-  PALM_CHECK(world_size % (o.tp * o.pods) == 0, world_size, " processes do not factor as pods x data x tensor with --pods ",
-             o.pods, " --tp ", o.tp, ": N must be a multiple of ", o.tp * o.pods);
-  if (o.tp > 1) tp_local_config(o.model, o.tp);  // throws naming the dimension tp does not divide
-  const int W = world_size / o.tp;
-  PALM_CHECK(micro % W == 0, "the micro-batch of ", micro, " sequences does not split over ", W,
-             " data-parallel ranks (--batch-size / --grad-accum must be a multiple of ", W, ")");
-  const fs::path cfg = fs::path(o.out) / "config.json";
-  if (!resume && fs::exists(cfg)) {
-    const TrainOptions stored = train_options_from_json(read_file(cfg.string()), cfg.string());
-    const std::string diff = config_differences(stored.model, o.model);
-    PALM_CHECK(diff.empty(), o.out, " holds a run of another model (", diff, ": stored vs given); give a new --out");
-    PALM_CHECK(fs::equivalent(stored.data, o.data), o.out, " was trained on ", stored.data, ", not ", o.data);
-  }
-}
 
 std::int64_t run_training(TrainOptions o, bool resume) {
   set_threads(o.threads);

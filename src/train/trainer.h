@@ -40,6 +40,13 @@ struct TrainOptions {
   std::int64_t inject_crash = 0;       // test hook: the last rank kills itself (SIGKILL) when it starts this step
 };
 
+class DataLoader;
+// Checks of the options (train_options.cpp), shared by the trainer and the preflight;
+// each throws Error naming the option. check_options: before anything is opened;
+// validated: with what the data fixes (vocabulary, context).
+void check_options(const TrainOptions& o);
+TrainOptions validated(TrainOptions o, const DataLoader& loader);
+
 std::string train_options_to_json(const TrainOptions& o);
 TrainOptions train_options_from_json(const std::string& json, const std::string& where);
 
