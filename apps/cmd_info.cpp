@@ -1,4 +1,5 @@
-// palm info: parameter counts, FLOPs per token and memory of a configuration.
+// palm info: parameter counts, FLOPs per token and memory of a configuration, and the
+// compute backends and devices of this machine.
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
@@ -19,7 +20,33 @@ struct InfoOptions {
   bool json = false;
 };
 
+nlohmann::ordered_json backends_json() {
+  nlohmann::ordered_json all = nlohmann::ordered_json::array();
+  for (const auto& b : backend_inventory()) {
+    nlohmann::ordered_json j{{"name", b.name}, {"usable", b.usable}, {"default", b.usable && b.name == default_backend()}};
+    if (!b.usable) j["why_not"] = b.why_not;
+    j["devices"] = nlohmann::ordered_json::array();
+    for (const auto& d : b.devices)
+      j["devices"].push_back({{"name", d.name}, {"memory_bytes", d.memory_bytes}, {"detail", d.detail}});
+    all.push_back(j);
+  }
+  return all;
+}
+
+void print_backends() {
+  for (const auto& b : backend_inventory()) {
+    fmt::print("backend {:<5} {}{}\n", b.name, b.usable ? "usable" : "not usable: " + b.why_not,
+               b.usable && b.name == default_backend() ? " (default)" : "");
+    for (const auto& d : b.devices) fmt::print("  {}  {}  {}\n", d.name, human_bytes(double(d.memory_bytes)), d.detail);
+  }
+}
+
 void run_info(const InfoOptions& o) {
+  if (o.model.preset.empty() && o.model.config_file.empty()) {  // no model: the machine's backends only
+    if (o.json) fmt::print("{}\n", nlohmann::ordered_json{{"backends", backends_json()}}.dump());
+    else print_backends();
+    return;
+  }
   const ModelConfig c = o.model.resolve();
   const std::int64_t T = o.seq_len > 0 ? o.seq_len : c.max_seq_len;
   PALM_CHECK(o.batch_size > 0, "--batch-size must be positive");
@@ -45,6 +72,7 @@ void run_info(const InfoOptions& o) {
                          {"activations", a.activation_bytes},
                          {"activations_remat", a.activation_bytes_remat},
                          {"training_total", train_bytes}};
+    j["backends"] = backends_json();
     fmt::print("{}\n", j.dump());
     return;
   }
@@ -67,13 +95,14 @@ void run_info(const InfoOptions& o) {
   fmt::print("  activations         {:>18}  ({} with remat)\n", human_bytes(a.activation_bytes),
              human_bytes(a.activation_bytes_remat));
   fmt::print("  training total      {:>18}\n", human_bytes(train_bytes));
+  print_backends();
 }
 
 }  // namespace
 
 void register_info(CLI::App& app) {
   auto opts = std::make_shared<InfoOptions>();
-  auto* cmd = app.add_subcommand("info", "Parameter counts, FLOPs per token and memory of a model");
+  auto* cmd = app.add_subcommand("info", "Parameter counts, FLOPs per token and memory of a model; the compute backends and devices");
   opts->model.add_to(cmd);
   cmd->add_option("--seq-len", opts->seq_len, "Sequence length T (default: max_seq_len)")->check(integer_in(1, 1 << 20));
   cmd->add_option("--batch-size", opts->batch_size, "Batch size for the activation memory")

@@ -54,7 +54,9 @@ std::string palm_version_string();
 // The GEMM rate this machine reaches (FLOP/s): best of three runs of a 2048^3 product,
 // fp32 (oneDNN sgemm) or, with a backend, its bf16 GEMM. (bench/bench_train.cpp)
 class Backend;
-double measure_gemm_peak(Backend* bf16_backend = nullptr, double seconds_per_run = 1.0);  // "palm 0.x.y (commit)"
+double measure_gemm_peak(Backend* bf16_backend = nullptr, double seconds_per_run = 1.0);
+// The same on any backend's own memory (an accelerator's): n^3, fp32 gemm or gemm_bf16.
+double measure_backend_gemm_peak(Backend& be, bool bf16, std::int64_t n, double seconds_per_run = 1.0);  // "palm 0.x.y (commit)"
 
 // Registration of each subcommand (one file each).
 void register_info(CLI::App& app);

@@ -9,6 +9,7 @@
 
 #include "base/check.h"
 #include "common.h"
+#include "kernels/backend.h"
 #include "model/model_io.h"
 #include "model/params.h"
 #include "train/checkpoint.h"
@@ -135,6 +136,7 @@ int main(int argc, char** argv) {
   CLI::App app{"palm: train, evaluate and serve PaLM-family language models"};
   app.set_version_flag("--version", palm::palm_version_string());
   app.require_subcommand(1);
+  app.fallthrough();  // --backend may follow the subcommand
   palm::register_info(app);
   palm::register_init(app);
   palm::register_score(app);
@@ -148,6 +150,14 @@ int main(int argc, char** argv) {
   palm::register_export(app);
   palm::register_launch(app);
   palm::register_bench(app);
+  // One choice of backend for the whole command, before or after the subcommand (the
+  // subcommands inherit fallthrough from the app: set above, before they were added); it
+  // is made (and a missing device reported) as soon as it is parsed, before any work starts.
+  app.add_option_function<std::string>("--backend", [](const std::string& name) { palm::set_default_backend(name); },
+                                       "Compute backend: cpu or cuda (default: cuda where built in and a device is "
+                                       "present, else cpu); palm info lists them")
+      ->trigger_on_parse()
+      ->check(CLI::IsMember({"cpu", "cuda", "cpu_guarded"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -13,10 +13,12 @@
 #include <vector>
 
 #include "base/check.h"
+#include "base/hardware.h"
 #include "base/progress.h"
 #include "base/threads.h"
 #include "common.h"
 #include "kernels/backend.h"
+#include "kernels/device_buffer.h"
 #include "model/accounting.h"
 #include "model/model.h"
 #include "train/optimizer.h"
@@ -103,10 +105,23 @@ void run_bench_train(const BenchTrainOptions& o) {
   const std::int64_t T = o.seq_len > 0 ? o.seq_len : (medium ? 512 : 256);
   const int steps = o.steps > 0 ? o.steps : (medium ? 4 : 6);
 
-  fmt::print(stderr, "measuring the fp32 GEMM peak ({} threads)...\n", threads);
-  const double peak = measure_gemm_peak();
-  const auto cpu = make_backend();
-  const double peak_bf16 = o.bf16 ? measure_gemm_peak(cpu.get()) : 0;
+  const auto cpu = make_backend();  // the --backend choice (named cpu for history: it may be cuda)
+  const bool accelerator = cpu->name() == "cuda";
+  std::string device = describe_hardware().cpu_model, peak_how = "oneDNN sgemm 2048^3", peak_bf16_how = "gemm_bf16 2048^3";
+  double peak = 0, peak_bf16 = 0;
+  if (accelerator) {
+    for (const auto& b : backend_inventory())
+      if (b.name == cpu->name() && !b.devices.empty()) device = b.devices.front().name;
+    fmt::print(stderr, "measuring the device's GEMM peaks...\n");
+    peak = measure_backend_gemm_peak(*cpu, false, 8192);
+    peak_bf16 = measure_backend_gemm_peak(*cpu, true, 8192);
+    peak_how = "cuBLAS sgemm 8192^3, no TF32";
+    peak_bf16_how = "gemm_bf16 8192^3: cuBLAS bf16, fp32 accumulation, operand conversion included";
+  } else {
+    fmt::print(stderr, "measuring the fp32 GEMM peak ({} threads)...\n", threads);
+    peak = measure_gemm_peak();
+    peak_bf16 = o.bf16 ? measure_gemm_peak(cpu.get()) : 0;
+  }
 
   TimingBackend timing(*cpu);
   Backend* be = o.profile ? static_cast<Backend*>(&timing) : cpu.get();
@@ -150,7 +165,8 @@ void run_bench_train(const BenchTrainOptions& o) {
   double ref = -1;
   std::string note = o.with_optimizer ? "reference not run: it times forward+backward only (drop --with-optimizer)"
                                       : "reference not run (--no-reference)";
-  if (!o.no_reference && !o.with_optimizer) {
+  if (accelerator && !o.no_reference) note = "reference not run: the PyTorch reference runs on the CPU only";
+  if (!o.no_reference && !o.with_optimizer && !accelerator) {
     fmt::print(stderr, "running the PyTorch reference...\n");
     ref = run_reference(c, B, T, threads, steps, o.bf16, &note);
   }
@@ -160,26 +176,31 @@ void run_bench_train(const BenchTrainOptions& o) {
     const LossStats sb = forward(*be, w, acts, tokens.data(), targets.data());
     g.arena.zero();
     backward(*be, *comm, w, acts, tokens.data(), g);
-    std::vector<float> gb(g.arena.data(), g.arena.data() + g.arena.size());
+    std::vector<float> gb;
+    {
+      const HostWindow h(*cpu, g.arena.data(), g.arena.size());
+      gb.assign(h.data(), h.data() + h.size());
+    }
     Activations acts32(*cpu, c, ActivationPlan{B, T, o.remat, true, false});
     const LossStats sf = forward(*cpu, w, acts32, tokens.data(), targets.data());
     g.arena.zero();
     backward(*cpu, *comm, w, acts32, tokens.data(), g);
+    const HostWindow g32(*cpu, g.arena.data(), g.arena.size());
     double dot = 0, n1 = 0, n2 = 0;
     for (std::size_t i = 0; i < gb.size(); ++i) {
-      dot += double(gb[i]) * g.arena.data()[i];
+      dot += double(gb[i]) * g32.data()[i];
       n1 += double(gb[i]) * gb[i];
-      n2 += double(g.arena.data()[i]) * g.arena.data()[i];
+      n2 += double(g32.data()[i]) * g32.data()[i];
     }
     loss_f32 = sf.loss;
     loss_bf16 = sb.loss;
     grad_cosine = dot / std::sqrt(n1 * n2);
   }
 
-  fmt::print("bench train  preset {}  batch {} x seq {}  threads {}{}{}\n", o.preset, B, T,
-             threads, o.remat ? "  remat" : "", o.bf16 ? "  bf16 GEMMs (fp32 master weights)" : "");
-  fmt::print("  fp32 GEMM peak (oneDNN sgemm 2048^3)  {:8.1f} GFLOP/s\n", peak / 1e9);
-  if (o.bf16) fmt::print("  bf16 GEMM peak (gemm_bf16 2048^3)     {:8.1f} GFLOP/s\n", peak_bf16 / 1e9);
+  fmt::print("bench train  preset {}  batch {} x seq {}  backend {} ({})  threads {}{}{}\n", o.preset, B, T,
+             cpu->name(), device, threads, o.remat ? "  remat" : "", o.bf16 ? "  bf16 GEMMs (fp32 master weights)" : "");
+  fmt::print("  fp32 GEMM peak ({})  {:8.1f} GFLOP/s\n", peak_how, peak / 1e9);
+  if (peak_bf16 > 0) fmt::print("  bf16 GEMM peak ({})  {:8.1f} GFLOP/s\n", peak_bf16_how, peak_bf16 / 1e9);
   fmt::print("  palm {}{:8.1f} tokens/s  {:6.1f} GFLOP/s  MFU {:.1f}%\n",
              o.with_optimizer ? "fwd+bwd+Adafactor step      " : "forward+backward            ", tokens_per_s,
              achieved / 1e9, 100 * mfu);
@@ -211,6 +232,8 @@ void run_bench_train(const BenchTrainOptions& o) {
   if (o.json) {
     nlohmann::ordered_json j;
     j["preset"] = o.preset;
+    j["backend"] = cpu->name();
+    j["device"] = device;
     j["batch_size"] = B;
     j["seq_len"] = T;
     j["threads"] = threads;
@@ -220,7 +243,7 @@ void run_bench_train(const BenchTrainOptions& o) {
     j["tokens_per_s"] = tokens_per_s;
     j["flops_per_token"] = a.flops_per_token;
     j["gemm_peak_flops"] = peak;
-    if (o.bf16) j["gemm_peak_flops_bf16"] = peak_bf16;
+    if (peak_bf16 > 0) j["gemm_peak_flops_bf16"] = peak_bf16;
     j["achieved_flops"] = achieved;
     j["mfu"] = mfu;
     if (o.bf16) {
@@ -260,6 +283,32 @@ double measure_gemm_peak(Backend* bf16_backend, double seconds_per_run) {
   return best;
 }
 
+
+// Best of three runs of an n^3 GEMM on the backend's own buffers (queued work waited
+// for): the rate its GEMM reaches, fp32 or bf16 (conversions included).
+double measure_backend_gemm_peak(Backend& be, bool bf16, std::int64_t n, double seconds_per_run) {
+  DeviceFloats a(be, std::size_t(n * n)), b(be, std::size_t(n * n)), c(be, std::size_t(n * n));
+  be.fill_normal(a.data(), n, n, 1, 1, 1.0, n, 0, 0, 0.0f);
+  be.fill_normal(b.data(), n, n, 1, 2, 1.0, n, 0, 0, 0.0f);
+  auto run = [&] {
+    if (bf16) be.gemm_bf16(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    else be.gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+  };
+  run();  // warm-up: library setup, clocks up
+  be.synchronize();
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    int calls = 0;
+    const auto t0 = Clock::now();
+    do {
+      run();
+      be.synchronize();
+      ++calls;
+    } while (seconds_since(t0) < seconds_per_run);
+    best = std::max(best, 2.0 * double(n) * n * n * calls / seconds_since(t0));
+  }
+  return best;
+}
 
 void register_bench(CLI::App& app) {
   auto* bench = app.add_subcommand("bench", "Benchmarks measured against a named reference in one run");

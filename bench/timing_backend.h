@@ -111,11 +111,12 @@ class TimingBackend final : public Backend {
     in_.attention_fwd(q, k, v, ld, p, o, B, T, H, K);
     add("attention_fwd", t0, 2.0 * B * H * T * T * K);  // causal half of 2 GEMMs
   }
-  void attention_bwd(const float* d, const float* q, const float* k, const float* v, i64 ld,
+  i64 attention_saved_floats(i64 B, i64 T, i64 H) const override { return in_.attention_saved_floats(B, T, H); }
+  void attention_bwd(const float* d, const float* q, const float* k, const float* v, i64 ld, const float* o,
                      const float* p, float* dq, float* dk, float* dv, i64 ldv, float* s, i64 sn, i64 B,
                      i64 T, i64 H, i64 K) override {
     const auto t0 = now();
-    in_.attention_bwd(d, q, k, v, ld, p, dq, dk, dv, ldv, s, sn, B, T, H, K);
+    in_.attention_bwd(d, q, k, v, ld, o, p, dq, dk, dv, ldv, s, sn, B, T, H, K);
     add("attention_bwd", t0, 4.0 * B * H * T * T * K);
   }
   i64 attention_bwd_scratch_floats(i64 B, i64 T, i64 H, i64 K) const override {
@@ -223,7 +224,11 @@ class TimingBackend final : public Backend {
 
  private:
   using Clock = std::chrono::steady_clock;
-  static Clock::time_point now() { return Clock::now(); }
+  // an accelerator's ops are queued: wait for them, so each op's time is its own
+  Clock::time_point now() {
+    if (!in_.host_visible()) in_.synchronize();
+    return Clock::now();
+  }
   static bool in_parallel() { return omp_in_parallel(); }  // inner GEMMs are in their op
   void add(const std::string& op, Clock::time_point t0, double flops = 0) {
     auto& [s, f] = totals[op];

@@ -13,12 +13,14 @@
 #include <vector>
 
 #include "base/rng.h"
+#include "device_mirror.h"
 #include "kernels/backend.h"
 #include "random_vec.h"
 
 namespace palm {
 namespace {
 
+using testing_util::Mirror;
 using testing_util::rand_vec;
 
 // Runs f with the backend's OpenMP team set to `threads`, restoring it after.
@@ -31,9 +33,16 @@ auto with_threads(int threads, F f) {
   return r;
 }
 
+// On buffers in the backend's memory; a backend compiled in without its device reports
+// the test skipped with the reason ("no CUDA device").
 class BackendOps : public ::testing::TestWithParam<std::string> {
  protected:
-  std::unique_ptr<Backend> be = make_backend(GetParam());
+  void SetUp() override {
+    const std::string why = testing_util::unusable_reason(GetParam());
+    if (!why.empty()) GTEST_SKIP() << why;
+    be = make_backend(GetParam());
+  }
+  std::unique_ptr<Backend> be;
 };
 
 TEST_P(BackendOps, ScaleAndSumOfSquares) {
@@ -41,13 +50,16 @@ TEST_P(BackendOps, ScaleAndSumOfSquares) {
     auto x = rand_vec(std::size_t(n), unsigned(n));
     long double want = 0;
     for (const float v : x) want += (long double)v * v;
-    const double got = be->sum_squares(x.data(), n);
+    Mirror d(*be);
+    const float* dx = d.in(x);
+    const double got = be->sum_squares(dx, n);
     EXPECT_NEAR(got, double(want), 1e-12 * double(want)) << n;
-    const double one = with_threads(1, [&] { return be->sum_squares(x.data(), n); });
-    const double two = with_threads(2, [&] { return be->sum_squares(x.data(), n); });
+    const double one = with_threads(1, [&] { return be->sum_squares(dx, n); });
+    const double two = with_threads(2, [&] { return be->sum_squares(dx, n); });
     EXPECT_EQ(std::memcmp(&one, &two, sizeof one), 0) << "thread-count dependent sum at n = " << n;
     auto y = x;
-    be->scale(y.data(), -0.37f, n);
+    be->scale(d.out(y), -0.37f, n);
+    d.back();
     for (i64 i = 0; i < n; ++i) ASSERT_EQ(y[std::size_t(i)], x[std::size_t(i)] * -0.37f) << i;
   }
 }
@@ -55,16 +67,18 @@ TEST_P(BackendOps, ScaleAndSumOfSquares) {
 TEST_P(BackendOps, HashSeesEveryBitAndIgnoresThreads) {
   const i64 n = (i64(1) << 20) + 3;  // two chunks, the second short
   auto x = rand_vec(std::size_t(n), 5);
-  const std::uint64_t h = be->hash_floats(x.data(), n);
-  EXPECT_EQ(h, with_threads(1, [&] { return be->hash_floats(x.data(), n); }));
-  EXPECT_EQ(h, with_threads(2, [&] { return be->hash_floats(x.data(), n); }));
+  Mirror d(*be);
+  const float* dx = d.in(x);
+  const std::uint64_t h = be->hash_floats(dx, n);
+  EXPECT_EQ(h, with_threads(1, [&] { return be->hash_floats(dx, n); }));
+  EXPECT_EQ(h, with_threads(2, [&] { return be->hash_floats(dx, n); }));
   for (const i64 at : {i64(0), i64(1) << 19, n - 1}) {
     auto y = x;
     std::uint32_t bits;
     std::memcpy(&bits, &y[std::size_t(at)], 4);
     bits ^= 1u;  // the lowest mantissa bit
     std::memcpy(&y[std::size_t(at)], &bits, 4);
-    EXPECT_NE(be->hash_floats(y.data(), n), h) << "a one-bit change at " << at;
+    EXPECT_NE(be->hash_floats(d.in(y), n), h) << "a one-bit change at " << at;
   }
 }
 
@@ -72,26 +86,38 @@ TEST_P(BackendOps, FillNormalSlicesAreTheWholeDrawsValues) {
   const i64 R = 37, C = 53;
   const std::uint64_t seed = 9, stream = hash_string("layers.0.attn.w");
   std::vector<float> whole(static_cast<std::size_t>(R * C));
-  be->fill_normal(whole.data(), R, C, seed, stream, 0.5, C, 0, 0, 0.0f);
+  Mirror d(*be);
+  be->fill_normal(d.out(whole), R, C, seed, stream, 0.5, C, 0, 0, 0.0f);
+  d.back();
   for (i64 i = 0; i < R * C; ++i)
     ASSERT_EQ(whole[std::size_t(i)], float(0.5 * normal_at(seed, stream, std::uint64_t(i)))) << i;
   // a block of rows 5..16 and one of columns 20..44 hold the whole draw's values there
   std::vector<float> rows(static_cast<std::size_t>(12 * C)), cols(static_cast<std::size_t>(R * 25));
-  be->fill_normal(rows.data(), 12, C, seed, stream, 0.5, C, 5, 0, 0.0f);
-  be->fill_normal(cols.data(), R, 25, seed, stream, 0.5, C, 0, 20, 0.0f);
+  Mirror m(*be);
+  be->fill_normal(m.out(rows), 12, C, seed, stream, 0.5, C, 5, 0, 0.0f);
+  be->fill_normal(m.out(cols), R, 25, seed, stream, 0.5, C, 0, 20, 0.0f);
+  m.back();
   for (i64 r = 0; r < 12; ++r)
     for (i64 c = 0; c < C; ++c) ASSERT_EQ(rows[std::size_t(r * C + c)], whole[std::size_t((5 + r) * C + c)]);
   for (i64 r = 0; r < R; ++r)
     for (i64 c = 0; c < 25; ++c) ASSERT_EQ(cols[std::size_t(r * 25 + c)], whole[std::size_t(r * C + 20 + c)]);
   // the statistics of a large draw, and the constant fill
   std::vector<float> big(200000);
-  be->fill_normal(big.data(), 1, 200000, 3, 4, 2.0, 200000, 0, 0, 0.0f);
+  {
+    Mirror b(*be);
+    be->fill_normal(b.out(big), 1, 200000, 3, 4, 2.0, 200000, 0, 0, 0.0f);
+    b.back();
+  }
   double mean = 0, sq = 0;
   for (const float v : big) mean += v, sq += double(v) * v;
   mean /= double(big.size());
   EXPECT_NEAR(mean, 0.0, 0.02);
   EXPECT_NEAR(std::sqrt(sq / double(big.size()) - mean * mean), 2.0, 0.02);
-  be->fill_normal(big.data(), 1, 7, 3, 4, 0.0, 7, 0, 0, 1.0f);
+  {
+    Mirror b(*be);
+    be->fill_normal(b.out(big), 1, 7, 3, 4, 0.0, 7, 0, 0, 1.0f);
+    b.back();
+  }
   for (int i = 0; i < 7; ++i) EXPECT_EQ(big[std::size_t(i)], 1.0f);
 }
 
@@ -103,7 +129,11 @@ TEST_P(BackendOps, AdamWAndAdafactorUpdatesFollowTheirFormulas) {
   // AdamW at step 3
   const double lr = 1e-3, b1 = 0.9, b2 = 0.99, c1 = 1 - std::pow(b1, 3), c2 = 1 - std::pow(b2, 3), eps = 1e-8, wd = 0.1;
   auto x = x0, m = m0, v = v0;
-  be->adamw_update(x.data(), g0.data(), m.data(), v.data(), n, lr, b1, b2, c1, c2, eps, wd);
+  {
+    Mirror d(*be);
+    be->adamw_update(d.out(x), d.in(g0), d.out(m), d.out(v), n, lr, b1, b2, c1, c2, eps, wd);
+    d.back();
+  }
   for (i64 i = 0; i < n; ++i) {
     const std::size_t k = std::size_t(i);
     const double mw = b1 * m0[k] + (1 - b1) * g0[k], vw = b2 * v0[k] + (1 - b2) * double(g0[k]) * g0[k];
@@ -115,7 +145,11 @@ TEST_P(BackendOps, AdamWAndAdafactorUpdatesFollowTheirFormulas) {
   // Adafactor: precondition, then apply
   auto u = g0;
   v = v0;
-  be->adafactor_precondition(u.data(), v.data(), n, 0.8);
+  {
+    Mirror d(*be);
+    be->adafactor_precondition(d.out(u), d.out(v), n, 0.8);
+    d.back();
+  }
   for (i64 i = 0; i < n; ++i) {
     const std::size_t k = std::size_t(i);
     const double vw = 0.8 * v0[k] + 0.2 * (double(g0[k]) * g0[k] + 1e-30);
@@ -124,7 +158,11 @@ TEST_P(BackendOps, AdamWAndAdafactorUpdatesFollowTheirFormulas) {
   }
   x = x0;
   m = m0;
-  be->adafactor_apply(x.data(), m.data(), u.data(), n, 0.9, 0.003, 1e-4);
+  {
+    Mirror d(*be);
+    be->adafactor_apply(d.out(x), d.out(m), d.in(u), n, 0.9, 0.003, 1e-4);
+    d.back();
+  }
   for (i64 i = 0; i < n; ++i) {
     const std::size_t k = std::size_t(i);
     const double mw = 0.9 * m0[k] + 0.003 * u[k];
@@ -140,11 +178,15 @@ TEST_P(BackendOps, EmbeddingOfAVocabularySlice) {
   for (i64 n = 0; n < N; ++n) tokens[std::size_t(n)] = std::int32_t((n * 7 + 3) % V);
   tokens[4] = tokens[5] = 12;  // a row hit twice
   std::vector<float> x(std::size_t(N * D), 5.0f);
-  be->embedding_fwd_slice(tokens.data(), E.data(), first, rows, x.data(), N, D);
+  Mirror d(*be);
+  be->embedding_fwd_slice(tokens.data(), d.in(E), first, rows, d.out(x), N, D);
+  d.back();
   const auto dx = rand_vec(std::size_t(N * D), 2);
   auto dE = rand_vec(std::size_t(rows * D), 3);
   const auto dE0 = dE;
-  be->embedding_bwd_acc_slice(tokens.data(), dx.data(), dE.data(), first, rows, N, D);
+  Mirror m(*be);
+  be->embedding_bwd_acc_slice(tokens.data(), m.in(dx), m.out(dE), first, rows, N, D);
+  m.back();
   std::vector<double> want_dE(dE0.begin(), dE0.end());
   for (i64 n = 0; n < N; ++n) {
     const i64 t = tokens[std::size_t(n)] - first;
@@ -173,17 +215,30 @@ TEST_P(BackendOps, CrossEntropyFromTheSlicesPartialStatistics) {
       for (i64 v = 0; v < width[r]; ++v) slice[r][std::size_t(n * width[r] + v)] = logits[std::size_t(n * V + first[r] + v)];
   }
   std::vector<float> mx[2] = {std::vector<float>(std::size_t(N)), std::vector<float>(std::size_t(N))};
-  for (int r = 0; r < 2; ++r) be->row_max(slice[r].data(), N, width[r], mx[r].data());
+  Mirror dev(*be);
+  const float* dslice[2] = {dev.in(slice[0]), dev.in(slice[1])};
+  for (int r = 0; r < 2; ++r) {
+    Mirror d(*be);
+    be->row_max(dslice[r], N, width[r], d.out(mx[r]));
+    d.back();
+  }
   std::vector<float> gmax(static_cast<std::size_t>(N));
   for (i64 n = 0; n < N; ++n) gmax[std::size_t(n)] = std::max(mx[0][std::size_t(n)], mx[1][std::size_t(n)]);
   std::vector<double> part[2] = {std::vector<double>(std::size_t(2 * N)), std::vector<double>(std::size_t(2 * N))};
-  for (int r = 0; r < 2; ++r) be->xent_partials(slice[r].data(), targets.data(), first[r], gmax.data(), part[r].data(), N, width[r]);
+  const float* dgmax = dev.in(gmax);
+  for (int r = 0; r < 2; ++r) {
+    Mirror d(*be);
+    be->xent_partials(dslice[r], targets.data(), first[r], dgmax, d.out(part[r]), N, width[r]);
+    d.back();
+  }
   std::vector<double> sum(static_cast<std::size_t>(2 * N));
   for (i64 i = 0; i < 2 * N; ++i) sum[std::size_t(i)] = part[0][std::size_t(i)] + part[1][std::size_t(i)];
   for (int r = 0; r < 2; ++r) {
     std::vector<float> nll(static_cast<std::size_t>(N)), lz(static_cast<std::size_t>(N)), d(static_cast<std::size_t>(N * width[r]));
-    be->xent_finish(slice[r].data(), targets.data(), first[r], gmax.data(), sum.data(), nll.data(), lz.data(), d.data(), z, gs,
-                    N, width[r]);
+    Mirror m(*be);
+    be->xent_finish(dslice[r], targets.data(), first[r], dgmax, m.in(sum), m.out(nll), m.out(lz), m.out(d), z, gs, N,
+                    width[r]);
+    m.back();
     for (i64 n = 0; n < N; ++n) {
       double m = -1e300;
       for (i64 v = 0; v < V; ++v) m = std::max(m, double(logits[std::size_t(n * V + v)]));
@@ -223,14 +278,18 @@ TEST_P(BackendOps, DecodeWeightQuantization) {
   w[3] = 1.00390625f;  // exactly between two bfloat16 values: ties to even
   w[4] = -3.0117188f;
   std::vector<std::uint16_t> b(w.size());
-  be->quantize_bf16(w.data(), b.data(), i64(w.size()));
+  Mirror d(*be);
+  be->quantize_bf16(d.in(w), d.out(b), i64(w.size()));
+  d.back();
   for (std::size_t i = 0; i < w.size(); ++i) ASSERT_EQ(b[i], bf16_nearest(w[i])) << i << " " << w[i];
   const i64 R = 7, C = 29;
   auto m = rand_vec(std::size_t(R * C), 12);
   std::fill(m.begin() + 2 * C, m.begin() + 3 * C, 0.0f);  // a zero row
   std::vector<std::int8_t> q(m.size());
   std::vector<float> scales(static_cast<std::size_t>(R));
-  be->quantize_int8_rows(m.data(), R, C, q.data(), scales.data());
+  Mirror d8(*be);
+  be->quantize_int8_rows(d8.in(m), R, C, d8.out(q), d8.out(scales));
+  d8.back();
   for (i64 r = 0; r < R; ++r) {
     double mx = 0;
     for (i64 c = 0; c < C; ++c) mx = std::max(mx, std::abs(double(m[std::size_t(r * C + c)])));
@@ -254,7 +313,10 @@ TEST_P(BackendOps, SamplingStatisticsAndTopK) {
   std::vector<std::int32_t> arg(static_cast<std::size_t>(b));
   std::vector<float> mx(static_cast<std::size_t>(b));
   std::vector<double> log_z(static_cast<std::size_t>(b));
-  be->logit_stats(x.data(), b, V, arg.data(), mx.data(), log_z.data());
+  Mirror d(*be);
+  const float* dx = d.in(x);
+  be->logit_stats(dx, b, V, d.out(arg), d.out(mx), d.out(log_z));
+  d.back();
   for (i64 r = 0; r < b; ++r) {
     const float* row = x.data() + r * V;
     const auto best = std::max_element(row, row + V);  // the first of equal maxima
@@ -268,7 +330,9 @@ TEST_P(BackendOps, SamplingStatisticsAndTopK) {
   for (const i64 k : {i64(1), i64(7), V}) {
     std::vector<float> values(static_cast<std::size_t>(k));
     std::vector<std::int32_t> ids(static_cast<std::size_t>(k));
-    be->top_k(x.data() + V, V, k, values.data(), ids.data());
+    Mirror m(*be);
+    be->top_k(dx + V, V, k, m.out(values), m.out(ids));
+    m.back();
     std::vector<std::int32_t> order(static_cast<std::size_t>(V));
     for (i64 v = 0; v < V; ++v) order[std::size_t(v)] = std::int32_t(v);
     const float* row = x.data() + V;

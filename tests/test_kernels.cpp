@@ -9,6 +9,7 @@
 #include <random>
 #include <tuple>
 
+#include "device_mirror.h"
 #include "kernels/backend.h"
 #include "random_vec.h"
 #include "ref/ref_ops.h"
@@ -18,6 +19,7 @@ namespace {
 
 using ref::Vec;
 
+using testing_util::Mirror;
 using testing_util::rand_vec;
 
 Vec to_d(const std::vector<float>& v) { return Vec(v.begin(), v.end()); }
@@ -67,10 +69,22 @@ double dot(const Vec& a, const std::vector<float>& b) {
   return s;
 }
 
-// Every test runs on every backend compiled into this build (backend_names()).
+// Every test runs on every backend compiled into this build (backend_names()), on
+// buffers in that backend's memory; one compiled in without its device reports itself
+// skipped with the reason ("no CUDA device").
+std::unique_ptr<Backend> backend_or_skip_reason(const std::string& name, std::string* why) {
+  *why = testing_util::unusable_reason(name);
+  return why->empty() ? make_backend(name) : nullptr;
+}
+
 class Kernels : public ::testing::TestWithParam<std::string> {
  protected:
-  std::unique_ptr<Backend> be = make_backend(GetParam());
+  void SetUp() override {
+    std::string why;
+    be = backend_or_skip_reason(GetParam(), &why);
+    if (!be) GTEST_SKIP() << why;
+  }
+  std::unique_ptr<Backend> be;
 };
 
 TEST_P(Kernels, GemmAllTransposesOddShapesAndStrides) {
@@ -83,7 +97,9 @@ TEST_P(Kernels, GemmAllTransposesOddShapesAndStrides) {
             auto A = rand_vec((ta ? K : M) * lda, 1), B = rand_vec((tb ? N : K) * ldb, 2);
             auto C = rand_vec(M * ldc, 3);
             const Vec want = ref::gemm(ta, tb, M, N, K, 0.7, to_d(A), lda, to_d(B), ldb, 0.5, to_d(C), ldc);
-            be->gemm(ta, tb, M, N, K, 0.7f, A.data(), lda, B.data(), ldb, 0.5f, C.data(), ldc);
+            Mirror d(*be);
+            be->gemm(ta, tb, M, N, K, 0.7f, d.in(A), lda, d.in(B), ldb, 0.5f, d.out(C), ldc);
+            d.back();
             expect_close(C, want, 1e-5, "gemm");
           }
 }
@@ -105,7 +121,9 @@ TEST_P(Kernels, GemmBf16ExactOnBf16RepresentableInputs) {
             for (float beta : {0.0f, 1.0f}) {
               std::vector<float> c = C;
               const Vec want = ref::gemm(ta, tb, M, N, K, 0.25, to_d(A), lda, to_d(B), ldb, beta, to_d(c), ldc);
-              be->gemm_bf16(ta, tb, M, N, K, 0.25f, A.data(), lda, B.data(), ldb, beta, c.data(), ldc);
+              Mirror m(*be);
+              be->gemm_bf16(ta, tb, M, N, K, 0.25f, m.in(A), lda, m.in(B), ldb, beta, m.out(c), ldc);
+              m.back();
               expect_close(c, want, 1e-6, "gemm_bf16 exact inputs");
             }
           }
@@ -115,7 +133,9 @@ TEST_P(Kernels, GemmBf16ErrorIsBf16Rounding) {
   const i64 M = 33, N = 65, K = 257;
   auto A = rand_vec(M * K, 30), B = rand_vec(N * K, 31);
   std::vector<float> C(M * N);
-  be->gemm_bf16(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C.data(), N);
+  Mirror d(*be);
+  be->gemm_bf16(false, true, M, N, K, 1.0f, d.in(A), K, d.in(B), K, 0.0f, d.out(C), N);
+  d.back();
   const Vec want = ref::gemm(false, true, M, N, K, 1.0, to_d(A), K, to_d(B), K, 0.0, Vec(M * N), N);
   // each operand is off by at most 2^-9 relative: a dot product of random-sign terms is
   // off by ~2^-8 * |a||b| / sqrt(K) typical; bound it loosely by 2^-6 of the largest value
@@ -144,9 +164,12 @@ TEST_P(Kernels, RowsTimesStoredAllFormats) {
       std::memcpy(&bits, &wf[i], 4);
       wb[i] = std::uint16_t(bits >> 16);
     }
+    Mirror dev(*be);
     auto check = [&](WeightFormat f, const void* W, const float* sc, double mult_of_n(i64)) {
       std::vector<float> C(b * N, 1.0f);
-      be->rows_times_stored(X.data(), b, K, W, f, sc, N, 0.5f, 2.0f, C.data());
+      Mirror m(*be);
+      be->rows_times_stored(m.in(X), b, K, W, f, sc, N, 0.5f, 2.0f, m.out(C));
+      m.back();
       Vec want(b * N);
       for (i64 i = 0; i < b; ++i)
         for (i64 n = 0; n < N; ++n) {
@@ -156,11 +179,11 @@ TEST_P(Kernels, RowsTimesStoredAllFormats) {
         }
       expect_close(C, want, 1e-5, "rows_times_stored");
     };
-    check(WeightFormat::kF32, wf.data(), nullptr, [](i64) { return 1.0 / 8; });
-    check(WeightFormat::kBF16, wb.data(), nullptr, [](i64) { return 1.0 / 8; });
+    check(WeightFormat::kF32, dev.in(wf), nullptr, [](i64) { return 1.0 / 8; });
+    check(WeightFormat::kBF16, dev.in(wb), nullptr, [](i64) { return 1.0 / 8; });
     static std::vector<float> sc;
     sc = scales;
-    check(WeightFormat::kInt8, wq.data(), scales.data(), [](i64 n) { return double(sc[n]); });
+    check(WeightFormat::kInt8, dev.in(wq), dev.in(scales), [](i64 n) { return double(sc[n]); });
   }
 }
 
@@ -170,12 +193,16 @@ TEST_P(Kernels, EmbeddingForwardAndBackward) {
   std::vector<std::int32_t> tok(N);
   for (i64 n = 0; n < N; ++n) tok[n] = std::int32_t((n * 7) % V);
   std::vector<float> x(N * D);
-  be->embedding_fwd(tok.data(), E.data(), x.data(), N, D);
+  Mirror d(*be);
+  be->embedding_fwd(tok.data(), d.in(E), d.out(x), N, D);
+  d.back();
   for (i64 n = 0; n < N; ++n)
     for (i64 d = 0; d < D; ++d) ASSERT_EQ(x[n * D + d], E[tok[n] * D + d]);
   auto dx = rand_vec(N * D, 5);
   std::vector<float> dE(V * D, 1.0f);
-  be->embedding_bwd_acc(tok.data(), dx.data(), dE.data(), N, D);
+  Mirror m(*be);
+  be->embedding_bwd_acc(tok.data(), m.in(dx), m.out(dE), N, D);
+  m.back();
   Vec want(V * D, 1.0);
   for (i64 n = 0; n < N; ++n)
     for (i64 d = 0; d < D; ++d) want[tok[n] * D + d] += dx[n * D + d];
@@ -188,13 +215,18 @@ TEST_P(Kernels, LayerNormForwardAndFiniteDifferences) {
       auto x = rand_vec(N * D, 6, 2.0f), scale = rand_vec(D, 7);
       for (auto& v : x) v += 3.0f;  // a non-zero mean
       std::vector<float> y(N * D), mean(N), rstd(N);
-      be->layernorm_fwd(x.data(), scale.data(), y.data(), mean.data(), rstd.data(), N, D, 1e-6f);
+      Mirror d(*be);
+      float *dmean = d.out(mean), *drstd = d.out(rstd);
+      const float *dx_in = d.in(x), *dscale_in = d.in(scale);
+      be->layernorm_fwd(dx_in, dscale_in, d.out(y), dmean, drstd, N, D, 1e-6f);
+      d.back();
       expect_close(y, ref::layernorm(to_d(x), to_d(scale), N, D, 1e-6), 2e-5, "layernorm_fwd");
       if (D == 1) continue;  // the output is identically 0: no gradient to check
       auto dy = rand_vec(N * D, 8);
       std::vector<float> dx(N * D, 0.0f), dscale(D, 0.0f);
-      be->layernorm_bwd_acc(dy.data(), x.data(), scale.data(), mean.data(), rstd.data(),
-                            dx.data(), dscale.data(), N, D);
+      Mirror m(*be);
+      be->layernorm_bwd_acc(m.in(dy), dx_in, dscale_in, dmean, drstd, m.out(dx), m.out(dscale), N, D);
+      m.back();
       const Vec dyd = to_d(dy);
       auto loss_x = [&](const Vec& xv) {
         const Vec yv = ref::layernorm(xv, to_d(scale), N, D, 1e-6);
@@ -217,10 +249,13 @@ TEST_P(Kernels, LayerNormBackwardAccumulates) {
   const i64 N = 5, D = 17;
   auto x = rand_vec(N * D, 9), scale = rand_vec(D, 10), dy = rand_vec(N * D, 11);
   std::vector<float> y(N * D), mean(N), rstd(N);
-  be->layernorm_fwd(x.data(), scale.data(), y.data(), mean.data(), rstd.data(), N, D, 1e-6f);
+  Mirror d(*be);
+  float *dxv = d.in(x), *dsc = d.in(scale), *ddy = d.in(dy), *dmean = d.out(mean), *drstd = d.out(rstd);
+  be->layernorm_fwd(dxv, dsc, d.out(y), dmean, drstd, N, D, 1e-6f);
   std::vector<float> dx0(N * D, 0.0f), ds0(D, 0.0f), dx1(N * D, 2.0f), ds1(D, 3.0f);
-  be->layernorm_bwd_acc(dy.data(), x.data(), scale.data(), mean.data(), rstd.data(), dx0.data(), ds0.data(), N, D);
-  be->layernorm_bwd_acc(dy.data(), x.data(), scale.data(), mean.data(), rstd.data(), dx1.data(), ds1.data(), N, D);
+  be->layernorm_bwd_acc(ddy, dxv, dsc, dmean, drstd, d.out(dx0), d.out(ds0), N, D);
+  be->layernorm_bwd_acc(ddy, dxv, dsc, dmean, drstd, d.out(dx1), d.out(ds1), N, D);
+  d.back();
   for (i64 i = 0; i < N * D; ++i) EXPECT_NEAR(dx1[i], dx0[i] + 2.0f, 1e-6);
   for (i64 i = 0; i < D; ++i) EXPECT_NEAR(ds1[i], ds0[i] + 3.0f, 1e-6);
 }
@@ -229,19 +264,28 @@ TEST_P(Kernels, RopeForwardStridedAndFiniteDifferences) {
   const i64 T = 13, B = 2, N = B * T, heads = 3, K = 16, ld = heads * K + 5;
   auto in = rand_vec(N * ld, 12);
   std::vector<float> out(N * heads * K);
-  be->rope_fwd(in.data(), ld, out.data(), heads * K, N, T, heads, K, 10000.0f);
+  Mirror d(*be);
+  be->rope_fwd(d.in(in), ld, d.out(out), heads * K, N, T, heads, K, 10000.0f);
+  d.back();
   Vec x(N * heads * K);
   for (i64 n = 0; n < N; ++n)
     for (i64 c = 0; c < heads * K; ++c) x[n * heads * K + c] = in[n * ld + c];
   expect_close(out, ref::rope(x, N, T, heads, K, 10000.0), 1e-5, "rope_fwd");
   // in place
   std::vector<float> inplace(in);
-  be->rope_fwd(inplace.data(), ld, inplace.data(), ld, N, T, heads, K, 10000.0f);
+  {
+    Mirror m(*be);
+    float* dip = m.out(inplace);
+    be->rope_fwd(dip, ld, dip, ld, N, T, heads, K, 10000.0f);
+    m.back();
+  }
   for (i64 n = 0; n < N; ++n)
     for (i64 c = 0; c < heads * K; ++c) ASSERT_EQ(inplace[n * ld + c], out[n * heads * K + c]);
   auto dy = rand_vec(N * heads * K, 13);
   std::vector<float> dx(N * heads * K);
-  be->rope_bwd(dy.data(), heads * K, dx.data(), heads * K, N, T, heads, K, 10000.0f);
+  Mirror m(*be);
+  be->rope_bwd(m.in(dy), heads * K, m.out(dx), heads * K, N, T, heads, K, 10000.0f);
+  m.back();
   std::vector<float> xf(x.begin(), x.end());
   expect_grad_fd([&](const Vec& xv) { return dot(ref::rope(xv, N, T, heads, K, 10000.0), dy); },
                  xf, dx, 1e-4, "rope_bwd");
@@ -253,7 +297,9 @@ TEST_P(Kernels, RopeAtExplicitPositionsEqualsRopeAtThosePositions) {
   const i64 N = i64(pos.size());
   auto in = rand_vec(N * heads * K, 40);
   std::vector<float> out(N * heads * K);
-  be->rope_fwd_at(in.data(), heads * K, out.data(), heads * K, N, pos.data(), heads, K, 10000.0f);
+  Mirror d(*be);
+  be->rope_fwd_at(d.in(in), heads * K, d.out(out), heads * K, N, pos.data(), heads, K, 10000.0f);
+  d.back();
   // the reference rotates row n by n % T: place each row at its position in a T-row block
   for (i64 n = 0; n < N; ++n) {
     Vec block(T * heads * K, 0.0);
@@ -270,13 +316,15 @@ TEST_P(Kernels, AttentionDecodeEqualsTheLastRowOfCausalAttention) {
   const i64 b = i64(lens.size());
   auto q = rand_vec(b * H * K, 41);
   std::vector<std::vector<float>> caches;
-  std::vector<const float*> ptrs;
+  std::vector<const float*> ptrs;  // host array of pointers into the backend's memory
+  Mirror d(*be);
   for (i64 i = 0; i < b; ++i) {
     caches.push_back(rand_vec(lens[i] * ld, 42 + unsigned(i)));
-    ptrs.push_back(caches.back().data());
+    ptrs.push_back(d.in(caches.back()));
   }
   std::vector<float> o(b * H * K);
-  be->attention_decode(q.data(), ptrs.data(), ld, lens.data(), o.data(), b, H, K);
+  be->attention_decode(d.in(q), ptrs.data(), ld, lens.data(), d.out(o), b, H, K);
+  d.back();
   for (i64 i = 0; i < b; ++i) {
     const i64 T = lens[i];
     Vec qq(T * H * K, 0.0), k(T * K), v(T * K);  // the query sits at the last position
@@ -293,14 +341,20 @@ TEST_P(Kernels, SwigluForwardAndFiniteDifferences) {
   const i64 N = 17, F = 129, ld = 2 * F + 3;
   auto u = rand_vec(N * ld, 14, 3.0f);
   std::vector<float> act(N * F);
-  be->swiglu_fwd(u.data(), u.data() + F, ld, act.data(), N, F);
+  Mirror d(*be);
+  const float* du_in = d.in(u);
+  be->swiglu_fwd(du_in, du_in + F, ld, d.out(act), N, F);
+  d.back();
   Vec g(N * F), up(N * F);
   for (i64 n = 0; n < N; ++n)
     for (i64 f = 0; f < F; ++f) g[n * F + f] = u[n * ld + f], up[n * F + f] = u[n * ld + F + f];
   expect_close(act, ref::swiglu(g, up), 1e-5, "swiglu_fwd");
   auto da = rand_vec(N * F, 15);
   std::vector<float> du(N * ld, 0.0f);
-  be->swiglu_bwd(da.data(), u.data(), u.data() + F, ld, du.data(), du.data() + F, ld, N, F);
+  Mirror m(*be);
+  float* ddu = m.out(du);
+  be->swiglu_bwd(m.in(da), du_in, du_in + F, ld, ddu, ddu + F, ld, N, F);
+  m.back();
   std::vector<float> dg(N * F), dup(N * F);
   for (i64 n = 0; n < N; ++n)
     for (i64 f = 0; f < F; ++f) dg[n * F + f] = du[n * ld + f], dup[n * F + f] = du[n * ld + F + f];
@@ -315,15 +369,24 @@ struct AttnShape {
 
 class AttentionShapes : public ::testing::TestWithParam<std::tuple<std::string, AttnShape>> {
  protected:
-  std::unique_ptr<Backend> be = make_backend(std::get<0>(GetParam()));
+  void SetUp() override {
+    std::string why;
+    be = backend_or_skip_reason(std::get<0>(GetParam()), &why);
+    if (!be) GTEST_SKIP() << why;
+  }
+  std::unique_ptr<Backend> be;
 };
 
 TEST_P(AttentionShapes, ForwardAndFiniteDifferences) {
   const auto [B, T, H, K] = std::get<1>(GetParam());
   const i64 N = B * T, ld = 2 * K + 3;  // k | v interleaved in one strided buffer
   auto q = rand_vec(N * H * K, 16), kv = rand_vec(N * ld, 17);
-  std::vector<float> probs(B * T * H * T), o(N * H * K);
-  be->attention_fwd(q.data(), kv.data(), kv.data() + K, ld, probs.data(), o.data(), B, T, H, K);
+  std::vector<float> saved(be->attention_saved_floats(B, T, H)), o(N * H * K);
+  Mirror d(*be);
+  const float *dq_in = d.in(q), *dkv_in = d.in(kv);
+  float *dsaved = d.out(saved), *dout_o = d.out(o);
+  be->attention_fwd(dq_in, dkv_in, dkv_in + K, ld, dsaved, dout_o, B, T, H, K);
+  d.back();
   Vec k(N * K), v(N * K);
   for (i64 n = 0; n < N; ++n)
     for (i64 e = 0; e < K; ++e) k[n * K + e] = kv[n * ld + e], v[n * K + e] = kv[n * ld + K + e];
@@ -333,8 +396,11 @@ TEST_P(AttentionShapes, ForwardAndFiniteDifferences) {
   auto dout = rand_vec(N * H * K, 18);
   std::vector<float> dq(N * H * K), dk(N * K), dkv(N * ld, 9.0f);
   std::vector<float> scratch(be->attention_bwd_scratch_floats(B, T, H, K));
-  be->attention_bwd(dout.data(), q.data(), kv.data(), kv.data() + K, ld, probs.data(), dq.data(),
-                    dk.data(), dkv.data() + K, ld, scratch.data(), i64(scratch.size()), B, T, H, K);
+  Mirror m(*be);
+  float* ddkv = m.out(dkv);
+  be->attention_bwd(m.in(dout), dq_in, dkv_in, dkv_in + K, ld, dout_o, dsaved, m.out(dq), m.out(dk), ddkv + K, ld,
+                    m.in(scratch), i64(scratch.size()), B, T, H, K);
+  m.back();
   std::vector<float> dv(N * K);
   for (i64 n = 0; n < N; ++n)
     for (i64 e = 0; e < K; ++e) {
@@ -350,7 +416,13 @@ TEST_P(AttentionShapes, ForwardAndFiniteDifferences) {
 INSTANTIATE_TEST_SUITE_P(Odd, AttentionShapes,
                          ::testing::Combine(::testing::ValuesIn(backend_names()),
                                             ::testing::Values(AttnShape{1, 1, 1, 2}, AttnShape{2, 17, 3, 16},
-                                                              AttnShape{1, 33, 2, 8}, AttnShape{2, 70, 3, 16})));
+                                                              AttnShape{1, 33, 2, 8}, AttnShape{2, 70, 3, 16},
+                                                              AttnShape{1, 40, 4, 128})),
+                         [](const ::testing::TestParamInfo<std::tuple<std::string, AttnShape>>& p) {
+                           const AttnShape a = std::get<1>(p.param);
+                           return std::get<0>(p.param) + "_B" + std::to_string(a.B) + "_T" + std::to_string(a.T) + "_H" +
+                                  std::to_string(a.H) + "_K" + std::to_string(a.K);
+                         });
 
 TEST_P(Kernels, CrossEntropyWithZLossAndFiniteDifferences) {
   for (i64 V : {1, 17, 129}) {
@@ -360,7 +432,9 @@ TEST_P(Kernels, CrossEntropyWithZLossAndFiniteDifferences) {
     std::vector<std::int32_t> tgt(N);
     for (i64 n = 0; n < N; ++n) tgt[n] = std::int32_t((n * 5) % V);
     std::vector<float> nll(N), lz(N), dl(N * V);
-    be->xent_fwd_bwd(logits.data(), tgt.data(), nll.data(), lz.data(), dl.data(), z, 1.0f / N, N, V);
+    Mirror d(*be);
+    be->xent_fwd_bwd(d.in(logits), tgt.data(), d.out(nll), d.out(lz), d.out(dl), z, 1.0f / N, N, V);
+    d.back();
     Vec want_nll, want_lz;
     ref::xent(to_d(logits), tgt, N, V, z, &want_nll, &want_lz);
     expect_close(nll, want_nll, 1e-5, "xent nll");
@@ -368,7 +442,10 @@ TEST_P(Kernels, CrossEntropyWithZLossAndFiniteDifferences) {
     expect_grad_fd([&](const Vec& x) { return ref::xent(x, tgt, N, V, z); }, logits, dl, 1e-4, "xent dlogits");
     // in place (dlogits aliasing logits) gives the same gradient
     std::vector<float> inplace(logits);
-    be->xent_fwd_bwd(inplace.data(), tgt.data(), nll.data(), lz.data(), inplace.data(), z, 1.0f / N, N, V);
+    Mirror m(*be);
+    float* dip = m.out(inplace);
+    be->xent_fwd_bwd(dip, tgt.data(), m.out(nll), m.out(lz), dip, z, 1.0f / N, N, V);
+    m.back();
     EXPECT_EQ(inplace, dl);
   }
 }
@@ -376,7 +453,9 @@ TEST_P(Kernels, CrossEntropyWithZLossAndFiniteDifferences) {
 TEST_P(Kernels, Add) {
   auto a = rand_vec(129, 20), b = rand_vec(129, 21);
   std::vector<float> out(129);
-  be->add(a.data(), b.data(), out.data(), 129);
+  Mirror d(*be);
+  be->add(d.in(a), d.in(b), d.out(out), 129);
+  d.back();
   for (int i = 0; i < 129; ++i) ASSERT_EQ(out[i], a[i] + b[i]);
 }
 

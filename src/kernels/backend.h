@@ -28,7 +28,9 @@ class Backend {
   virtual std::string name() const = 0;
 
   // ---- memory ----------------------------------------------------------------------
-  // Buffers the ops below read and write (device memory on an accelerator). allocate
+  // Buffers the ops below read and write (device memory on an accelerator). Index arrays
+  // (tokens, targets, positions, lens, the cache row pointers) are host memory: a few
+  // bytes per row, which an accelerator copies over with the op. allocate
   // returns zero-filled memory or throws Error naming the size; host code reaches the
   // contents only through the copies, unless host_visible() (the CPU backend, whose
   // buffers are the process's own memory). Ops are ordered: a copy to the host returns
@@ -103,15 +105,18 @@ class Backend {
 
   // Causal multi-query attention for B sequences of T tokens.
   // q [B*T, H*K] (contiguous), k and v: [B*T, K] rows at stride ld_kv, shared by all
-  // heads. probs [B, T*H, T] keeps the softmax for the backward; o [B*T, H*K].
+  // heads; o [B*T, H*K]. `saved` (attention_saved_floats(B, T, H) floats) keeps what the
+  // backward needs: the CPU keeps the softmax [B, T*H, T]; a fused (flash) kernel keeps
+  // only each query row's log-sum-exp [B*T*H] and recomputes the rest.
   virtual void attention_fwd(const float* q, const float* k, const float* v, i64 ld_kv,
-                             float* probs, float* o, i64 B, i64 T, i64 H, i64 K) = 0;
-  // dq [B*T, H*K] and dk [B*T, K] overwrite; dv rows at stride ld_dv overwrite.
-  // scratch: scratch_floats floats, at least attention_bwd_scratch_floats(B, T, H, K) as
-  // planned; the kernel fits its work to the size it is given (the thread count may have
-  // changed since planning).
+                             float* saved, float* o, i64 B, i64 T, i64 H, i64 K) = 0;
+  virtual i64 attention_saved_floats(i64 B, i64 T, i64 H) const = 0;
+  // dq [B*T, H*K] and dk [B*T, K] overwrite; dv rows at stride ld_dv overwrite. o is the
+  // forward's output. scratch: scratch_floats floats, at least
+  // attention_bwd_scratch_floats(B, T, H, K) as planned; the kernel fits its work to the
+  // size it is given (the thread count may have changed since planning).
   virtual void attention_bwd(const float* dout, const float* q, const float* k,
-                             const float* v, i64 ld_kv, const float* probs, float* dq,
+                             const float* v, i64 ld_kv, const float* o, const float* saved, float* dq,
                              float* dk, float* dv, i64 ld_dv, float* scratch, i64 scratch_floats,
                              i64 B, i64 T, i64 H, i64 K) = 0;
   virtual i64 attention_bwd_scratch_floats(i64 B, i64 T, i64 H, i64 K) const = 0;
@@ -193,13 +198,33 @@ class Backend {
   virtual void quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int8_t* q, float* scales) = 0;
 };
 
-// A backend by name: "cpu" (the default), or "cpu_guarded" (the CPU backend whose buffers
-// end at an inaccessible page, for tests).
-std::unique_ptr<Backend> make_backend(const std::string& name = "cpu");
-// The names make_backend accepts in this build (tests run every op on each).
+// A backend by name: "cpu", "cuda" (where built with PALM_CUDA and a device is present),
+// or "cpu_guarded" (the CPU backend whose buffers end at an inaccessible page, for tests).
+// The empty name is the process's default: set_default_backend's choice, else "cuda"
+// when this build has it and a device is present, else "cpu".
+std::unique_ptr<Backend> make_backend(const std::string& name = "");
+// The names make_backend accepts in this build (tests run every op on each; "cuda" is
+// listed when compiled in, device or not).
 std::vector<std::string> backend_names();
+void set_default_backend(const std::string& name);  // checked: an unknown or unusable name fails
+std::string default_backend();
+
+// What `palm info` reports: each backend compiled in, and its devices.
+struct DeviceInfo {
+  std::string name;
+  std::int64_t memory_bytes = 0;
+  std::string detail;  // e.g. "sm_90, 132 SMs"
+};
+struct BackendInfo {
+  std::string name;
+  bool usable = false;
+  std::string why_not;  // when not usable
+  std::vector<DeviceInfo> devices;
+};
+std::vector<BackendInfo> backend_inventory();
+
 // One instance per name for the whole process, alive until exit: for buffers whose owner
 // has no backend of its own that would outlive them (a model loaded for export, tests).
-Backend& process_backend(const std::string& name = "cpu");
+Backend& process_backend(const std::string& name = "");
 
 }  // namespace palm

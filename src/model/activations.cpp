@@ -27,7 +27,7 @@ std::int64_t Activations::plan_floats(const Backend& backend, const ModelConfig&
     a.rstd = take(N);
     a.u = take(N * E);
     a.q = take(N * H * K);
-    a.probs = take(p.B * p.T * H * p.T);
+    a.attn_saved = take(backend.attention_saved_floats(p.B, p.T, H));
     a.att = take(N * H * K);
     a.act = take(N * F);
     if (out) out->layers.push_back(a);

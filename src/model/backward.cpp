@@ -38,7 +38,7 @@ void layer_bwd(Backend& be, const ModelConfig& c, const LayerView& w, LayerView&
   // undo SwiGLU
   be.swiglu_bwd(acts.dact, ugate, uup, E, dugate, duup, E, N, F);
   // undo attention (dv lands in du directly)
-  be.attention_bwd(acts.datt, a.q, uk, uv, E, a.probs, acts.dq, acts.dk, duv, E,
+  be.attention_bwd(acts.datt, a.q, uk, uv, E, a.att, a.attn_saved, acts.dq, acts.dk, duv, E,
                    acts.attn_scratch, acts.attn_scratch_floats, B, T, H, K);
   // undo RoPE on q and k
   be.rope_bwd(acts.dq, HK, duq, E, N, T, H, K, base);

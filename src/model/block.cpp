@@ -53,7 +53,7 @@ void block_fwd(Backend& be, const ModelConfig& c, const BlockWeights& w, const B
     // RoPE: q into its own buffer (so Q_b is [T*H, K]); k in place
     be.rope_fwd(uq, E, a.q, HK, N, T, H, K, base);
     be.rope_fwd(uk, E, uk, E, N, T, 1, K, base);
-    be.attention_fwd(a.q, uk, uv, E, a.probs, a.att, B, T, H, K);  // multi-query, causal
+    be.attention_fwd(a.q, uk, uv, E, a.attn_saved, a.att, B, T, H, K);  // multi-query, causal
     if (r.caches) {
       PALM_ASSERT(B == 1);
       be.copy_2d_on_device(r.caches[0]->at(layer, 0), sizeof(float) * 2 * K, uk, sizeof(float) * E,

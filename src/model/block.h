@@ -39,7 +39,7 @@ struct BlockWeights {
   bool bf16_gemms = false;
 };
 
-// x_out = x_in + Attn(LN(x_in)) + MLP(LN(x_in)) for block `layer`; fills a (its probs
+// x_out = x_in + Attn(LN(x_in)) + MLP(LN(x_in)) for block `layer`; fills a (its attention state
 // only for whole sequences). x_out may be x_in (decoding updates the stream in place).
 // With tensor parallelism (tp) the two branches' partial sums go through `branch` and one
 // all-reduce; c is then the rank's local config.

@@ -76,7 +76,7 @@ i64 CpuBackend::attention_bwd_scratch_floats(i64 B, i64 T, i64 H, i64 K) const {
 }
 
 void CpuBackend::attention_bwd(const float* dout, const float* q, const float* k,
-                               const float* v, i64 ld_kv, const float* probs, float* dq,
+                               const float* v, i64 ld_kv, const float* /*o: the softmax is kept*/, const float* probs, float* dq,
                                float* dk, float* dv, i64 ld_dv, float* scratch, i64 scratch_floats,
                                i64 B, i64 T, i64 H, i64 K) {
   const float scale = 1.0f / std::sqrt(float(K));

@@ -55,8 +55,9 @@ class CpuBackend : public Backend {
                   float* dgate, float* dup, i64 ld_out, i64 N, i64 F) override;
   void attention_fwd(const float* q, const float* k, const float* v, i64 ld_kv, float* probs,
                      float* o, i64 B, i64 T, i64 H, i64 K) override;
+  i64 attention_saved_floats(i64 B, i64 T, i64 H) const override { return B * T * H * T; }  // the softmax
   void attention_bwd(const float* dout, const float* q, const float* k, const float* v,
-                     i64 ld_kv, const float* probs, float* dq, float* dk, float* dv,
+                     i64 ld_kv, const float* o, const float* probs, float* dq, float* dk, float* dv,
                      i64 ld_dv, float* scratch, i64 scratch_floats, i64 B, i64 T, i64 H, i64 K) override;
   i64 attention_bwd_scratch_floats(i64 B, i64 T, i64 H, i64 K) const override;
   void xent_fwd_bwd(float* logits, const std::int32_t* targets, float* nll, float* log_z,
