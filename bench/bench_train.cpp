@@ -100,7 +100,7 @@ void run_bench_train(const BenchTrainOptions& o) {
   const int threads = current_threads();
   const ModelConfig c = preset(o.preset);
   // The reference shapes: bench-small batch 8 x 256, bench-medium batch 4 x 512.
-  const bool medium = o.preset == "bench-medium";
+  const bool medium = o.preset == "bench-medium" || o.preset == "bench-1b";
   const std::int64_t B = o.batch_size > 0 ? o.batch_size : (medium ? 4 : 8);
   const std::int64_t T = o.seq_len > 0 ? o.seq_len : (medium ? 512 : 256);
   const int steps = o.steps > 0 ? o.steps : (medium ? 4 : 6);

@@ -29,6 +29,7 @@ class TimingBackend final : public Backend {
   }
   void synchronize() override { in_.synchronize(); }
   bool host_visible() const override { return in_.host_visible(); }
+  double memory_available() const override { return in_.memory_available(); }
   void gemm(bool ta, bool tb, i64 M, i64 N, i64 K, float alpha, const float* A, i64 lda,
             const float* B, i64 ldb, float beta, float* C, i64 ldc) override {
     const bool nested = in_parallel();

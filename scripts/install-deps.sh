@@ -21,6 +21,8 @@ packages=(
   python3.11 bible-kjv jargon-text perl-doc
   # independent numerical oracle (tools/palm_ref.py) and its well-configured runtime
   python3 python3-torch python3-numpy libtcmalloc-minimal4 libopenblas0-pthread
+  # the Python package (import palm): pybind11, and pytest for its tests
+  pybind11-dev python3-pybind11 python3-pytest python3-dev python3-pip
 )
 
 missing=()

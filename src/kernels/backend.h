@@ -49,6 +49,9 @@ class Backend {
                                  std::size_t width, std::size_t rows) = 0;
   virtual void synchronize() = 0;
   virtual bool host_visible() const = 0;
+  // Bytes that allocate() can still give (host: MemAvailable; a device: its free memory),
+  // or -1 where unknown.
+  virtual double memory_available() const = 0;
 
   // C[M,N] = alpha * op(A) op(B) + beta * C; op(X) = X or X^T per trans flag.
   // Inside a parallel region the call runs on the calling thread only.

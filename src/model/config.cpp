@@ -142,6 +142,8 @@ const std::map<std::string, ModelConfig>& presets() {
       {"palm-540b", make(256000, 18432, 118, 48, 256, 4 * 18432, 2048)},
       {"bench-small", make(32000, 512, 8, 8, 64, 2048, 1024)},
       {"bench-medium", make(32000, 1024, 12, 16, 64, 4096, 1024)},
+      // the GPU benchmark's ~1B PaLM (1.5B with its 4 d_model MLP): d 2048, 24 layers, 16 heads of 128
+      {"bench-1b", make(32000, 2048, 24, 16, 128, 4 * 2048, 2048)},
       {"tiny", make(512, 64, 2, 4, 16, 256, 256)},
       {"small", make(8192, 256, 4, 4, 64, 1024, 512)},
   };

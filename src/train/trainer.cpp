@@ -14,7 +14,6 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "base/memory_info.h"
 #include "base/check.h"
 #include "base/hardware.h"
 #include "base/file_util.h"
@@ -83,8 +82,9 @@ void check_replicas_identical(Backend& be, Comm& world, const Weights& w, std::i
              world.rank(), "); stopping");
 }
 
-// The whole run's memory on this host against MemAvailable, once, before anything is
-// written: a clear error naming the numbers instead of the OOM killer mid-run. Under
+// The whole run's memory on this host against MemAvailable (a device's: its free memory),
+// once, before anything is written: a clear error naming the numbers instead of the OOM
+// killer mid-run. Under
 // --shard full, weights and gradients are resident only where owned: about 1/owners of them.
 std::string fmt_gib(double gib) {
   char b[32];
@@ -92,13 +92,19 @@ std::string fmt_gib(double gib) {
   return b;
 }
 
-void check_run_memory(double weights, double grads, double state, double acts, int owners) {
-  const double avail = available_memory_bytes();
+void check_run_memory(const Backend& be, double weights, double grads, double state, double acts, int owners) {
+  const double avail = be.memory_available();
   if (avail < 0) return;
+  const double gib = double(1 << 30);
+  if (!be.host_visible()) {  // a device's memory is taken at allocation: what is left must hold the activations
+    PALM_CHECK(acts <= avail, "out of ", be.name(), " device memory: the activations need ", fmt_gib(acts / gib),
+               " GiB, but only ", fmt_gib(avail / gib), " GiB are free after the weights, gradients and optimizer ",
+               "state; lower --batch-size or --seq-len, or use --remat or --grad-accum");
+    return;
+  }
   const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");  // processes of this job on this host (mpirun)
   if (!local) local = std::getenv("SLURM_NTASKS_PER_NODE");  // (srun; absent when the tasks per node differ)
   const int per_host = local ? std::max(1, std::atoi(local)) : 1;
-  const double gib = double(1 << 30);
   weights /= owners;
   grads /= owners;
   const double per_process = weights + grads + state + acts;
@@ -269,7 +275,7 @@ TrainingRun::TrainingRun(TrainOptions o, bool resume)
   // once written): weights, gradients, optimizer state and activations of this process,
   // times the processes on this host.
   const ActivationPlan plan{local_, o_.seq_len, o_.remat, true, o_.bf16, o_.tp > 1};
-  check_run_memory(double(w_->arena.size()) * 4, double(g_->arena.size()) * 4, double(opt_->state_bytes()),
+  check_run_memory(*be_, double(w_->arena.size()) * 4, double(g_->arena.size()) * 4, double(opt_->state_bytes()),
                    double(Activations::bytes_needed(*be_, shard_config_, plan)), o_.shard == "full" ? mesh_.data() : 1);
   acts_ = std::make_unique<Activations>(*be_, shard_config_, plan);
   // --shard full: weights and gradients resident only on their owners (src/train/fsdp.h)

@@ -26,6 +26,7 @@ class CpuBackend : public Backend {
                          std::size_t rows) override;
   void synchronize() override {}
   bool host_visible() const override { return true; }
+  double memory_available() const override;
   void gemm(bool trans_a, bool trans_b, i64 M, i64 N, i64 K, float alpha, const float* A,
             i64 lda, const float* B, i64 ldb, float beta, float* C, i64 ldc) override;
   void gemm_bf16(bool trans_a, bool trans_b, i64 M, i64 N, i64 K, float alpha, const float* A,

@@ -14,6 +14,8 @@
 
 namespace palm {
 
+double CpuBackend::memory_available() const { return available_memory_bytes(); }
+
 void* CpuBackend::allocate(std::size_t bytes) {
   if (bytes == 0) return nullptr;
   const double avail = available_memory_bytes();

@@ -84,8 +84,10 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   PALM_CUDA_OK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   PALM_BLAS_OK(cublasCreate(&blas_));
   PALM_BLAS_OK(cublasSetStream(blas_, stream_));
-  // fp32 GEMMs stay fp32 (no TF32): the fp32 mode is the exact reference on every backend
-  PALM_BLAS_OK(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH));
+  // The default math mode: fp32 GEMMs stay fp32 (TF32 only on request, which palm never
+  // makes: the fp32 mode is the exact reference on every backend), bf16 GEMMs use the
+  // tensor cores. (Pedantic mode would keep them off the tensor cores too.)
+  PALM_BLAS_OK(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH));
 }
 
 CudaBackend::~CudaBackend() {
@@ -138,6 +140,12 @@ void CudaBackend::copy_2d_on_device(void* dst, std::size_t dst_pitch, const void
                                     std::size_t width, std::size_t rows) {
   if (width && rows)
     PALM_CUDA_OK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, rows, cudaMemcpyDeviceToDevice, stream_));
+}
+
+double CudaBackend::memory_available() const {
+  std::size_t free_b = 0, total_b = 0;
+  if (cudaSetDevice(device_) != cudaSuccess || cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) return -1;
+  return double(free_b);
 }
 
 void CudaBackend::synchronize() { PALM_CUDA_OK(cudaStreamSynchronize(stream_)); }

@@ -46,6 +46,7 @@ class CudaBackend final : public Backend {
                          std::size_t rows) override;
   void synchronize() override;
   bool host_visible() const override { return false; }
+  double memory_available() const override;
   void gemm(bool trans_a, bool trans_b, i64 M, i64 N, i64 K, float alpha, const float* A, i64 lda, const float* B,
             i64 ldb, float beta, float* C, i64 ldc) override;
   void gemm_bf16(bool trans_a, bool trans_b, i64 M, i64 N, i64 K, float alpha, const float* A, i64 lda,
