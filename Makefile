@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 CUDA_BUILD ?= build-cuda
 NVCC ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
 
-.PHONY: deps build build-cuda test test-cuda demo bench clean check-fresh check-packages
+.PHONY: deps build build-cuda python test test-cuda demo bench clean check-fresh check-packages
 
 deps:
 	@bash scripts/install-deps.sh
@@ -21,7 +21,12 @@ build-cuda: deps
 	@cmake -S . -B $(CUDA_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPALM_CUDA=ON -DCMAKE_CUDA_COMPILER=$(NVCC) >/dev/null
 	@cmake --build $(CUDA_BUILD) -j $(JOBS)
 
-test: build
+# import palm: the extension in $(BUILD)/python (PYTHONPATH=$(BUILD)/python, or
+# pip install --no-build-isolation ./python into a venv; docs/python.md)
+python: build
+	@cmake --build $(BUILD) -j $(JOBS) --target palm_python
+
+test: python
 	@cd $(BUILD) && ctest --output-on-failure -j 1
 	@$(MAKE) --no-print-directory test-cuda
 

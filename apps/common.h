@@ -39,7 +39,9 @@ struct ModelAndTokenizer {
   std::unique_ptr<Weights> weights;
   std::unique_ptr<Tokenizer> tokenizer;
 };
-ModelAndTokenizer load_model_and_tokenizer(const std::string& model, const std::string& tokenizer_override);
+// `backend`: "" for the process's default (--backend).
+ModelAndTokenizer load_model_and_tokenizer(const std::string& model, const std::string& tokenizer_override,
+                                           const std::string& backend = "");
 
 // CLI11 validators for numbers that must be finite and in [lo, hi] (CLI::Range lets a
 // NaN through: every comparison with it is false).

@@ -513,6 +513,10 @@ void TrainingRun::record(std::int64_t k, const StepResult& s, double lr, double 
   json line = {{"step", k}, {"loss", s.loss}, {"z_loss", s.z_loss}, {"lr", lr}, {"grad_norm", gnorm}, {"batch", B},
                {"tokens", st_.tokens_seen}};
   std::fprintf(metrics_, "%s\n", line.dump().c_str());
+  if (leader_ && o_.on_step) {
+    line["tokens_per_s"] = tps;
+    o_.on_step(line.dump());
+  }
   if (leader_)
     progress.update(k - start_step_,
                     str_cat("step ", k, "/", o_.steps, "  loss ", std::round(s.loss * 1e4) / 1e4, "  z ",

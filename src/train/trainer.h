@@ -2,6 +2,7 @@
 // signal handling and loss-spike rollback (docs/training.md).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "model/config.h"
@@ -38,6 +39,9 @@ struct TrainOptions {
   // this launch only (not in config.json): palm launch's watch (train/heartbeat.h)
   std::string heartbeat_dir;           // each rank's progress, rewritten every step
   std::int64_t inject_crash = 0;       // test hook: the last rank kills itself (SIGKILL) when it starts this step
+  // this call only: called on the leader after each step with the step's metrics line
+  // (metrics.jsonl's JSON, plus tokens_per_s); the Python package's on_step
+  std::function<void(const std::string& metrics_json)> on_step;
 };
 
 class DataLoader;
