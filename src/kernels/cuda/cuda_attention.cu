@@ -133,6 +133,30 @@ __global__ void row_dots(const float* dout, const float* o, i64 rows, i64 K, flo
   if (lane == 0) D[R] = acc;
 }
 
+// Both backward kernels: the tile's per-row log-sum-exp and D (zeros past the end).
+__device__ inline void load_row_stats(const float* lse, const float* D, i64 first, i64 R0, i64 RT, int tile,
+                                      float* lse_s, float* D_s) {
+  if (int(threadIdx.x) < tile) {
+    const bool in = R0 + threadIdx.x < RT;
+    lse_s[threadIdx.x] = in ? lse[first + R0 + threadIdx.x] : 0.0f;
+    D_s[threadIdx.x] = in ? D[first + R0 + threadIdx.x] : 0.0f;
+  }
+}
+
+// P and dS = P (dP - D) of query row R0 + r against key j0 + c, recomputed from the
+// log-sum-exp; both 0 where the key is not visible (causal) or past the end.
+__device__ inline void prob_and_dscore(const Shape& s, i64 R0, i64 j0, int r, int c, const float* Qs, const float* dOs,
+                                       const float* Ks, const float* Vs, const float* lse_s, const float* D_s,
+                                       float* p, float* ds) {
+  const i64 R = R0 + r, j = j0 + c, KP = s.K + 1;
+  *p = 0.0f;
+  *ds = 0.0f;
+  if (R < s.RT && j < s.T && j <= R / s.H) {
+    *p = expf(s.scale * dot_padded(Qs + r * KP, Ks + c * KP, s.K) - lse_s[r]);
+    *ds = *p * (dot_padded(dOs + r * KP, Vs + c * KP, s.K) - D_s[r]);
+  }
+}
+
 // dQ for one query tile: sum over visible keys of dS K, dS = P (dP - D), P from the lse.
 __global__ void flash_backward_dq(const float* dout, const float* q, const float* k, const float* v, i64 ld_kv,
                                   const float* lse, const float* D, float* dq, Shape s) {
@@ -153,11 +177,7 @@ __global__ void flash_backward_dq(const float* dout, const float* q, const float
   load_rows(q + b * s.RT * K, K, R0, s.RT, K, tile, Qs, KP);
   load_rows(dout + b * s.RT * K, K, R0, s.RT, K, tile, dOs, KP);
   for (i64 idx = threadIdx.x; idx < i64(tile) * K; idx += blockDim.x) dQs[idx] = 0.0f;
-  if (int(threadIdx.x) < tile) {
-    const bool in = R0 + threadIdx.x < s.RT;
-    lse_s[threadIdx.x] = in ? lse[b * s.RT + R0 + threadIdx.x] : 0.0f;
-    D_s[threadIdx.x] = in ? D[b * s.RT + R0 + threadIdx.x] : 0.0f;
-  }
+  load_row_stats(lse, D, b * s.RT, R0, s.RT, tile, lse_s, D_s);
   const i64 t_last = (min(R0 + tile, s.RT) - 1) / s.H;
   for (i64 j0 = 0; j0 <= t_last; j0 += tile) {
     __syncthreads();
@@ -165,14 +185,8 @@ __global__ void flash_backward_dq(const float* dout, const float* q, const float
     load_rows(vb, ld_kv, j0, s.T, K, tile, Vs, KP);
     __syncthreads();
     for (int idx = threadIdx.x; idx < tile * tile; idx += blockDim.x) {
-      const int r = idx / tile, c = idx % tile;
-      const i64 R = R0 + r, j = j0 + c;
-      float ds = 0.0f;
-      if (R < s.RT && j < s.T && j <= R / s.H) {
-        const float p = expf(s.scale * dot_padded(Qs + r * KP, Ks + c * KP, K) - lse_s[r]);
-        ds = p * (dot_padded(dOs + r * KP, Vs + c * KP, K) - D_s[r]);
-      }
-      dS[idx] = ds;
+      float p;
+      prob_and_dscore(s, R0, j0, idx / tile, idx % tile, Qs, dOs, Ks, Vs, lse_s, D_s, &p, &dS[idx]);
     }
     __syncthreads();
     for (i64 idx = threadIdx.x; idx < i64(tile) * K; idx += blockDim.x) {
@@ -215,23 +229,10 @@ __global__ void flash_backward_dkv(const float* dout, const float* q, const floa
     __syncthreads();
     load_rows(qb, K, R0, s.RT, K, tile, Qs, KP);
     load_rows(db, K, R0, s.RT, K, tile, dOs, KP);
-    if (int(threadIdx.x) < tile) {
-      const bool in = R0 + threadIdx.x < s.RT;
-      lse_s[threadIdx.x] = in ? lse[b * s.RT + R0 + threadIdx.x] : 0.0f;
-      D_s[threadIdx.x] = in ? D[b * s.RT + R0 + threadIdx.x] : 0.0f;
-    }
+    load_row_stats(lse, D, b * s.RT, R0, s.RT, tile, lse_s, D_s);
     __syncthreads();
-    for (int idx = threadIdx.x; idx < tile * tile; idx += blockDim.x) {
-      const int r = idx / tile, c = idx % tile;
-      const i64 R = R0 + r, j = j0 + c;
-      float p = 0.0f, ds = 0.0f;
-      if (R < s.RT && j < s.T && j <= R / s.H) {
-        p = expf(s.scale * dot_padded(Qs + r * KP, Ks + c * KP, K) - lse_s[r]);
-        ds = p * (dot_padded(dOs + r * KP, Vs + c * KP, K) - D_s[r]);
-      }
-      P[idx] = p;
-      dS[idx] = ds;
-    }
+    for (int idx = threadIdx.x; idx < tile * tile; idx += blockDim.x)
+      prob_and_dscore(s, R0, j0, idx / tile, idx % tile, Qs, dOs, Ks, Vs, lse_s, D_s, &P[idx], &dS[idx]);
     __syncthreads();
     for (i64 idx = threadIdx.x; idx < i64(tile) * K; idx += blockDim.x) {
       const i64 c = idx / K, e = idx % K;
