@@ -17,6 +17,7 @@
 #include "model/accounting.h"
 #include "model/decode.h"
 #include "model/model.h"
+#include "pytorch_reference.h"
 #include "timing_backend.h"
 
 namespace palm {
@@ -56,30 +57,19 @@ double measure_bandwidth() {
   return best;
 }
 
+// palm_ref.py decode (bench/pytorch_reference.h configures it): tokens/s, or negative.
 double run_reference(const ModelConfig& c, std::int64_t prompt, std::int64_t tokens, int threads, std::string* note) {
-  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0) {
-    *note = "PyTorch not installed: reference skipped";
+  std::string how;
+  const auto j = run_pytorch_reference(
+      fmt::format("decode --config '{}' --prompt {} --tokens {} --threads {}", config_to_json(c), prompt, tokens, threads),
+      &how);
+  if (j.is_null()) {
+    *note = how;
     return -1;
   }
-  const char* env_tools = std::getenv("PALM_TOOLS_DIR");
-  const std::string tools = env_tools ? env_tools : std::string(PALM_SOURCE_DIR) + "/tools";
-  for (const char* unset : {"env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ", ""}) {
-    const std::string cmd = fmt::format(
-        "{}OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 {}/palm_ref.py decode --config '{}' --prompt {} --tokens {} "
-        "--threads {} 2>/dev/null",
-        unset, tools, config_to_json(c), prompt, tokens, threads);
-    FILE* p = ::popen(cmd.c_str(), "r");
-    std::string out;
-    char buf[4096];
-    while (p && std::fgets(buf, sizeof buf, p)) out += buf;
-    if (p && ::pclose(p) == 0 && out.find('{') != std::string::npos) {
-      const auto j = nlohmann::json::parse(out.substr(out.rfind('{')));
-      *note = fmt::format("torch {} fp32 KV-cache decode, {} threads", j["torch"].get<std::string>(), threads);
-      return j["decode_tokens_per_s"].get<double>();
-    }
-  }
-  *note = "PyTorch reference failed (run tools/palm_ref.py decode by hand)";
-  return -1;
+  *note = fmt::format("torch {} fp32 KV-cache decode (inference_mode, preallocated cache), {} threads, {}",
+                      j["torch"].get<std::string>(), threads, how);
+  return j["decode_tokens_per_s"].get<double>();
 }
 
 void run_bench_generate(const BenchGenOptions& o) {

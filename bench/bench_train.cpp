@@ -22,6 +22,7 @@
 #include "model/accounting.h"
 #include "model/model.h"
 #include "train/optimizer.h"
+#include "pytorch_reference.h"
 #include "timing_backend.h"
 
 namespace palm {
@@ -48,50 +49,20 @@ struct BenchTrainOptions {
   bool json = false;
 };
 
-// Runs tools/palm_ref.py bench, well configured (tcmalloc, passive OpenMP waits), and
-// returns its tokens/s, or a negative number when PyTorch is not available.
+// palm_ref.py bench (bench/pytorch_reference.h configures it): its tokens/s, or a
+// negative number with *note saying why.
 double run_reference(const ModelConfig& c, std::int64_t B, std::int64_t T, int threads,
                      int steps, bool bf16, std::string* note) {
-  const char* env_tools = std::getenv("PALM_TOOLS_DIR");
-  const std::string tools = env_tools ? env_tools : std::string(PALM_SOURCE_DIR) + "/tools";
-  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0) {
-    *note = "PyTorch (python3-torch) not installed: reference skipped";
+  std::string how;
+  const auto j = run_pytorch_reference(fmt::format("bench --config '{}' --batch-size {} --seq-len {} --threads {} --steps {}{}",
+                                                   config_to_json(c), B, T, threads, steps, bf16 ? " --bf16" : ""),
+                                       &how);
+  if (j.is_null()) {
+    *note = how;
     return -1;
   }
-  const char* tcmalloc = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4";
-  std::string env = "OMP_WAIT_POLICY=PASSIVE ";
-  if (FILE* f = std::fopen(tcmalloc, "r")) {
-    std::fclose(f);
-    env += std::string("LD_PRELOAD=") + tcmalloc + " ";
-  }
-  // Strongest correct configuration first: OpenBLAS choosing its own kernels for this
-  // CPU (without the machine's OPENBLAS_CORETYPE override); palm_ref.py checks that its
-  // products are right and fails otherwise, and then the environment's setting is used.
-  std::string out;
-  std::string used;
-  for (const char* unset : {"env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ", ""}) {
-    const std::string cmd =
-        fmt::format("{}{} /usr/bin/python3 {}/palm_ref.py bench --config '{}' --batch-size {} "
-                    "--seq-len {} --threads {} --steps {}{} 2>/dev/null",
-                    unset, env, tools, config_to_json(c), B, T, threads, steps,
-                    bf16 ? " --bf16" : "");
-    FILE* p = ::popen(cmd.c_str(), "r");
-    PALM_CHECK(p != nullptr, "cannot run the PyTorch reference");
-    out.clear();
-    char buf[4096];
-    while (std::fgets(buf, sizeof buf, p)) out += buf;
-    if (::pclose(p) == 0 && out.find('{') != std::string::npos) {
-      used = *unset ? "OpenBLAS auto-detected kernels" : "OpenBLAS as configured here";
-      break;
-    }
-    out.clear();
-  }
-  PALM_CHECK(!out.empty(), "the PyTorch reference failed (run tools/palm_ref.py bench by hand to see why)");
-  const auto j = nlohmann::json::parse(out.substr(out.rfind('{')));
-  *note = fmt::format("torch {} {}, {} threads, OMP_WAIT_POLICY=PASSIVE{}, {}",
-                      j["torch"].get<std::string>(), bf16 ? "bf16 autocast" : "fp32",
-                      j["threads"].get<int>(),
-                      env.find("LD_PRELOAD") != std::string::npos ? ", tcmalloc" : "", used);
+  *note = fmt::format("torch {} {}, {} threads, {}", j["torch"].get<std::string>(), bf16 ? "bf16 autocast" : "fp32",
+                      j["threads"].get<int>(), how);
   return j["tokens_per_s"].get<double>();
 }
 

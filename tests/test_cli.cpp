@@ -90,6 +90,33 @@ TEST_F(Cli, InfoReproducesThePaperTable1) {
   EXPECT_NE(text.out.find("activations"), std::string::npos);
 }
 
+// palm info without a model: the backends and devices; --backend picks one or says why not.
+TEST_F(Cli, InfoListsTheBackendsAndBackendChoosesOne) {
+  const CmdResult r = run("info --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const json j = json::parse(r.out);
+  ASSERT_GE(j["backends"].size(), 2u);
+  EXPECT_EQ(j["backends"][0]["name"], "cpu");
+  EXPECT_TRUE(j["backends"][0]["usable"].get<bool>());
+  EXPECT_EQ(j["backends"][0]["devices"].size(), 1u);
+  EXPECT_EQ(j["backends"][1]["name"], "cuda");
+  const bool cuda = j["backends"][1]["usable"].get<bool>();
+  EXPECT_EQ(j["backends"][cuda ? 1 : 0]["default"], true) << "the default is cuda where a GPU is, else cpu";
+  if (!cuda) {
+    EXPECT_FALSE(j["backends"][1]["why_not"].get<std::string>().empty());
+    // a run on it is refused before any work, naming why (this build or the machine)
+    const CmdResult c = run("--backend cuda info --preset tiny");
+    EXPECT_NE(c.status, 0);
+    EXPECT_TRUE(c.err.find("built without CUDA") != std::string::npos || c.err.find("no CUDA device") != std::string::npos)
+        << c.err;
+  }
+  // after the subcommand too, and the model's info then carries the backends
+  const CmdResult t = run("info --preset tiny --backend cpu --json");
+  ASSERT_EQ(t.status, 0) << t.err;
+  EXPECT_EQ(json::parse(t.out)["backends"][0]["default"], true);
+  expect_error("--backend tpu info", "--backend: tpu not in");
+}
+
 TEST_F(Cli, ScoreMatchesThePyTorchReference) {
   const std::string m = tiny_model();
   const std::string toks = "5 17 3 200 511 0 42 42 42 7";
@@ -135,7 +162,7 @@ TEST_F(Cli, BadInputIsOneClearErrorLine) {
   std::string long_seq;
   for (int i = 0; i < 258; ++i) long_seq += "1 ";
   expect_error("score --model " + m + " --tokens \"" + long_seq + "\"", "longer than the model's max_seq_len");
-  expect_error("score --model " + path("nope.safetensors") + " --tokens \"1 2\"", "cannot open");
+  expect_error("score --model " + path("nope.safetensors") + " --tokens \"1 2\"", "nope.safetensors: no such file or directory");
   std::ofstream(path("junk.safetensors")) << "this is not a model at all";
   expect_error("score --model " + path("junk.safetensors") + " --tokens \"1 2\"", "corrupt safetensors");
   expect_error("info --preset palm-9000b", "unknown preset 'palm-9000b'");
@@ -144,7 +171,6 @@ TEST_F(Cli, BadInputIsOneClearErrorLine) {
   std::ofstream(path("odd.json")) << R"({"vocab_size": 10, "d_model": 8, "n_layers": 1,
       "n_heads": 1, "head_dim": 3, "d_ff": 8, "max_seq_len": 8})";
   expect_error("info --config " + path("odd.json"), "head_dim must be even");
-  expect_error("info", "give --preset NAME or --config FILE.json");
   // an unwritable output leaves no file behind
   expect_error("init --preset tiny --out " + path("missing/dir/x.safetensors"), "cannot create a temporary file");
   EXPECT_FALSE(fs::exists(path("missing")));

@@ -263,14 +263,19 @@ def cmd_decode(a):
     L = c["n_layers"]
     inv = base ** (-torch.arange(0, K, 2, dtype=torch.float64) / K)
 
-    def rope_at(x, pos):  # x [..., K] at position pos
-        ang = pos * inv
-        cos = torch.cat([ang.cos(), ang.cos()]).float()
-        sin = torch.cat([ang.sin(), ang.sin()]).float()
-        return x * cos + torch.cat([-x[..., K // 2:], x[..., :K // 2]], -1) * sin
+    # as a PyTorch expert would: the rotation tables computed once, the cache allocated
+    # once, no autograd bookkeeping (inference_mode); tcmalloc and passive OpenMP waits
+    # come from the caller's environment (bench/pytorch_reference.h)
+    n = a.prompt + a.tokens
+    ang = torch.arange(n, dtype=torch.float64)[:, None] * inv[None, :]
+    cos_t = torch.cat([ang.cos(), ang.cos()], -1).float()
+    sin_t = torch.cat([ang.sin(), ang.sin()], -1).float()
 
-    kc = torch.zeros(L, a.prompt + a.tokens, K)
-    vc = torch.zeros(L, a.prompt + a.tokens, K)
+    def rope_at(x, pos):  # x [..., K] at position pos
+        return x * cos_t[pos] + torch.cat([-x[..., K // 2:], x[..., :K // 2]], -1) * sin_t[pos]
+
+    kc = torch.zeros(L, n, K)
+    vc = torch.zeros(L, n, K)
 
     def step(tok, pos):
         x = model.embed[tok]
@@ -286,7 +291,7 @@ def cmd_decode(a):
         hf = torch.nn.functional.layer_norm(x, (D,), weight=model.final_norm, bias=None, eps=eps)
         return hf @ model.embed.T / math.sqrt(D)
 
-    with torch.no_grad():
+    with torch.inference_mode():
         for pos in range(a.prompt):
             step(pos % cfg["vocab_size"], pos)
         t0 = time.perf_counter()
