@@ -277,19 +277,26 @@ def cmd_decode(a):
     kc = torch.zeros(L, n, K)
     vc = torch.zeros(L, n, K)
 
+    # one token at a time the projections are matrix-vector products: torch.mv(W, h)
+    # reads W once at the machine's bandwidth (measured 3x faster here than nn.Linear's
+    # h @ W^T for a single row, which goes through a transposed GEMM)
+    w_in = [m.weight for m in model.w_in]
+    w_o = [m.weight for m in model.w_o]
+    w_down = [m.weight for m in model.w_down]
+
     def step(tok, pos):
         x = model.embed[tok]
         for i in range(L):
             h = torch.nn.functional.layer_norm(x, (D,), weight=model.norms[i], bias=None, eps=eps)
-            q, k, v, gate, up = model.w_in[i](h).split([H * K, K, K, F, F], -1)
+            q, k, v, gate, up = torch.mv(w_in[i], h).split([H * K, K, K, F, F], -1)
             kc[i, pos] = rope_at(k, pos)
             vc[i, pos] = v
             q = rope_at(q.view(H, K), pos)
             p = torch.softmax(q @ kc[i, :pos + 1].T / math.sqrt(K), -1)
             o = (p @ vc[i, :pos + 1]).reshape(H * K)
-            x = x + model.w_o[i](o) + model.w_down[i](torch.nn.functional.silu(gate) * up)
+            x = x + torch.mv(w_o[i], o) + torch.mv(w_down[i], torch.nn.functional.silu(gate) * up)
         hf = torch.nn.functional.layer_norm(x, (D,), weight=model.final_norm, bias=None, eps=eps)
-        return hf @ model.embed.T / math.sqrt(D)
+        return torch.mv(model.embed, hf) / math.sqrt(D)
 
     with torch.inference_mode():
         for pos in range(a.prompt):
