@@ -242,7 +242,8 @@ void bind_model(py::module_& m) {
           py::arg("ids"), "log p(ids[i+1] | ids[:i+1]) for each i (NumPy float64, len(ids) - 1), as palm score")
       .def(
           "forward",
-          [](PythonModel& pm, const py::object& obj) -> py::array {
+          [](std::shared_ptr<PythonModel> model, const py::object& obj) -> py::array {
+            PythonModel& pm = *model;
             const ModelConfig& c = pm.config();
             const auto ids = batch_ids(obj, c.vocab_size, c.max_seq_len);
             const std::int64_t T = ids.shape(ids.ndim() - 1), B = ids.ndim() == 2 ? ids.shape(0) : 1, V = c.vocab_size;
@@ -256,10 +257,16 @@ void bind_model(py::module_& m) {
             }
             std::vector<py::ssize_t> shape = {py::ssize_t(B), py::ssize_t(T), py::ssize_t(V)};
             if (ids.ndim() == 1) shape.erase(shape.begin());
-            if (be.host_visible()) {  // the logits where they are: the array owns the activations
+            if (be.host_visible()) {
+              // the logits where they are: the array owns the activations, and keeps the
+              // model (whose backend the activations' memory belongs to) alive after it
+              struct Held {
+                std::shared_ptr<PythonModel> model;
+                std::unique_ptr<Activations> acts;
+              };
               float* logits = acts->logits;
-              auto* held = acts.release();
-              py::capsule owner(held, [](void* p) { delete static_cast<Activations*>(p); });
+              auto* held = new Held{model, std::move(acts)};
+              py::capsule owner(held, [](void* p) { delete static_cast<Held*>(p); });
               return py::array_t<float>(shape, logits, owner);
             }
             py::array_t<float> out(shape);

@@ -278,3 +278,18 @@ def test_pip_installs_the_package_into_a_venv(tmp_path):
                        capture_output=True, text=True, cwd=str(tmp_path), env={"PATH": os.environ["PATH"]})
     assert r.returncode == 0, r.stderr
     assert str(venv) in r.stdout
+
+
+def test_arrays_and_streams_outlive_their_model(run_dir):
+    """forward's logits are palm's own buffer: they keep the model's backend alive (the
+    interpreter's exit, freeing globals in its own order, crashed before the array held
+    the model); a stream and the tokenizer keep it alive too."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    head = "import sys, numpy as np, palm\nm = palm.Model.load(sys.argv[1], threads=1)\n"
+    for body, want in [("logits = m.forward(np.array([[1, 2, 3]]))\nprint(logits.shape)\n", "(1, 3, 600)"),
+                       ("s = m.generate('ROMEO:', max_tokens=4, stream=True)\nt = m.tokenizer\ndel m\n"
+                        "print(len(''.join(s)) > 0, t.vocab_size)\n", "True 600")]:
+        r = subprocess.run([sys.executable, "-c", head + body, str(run_dir / "run")], capture_output=True, text=True,
+                           env=env)
+        assert r.returncode == 0, f"exit {r.returncode}: {r.stderr}"
+        assert r.stdout.strip() == want
