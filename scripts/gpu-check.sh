@@ -9,8 +9,9 @@
 #       (git-ignored; name .gpu in the device tool's `carry`).
 #   scripts/gpu-check.sh run     there, in the repository root (root, one GPU, CUDA 13):
 #       the CUDA op and model tests, a 50-step training run on CUDA against the same run on
-#       the CPU (fp32 and bf16), a bitwise resume on CUDA, and the training bench with its
-#       profile. Writes $OUT/report.md (the numbers for docs/PERFORMANCE.md) and the logs.
+#       the CPU (fp32 and bf16), a bitwise resume on CUDA, 64 greedy tokens generated on
+#       CUDA against the CPU's (fp32, bf16 and int8 weights), and the training bench with
+#       its profile. Writes $OUT/report.md (the numbers for docs/PERFORMANCE.md) and the logs.
 #       Budget: under 8 minutes on one H200. GPU_CHECK_BACKEND=cpu rehearses the script
 #       itself on a machine without a GPU (the "cuda" runs then use the CPU backend).
 set -uo pipefail
@@ -103,6 +104,31 @@ PY
   else
     say "- step-50 weights: DIFFER or missing (see resume.log)"
   fi
+
+  say "## Generation on CUDA (#17's first check): 64 greedy tokens against the CPU's"
+  local w
+  for w in fp32 bf16 int8; do
+    timeout 60 "$palm" --backend cpu generate --model "$work/cpu" --prompt "The" --max-tokens 64 --weights "$w" --json \
+      >"$work/gen_cpu_$w.json" 2>>"$out/generate.log"
+    timeout 60 "$palm" --backend "$dev" generate --model "$work/cpu" --prompt "The" --max-tokens 64 --weights "$w" --json \
+      >"$work/gen_cuda_$w.json" 2>>"$out/generate.log"
+  done
+  python3 - "$work" <<'PY' 2>&1 | tee -a "$report"
+import json, sys
+for w in ("fp32", "bf16", "int8"):
+    try:
+        a = json.load(open(f"{sys.argv[1]}/gen_cpu_{w}.json"))
+        b = json.load(open(f"{sys.argv[1]}/gen_cuda_{w}.json"))
+    except (OSError, ValueError) as e:
+        print(f"- {w}: no result ({e}; see generate.log)")
+        continue
+    same = sum(1 for x, y in zip(a["tokens"], b["tokens"]) if x == y)
+    first = next((i for i, (x, y) in enumerate(zip(a["tokens"], b["tokens"])) if x != y), None)
+    n = min(len(a["logprobs"]), len(b["logprobs"]), first if first is not None else 10**9)
+    dl = max((abs(x - y) for x, y in zip(a["logprobs"][:n], b["logprobs"][:n])), default=0.0)
+    print(f"- {w}: {same}/{len(a['tokens'])} tokens equal (first difference at {first}); "
+          f"max |logprob difference| before it {dl:.2e}")
+PY
 
   say "## Training bench (bench-1b: d 2048, 24 layers, 16 heads of 128, seq 2048)"
   local b
