@@ -67,6 +67,8 @@ run() {
   for t in test_kernels test_backend_ops test_model; do
     timeout 180 "$unpacked/bin/$t" --gtest_filter='*cuda*' >"$out/$t.log" 2>&1
     say "- $t: exit $? -- $(grep -E '^\[  (PASSED|FAILED)  \]|tests? ran' "$out/$t.log" | tr '\n' ' ')"
+    # the CUDA cases exist only where the device is usable: none ran is a failure, not a pass
+    grep -q '^\[       OK \] .*/cuda' "$out/$t.log" || say "    FAILED: no CUDA case ran (is the device usable? palm info above)"
     grep -E '^\[  FAILED  \]' "$out/$t.log" | sed 's/^/    /' | tee -a "$report" >/dev/null
   done
 

@@ -7,6 +7,7 @@
 #pragma once
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -40,11 +41,19 @@ class Mirror {
   std::vector<std::function<void()>> backs_;
 };
 
-// "no CUDA device" and the like: the test reports itself skipped with the reason.
-inline std::string unusable_reason(const std::string& backend) {
-  for (const auto& b : backend_inventory())
-    if (b.name == backend && !b.usable) return b.why_not;
-  return "";
+// The backends compiled into this build that can run here: the op and model tests are
+// instantiated for these only, so a CUDA build on a machine without a GPU runs (and
+// reports) its CPU cases and has no CUDA cases at all, never skipped ones. Where a
+// device is present the CUDA cases exist and run (scripts/gpu-check.sh runs them).
+inline std::vector<std::string> usable_backend_names() {
+  std::vector<std::string> names;
+  for (const auto& name : backend_names()) {
+    bool usable = true;
+    for (const auto& b : backend_inventory())
+      if (b.name == name) usable = b.usable;
+    if (usable) names.push_back(name);
+  }
+  return names;
 }
 
 }  // namespace palm::testing_util
