@@ -51,15 +51,7 @@ void run(ServeCli& c) {
   });
   signal(SIGPIPE, SIG_IGN);  // a client that hangs up is a failed write, not a dead server
   set_threads(c.threads);
-  if (!c.api_key_file.empty()) {
-    std::string k = read_file(c.api_key_file);
-    k = k.substr(0, k.find('\n'));
-    while (!k.empty() && (k.back() == '\r' || k.back() == ' ')) k.pop_back();
-    PALM_CHECK(!k.empty(), c.api_key_file, ": no API key on its first line");
-    c.o.api_key = k;
-  } else if (const char* env = std::getenv("PALM_API_KEY"); c.o.api_key.empty() && env && *env) {
-    c.o.api_key = env;
-  }
+  c.o.api_key = resolve_api_key(c.o.api_key, c.api_key_file);
   PALM_CHECK(c.max_batch > 0 && c.max_batch <= 256, "--max-batch must be in [1, 256]");
   PALM_CHECK(c.max_queue >= 0 && c.max_queue <= 4096, "--max-queue must be in [0, 4096]");
   PALM_CHECK(c.o.port >= 0 && c.o.port <= 65535, "--port must be in [0, 65535]");
@@ -114,6 +106,9 @@ void register_serve(CLI::App& app) {
                               "Require 'Authorization: Bearer KEY' (visible to other users in the process list: "
                               "prefer --api-key-file or PALM_API_KEY)");
   cmd->add_option("--api-key-file", c->api_key_file, "Read the API key from the first line of this file")->excludes(key);
+  cmd->add_option("--runs", c->o.run_dirs,
+                  "Directories whose training runs the /runs page shows (each a run, or holding runs below it)")
+      ->check(CLI::ExistingDirectory);
   cmd->add_option("--model-name", c->o.model_name, "The model id clients send (default: the run or file name)");
   cmd->add_option("--weights", c->weights, "Decode weights: fp32, bf16 or int8")->capture_default_str();
   cmd->add_option("--max-body", c->o.max_body_bytes, "Largest request body in bytes (413 above)")

@@ -48,6 +48,10 @@ ModelAndTokenizer load_model_and_tokenizer(const std::string& model, const std::
 CLI::Validator finite_in(double lo, double hi);
 CLI::Validator integer_in(std::int64_t lo, std::int64_t hi);
 
+// The API key of a server: --api-key, else the first line of --api-key-file, else
+// $PALM_API_KEY, else none ("").
+std::string resolve_api_key(const std::string& key, const std::string& key_file);
+
 std::string human_bytes(double bytes);
 std::string human_count(double n);  // 8.63B, 62.50B, ...
 std::string preset_list();
@@ -72,6 +76,7 @@ void register_generate(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_card(CLI::App& app);
 void register_serve(CLI::App& app);
+void register_dashboard(CLI::App& app);
 void register_export(CLI::App& app);
 void register_launch(CLI::App& app);
 

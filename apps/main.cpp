@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "base/check.h"
+#include "base/file_util.h"
 #include "common.h"
 #include "kernels/backend.h"
 #include "model/model_io.h"
@@ -55,6 +56,18 @@ CLI::Validator integer_in(std::int64_t lo, std::int64_t hi) {
       fmt::format("INT in [{}, {}]", lo, hi));
 }
 
+std::string resolve_api_key(const std::string& key, const std::string& key_file) {
+  if (!key_file.empty()) {
+    std::string k = read_file(key_file);
+    k = k.substr(0, k.find('\n'));
+    while (!k.empty() && (k.back() == '\r' || k.back() == ' ')) k.pop_back();
+    PALM_CHECK(!k.empty(), key_file, ": no API key on its first line");
+    return k;
+  }
+  if (const char* env = std::getenv("PALM_API_KEY"); key.empty() && env && *env) return env;
+  return key;
+}
+
 std::string human_bytes(double b) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
   int u = 0;
@@ -97,6 +110,7 @@ int main(int argc, char** argv) {
   palm::register_eval(app);
   palm::register_card(app);
   palm::register_serve(app);
+  palm::register_dashboard(app);
   palm::register_export(app);
   palm::register_launch(app);
   palm::register_bench(app);

@@ -23,6 +23,8 @@ packages=(
   python3 python3-torch python3-numpy libtcmalloc-minimal4 libopenblas0-pthread
   # the Python package (import palm): pybind11, and pytest for its tests
   pybind11-dev python3-pybind11 python3-pytest python3-dev python3-pip
+  # the web pages' tests: Playwright (tests/js) drives Debian's headless Chromium
+  chromium
 )
 
 missing=()
@@ -38,14 +40,17 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   missing+=(nodejs npm)
 fi
 
-# The tests' npm packages (pinned by tests/js/package-lock.json), fetched once.
+# The npm packages, pinned by package-lock.json, fetched once: web/ (the pages' chart,
+# markdown and sanitizer code, embedded in palm at build time) and tests/js (the tests'
+# independent clients and the browser driver).
 install_js() {
   local js
-  js="$(dirname "$0")/../tests/js"
-  if [ ! -d "$js/node_modules" ] || [ "$js/package-lock.json" -nt "$js/node_modules" ]; then
-    echo "install-deps: npm ci in tests/js" >&2
-    (cd "$js" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && touch node_modules)
-  fi
+  for js in "$(dirname "$0")/../web" "$(dirname "$0")/../tests/js"; do
+    if [ ! -d "$js/node_modules" ] || [ "$js/package-lock.json" -nt "$js/node_modules" ]; then
+      echo "install-deps: npm ci in ${js#*/../}" >&2
+      (cd "$js" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && touch node_modules)
+    fi
+  done
 }
 
 if [ ${#missing[@]} -eq 0 ]; then

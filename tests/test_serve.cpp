@@ -18,6 +18,8 @@
 #include <sstream>
 #include <thread>
 
+#include "http_client.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -47,64 +49,14 @@ std::string capture(const std::string& cmd) {
   return out;
 }
 
-// ---- a minimal HTTP/1.1 client over a socket (Connection: close), chunked decoding ----
-struct Reply {
-  int status = 0;
-  std::string headers, body;
-};
-
-int connect_to(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(std::uint16_t(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-std::string request_text(const std::string& method, const std::string& path, const std::string& body,
-                         const std::string& extra_headers) {
-  return method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\n" +
-         extra_headers + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-}
-
-std::string dechunk(const std::string& s) {
-  std::string out;
-  std::size_t at = 0;
-  while (at < s.size()) {
-    const std::size_t nl = s.find("\r\n", at);
-    if (nl == std::string::npos) break;
-    const std::size_t n = std::stoul(s.substr(at, nl - at), nullptr, 16);
-    if (n == 0) break;
-    out += s.substr(nl + 2, n);
-    at = nl + 2 + n + 2;
-  }
-  return out;
-}
+using palm::testing_util::connect_to;
+using palm::testing_util::dechunk;
+using palm::testing_util::Reply;
+using palm::testing_util::request_text;
 
 Reply http(int port, const std::string& method, const std::string& path, const std::string& body = "",
            const std::string& headers = "Authorization: Bearer sk-test\r\n") {
-  Reply r;
-  const int fd = connect_to(port);
-  if (fd < 0) return r;
-  const std::string req = request_text(method, path, body, headers);
-  ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-  std::string raw;
-  char buf[8192];
-  ssize_t n;
-  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) raw.append(buf, std::size_t(n));
-  ::close(fd);
-  const std::size_t end = raw.find("\r\n\r\n");
-  if (raw.size() < 12 || end == std::string::npos) return r;
-  r.status = std::stoi(raw.substr(9, 3));
-  r.headers = raw.substr(0, end);
-  r.body = raw.substr(end + 4);
-  if (r.headers.find("Transfer-Encoding: chunked") != std::string::npos) r.body = dechunk(r.body);
-  return r;
+  return palm::testing_util::http_request(port, method, path, body, headers);
 }
 
 json post(int port, const std::string& path, const json& body, int want_status = 200) {
@@ -127,35 +79,9 @@ std::vector<std::string> events(const std::string& body) {
 }
 
 // ---- the server as a child process ----
-struct ServerProcess {
-  pid_t pid = -1;
-  int port = 0;
-  std::string log;
-  ServerProcess(const std::string& args, const std::string& name) {
-    log = p(name + ".log");
-    pid = ::fork();
-    if (pid == 0) {
-      const std::string cmd = std::string("exec " PALM_BINARY " serve --port 0 ") + args + " 2>" + log;
-      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
-      ::_exit(127);
-    }
-    for (int i = 0; i < 600 && port == 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      const std::string s = read(log);
-      const std::size_t at = s.find("listening on http://127.0.0.1:");
-      if (at != std::string::npos) port = std::stoi(s.substr(at + 30));
-    }
-    EXPECT_GT(port, 0) << read(log);
-  }
-  int stop() {  // SIGTERM; the exit status
-    if (pid <= 0) return -1;
-    ::kill(pid, SIGTERM);
-    int st = 0;
-    ::waitpid(pid, &st, 0);
-    pid = -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  }
-  ~ServerProcess() { stop(); }
+struct ServerProcess : palm::testing_util::ServerProcess {
+  ServerProcess(const std::string& args, const std::string& name)
+      : palm::testing_util::ServerProcess(std::string(PALM_BINARY " serve --port 0 ") + args, p(name + ".log")) {}
 };
 
 class Serve : public ::testing::Test {
@@ -289,6 +215,34 @@ TEST_F(Serve, StopStringsAndChat) {
   EXPECT_EQ(json::parse(ev[0])["choices"][0]["delta"]["role"], "assistant");
   EXPECT_EQ(json::parse(ev[0])["object"], "chat.completion.chunk");
   EXPECT_EQ(ev.back(), "[DONE]");
+}
+
+TEST_F(Serve, StreamOptionsIncludeUsageEndsWithTheRequestsUsage) {
+  // the playground's token counts: OpenAI's stream_options.include_usage, a last chunk
+  // with no choices and the whole request's usage, before [DONE]
+  const json whole = post(port(), "/v1/completions",
+                          {{"model", "tiny"}, {"prompt", "import json"}, {"max_tokens", 9}, {"temperature", 0}, {"n", 2}});
+  for (const bool chat : {false, true}) {
+    json body = {{"model", "tiny"}, {"max_tokens", 9}, {"temperature", 0}, {"n", 2}, {"stream", true},
+                 {"stream_options", {{"include_usage", true}}}};
+    if (chat) body["messages"] = {{{"role", "user"}, {"content", "import json"}}};
+    else body["prompt"] = "import json";
+    const auto ev = events(http(port(), "POST", chat ? "/v1/chat/completions" : "/v1/completions", body.dump()).body);
+    ASSERT_GE(ev.size(), 3u);
+    EXPECT_EQ(ev.back(), "[DONE]");
+    const json usage = json::parse(ev[ev.size() - 2]);
+    EXPECT_EQ(usage["choices"], json::array()) << usage.dump();
+    if (!chat) EXPECT_EQ(usage["usage"], whole["usage"]) << usage.dump();
+    EXPECT_EQ(usage["usage"]["completion_tokens"], 18) << "two greedy choices of 9 tokens (no stop in a random model's 9)";
+    for (std::size_t i = 0; i + 2 < ev.size(); ++i) EXPECT_FALSE(json::parse(ev[i]).contains("usage")) << ev[i];
+  }
+  // without it, no usage chunk; with it but without streaming, or malformed: 400
+  const auto plain = events(http(port(), "POST", "/v1/completions",
+                                 json{{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 3}, {"stream", true}}.dump()).body);
+  for (const auto& e : plain) EXPECT_EQ(e.find("\"usage\""), std::string::npos) << e;
+  post(port(), "/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"stream_options", {{"include_usage", true}}}}, 400);
+  post(port(), "/v1/completions",
+       {{"model", "tiny"}, {"prompt", "x"}, {"stream", true}, {"stream_options", {{"include_usage", "yes"}}}}, 400);
 }
 
 TEST_F(Serve, StopStringsCutAtTheEarliestOccurrenceInServeAndGenerateAlike) {

@@ -139,6 +139,13 @@ CompletionParams parse_completion_request(const json& b, bool chat, const ApiLim
     p.has_seed = true;
   }
   p.stream = boolean(b, "stream", false);
+  if (present(b, "stream_options")) {
+    if (!p.stream) bad("stream_options", "is only allowed with stream: true");
+    const json& so = b["stream_options"];
+    if (so.contains("include_usage") && !so["include_usage"].is_boolean())
+      bad("stream_options.include_usage", "must be true or false");
+    p.include_usage = so.value("include_usage", false);
+  }
   if (chat) {
     if (boolean(b, "logprobs", false)) p.logprobs = int(integer_in(b, "top_logprobs", 0, 0, 0));
   } else {

@@ -41,6 +41,7 @@ struct CompletionParams {
   std::uint64_t seed = 0;
   bool has_seed = false;
   bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
   int logprobs = -1;  // -1: none; completions: 0..5; chat: 0 (true) or top_logprobs
   bool echo = false;
 };

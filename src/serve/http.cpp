@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <boost/beast/http.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -94,6 +95,31 @@ std::string HttpRequest::header(const std::string& name) const {
   for (const auto& [k, v] : headers)
     if (lower(k) == want) return v;
   return "";
+}
+
+std::string HttpRequest::query(const std::string& name) const {
+  const std::size_t q = target.find('?');
+  if (q == std::string::npos) return "";
+  for (std::size_t at = q + 1; at <= target.size();) {
+    std::size_t end = target.find('&', at);
+    if (end == std::string::npos) end = target.size();
+    const std::string field = target.substr(at, end - at);
+    const std::size_t eq = field.find('=');
+    std::string key = field.substr(0, eq), value = eq == std::string::npos ? "" : field.substr(eq + 1);
+    std::replace(key.begin(), key.end(), '+', ' ');
+    std::replace(value.begin(), value.end(), '+', ' ');
+    if (percent_decode(key) == name) return percent_decode(value);
+    at = end + 1;
+  }
+  return "";
+}
+
+bool api_key_accepted(const HttpRequest& request, const std::string& key) {
+  if (key.empty()) return true;
+  const std::string got = request.header("Authorization"), want = "Bearer " + key;
+  unsigned char diff = got.size() == want.size() ? 0 : 1;
+  for (std::size_t i = 0; i < got.size(); ++i) diff |= static_cast<unsigned char>(got[i] ^ want[i % want.size()]);
+  return diff == 0;
 }
 
 // ---------------------------------------------------------------- HttpExchange

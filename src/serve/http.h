@@ -39,7 +39,13 @@ struct HttpRequest {
   std::string remote;  // the peer's address
   // The first header field of that name (case-insensitive), or "".
   std::string header(const std::string& name) const;
+  // The first query parameter of that name, %-decoded ('+' is a space), or "".
+  std::string query(const std::string& name) const;
 };
+
+// Whether the request may pass: no key is set, or it sends "Authorization: Bearer KEY".
+// Compared in time independent of where the strings differ (no timing oracle).
+bool api_key_accepted(const HttpRequest& request, const std::string& key);
 
 using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
 

@@ -18,6 +18,7 @@
 #include "serve/api.h"
 #include "serve/http.h"
 #include "serve/metrics.h"
+#include "serve/web.h"
 
 namespace palm {
 
@@ -74,6 +75,7 @@ struct Server::Impl {
   const ModelConfig& config;
   ServeOptions o;
   std::unique_ptr<HttpServer> http;
+  WebRoutes web;
   ServeMetrics metrics;
   std::atomic<std::uint64_t> next_id{1};
   std::atomic<bool> stopping{false};
@@ -81,7 +83,7 @@ struct Server::Impl {
   std::mutex log_mu;
 
   Impl(Engine& e, const Tokenizer& t, const ModelConfig& c, ServeOptions opts)
-      : engine(e), tok(t), config(c), o(std::move(opts)) {}
+      : engine(e), tok(t), config(c), o(std::move(opts)), web(o.run_dirs, true) {}
 
   static std::string printable(const std::string& s) {
     std::string out;
@@ -104,17 +106,7 @@ struct Server::Impl {
     res.type = "application/json";
   }
 
-  // Compares in time independent of where the strings first differ (a timing oracle
-  // would let a client find the key byte by byte).
-  static bool same_secret(const std::string& a, const std::string& b) {
-    unsigned char diff = a.size() == b.size() ? 0 : 1;
-    for (std::size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i % std::max<std::size_t>(b.size(), 1)]);
-    return diff == 0 && !b.empty();
-  }
-
-  bool authorized(const HttpRequest& req) const {
-    return o.api_key.empty() || same_secret(req.header("Authorization"), "Bearer " + o.api_key);
-  }
+  bool authorized(const HttpRequest& req) const { return api_key_accepted(req, o.api_key); }
 
   // ---------------------------------------------------------------- the engine side
   // Text for the client: what cannot become part of a stop string and ends on a whole
@@ -235,7 +227,7 @@ struct Server::Impl {
       const std::string id = std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id++);
       const std::int64_t created = std::int64_t(std::time(nullptr));
       if (p.stream) {
-        stream_response(x, job, p, id, created, chat);
+        stream_response(x, job, p, id, created, chat, prompt_tokens);
         metrics.request(endpoint, 200);
         return;
       }
@@ -321,7 +313,7 @@ struct Server::Impl {
   // connection's thread writes; the engine never waits for it, so a slow reader slows only
   // itself, and a client that leaves (or stalls past the write limit) cancels its choices.
   void stream_response(HttpExchange& x, const std::shared_ptr<Job>& job, const CompletionParams& p, const std::string& id,
-                       std::int64_t created, bool chat) {
+                       std::int64_t created, bool chat, std::int64_t prompt_tokens) {
     std::vector<bool> announced(job->choices.size(), false), finished(job->choices.size(), false);
     std::int64_t tokens = 0;
     std::uint64_t seen = ~0ull;  // the job version last written out
@@ -374,6 +366,18 @@ struct Server::Impl {
         }
         done = job->remaining == 0 && std::all_of(finished.begin(), finished.end(), [](bool b) { return b; });
       }
+      if (done && p.include_usage) {  // OpenAI's shape: no choices, the whole request's usage
+        const json u = {{"id", id},
+                        {"object", object},
+                        {"created", created},
+                        {"model", o.model_name},
+                        {"choices", json::array()},
+                        {"usage",
+                         {{"prompt_tokens", prompt_tokens},
+                          {"completion_tokens", tokens},
+                          {"total_tokens", prompt_tokens + tokens}}}};
+        out += "data: " + dump(u) + "\n\n";
+      }
       if (done) out += "data: [DONE]\n\n";
       if (!x.write(out)) {  // gone or stalled: its slots free at the next step
         job->cancel_all();
@@ -393,6 +397,18 @@ struct Server::Impl {
         {"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"}, {"/v1/models", "GET"}, {"/health", "GET"},
         {"/metrics", "GET"}};
     HttpServer::Refusal r;
+    if (web.owns(q.path)) {  // the pages, their assets and the runs API: GET only
+      if (q.method != "GET") {
+        r.status = 405;
+        r.message = q.method + " is not allowed on " + q.path + " (use GET)";
+        r.headers.emplace_back("Allow", "GET");
+      } else if (WebRoutes::needs_key(q.path) && !authorized(q)) {
+        r.status = 401;
+        r.message = "missing or wrong API key (Authorization: Bearer KEY)";
+      }
+      if (r.status) metrics.request(web_label(q.path), r.status);
+      return r;
+    }
     const auto route = std::find_if(routes.begin(), routes.end(), [&](const auto& e) { return e.first == q.path; });
     if (route == routes.end()) {
       r.status = 404;
@@ -417,9 +433,16 @@ struct Server::Impl {
     return dump(ApiError(status, message, status >= 500 ? "server_error" : "invalid_request_error").body()) + "\n";
   }
 
+  // The metrics label of a web route: few values, whatever paths clients ask for.
+  static std::string web_label(const std::string& path) { return WebRoutes::needs_key(path) ? "/api/runs" : "/"; }
+
   void handle(HttpExchange& x) {
     const std::string& path = x.request().path;
     try {
+      if (web.owns(path)) {
+        web.handle(x);
+        return metrics.request(web_label(path), x.status());
+      }
       if (path == "/v1/completions") return completions(x, false);
       if (path == "/v1/chat/completions") return completions(x, true);
       if (path == "/v1/models") {

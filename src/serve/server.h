@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "infer/engine.h"
 #include "tokenizer/tokenizer.h"
@@ -22,6 +23,7 @@ struct ServeOptions {
   int max_connections = 512;              // open connections; more are answered 503
   double grace_seconds = 10;              // SIGTERM: in-flight requests finish within this
   bool log = true;                        // one line per request on stderr
+  std::vector<std::string> run_dirs;      // the runs /runs shows (serve/runs.h)
 };
 
 class Server {

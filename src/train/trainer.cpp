@@ -510,13 +510,12 @@ double TrainingRun::evaluate() {
 void TrainingRun::record(std::int64_t k, const StepResult& s, double lr, double gnorm, std::int64_t B, Progress& progress) {
   const double el = std::chrono::duration<double>(Clock::now() - t_loop_).count();
   const double tps = el > 0 ? double(loop_tokens_) / el : 0;
-  json line = {{"step", k}, {"loss", s.loss}, {"z_loss", s.z_loss}, {"lr", lr}, {"grad_norm", gnorm}, {"batch", B},
-               {"tokens", st_.tokens_seen}};
+  // tokens/s and MFU: this session's rate since its first step (the dashboard's curves)
+  json line = {{"step", k},           {"loss", s.loss},   {"z_loss", s.z_loss},
+               {"lr", lr},            {"grad_norm", gnorm}, {"batch", B},
+               {"tokens", st_.tokens_seen}, {"tokens_per_s", tps}, {"mfu", peak_ > 0 ? tps * acc_.flops_per_token / peak_ : 0.0}};
   std::fprintf(metrics_, "%s\n", line.dump().c_str());
-  if (leader_ && o_.on_step) {
-    line["tokens_per_s"] = tps;
-    o_.on_step(line.dump());
-  }
+  if (leader_ && o_.on_step) o_.on_step(line.dump());
   if (leader_)
     progress.update(k - start_step_,
                     str_cat("step ", k, "/", o_.steps, "  loss ", std::round(s.loss * 1e4) / 1e4, "  z ",

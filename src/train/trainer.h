@@ -40,7 +40,7 @@ struct TrainOptions {
   std::string heartbeat_dir;           // each rank's progress, rewritten every step
   std::int64_t inject_crash = 0;       // test hook: the last rank kills itself (SIGKILL) when it starts this step
   // this call only: called on the leader after each step with the step's metrics line
-  // (metrics.jsonl's JSON, plus tokens_per_s); the Python package's on_step
+  // (metrics.jsonl's JSON, tokens_per_s and mfu included); the Python package's on_step
   std::function<void(const std::string& metrics_json)> on_step;
 };
 
