@@ -245,6 +245,23 @@ TEST_F(Serve, StreamOptionsIncludeUsageEndsWithTheRequestsUsage) {
        {{"model", "tiny"}, {"prompt", "x"}, {"stream", true}, {"stream_options", {{"include_usage", "yes"}}}}, 400);
 }
 
+TEST_F(Serve, ThePagesLoadWithoutTheKeyTheRunsApiNeedsIt) {
+  const Reply page = http(port(), "GET", "/", "", "");
+  EXPECT_EQ(page.status, 200);
+  EXPECT_NE(page.headers.find("text/html"), std::string::npos);
+  EXPECT_NE(page.body.find("/assets/playground.js"), std::string::npos);
+  EXPECT_EQ(http(port(), "GET", "/assets/playground.js", "", "").status, 200);
+  EXPECT_EQ(http(port(), "GET", "/api/runs", "", "").status, 401);
+  EXPECT_EQ(http(port(), "GET", "/api/runs/run?id=x", "", "Authorization: Bearer nope\r\n").status, 401);
+  const Reply runs = http(port(), "GET", "/api/runs");  // with the key; this server has no --runs
+  EXPECT_EQ(runs.status, 200);
+  EXPECT_EQ(json::parse(runs.body)["runs"], json::array());
+  EXPECT_EQ(http(port(), "GET", "/api/runs/run?id=x").status, 404);
+  EXPECT_EQ(http(port(), "POST", "/", "{}").status, 405);
+  EXPECT_EQ(http(port(), "DELETE", "/assets/app.css", "", "").status, 405);
+  EXPECT_EQ(http(port(), "GET", "/assets/nope.js", "", "").status, 404);
+}
+
 TEST_F(Serve, StopStringsCutAtTheEarliestOccurrenceInServeAndGenerateAlike) {
   // two stop strings completed by the same character: the one listed first ("b" of the
   // issue's --stop b --stop ab) occurs later than the one listed second, so a matcher

@@ -232,6 +232,12 @@ struct Server::Impl {
         return;
       }
       if (!wait_for_job(x, job)) {  // the client left: nothing to answer
+        std::int64_t generated = 0;  // but what was generated for it counts
+        {
+          std::lock_guard<std::mutex> lock(job->mu);
+          for (const Choice& c : job->choices) generated += std::int64_t(c.tokens.size());
+        }
+        metrics.tokens(0, generated);
         metrics.request(endpoint, 499);
         return x.respond(499, "", "", {{"Connection", "close"}});
       }
@@ -383,6 +389,11 @@ struct Server::Impl {
         job->cancel_all();
         std::unique_lock<std::mutex> lock(job->mu);
         job->cv.wait(lock, [&] { return job->remaining == 0; });
+        // the tokens generated before the client left count too
+        std::int64_t generated = 0;
+        for (std::size_t k = 0; k < job->choices.size(); ++k)
+          if (!finished[k]) generated += std::int64_t(job->choices[k].tokens.size());
+        metrics.tokens(0, tokens + generated);
         return;
       }
     }

@@ -88,7 +88,7 @@ function tokenSpans(pieces, logprobs, text) {
   const frag = document.createDocumentFragment();
   pieces.forEach((p, i) => {
     const lp = logprobs[i];
-    frag.append(el("span", { class: "tok", title: `logprob ${lp.toFixed(3)} (p = ${(100 * Math.exp(lp)).toFixed(1)}%)`, "data-logprob": String(lp) }, p));
+    frag.append(el("span", { class: "tok", "data-tip": `logprob ${lp.toFixed(3)} (p = ${(100 * Math.exp(lp)).toFixed(1)}%)`, "data-logprob": String(lp) }, p));
   });
   return frag;
 }
@@ -192,6 +192,19 @@ async function connect() {
   $("max-tokens").max = String(m.context_length);
   document.body.dataset.ready = "true";
 }
+
+// The log-probability of the token under the pointer, shown at once (a title attribute
+// would wait a second and cannot be styled).
+document.addEventListener("mouseover", (e) => {
+  const tip = $("tip");
+  const tok = e.target.closest && e.target.closest(".tok");
+  if (!tok) return tip.classList.add("hidden");
+  tip.textContent = tok.dataset.tip;
+  const r = tok.getBoundingClientRect();
+  tip.style.left = `${Math.max(4, Math.min(r.left, window.innerWidth - 220))}px`;
+  tip.style.top = `${r.bottom + 6}px`;
+  tip.classList.remove("hidden");
+});
 
 $("mode-chat").addEventListener("click", () => mode("chat"));
 $("mode-completion").addEventListener("click", () => mode("completion"));

@@ -158,7 +158,7 @@ function redraw() {
       if (c) c.plot.destroy();
       box.replaceChildren();
       const plot = new uPlot({
-        width: Math.max(260, box.clientWidth),
+        width: Math.max(200, box.clientWidth),
         height: 220,
         scales: { x: { time: false } },
         axes: [{ label: "step" }, { size: 60 }],
@@ -183,7 +183,7 @@ function redraw() {
 window.addEventListener("resize", () => {
   for (const def of CHARTS) {
     const c = state.charts.get(def.key);
-    if (c) c.plot.setSize({ width: Math.max(260, $(def.el).clientWidth), height: 220 });
+    if (c) c.plot.setSize({ width: Math.max(200, $(def.el).clientWidth), height: 220 });
   }
 });
 
