@@ -80,6 +80,12 @@ run("eval", "--model", w("runs/finished"), "--task", "perplexity", "--data", tex
 const live = spawn(palm, ["train", ...trainArgs, "--out", w("runs/live"), "--steps", "100000", "--eval-every", "25",
   "--checkpoint-every", "100000", "--no-card"], { stdio: "ignore" });
 children.push(live);
+// a run with a rollback in its record and a restart in palm launch's
+fs.mkdirSync(w("runs/marked"), { recursive: true });
+fs.writeFileSync(w("runs/marked/metrics.jsonl"), Array.from({ length: 30 }, (_, i) => JSON.stringify({ step: i + 1, loss: 5 - i / 10, lr: 0.01 }))
+  .concat([JSON.stringify({ event: "rollback", spike_step: 24, loss: 9.5, median: 2.6, to_step: 20, skipped_batches: 200, step: 20 })]).join("\n") + "\n");
+fs.writeFileSync(w("runs/marked/events.jsonl"), [{ time: 1, event: "start", np: 2 }, { time: 2, event: "failure", cause: "exit", rank: 1 },
+  { time: 3, event: "restart", restart: 1, from_checkpoint: "step-10" }].map((e) => JSON.stringify(e)).join("\n") + "\n");
 // a random model with a long context, so a reply of thousands of tokens takes seconds
 fs.writeFileSync(w("slow.json"), JSON.stringify({ vocab_size: 600, d_model: 256, n_layers: 4, n_heads: 4, head_dim: 64, d_ff: 1024, max_seq_len: 4096 }));
 run("init", "--config", w("slow.json"), "--tokenizer", w("tok"), "--seed", "3", "--out", w("slow.safetensors"));
@@ -244,6 +250,16 @@ await check("a finished run's config, evaluations, model card and datasheet rend
   await page.screenshot({ path: path.join(outDir, "runs-card.png"), fullPage: true });
   await page.click("#tab-datasheet");
   await until("the datasheet", async () => ((await page.textContent("#details .markdown h1")) || "").startsWith("Datasheet"));
+});
+
+await check("rollbacks and palm launch's restarts are marked on the curves", async () => {
+  await page.goto(`${origin}/runs#${encodeURIComponent("runs/marked")}`);  // the same page: a new fragment
+  await until("the run to open", async () => (await page.textContent("#run-title")) === "runs/marked");
+  const legend = await until("the marks", async () => await page.textContent("#marks-legend"));
+  assert(legend.includes("step 24: rollback (loss 9.50)"), `legend: ${legend}`);
+  assert(legend.includes("step 10: restart 1"), `legend: ${legend}`);
+  await page.click("#tab-events");
+  await page.waitForSelector("#details td:text-is('restart')");
 });
 
 await check("both pages fit a phone's width", async () => {

@@ -307,6 +307,13 @@ async function start() {
     });
   }
   $("filter").addEventListener("input", renderList);
+  // a link to another run of this page (or the browser's back button) opens that run
+  window.addEventListener("hashchange", async () => {
+    const id = decodeURIComponent(location.hash.slice(1));
+    if (id === state.focus) return;
+    if (!state.runs.some((r) => r.id === id)) await loadList();
+    if (state.runs.some((r) => r.id === id)) await focus(id);
+  });
   await loadList();
   const wanted = decodeURIComponent(location.hash.slice(1));
   const first = state.runs.find((r) => r.id === wanted) || state.runs[0];
