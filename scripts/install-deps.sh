@@ -41,14 +41,16 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 
 # The npm packages, pinned by package-lock.json, fetched once: web/ (the pages' chart,
-# markdown and sanitizer code, embedded in palm at build time) and tests/js (the tests'
-# independent clients and the browser driver).
+# markdown and sanitizer code, embedded in palm at build time), tests/js (the tests'
+# independent clients and the browser driver) and bench/llama_cpp (llama.cpp, prebuilt
+# for linux-x64, for palm bench generate --compare-llama-cpp; --omit=optional keeps its
+# CUDA and Vulkan builds, hundreds of MB, off the machine).
 install_js() {
   local js
-  for js in "$(dirname "$0")/../web" "$(dirname "$0")/../tests/js"; do
+  for js in "$(dirname "$0")/../web" "$(dirname "$0")/../tests/js" "$(dirname "$0")/../bench/llama_cpp"; do
     if [ ! -d "$js/node_modules" ] || [ "$js/package-lock.json" -nt "$js/node_modules" ]; then
       echo "install-deps: npm ci in ${js#*/../}" >&2
-      (cd "$js" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && touch node_modules)
+      (cd "$js" && npm ci --omit=optional --no-audit --no-fund --loglevel=error >/dev/null && touch node_modules)
     fi
   done
 }

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "shell_util.h"
@@ -54,7 +55,8 @@ TEST_F(Cli, VersionAndHelpEverywhere) {
   EXPECT_EQ(r.out.rfind("palm ", 0), 0u) << r.out;
   for (const char* cmd : {"", "info", "init", "score", "bench", "bench train", "bench tokenizer", "tokenizer",
                           "tokenizer train", "tokenizer encode", "tokenizer decode", "tokenizer info",
-                          "data", "data build", "data info", "train", "plot", "generate"}) {
+                          "data", "data build", "data info", "train", "plot", "generate", "serve", "dashboard",
+                          "bench generate"}) {
     r = run(std::string(cmd) + " --help");
     EXPECT_EQ(r.status, 0) << cmd;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << cmd << ": " << r.out;
@@ -357,6 +359,34 @@ TEST_F(Cli, GenerateAgreesWithScoreAndBatchesExactly) {
   EXPECT_EQ(run(common + " --prompt '" + long_prompt + "' --truncate left").status, 0);
   expect_error(common + " --prompt 'x' --top-p 0", "top-p must be in (0, 1]");
   expect_error("generate --model " + m + " --prompt 'x'", "no tokenizer stored with it");
+}
+
+TEST_F(Cli, LlamaCppRunsPalmsWeightsWrittenAsGguf) {
+  // palm's weights as LLaMA-shaped GGUF files in f32, bf16 and q8_0, loaded and run by
+  // llama.cpp itself (the npm package node-llama-cpp): its loader checks every tensor's
+  // name, shape and type against the architecture, so a wrong file is refused
+  const std::string pkg = std::string(PALM_SOURCE_DIR) + "/bench/llama_cpp/node_modules/node-llama-cpp";
+  if (!fs::exists(pkg)) {
+    if (const char* ci = std::getenv("CI"); ci && std::string(ci) == "true") FAIL() << "CI=true but " << pkg << " is missing";
+    GTEST_SKIP() << pkg << " is not installed (make deps: npm ci --omit=optional in bench/llama_cpp)";
+  }
+  const CmdResult r = run("bench generate --preset tiny --prompt 32 --tokens 8 --no-reference --compare-llama-cpp --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto j = json::parse(r.out.substr(r.out.rfind("\n{") + 1), nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  EXPECT_NE(j["llama_cpp"]["engine"].get<std::string>().find("llama.cpp"), std::string::npos);
+  // file sizes: tiny is 151,744 parameters; f32 4 bytes each, bf16 2 (norms stay f32),
+  // q8_0 34 bytes per 32 values; plus the header and vocabulary (512 pieces)
+  const double params = 151744, norms = 64 * 3;
+  const std::map<std::string, double> bytes = {
+      {"f32", 4 * params}, {"bf16", 2 * (params - norms) + 4 * norms}, {"q8_0", 34.0 / 32 * (params - norms) + 4 * norms}};
+  for (const auto& [name, want] : bytes) {
+    const json& f = j["llama_cpp"][name];
+    EXPECT_GT(f["decode_tokens_per_s"].get<double>(), 0) << name;
+    EXPECT_GT(f["prompt_tokens_per_s"].get<double>(), 0) << name;
+    EXPECT_GT(f["file_bytes"].get<double>(), want) << name;
+    EXPECT_LT(f["file_bytes"].get<double>(), want + 64 * 1024) << name << ": header and vocabulary are small";
+  }
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include "device_mirror.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_stored_avx512.h"
 #include "random_vec.h"
 #include "ref/ref_ops.h"
 
@@ -140,10 +141,14 @@ TEST_P(Kernels, GemmBf16ErrorIsBf16Rounding) {
 }
 
 TEST_P(Kernels, RowsTimesStoredAllFormats) {
-  // bf16 and int8 weights made exactly representable, so the product is exact in double
-  const i64 K = 129, N = 133;  // several 64-row tiles and a partial one
-  for (i64 b : {1, 2, 3, 17, 70}) {
+  // bf16 and int8 weights made exactly representable, so the product is exact in double.
+  // The int8 kernels may round the activations (the CPU's VNNI kernel quantizes them in
+  // blocks of kQuantBlock to max|x|/127 steps): each result must then lie within what that
+  // rounding can change, sum_k |w_k| * (the activation's largest rounding error), plus 1e-5.
+  const i64 K = 329, N = 133;  // K: two quantization blocks and a partial one; N: several tiles
+  for (i64 b : {1, 2, 3, 9, 17, 70}) {
     auto X = rand_vec(b * K, 50);
+    if (b > 1) X[K + 7] = 40.0f;  // an outlier: its block's other values lose precision, not other blocks'
     std::mt19937 g(51);
     std::uniform_int_distribution<int> d(-127, 127);
     std::vector<float> wf(N * K), scales(N);
@@ -157,26 +162,66 @@ TEST_P(Kernels, RowsTimesStoredAllFormats) {
       std::memcpy(&bits, &wf[i], 4);
       wb[i] = std::uint16_t(bits >> 16);
     }
+    // the largest rounding of activation (i, k) each format's kernels may make
+    std::vector<double> x_err_int8(b * K);
+    for (i64 i = 0; i < b; ++i)
+      for (i64 k0 = 0; k0 < K; k0 += kQuantBlock) {
+        double amax = 0;
+        for (i64 k = k0; k < std::min(K, k0 + kQuantBlock); ++k) amax = std::max(amax, std::abs(double(X[i * K + k])));
+        for (i64 k = k0; k < std::min(K, k0 + kQuantBlock); ++k) {
+          x_err_int8[i * K + k] = 0.5 * amax / 127 * (1 + 1e-6);
+        }
+      }
+    // What the CPU's VNNI kernel computes, from its definition (its file's comment): the
+    // quantized activations, then the exact product in double.
+    std::vector<float> x_int8(b * K);
+    for (i64 i = 0; i < b; ++i)
+      for (i64 k0 = 0; k0 < K; k0 += kQuantBlock) {
+        const i64 k1 = std::min(K, k0 + kQuantBlock);
+        float amax = 0;
+        for (i64 k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(X[i * K + k]));
+        for (i64 k = k0; k < k1; ++k)
+          x_int8[i * K + k] = (amax / 127.0f) * float(std::clamp(int(std::nearbyint(X[i * K + k] * (127.0f / amax))), -127, 127));
+      }
+    const bool cpu_dot = GetParam().rfind("cpu", 0) == 0 && stored_avx512_available();
     Mirror dev(*be);
-    auto check = [&](WeightFormat f, const void* W, const float* sc, double mult_of_n(i64)) {
+    auto check = [&](WeightFormat f, const void* W, const float* sc, double mult_of_n(i64), const std::vector<double>* x_err) {
+      const std::vector<float>* x_model = cpu_dot && f == WeightFormat::kInt8 ? &x_int8 : nullptr;
       std::vector<float> C(b * N, 1.0f);
       Mirror m(*be);
       be->rows_times_stored(m.in(X), b, K, W, f, sc, N, 0.5f, 2.0f, m.out(C));
       m.back();
-      Vec want(b * N);
+      double max_ref = 0;
+      Vec want(b * N), bound(b * N);
+      for (i64 i = 0; i < b; ++i)
+        for (i64 n = 0; n < N; ++n) {
+          double s = 0, e = 0;
+          for (i64 k = 0; k < K; ++k) {
+            s += double(X[i * K + k]) * double(wq[n * K + k]);
+            if (x_err) e += std::abs(double(wq[n * K + k])) * (*x_err)[i * K + k];
+          }
+          want[i * N + n] = 0.5 * mult_of_n(n) * s + 2.0;
+          bound[i * N + n] = 0.5 * mult_of_n(n) * e;
+          max_ref = std::max(max_ref, std::abs(want[i * N + n]));
+        }
+      for (i64 j = 0; j < b * N; ++j)
+        ASSERT_LE(std::abs(double(C[j]) - want[j]), bound[j] + 1e-5 * max_ref)
+            << "format " << int(f) << " b " << b << " element " << j << ": got " << C[j] << " want " << want[j];
+      if (!x_model) return;
+      Vec exact(b * N);  // the kernel's own arithmetic: only fp32 summation error remains
       for (i64 i = 0; i < b; ++i)
         for (i64 n = 0; n < N; ++n) {
           double s = 0;
-          for (i64 k = 0; k < K; ++k) s += double(X[i * K + k]) * double(wq[n * K + k]);
-          want[i * N + n] = 0.5 * mult_of_n(n) * s + 2.0;
+          for (i64 k = 0; k < K; ++k) s += double((*x_model)[i * K + k]) * double(wq[n * K + k]);
+          exact[i * N + n] = 0.5 * mult_of_n(n) * s + 2.0;
         }
-      expect_close(C, want, 1e-5, "rows_times_stored");
+      expect_close(C, exact, 2e-6, "int8 VNNI kernel");
     };
-    check(WeightFormat::kF32, dev.in(wf), nullptr, [](i64) { return 1.0 / 8; });
-    check(WeightFormat::kBF16, dev.in(wb), nullptr, [](i64) { return 1.0 / 8; });
+    check(WeightFormat::kF32, dev.in(wf), nullptr, [](i64) { return 1.0 / 8; }, nullptr);
+    check(WeightFormat::kBF16, dev.in(wb), nullptr, [](i64) { return 1.0 / 8; }, nullptr);
     static std::vector<float> sc;
     sc = scales;
-    check(WeightFormat::kInt8, dev.in(wq), dev.in(scales), [](i64 n) { return double(sc[n]); });
+    check(WeightFormat::kInt8, dev.in(wq), dev.in(scales), [](i64 n) { return double(sc[n]); }, &x_err_int8);
   }
 }
 

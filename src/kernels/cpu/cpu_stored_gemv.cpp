@@ -4,12 +4,14 @@
 #include <oneapi/dnnl/dnnl.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "base/check.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_stored_avx512.h"
 
 namespace palm {
 
@@ -118,6 +120,8 @@ void stored_product(const float* X, i64 b, i64 K, const T* W, const float* scale
 
 void CpuBackend::rows_times_stored(const float* X, i64 b, i64 K, const void* W, WeightFormat format,
                                    const float* scales, i64 N, float alpha, float beta, float* C) {
+  if (format == WeightFormat::kInt8) PALM_ASSERT(scales != nullptr);
+  if (stored_avx512_available() && stored_product_avx512(X, b, K, W, format, scales, N, alpha, beta, C)) return;
   switch (format) {
     case WeightFormat::kF32:
       stored_product(X, b, K, static_cast<const float*>(W), nullptr, N, alpha, beta, C, [](float v) { return v; });
