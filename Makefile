@@ -49,6 +49,7 @@ demo: build
 bench: build
 	@$(BUILD)/palm bench train --preset bench-small
 	@$(BUILD)/palm bench train --preset bench-medium
+	@$(BUILD)/palm bench generate --preset bench-medium --prompt 512 --compare-llama-cpp
 
 # The quick start in a clean Debian 12 root (debootstrap): only git and a clone of HEAD.
 check-fresh:

@@ -206,6 +206,14 @@ void run_bench_generate(const BenchGenOptions& o) {
   }
   stores.clear();
   const double floor_tps = bw / weight_bytes;  // the best probe: the strictest floor
+  // prefill against this machine's fp32 GEMM rate: a prompt token costs 2 FLOPs per
+  // non-embedding weight plus causal attention, 2 (QK and AV) x 2 L H K x (T + 1) / 2 on
+  // average (only the last position's logits are computed: that product is left out)
+  fmt::print(stderr, "measuring the fp32 GEMM rate...\n");
+  const double gemm_peak = measure_gemm_peak();
+  const double prefill_flops_per_token = 2.0 * double(a.non_embedding_parameters) +
+                                         2.0 * double(c.n_layers * c.n_heads * c.head_dim) * double(o.prompt + 1);
+  const double prefill_rate = prefill_tps * prefill_flops_per_token;
   double ref = -1;
   std::string note = "reference not run (--no-reference)";
   if (!o.no_reference) {
@@ -217,7 +225,8 @@ void run_bench_generate(const BenchGenOptions& o) {
   fmt::print("  weights (fp32)                   {:8.1f} MB  -> floor {:.1f} tokens/s at batch 1\n", weight_bytes / 1e6, floor_tps);
   fmt::print("  palm decode, batch 1             {:8.1f} tokens/s  ({:.0f}% of the floor)\n", b1, 100 * b1 / floor_tps);
   fmt::print("  palm decode, batch 16 (aggregate){:8.1f} tokens/s  ({:.1f}x batch 1)\n", b16, b16 / b1);
-  fmt::print("  palm prefill                     {:8.1f} tokens/s\n", prefill_tps);
+  fmt::print("  palm prefill                     {:8.1f} tokens/s  ({:.0f} GFLOP/s: {:.0f}% of the fp32 GEMM rate, {:.0f} GFLOP/s)\n",
+             prefill_tps, prefill_rate / 1e9, 100 * prefill_rate / gemm_peak, gemm_peak / 1e9);
   fmt::print("  stored weights (palm's GEMV kernel; logprob change vs fp32 GEMM decode over 63 tokens):\n");
   for (const auto& f : formats) {
     fmt::print("    {:<5} {:7.1f} MB  floor {:6.1f}  batch 1 {:6.1f} tokens/s ({:3.0f}%)  batch 16 {:7.1f}  |dlogprob| mean {:.2e} max {:.2e}\n",
@@ -254,6 +263,8 @@ void run_bench_generate(const BenchGenOptions& o) {
     j["bandwidth_bytes_per_s"] = bw;
     j["floor_tokens_per_s"] = floor_tps;
     j["prefill_tokens_per_s"] = prefill_tps;
+    j["prefill_flops_per_s"] = prefill_rate;
+    j["gemm_peak_flops_per_s"] = gemm_peak;
     j["decode_tokens_per_s"] = b1;
     j["decode_tokens_per_s_batch16"] = b16;
     j["kv_cache_bytes_per_token"] = a.kv_cache_bytes_per_token_f32;
