@@ -6,9 +6,23 @@ export function apiKey() {
   return sessionStorage.getItem(KEY) || "";
 }
 
+// The page's key dialog, made on first use (both pages share it).
+function keyDialog() {
+  let dialog = document.getElementById("key-dialog");
+  if (dialog) return dialog;
+  dialog = el("dialog", { id: "key-dialog" });
+  const form = el("form", { method: "dialog" });
+  const buttons = el("div", { class: "row", style: "margin-top:.8rem" },
+    el("button", { value: "ok", class: "primary" }, "Use key"), el("button", { value: "cancel" }, "Cancel"));
+  form.append(el("p", { class: "why" }), el("label", {}, "API key ", el("input", { type: "password", autocomplete: "off" })), buttons);
+  dialog.append(form);
+  document.body.append(dialog);
+  return dialog;
+}
+
 // Resolves to the key the user typed, or "" if they cancelled.
 function askForKey(message) {
-  const dialog = document.getElementById("key-dialog");
+  const dialog = keyDialog();
   const input = dialog.querySelector("input");
   dialog.querySelector(".why").textContent = message;
   input.value = "";
