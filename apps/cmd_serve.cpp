@@ -64,6 +64,15 @@ void run(ServeCli& c) {
     c.o.model_name = fs::is_directory(p) ? (p.filename().empty() ? p.parent_path().filename() : p.filename()).string()
                                          : p.stem().string();
   }
+  if (c.o.run_dirs.empty()) {  // no --runs: the model's own run, when it comes from one
+    namespace fs = std::filesystem;
+    const fs::path m = fs::absolute(c.model).lexically_normal();
+    for (const fs::path& run : {m, m.parent_path().parent_path()})  // RUN, or RUN/checkpoints/step-N
+      if (fs::is_regular_file(run / "metrics.jsonl")) {
+        c.o.run_dirs = {run.string()};
+        break;
+      }
+  }
   Backend* const be = loaded.backend.get();  // the weights' memory is this backend's: compute there too
   const WeightFormat format = parse_weight_format(c.weights);
   std::unique_ptr<DecodeWeights> stored_weights;
@@ -107,7 +116,8 @@ void register_serve(CLI::App& app) {
                               "prefer --api-key-file or PALM_API_KEY)");
   cmd->add_option("--api-key-file", c->api_key_file, "Read the API key from the first line of this file")->excludes(key);
   cmd->add_option("--runs", c->o.run_dirs,
-                  "Directories whose training runs the /runs page shows (each a run, or holding runs below it)")
+                  "Directories whose training runs the /runs page shows (each a run, or holding runs below it; "
+                  "default: the model's own run)")
       ->check(CLI::ExistingDirectory);
   cmd->add_option("--model-name", c->o.model_name, "The model id clients send (default: the run or file name)");
   cmd->add_option("--weights", c->weights, "Decode weights: fp32, bf16 or int8")->capture_default_str();

@@ -262,6 +262,12 @@ await check("rollbacks and palm launch's restarts are marked on the curves", asy
   await page.waitForSelector("#details td:text-is('restart')");
 });
 
+await check("palm serve --model RUN shows that run on /runs without --runs", async () => {
+  const own = await server(["serve", "--model", w("runs/finished"), "--port", "0", "--quiet"], w("own.log"));
+  const listed = await (await fetch(`http://127.0.0.1:${own}/api/runs`)).json();
+  assert(listed.runs.length === 1 && listed.runs[0].id === "finished", JSON.stringify(listed));
+});
+
 await check("both pages fit a phone's width", async () => {
   const phone = await browser.newPage();
   await phone.setViewportSize({ width: 390, height: 844 });
