@@ -15,6 +15,7 @@
 #include <iterator>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace palm::testing_util {
 
@@ -76,6 +77,17 @@ inline Reply http_request(int port, const std::string& method, const std::string
   r.body = raw.substr(end + 4);
   if (r.headers.find("Transfer-Encoding: chunked") != std::string::npos) r.body = dechunk(r.body);
   return r;
+}
+
+// SSE "data: ..." payloads of a stream, [DONE] included
+inline std::vector<std::string> events(const std::string& body) {
+  std::vector<std::string> out;
+  for (std::size_t at = 0; (at = body.find("data: ", at)) != std::string::npos;) {
+    const std::size_t end = body.find("\n\n", at);
+    out.push_back(body.substr(at + 6, end - at - 6));
+    at = end;
+  }
+  return out;
 }
 
 inline std::string slurp(const std::string& f) {

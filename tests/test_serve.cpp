@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "http_client.h"
+#include "shell_util.h"
 
 namespace {
 
@@ -29,15 +30,8 @@ using Clock = std::chrono::steady_clock;
 std::string g_dir;
 std::string p(const std::string& f) { return g_dir + "/" + f; }
 
-std::string read(const std::string& f) {
-  std::ifstream in(f);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-int sh(const std::string& cmd) {
-  const int st = std::system(cmd.c_str());
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+std::string read(const std::string& f) { return palm::testing_util::slurp(f); }
+int sh(const std::string& cmd) { return palm::testing_util::run_status(cmd); }
 
 std::string capture(const std::string& cmd) {
   FILE* f = ::popen(cmd.c_str(), "r");
@@ -67,16 +61,7 @@ json post(int port, const std::string& path, const json& body, int want_status =
   return j;
 }
 
-// SSE "data: ..." payloads of a stream, [DONE] included
-std::vector<std::string> events(const std::string& body) {
-  std::vector<std::string> out;
-  for (std::size_t at = 0; (at = body.find("data: ", at)) != std::string::npos;) {
-    const std::size_t end = body.find("\n\n", at);
-    out.push_back(body.substr(at + 6, end - at - 6));
-    at = end;
-  }
-  return out;
-}
+using palm::testing_util::events;
 
 // ---- the server as a child process ----
 struct ServerProcess : palm::testing_util::ServerProcess {
