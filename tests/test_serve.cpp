@@ -217,7 +217,7 @@ TEST_F(Serve, StreamOptionsIncludeUsageEndsWithTheRequestsUsage) {
     EXPECT_EQ(ev.back(), "[DONE]");
     const json usage = json::parse(ev[ev.size() - 2]);
     EXPECT_EQ(usage["choices"], json::array()) << usage.dump();
-    if (!chat) EXPECT_EQ(usage["usage"], whole["usage"]) << usage.dump();
+    if (!chat) { EXPECT_EQ(usage["usage"], whole["usage"]) << usage.dump(); }
     EXPECT_EQ(usage["usage"]["completion_tokens"], 18) << "two greedy choices of 9 tokens (no stop in a random model's 9)";
     for (std::size_t i = 0; i + 2 < ev.size(); ++i) EXPECT_FALSE(json::parse(ev[i]).contains("usage")) << ev[i];
   }
