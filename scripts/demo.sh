@@ -42,5 +42,5 @@ step "generated text, sampled (temperature 0.8, top-p 0.95)" \
   "$palm" generate --model "$out/run" --prompt "def main(" --max-tokens 40 --temperature 0.8 --top-p 0.95 --seed 1
 step "the trained model scores text (a random model gives about -ln(8000) = -9.0 per token)" \
   "$palm" score --model "$out/run" --text "In the beginning God created the heaven and the earth."
-printf '\nData: %s\nRun: %s (checkpoints, metrics.jsonl, plot.svg, MODEL_CARD.md, DATASHEET.md; --model accepts it)\nSpeed against PyTorch: make bench.\n' \
-  "$out/data" "$out/run"
+printf '\nData: %s\nRun: %s (checkpoints, metrics.jsonl, plot.svg, MODEL_CARD.md, DATASHEET.md; --model accepts it)\nIn a browser: %s serve --model %s, then http://127.0.0.1:8080/ (chat) and /runs (its curves and card)\nSpeed against PyTorch and llama.cpp: make bench.\n' \
+  "$out/data" "$out/run" "$palm" "$out/run"
