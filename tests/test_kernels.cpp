@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <cstring>
 #include <random>
 #include <tuple>
@@ -82,19 +83,28 @@ class Kernels : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(Kernels, GemmAllTransposesOddShapesAndStrides) {
-  for (i64 M : {1, 17, 129})
+  for (i64 M : {1, 8, 17, 129})
     for (i64 N : {1, 17, 130})
       for (i64 K : {1, 17, 129})
         for (int ta = 0; ta < 2; ++ta)
           for (int tb = 0; tb < 2; ++tb) {
             const i64 lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
             auto A = rand_vec((ta ? K : M) * lda, 1), B = rand_vec((tb ? N : K) * ldb, 2);
-            auto C = rand_vec(M * ldc, 3);
-            const Vec want = ref::gemm(ta, tb, M, N, K, 0.7, to_d(A), lda, to_d(B), ldb, 0.5, to_d(C), ldc);
-            Mirror d(*be);
-            be->gemm(ta, tb, M, N, K, 0.7f, d.in(A), lda, d.in(B), ldb, 0.5f, d.out(C), ldc);
-            d.back();
-            expect_close(C, want, 1e-5, "gemm");
+            for (float beta : {0.5f, 0.0f}) {
+              auto C = rand_vec(M * ldc, 3);
+              const Vec want = ref::gemm(ta, tb, M, N, K, 0.7, to_d(A), lda, to_d(B), ldb, beta, to_d(C), ldc);
+              // beta 0 overwrites: what C held (NaN here) must not reach the result
+              if (beta == 0.0f) std::fill(C.begin(), C.end(), std::numeric_limits<float>::quiet_NaN());
+              Mirror d(*be);
+              be->gemm(ta, tb, M, N, K, 0.7f, d.in(A), lda, d.in(B), ldb, beta, d.out(C), ldc);
+              d.back();
+              // the padding between rows (ldc > N) is left alone
+              for (i64 m = 0; m < M; ++m)
+                for (i64 n = N; n < ldc && beta == 0.0f; ++n) EXPECT_TRUE(std::isnan(C[m * ldc + n]));
+              for (i64 m = 0; m < M && beta == 0.0f; ++m)
+                for (i64 n = N; n < ldc; ++n) C[m * ldc + n] = float(want[m * ldc + n]);
+              expect_close(C, want, 1e-5, "gemm");
+            }
           }
 }
 

@@ -1,14 +1,13 @@
-// The CPU backend: oneDNN's sgemm for matrix products, OpenMP-threaded and
+// The CPU backend: oneDNN's sgemm and matmul for matrix products, OpenMP-threaded and
 // compiler-vectorized loops for everything else. Every reduction has a fixed order that
 // does not depend on the thread count.
 #pragma once
-#include <map>
 #include <memory>
 #include <mutex>
-#include <tuple>
 #include <vector>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_matmul.h"
 
 namespace palm {
 
@@ -88,13 +87,10 @@ class CpuBackend : public Backend {
   void quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int8_t* q, float* scales) override;
 
  private:
-  // bf16 GEMM state: operand copies reused across calls (no per-step allocation) and
-  // oneDNN matmul primitives by shape, created once.
-  struct Bf16Matmul;
-  using Bf16Key = std::tuple<bool, bool, i64, i64, i64, i64, float, float>;
+  // bf16 operand copies reused across calls (no per-step allocation)
   std::mutex bf16_mu_;
   std::vector<std::uint16_t> bf16_a_, bf16_b_;
-  std::map<Bf16Key, std::shared_ptr<Bf16Matmul>> bf16_cache_;
+  MatmulCache matmul_;  // oneDNN matmul primitives by shape (fp32 and bf16)
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

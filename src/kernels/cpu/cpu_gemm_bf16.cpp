@@ -5,19 +5,12 @@
 #include <omp.h>
 
 #include <cstring>
-#include <oneapi/dnnl/dnnl.hpp>
 
 #include "base/check.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_matmul.h"
 
 namespace palm {
-
-struct CpuBackend::Bf16Matmul {
-  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
-  dnnl::stream stream{engine};
-  dnnl::memory::desc a, b, c;
-  dnnl::matmul prim;
-};
 
 namespace {
 
@@ -57,36 +50,8 @@ void CpuBackend::gemm_bf16(bool trans_a, bool trans_b, i64 M, i64 N, i64 K, floa
   convert(A, a_rows, a_cols, lda, bf16_a_.data());
   convert(B, b_rows, b_cols, ldb, bf16_b_.data());
 
-  using dnnl::memory;
-  const Bf16Key key{trans_a, trans_b, M, N, K, ldc, alpha, beta};
-  auto& slot = bf16_cache_[key];
-  if (!slot) {
-    auto mm = std::make_shared<Bf16Matmul>();
-    const memory::dims a_strides = trans_a ? memory::dims{1, M} : memory::dims{K, 1};
-    const memory::dims b_strides = trans_b ? memory::dims{1, K} : memory::dims{N, 1};
-    mm->a = memory::desc({M, K}, memory::data_type::bf16, a_strides);
-    mm->b = memory::desc({K, N}, memory::data_type::bf16, b_strides);
-    mm->c = memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
-    dnnl::primitive_attr attr;
-    if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
-    if (beta != 0.0f) {
-      dnnl::post_ops po;
-      po.append_sum(beta);
-      attr.set_post_ops(po);
-    }
-    try {
-      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(mm->a, mm->b, mm->c), attr, mm->engine);
-      mm->prim = dnnl::matmul(pd);
-    } catch (const dnnl::error& e) {
-      fail(str_cat("oneDNN bf16 matmul unavailable for M=", M, " N=", N, " K=", K, ": ", e.what()));
-    }
-    slot = mm;
-  }
-  dnnl::memory am(slot->a, slot->engine, bf16_a_.data());
-  dnnl::memory bm(slot->b, slot->engine, bf16_b_.data());
-  dnnl::memory cm(slot->c, slot->engine, C);
-  slot->prim.execute(slot->stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-  slot->stream.wait();
+  matmul_.run(MatmulInput::kBF16, trans_a, trans_b, M, N, K, alpha, bf16_a_.data(), a_cols, bf16_b_.data(), b_cols,
+              beta, C, ldc);
 }
 
 }  // namespace palm
