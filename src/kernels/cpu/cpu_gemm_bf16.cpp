@@ -4,24 +4,14 @@
 // expressed as strides, which the brgemm kernels take without a reference fallback.
 #include <omp.h>
 
-#include <cstring>
-
 #include "base/check.h"
+#include "kernels/cpu/bf16.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_matmul.h"
 
 namespace palm {
 
 namespace {
-
-// Round to nearest even; NaN stays NaN (quiet bit forced).
-inline std::uint16_t to_bf16(float f) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  const std::uint32_t rounded = bits + 0x7FFFu + ((bits >> 16) & 1u);
-  const bool nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
-  return static_cast<std::uint16_t>(nan ? (bits >> 16) | 0x40u : rounded >> 16);
-}
 
 // rows x cols of src (row stride ld) into a dense bf16 copy.
 void convert(const float* src, i64 rows, i64 cols, i64 ld, std::uint16_t* dst) {

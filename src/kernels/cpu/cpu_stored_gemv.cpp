@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/check.h"
+#include "kernels/cpu/bf16.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_stored_avx512.h"
 
@@ -18,13 +19,6 @@ namespace palm {
 namespace {
 
 constexpr i64 kMaxRows = 64;  // input rows per pass over the weights
-
-inline float bf16_to_f32(std::uint16_t h) {
-  const std::uint32_t bits = std::uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
 
 // Three or more input rows: each thread widens a tile of weight rows to fp32 (it stays in
 // L2) and multiplies it with all input rows by oneDNN's sgemm on that thread, so the
