@@ -21,15 +21,16 @@ bundle=.gpu
 pack() {
   set -e
   make build-cuda >/dev/null
-  cmake --build build-cuda --target test_kernels test_backend_ops test_model >/dev/null
+  cmake --build build-cuda --target test_kernels test_backend_ops test_model test_device_comm >/dev/null
   rm -rf "$bundle" && mkdir -p "$bundle/bin" "$bundle/lib"
   trap 'rm -rf "$bundle/bin" "$bundle/lib"' EXIT
   cp build-cuda/palm build-cuda/tests/test_kernels build-cuda/tests/test_backend_ops build-cuda/tests/test_model \
+    build-cuda/tests/test_device_comm \
     "$bundle/bin/"
   # every library the binaries load, except the C library, the C++ runtime (the GPU
   # machine's is newer; ours would shadow it for PyTorch) and cuBLAS (the machine's CUDA 13)
   for b in "$bundle"/bin/*; do ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
-    grep -Ev '/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+|libcublas|libcublasLt)\.so' |
+    grep -Ev '/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+|libcublas|libcublasLt|libnccl)\.so' |
     while read -r lib; do cp -L "$lib" "$bundle/lib/"; done
   strip --strip-unneeded "$bundle"/bin/* "$bundle"/lib/* 2>/dev/null || true
   # the data: the default corpus's first 2 MB, its own 8000-piece vocabulary
@@ -51,7 +52,11 @@ run() {
   cublas_dir=$(python3 -c 'import nvidia.cu13, os; print(os.path.join(os.path.dirname(nvidia.cu13.__file__), "lib"))' \
     2>/dev/null || python3 -c 'import nvidia.cublas, os; print(os.path.join(os.path.dirname(nvidia.cublas.__file__), "lib"))' \
     2>/dev/null || true)
-  export LD_LIBRARY_PATH="$unpacked/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${cublas_dir}:${LD_LIBRARY_PATH:-}"
+  # NCCL (218 MB: not carried) from the machine's toolkit or PyTorch's nvidia-nccl wheel
+  local nccl_dir
+  nccl_dir=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(os.path.dirname(nvidia.nccl.__file__), "lib"))' \
+    2>/dev/null || true)
+  export LD_LIBRARY_PATH="$unpacked/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${cublas_dir}:${nccl_dir}:${LD_LIBRARY_PATH:-}"
   export PALM_TORCH_PYTHON=$(command -v python3) PALM_SOURCE_DIR=$PWD
   say() { printf '%s\n' "$*" | tee -a "$report"; }
   : >"$report"
@@ -64,7 +69,7 @@ run() {
 
   say "## Tests on CUDA (every op against the double references; the model against PyTorch)"
   local t
-  for t in test_kernels test_backend_ops test_model; do
+  for t in test_kernels test_backend_ops test_model test_device_comm; do
     timeout 180 "$unpacked/bin/$t" --gtest_filter='*cuda*' >"$out/$t.log" 2>&1
     say "- $t: exit $? -- $(grep -E '^\[  (PASSED|FAILED)  \]|tests? ran' "$out/$t.log" | tr '\n' ' ')"
     # the CUDA cases exist only where the device is usable: none ran is a failure, not a pass
@@ -97,6 +102,16 @@ for run in ("cuda", "cuda_bf16"):
     print(f"- {run} vs cpu fp32: {len(steps)} steps, max relative loss difference {worst:.2e}; "
           f"step {steps[-1]}: {got[steps[-1]]:.5f} vs {cpu[steps[-1]]:.5f}")
 PY
+
+  say "## The same 50 steps with the gradients through NCCL (one rank) and through MPI staged via the host"
+  for t in nccl mpi; do
+    PALM_COMM=$t timeout 120 "$palm" --backend "$dev" "${common[@]}" --steps 50 --out "$work/cuda_$t" >"$out/train_cuda_$t.log" 2>&1
+    if cmp -s "$work/cuda/checkpoints/step-50/model.safetensors" "$work/cuda_$t/checkpoints/step-50/model.safetensors"; then
+      say "- PALM_COMM=$t: step-50 weights identical to the plain CUDA run (cmp)"
+    else
+      say "- PALM_COMM=$t: step-50 weights DIFFER or missing (see train_cuda_$t.log)"
+    fi
+  done
 
   say "## Resume on CUDA is bitwise (50 straight vs 25 + resume)"
   timeout 120 "$palm" --backend "$dev" "${common[@]}" --steps 25 --out "$work/cuda_resume" >"$out/resume.log" 2>&1

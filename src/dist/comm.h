@@ -39,4 +39,11 @@ std::unique_ptr<Comm> make_local_comm();
 std::unique_ptr<Comm> make_world_comm();
 bool launched_by_mpirun();
 
+// All processes of the job, for ranks whose buffers are GPU memory: NCCL on the device
+// buffers (PALM_COMM=nccl, the default; bootstrapped over MPI), or MPI with the buffers
+// staged through the host (PALM_COMM=mpi: any number of ranks per GPU). Host pointers are
+// accepted too. One process: local unless PALM_COMM is set. Only in a CUDA build
+// (dist/nccl_comm.cpp).
+std::unique_ptr<Comm> make_device_world_comm();
+
 }  // namespace palm

@@ -34,4 +34,10 @@ class LocalComm final : public Comm {
 
 std::unique_ptr<Comm> make_local_comm() { return std::make_unique<LocalComm>(); }
 
+#ifndef PALM_WITH_NCCL
+std::unique_ptr<Comm> make_device_world_comm() {
+  fail("GPU ranks need NCCL or CUDA-staged MPI: this palm was built without CUDA (make build-cuda)");
+}
+#endif
+
 }  // namespace palm

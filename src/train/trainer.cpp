@@ -243,7 +243,8 @@ TrainingRun::TrainingRun(TrainOptions o, bool resume)
       micro_(o_.batch_size / o_.grad_accum),
       loader_(o_.data, o_.seq_len, o_.seed),
       be_(make_backend()),
-      mesh_(make_world_comm(), o_.tp, o_.pods) {
+      // a GPU rank's gradients and weights are device memory: NCCL (or MPI staged through the host)
+      mesh_(be_->name() == "cuda" ? make_device_world_comm() : make_world_comm(), o_.tp, o_.pods) {
   for (const auto& [from, b] : ramp_.points)
     PALM_CHECK(b % micro_ == 0, "--batch-ramp batch ", b, " is not a multiple of the micro-batch ", micro_);
   o_ = validated(std::move(o_), loader_);

@@ -49,6 +49,9 @@ std::unique_ptr<Backend> make_cuda_backend() {
     PALM_CHECK(end != s && *end == '\0' && d >= 0 && d < n, "PALM_CUDA_DEVICE=", s, ": not a device index in [0, ",
                n, ")");
     device = int(d);
+  } else if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK")) {
+    // one GPU per rank on a host (mpirun): rank i takes device i mod the device count
+    device = int(std::strtol(local, nullptr, 10) % n);
   }
   return std::make_unique<cuda::CudaBackend>(device);
 }
