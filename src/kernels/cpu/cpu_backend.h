@@ -87,6 +87,12 @@ class CpuBackend : public Backend {
   void quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int8_t* q, float* scales) override;
 
  private:
+  // RoPE's cos/sin per position, shared by every call with the same base and head dim
+  std::shared_ptr<const std::vector<float>> rope_table(float base, i64 K, i64 rows);
+  std::mutex rope_mu_;
+  std::shared_ptr<const std::vector<float>> rope_table_;
+  float rope_base_ = 0;
+  i64 rope_k_ = 0, rope_rows_ = 0;
   // bf16 operand copies reused across calls (no per-step allocation)
   std::mutex bf16_mu_;
   std::vector<std::uint16_t> bf16_a_, bf16_b_;

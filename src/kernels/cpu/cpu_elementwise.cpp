@@ -75,32 +75,47 @@ void CpuBackend::layernorm_bwd_acc(const float* dy, const float* x, const float*
 namespace {
 
 constexpr i64 kMaxRopeHalf = 512;
+constexpr i64 kRopeTablePositions = 1 << 16;  // positions kept in the table (beyond: computed per row)
 
-// Rotates each head's pairs (i, i + K/2) by sign * t * base^(-2i/K). The angle is formed
-// in double so long positions keep full float accuracy.
-void rope_rotate(const float* in, i64 ld_in, float* out, i64 ld_out, i64 N, i64 T, i64 heads,
-                 i64 K, float base, float sign, const std::int32_t* positions = nullptr) {
+// cos and sin of t * base^(-2i/K) for one row, formed in double so long positions keep
+// full float accuracy.
+void rope_angles(double t, const double* freq, i64 half, float* cs, float* sn) {
+  for (i64 i = 0; i < half; ++i) {
+    const double angle = t * freq[i];
+    cs[i] = float(std::cos(angle));
+    sn[i] = float(std::sin(angle));
+  }
+}
+
+// Rotates each head's pairs (i, i + K/2) by sign * t * base^(-2i/K). Row t of `table`
+// (K floats: K/2 cosines, then K/2 sines) holds position t's angles where t < table_rows.
+void rope_rotate(const float* in, i64 ld_in, float* out, i64 ld_out, i64 N, i64 T, i64 heads, i64 K, float base,
+                 float sign, const float* table, i64 table_rows, const std::int32_t* positions = nullptr) {
   const i64 half = K / 2;
   PALM_ASSERT(half <= kMaxRopeHalf);  // validate() bounds head_dim
+  double freq[kMaxRopeHalf];
+  for (i64 i = 0; i < half; ++i) freq[i] = std::pow(double(base), -2.0 * double(i) / double(K));
 #pragma omp parallel
   {
-    float cs[kMaxRopeHalf], sn[kMaxRopeHalf];  // per-thread tables, no allocation
+    float own[2 * kMaxRopeHalf];  // per-thread angles for positions past the table
 #pragma omp for schedule(static)
     for (i64 n = 0; n < N; ++n) {
-      const double t = positions ? double(positions[n]) : double(n % T);
-      for (i64 i = 0; i < half; ++i) {
-        const double angle = t * std::pow(double(base), -2.0 * double(i) / double(K));
-        cs[i] = float(std::cos(angle));
-        sn[i] = sign * float(std::sin(angle));
+      const i64 t = positions ? i64(positions[n]) : n % T;
+      const float* cs = own;
+      if (t < table_rows) {
+        cs = table + t * K;
+      } else {
+        rope_angles(double(t), freq, half, own, own + half);
       }
+      const float* sn = cs + half;
       for (i64 h = 0; h < heads; ++h) {
         const float* a = in + n * ld_in + h * K;
         float* b = out + n * ld_out + h * K;
 #pragma omp simd
         for (i64 i = 0; i < half; ++i) {
-          const float x1 = a[i], x2 = a[i + half];
-          b[i] = x1 * cs[i] - x2 * sn[i];
-          b[i + half] = x2 * cs[i] + x1 * sn[i];
+          const float x1 = a[i], x2 = a[i + half], s = sign * sn[i];
+          b[i] = x1 * cs[i] - x2 * s;
+          b[i + half] = x2 * cs[i] + x1 * s;
         }
       }
     }
@@ -109,20 +124,47 @@ void rope_rotate(const float* in, i64 ld_in, float* out, i64 ld_out, i64 N, i64 
 
 }  // namespace
 
+// The angles of positions 0..rows-1 (at most kRopeTablePositions), computed once per
+// (base, K) and grown on demand: every layer's q and k, forward and backward, reuse them
+// (recomputing them per call was most of RoPE's time in a prefill).
+std::shared_ptr<const std::vector<float>> CpuBackend::rope_table(float base, i64 K, i64 rows) {
+  rows = std::min(rows, kRopeTablePositions);
+  std::lock_guard<std::mutex> lock(rope_mu_);
+  if (rope_table_ && rope_base_ == base && rope_k_ == K && rope_rows_ >= rows) return rope_table_;
+  if (rope_base_ == base && rope_k_ == K) rows = std::min(kRopeTablePositions, std::max(rows, 2 * rope_rows_));
+  const i64 half = K / 2;
+  double freq[kMaxRopeHalf];
+  for (i64 i = 0; i < half; ++i) freq[i] = std::pow(double(base), -2.0 * double(i) / double(K));
+  auto table = std::make_shared<std::vector<float>>(std::size_t(rows * K));
+  float* d = table->data();
+#pragma omp parallel for schedule(static)
+  for (i64 t = 0; t < rows; ++t) rope_angles(double(t), freq, half, d + t * K, d + t * K + half);
+  rope_table_ = table;
+  rope_base_ = base;
+  rope_k_ = K;
+  rope_rows_ = rows;
+  return rope_table_;
+}
+
 void CpuBackend::rope_fwd(const float* in, i64 ld_in, float* out, i64 ld_out, i64 N, i64 T,
                           i64 heads, i64 K, float base) {
-  rope_rotate(in, ld_in, out, ld_out, N, T, heads, K, base, 1.0f);
+  const auto table = rope_table(base, K, std::min(N, T));
+  rope_rotate(in, ld_in, out, ld_out, N, T, heads, K, base, 1.0f, table->data(), i64(table->size()) / K);
 }
 
 void CpuBackend::rope_fwd_at(const float* in, i64 ld_in, float* out, i64 ld_out, i64 N,
                              const std::int32_t* positions, i64 heads, i64 K, float base) {
-  rope_rotate(in, ld_in, out, ld_out, N, 1, heads, K, base, 1.0f, positions);
+  i64 last = 0;
+  for (i64 n = 0; n < N; ++n) last = std::max(last, i64(positions[n]));
+  const auto table = rope_table(base, K, last + 1);
+  rope_rotate(in, ld_in, out, ld_out, N, 1, heads, K, base, 1.0f, table->data(), i64(table->size()) / K, positions);
 }
 
 void CpuBackend::rope_bwd(const float* dout, i64 ld_dout, float* din, i64 ld_din, i64 N,
                           i64 T, i64 heads, i64 K, float base) {
   // The rotation is orthogonal: its transpose is the rotation by -angle.
-  rope_rotate(dout, ld_dout, din, ld_din, N, T, heads, K, base, -1.0f);
+  const auto table = rope_table(base, K, std::min(N, T));
+  rope_rotate(dout, ld_dout, din, ld_din, N, T, heads, K, base, -1.0f, table->data(), i64(table->size()) / K);
 }
 
 void CpuBackend::swiglu_fwd(const float* gate, const float* up, i64 ld_in, float* act, i64 N,
