@@ -5,7 +5,8 @@
 //  - DeviceStagedComm: a host transport (MPI) with device buffers copied to the host and
 //    back around each collective: slower, but it runs any number of ranks on one GPU (the
 //    lent test machine has one) and gives the MPI ranks' bits.
-// Both are synchronous, as the Comm interface: all work queued on the device is waited
+// Both are synchronous, as the Comm interface: all work queued on the rank's device (the
+// one current when the comm was made; each call makes it current on the calling thread) is waited
 // for first (the backend's stream is not visible here), then the collective runs on this
 // comm's own stream and is waited for. Host pointers (scalars, norms) are accepted too:
 // each pointer's kind is asked of the runtime and host data goes through a device copy.
@@ -81,7 +82,8 @@ template <> ncclDataType_t nccl_type<std::int64_t>() { return ncclInt64; }
 
 class NcclComm final : public Comm {
  public:
-  NcclComm(ncclComm_t c) : c_(c) {
+  explicit NcclComm(ncclComm_t c) : c_(c) {
+    cuda_ok(cudaGetDevice(&device_), "cudaGetDevice");
     nccl_ok(ncclCommUserRank(c_, &rank_), "ncclCommUserRank");
     nccl_ok(ncclCommCount(c_, &size_), "ncclCommCount");
     cuda_ok(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -133,6 +135,7 @@ class NcclComm final : public Comm {
     all_reduce(&one, 1, ncclSum);
   }
   std::unique_ptr<Comm> split(int color, int key) override {
+    cuda_ok(cudaSetDevice(device_), "cudaSetDevice");
     cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     ncclComm_t sub = nullptr;
     nccl_ok(ncclCommSplit(c_, color, key, &sub, nullptr), "ncclCommSplit");
@@ -151,6 +154,8 @@ class NcclComm final : public Comm {
   // staging host buffers through device memory, and waits for it.
   template <typename T, typename F>
   void run_io(const T* in, std::int64_t n_in, T* out, std::int64_t n_out, F f) {
+    // the calling thread (the trainer's reduce thread, say) may have another current device
+    cuda_ok(cudaSetDevice(device_), "cudaSetDevice");
     cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");  // the producers of `in`
     const std::size_t in_bytes = sizeof(T) * std::size_t(n_in), out_bytes = sizeof(T) * std::size_t(n_out);
     const bool in_dev = on_device(in), out_dev = n_out == 0 || on_device(out);
@@ -171,6 +176,7 @@ class NcclComm final : public Comm {
     if (!out_dev) cuda_ok(cudaMemcpy(out, dout, out_bytes, cudaMemcpyDeviceToHost), "cudaMemcpy to the host");
   }
   ncclComm_t c_;
+  int device_ = 0;
   int rank_ = 0, size_ = 1;
   cudaStream_t stream_ = nullptr;
   Staging staging_;
@@ -180,7 +186,9 @@ class NcclComm final : public Comm {
 // inner comm runs, and device results are copied back.
 class DeviceStagedComm final : public Comm {
  public:
-  explicit DeviceStagedComm(std::unique_ptr<Comm> inner) : inner_(std::move(inner)) {}
+  explicit DeviceStagedComm(std::unique_ptr<Comm> inner) : inner_(std::move(inner)) {
+    cuda_ok(cudaGetDevice(&device_), "cudaGetDevice");
+  }
   int rank() const override { return inner_->rank(); }
   int size() const override { return inner_->size(); }
   void all_reduce_sum(float* d, std::int64_t n) override { inout(d, n, [&](float* h) { inner_->all_reduce_sum(h, n); }); }
@@ -219,6 +227,7 @@ class DeviceStagedComm final : public Comm {
   void inout(T* d, std::int64_t n, F f) {
     if (!on_device(d)) return f(d);
     T* h = static_cast<T*>(a_.host(sizeof(T) * std::size_t(n)));
+    cuda_ok(cudaSetDevice(device_), "cudaSetDevice");
     cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     cuda_ok(cudaMemcpy(h, d, sizeof(T) * std::size_t(n), cudaMemcpyDeviceToHost), "cudaMemcpy to the host");
     f(h);
@@ -227,6 +236,7 @@ class DeviceStagedComm final : public Comm {
   const float* to_host(const float* d, std::int64_t n, Staging& s) {
     if (!on_device(d)) return d;
     float* h = static_cast<float*>(s.host(sizeof(float) * std::size_t(n)));
+    cuda_ok(cudaSetDevice(device_), "cudaSetDevice");
     cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     cuda_ok(cudaMemcpy(h, d, sizeof(float) * std::size_t(n), cudaMemcpyDeviceToHost), "cudaMemcpy to the host");
     return h;
@@ -238,6 +248,7 @@ class DeviceStagedComm final : public Comm {
     if (d != h) cuda_ok(cudaMemcpy(d, h, sizeof(float) * std::size_t(n), cudaMemcpyHostToDevice), "cudaMemcpy to the device");
   }
   std::unique_ptr<Comm> inner_;
+  int device_ = 0;
   Staging a_, b_;
 };
 
