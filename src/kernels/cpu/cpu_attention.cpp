@@ -41,7 +41,8 @@ void CpuBackend::attention_fwd(const float* q, const float* k, const float* v, i
   const i64 nc = chunks_of(T);
 #pragma omp parallel for schedule(dynamic)
   for (i64 item = 0; item < B * nc; ++item) {
-    const i64 b = item / nc, c = item % nc;
+    // the last chunks (the most keys) first, so the threads finish together
+    const i64 b = item / nc, c = nc - 1 - item % nc;
     const i64 t0 = c * kChunk, t1 = std::min(T, t0 + kChunk);
     const i64 rows = (t1 - t0) * H;
     const float* qb = q + (b * T + t0) * H * K;  // [rows, K]
