@@ -134,7 +134,7 @@ void run_bench_generate(const BenchGenOptions& o) {
   // Stored weight formats: the bytes per token, speed, and the logprob change they cause.
   struct FormatResult {
     std::string name;
-    double bytes, b1 = 0, b16, mean_dlogprob = 0, max_dlogprob = 0;
+    double bytes, b1 = 0, b16, mean_dlogprob = 0, max_dlogprob = 0, mean_dlogprob16 = 0, max_dlogprob16 = 0;
   };
   std::vector<FormatResult> formats;
   std::vector<std::unique_ptr<DecodeWeights>> stores;
@@ -178,30 +178,47 @@ void run_bench_generate(const BenchGenOptions& o) {
       }
     llama_engine = lc.engine();
   }
-  std::vector<std::int32_t> probe(64);
+  // Quality: teacher-forced decode of random probes through each format, against the
+  // fp32 GEMM decode of the same batch, at batch 1 and at batch 16 (from 3 rows on the
+  // stored bf16 and int8 products run other kernels than at batch 1).
+  constexpr std::size_t kProbeTokens = 64;
+  std::vector<std::int32_t> probe(16 * kProbeTokens);
   for (auto& t : probe) t = std::int32_t(rng() % c.vocab_size);
-  auto logprobs = [&](const DecodeWeights* dw) {  // teacher-forced decode of `probe`
-    KvCache cache(*be, c, std::int64_t(probe.size()));
-    DecodeScratch s(*be, c, 1);
-    std::vector<KvCache*> one = {&cache};
-    std::vector<float> lg(std::size_t(c.vocab_size));
+  auto logprobs = [&](const DecodeWeights* dw, std::int64_t batch) {  // [step][sequence]
+    std::vector<std::unique_ptr<KvCache>> caches;
+    std::vector<KvCache*> ptrs;
+    for (std::int64_t i = 0; i < batch; ++i) {
+      caches.push_back(std::make_unique<KvCache>(*be, c, std::int64_t(kProbeTokens)));
+      ptrs.push_back(caches.back().get());
+    }
+    DecodeScratch s(*be, c, batch);
+    std::vector<float> lg(std::size_t(batch * c.vocab_size));
+    std::vector<std::int32_t> tok(static_cast<std::size_t>(batch));
     std::vector<double> out;
-    for (std::size_t t = 0; t + 1 < probe.size(); ++t) {
-      decode_step(*cpu, w, one, &probe[t], lg.data(), s, dw);
-      double mx = lg[0], z = 0;
-      for (float v : lg) mx = std::max(mx, double(v));
-      for (float v : lg) z += std::exp(double(v) - mx);
-      out.push_back(double(lg[probe[t + 1]]) - mx - std::log(z));
+    for (std::size_t t = 0; t + 1 < kProbeTokens; ++t) {
+      for (std::int64_t i = 0; i < batch; ++i) tok[std::size_t(i)] = probe[std::size_t(i) * kProbeTokens + t];
+      decode_step(*cpu, w, ptrs, tok.data(), lg.data(), s, dw);
+      for (std::int64_t i = 0; i < batch; ++i) {
+        const float* l = lg.data() + i * c.vocab_size;
+        double mx = l[0], z = 0;
+        for (std::int64_t v = 0; v < c.vocab_size; ++v) mx = std::max(mx, double(l[v]));
+        for (std::int64_t v = 0; v < c.vocab_size; ++v) z += std::exp(double(l[v]) - mx);
+        out.push_back(double(l[probe[std::size_t(i) * kProbeTokens + t + 1]]) - mx - std::log(z));
+      }
     }
     return out;
   };
-  const std::vector<double> ref_lp = logprobs(nullptr);
-  for (std::size_t i = 0; i < stores.size(); ++i) {
-    FormatResult& f = formats[i];
-    const auto lp = logprobs(stores[i].get());
-    for (std::size_t t = 0; t < lp.size(); ++t) {
-      f.mean_dlogprob += std::abs(lp[t] - ref_lp[t]) / double(lp.size());
-      f.max_dlogprob = std::max(f.max_dlogprob, std::abs(lp[t] - ref_lp[t]));
+  for (const std::int64_t batch : {1, 16}) {
+    const std::vector<double> ref_lp = logprobs(nullptr, batch);
+    for (std::size_t i = 0; i < stores.size(); ++i) {
+      FormatResult& f = formats[i];
+      const auto lp = logprobs(stores[i].get(), batch);
+      double& mean = batch == 1 ? f.mean_dlogprob : f.mean_dlogprob16;
+      double& mx = batch == 1 ? f.max_dlogprob : f.max_dlogprob16;
+      for (std::size_t t = 0; t < lp.size(); ++t) {
+        mean += std::abs(lp[t] - ref_lp[t]) / double(lp.size());
+        mx = std::max(mx, std::abs(lp[t] - ref_lp[t]));
+      }
     }
   }
   stores.clear();
@@ -227,10 +244,13 @@ void run_bench_generate(const BenchGenOptions& o) {
   fmt::print("  palm decode, batch 16 (aggregate){:8.1f} tokens/s  ({:.1f}x batch 1)\n", b16, b16 / b1);
   fmt::print("  palm prefill                     {:8.1f} tokens/s  ({:.0f} GFLOP/s: {:.0f}% of the fp32 GEMM rate, {:.0f} GFLOP/s)\n",
              prefill_tps, prefill_rate / 1e9, 100 * prefill_rate / gemm_peak, gemm_peak / 1e9);
-  fmt::print("  stored weights (palm's GEMV kernel; logprob change vs fp32 GEMM decode over 63 tokens):\n");
+  fmt::print("  stored weights (palm's GEMV kernel; logprob change vs fp32 GEMM decode, 63 tokens per sequence, at batch 1 and 16):\n");
   for (const auto& f : formats) {
-    fmt::print("    {:<5} {:7.1f} MB  floor {:6.1f}  batch 1 {:6.1f} tokens/s ({:3.0f}%)  batch 16 {:7.1f}  |dlogprob| mean {:.2e} max {:.2e}\n",
-               f.name, f.bytes / 1e6, bw / f.bytes, f.b1, 100 * f.b1 / (bw / f.bytes), f.b16, f.mean_dlogprob, f.max_dlogprob);
+    fmt::print(
+        "    {:<5} {:7.1f} MB  floor {:6.1f}  batch 1 {:6.1f} tokens/s ({:3.0f}%)  batch 16 {:7.1f}  |dlogprob| mean {:.2e} max {:.2e}"
+        "  (batch 16: {:.2e} / {:.2e})\n",
+        f.name, f.bytes / 1e6, bw / f.bytes, f.b1, 100 * f.b1 / (bw / f.bytes), f.b16, f.mean_dlogprob, f.max_dlogprob,
+        f.mean_dlogprob16, f.max_dlogprob16);
   }
   fmt::print("  KV cache per token               {:8} bytes (multi-query) vs {} (multi-head): {}x smaller\n",
              a.kv_cache_bytes_per_token_f32, a.kv_cache_bytes_per_token_mha_f32, c.n_heads);
@@ -273,7 +293,8 @@ void run_bench_generate(const BenchGenOptions& o) {
     for (const auto& f : formats) {
       j["stored_" + f.name] = {{"weight_bytes", f.bytes}, {"decode_tokens_per_s", f.b1},
                                {"decode_tokens_per_s_batch16", f.b16}, {"mean_abs_dlogprob", f.mean_dlogprob},
-                               {"max_abs_dlogprob", f.max_dlogprob}};
+                               {"max_abs_dlogprob", f.max_dlogprob},
+                               {"mean_abs_dlogprob_batch16", f.mean_dlogprob16}, {"max_abs_dlogprob_batch16", f.max_dlogprob16}};
     }
     if (!llama.empty()) {
       j["llama_cpp"]["engine"] = llama_engine;

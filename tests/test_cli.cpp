@@ -361,6 +361,27 @@ TEST_F(Cli, GenerateAgreesWithScoreAndBatchesExactly) {
   expect_error("generate --model " + m + " --prompt 'x'", "no tokenizer stored with it");
 }
 
+TEST_F(Cli, BenchGenerateMeasuresEachFormatsLogprobChangeAtBatch1And16) {
+  // From 3 rows on, the stored bf16 and int8 products run other kernels than at batch 1
+  // (bf16: activations split into two bf16; int8: the same quantization, another loop), so
+  // the bench measures the logprob change against fp32 at both batch sizes.
+  const CmdResult r = run("bench generate --preset tiny --prompt 16 --tokens 4 --no-reference --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto j = json::parse(r.out.substr(r.out.rfind("\n{") + 1), nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  auto mean = [&](const char* f, const char* key) { return j[std::string("stored_") + f][key].get<double>(); };
+  for (const char* key : {"mean_abs_dlogprob", "mean_abs_dlogprob_batch16"}) {
+    EXPECT_LT(mean("fp32", key), 1e-4) << key;  // fp32 stored weights: the same products up to summation order
+    EXPECT_GT(mean("bf16", key), 1e-5) << key;  // the weights really were rounded
+    EXPECT_LT(mean("bf16", key), 0.02) << key;  // bf16 weights change a logprob by ~2^-9 relative per weight
+    EXPECT_GT(mean("int8", key), mean("bf16", key)) << key;  // int8 rounds weights and activations coarser
+    EXPECT_LT(mean("int8", key), 0.1) << key;
+  }
+  // the batch-16 kernels round no more than batch 1's: within 2x of its change
+  for (const char* f : {"bf16", "int8"})
+    EXPECT_LT(mean(f, "mean_abs_dlogprob_batch16"), 2 * mean(f, "mean_abs_dlogprob")) << f;
+}
+
 TEST_F(Cli, LlamaCppRunsPalmsWeightsWrittenAsGguf) {
   // palm's weights as LLaMA-shaped GGUF files in f32, bf16 and q8_0, loaded and run by
   // llama.cpp itself (the npm package node-llama-cpp): its loader checks every tensor's

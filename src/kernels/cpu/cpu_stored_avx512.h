@@ -1,5 +1,6 @@
-// Decode products against int8 weights on AVX-512 VNNI (vpdpbusd): cpu_stored_avx512.cpp
-// says how, and what is rounded.
+// Decode products against int8 weights on AVX-512 VNNI (vpdpbusd) and against bf16 weights
+// for 3+ input rows on AVX512_BF16 (vdpbf16ps): cpu_stored_avx512.cpp says how, and what
+// is rounded.
 #pragma once
 #include "kernels/backend.h"
 
@@ -8,12 +9,13 @@ namespace palm {
 // int8 weights: activations are quantized per token in blocks of this many values.
 inline constexpr i64 kQuantBlock = 128;
 
-// C[b, N] = alpha * scales[n] * (X W^T) + beta * C for int8 W [N, K]; false (nothing
-// done) where this build's CPU lacks AVX-512 VNNI or the format is another.
 // Whether this build has those kernels (rows_times_stored uses them unless
 // PALM_NO_AVX512_DOT is set).
 bool stored_avx512_available();
 
+// C[b, N] = alpha * scales[n] * (X W^T) + beta * C for int8 W [N, K], or alpha * X W^T +
+// beta * C for bf16 W and b >= 3; false (nothing done) where this build's CPU lacks those
+// instructions or the case is another.
 bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFormat format, const float* scales, i64 N,
                            float alpha, float beta, float* C);
 
