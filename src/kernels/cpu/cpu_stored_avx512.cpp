@@ -51,31 +51,44 @@ struct QuantRows {
   std::vector<float> offset;    // [b]: 128 * sum over blocks of scale * sum(q)
 };
 
-void quantize_rows(const float* X, i64 b, i64 K, QuantRows& qr) {
+void size_rows(i64 b, i64 K, QuantRows& qr) {
   qr.Kp = (K + 63) / 64 * 64;
   qr.blocks = (K + kQuantBlock - 1) / kQuantBlock;
   qr.q.assign(std::size_t(b * qr.Kp), 0);
   qr.scale.assign(std::size_t(b * qr.blocks), 0.0f);
   qr.offset.assign(std::size_t(b), 0.0f);
-  for (i64 i = 0; i < b; ++i) {
-    const float* x = X + i * K;
-    double offset = 0;
-    for (i64 blk = 0; blk < qr.blocks; ++blk) {
-      const i64 k0 = blk * kQuantBlock, k1 = std::min(K, k0 + kQuantBlock);
-      float amax = 0.0f;
-      for (i64 k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(x[k]));
-      const float s = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-      std::int32_t sum = 0;
-      for (i64 k = k0; k < k1; ++k) {
-        const std::int32_t v = std::int32_t(std::nearbyint(x[k] * inv));
-        qr.q[std::size_t(i * qr.Kp + k)] = std::int8_t(std::clamp(v, -127, 127));
-        sum += qr.q[std::size_t(i * qr.Kp + k)];
-      }
-      qr.scale[std::size_t(i * qr.blocks + blk)] = s;
-      offset += 128.0 * double(s) * double(sum);
+}
+
+inline __mmask16 tail_mask16(i64 n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
+
+// Row i of X into qr (sized by size_rows). Vectorized; the same arithmetic as the scalar
+// definition: amax ignores NaN as std::max does, q = nearbyint(x * (127 / amax)) (the
+// default rounding, to nearest even) clamped to +-127.
+void quantize_row(const float* X, i64 i, i64 K, QuantRows& qr) {
+  const float* x = X + i * K;
+  std::int8_t* q = qr.q.data() + i * qr.Kp;
+  double offset = 0;
+  for (i64 blk = 0; blk < qr.blocks; ++blk) {
+    const i64 k0 = blk * kQuantBlock, n = std::min(K - k0, kQuantBlock);
+    __m512 vmax = _mm512_setzero_ps();
+    for (i64 j = 0; j < n; j += 16)  // max(|x|, m) keeps m where |x| is NaN
+      vmax = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(tail_mask16(n - j), x + k0 + j)), vmax);
+    const float amax = _mm512_reduce_max_ps(vmax);
+    const float s = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const __m512 vinv = _mm512_set1_ps(inv);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    __m512i vsum = _mm512_setzero_si512();
+    for (i64 j = 0; j < n; j += 16) {
+      const __mmask16 m = tail_mask16(n - j);
+      __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + k0 + j), vinv));
+      v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+      _mm512_mask_cvtepi32_storeu_epi8(q + k0 + j, m, v);
+      vsum = _mm512_add_epi32(vsum, v);  // the masked-off lanes are 0
     }
-    qr.offset[std::size_t(i)] = float(offset);
+    qr.scale[std::size_t(i * qr.blocks + blk)] = s;
+    offset += 128.0 * double(s) * double(_mm512_reduce_add_epi32(vsum));
   }
+  qr.offset[std::size_t(i)] = float(offset);
 }
 
 template <int R>
@@ -243,15 +256,21 @@ bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFo
                            float alpha, float beta, float* C) {
   if (format == WeightFormat::kInt8) {
     QuantRows qr;
-    quantize_rows(X, b, K, qr);
+    size_rows(b, K, qr);
     const auto* Wq = static_cast<const std::int8_t*>(W);
-#pragma omp parallel for schedule(static)
-    for (i64 n = 0; n < N; ++n) {
-      float dots[kGroup];
-      by_groups(b, [&]<int R>(i64 r0) {
-        int8_rows<R>(Wq + n * K, K, qr, r0, dots, r0 == 0 && n + 4 < N ? Wq + (n + 4) * K : nullptr);
-        store(C, N, n, r0, R, dots, alpha * scales[n], beta);
-      });
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+      for (i64 i = 0; i < b; ++i) quantize_row(X, i, K, qr);
+      // (the loop's barrier: every row is quantized before any product)
+#pragma omp for schedule(static)
+      for (i64 n = 0; n < N; ++n) {
+        float dots[kGroup];
+        by_groups(b, [&]<int R>(i64 r0) {
+          int8_rows<R>(Wq + n * K, K, qr, r0, dots, r0 == 0 && n + 4 < N ? Wq + (n + 4) * K : nullptr);
+          store(C, N, n, r0, R, dots, alpha * scales[n], beta);
+        });
+      }
     }
     return true;
   }
