@@ -442,6 +442,14 @@ TEST_P(AttentionShapes, ForwardAndFiniteDifferences) {
     for (i64 e = 0; e < K; ++e) k[n * K + e] = kv[n * ld + e], v[n * K + e] = kv[n * ld + K + e];
   const Vec qd = to_d(q);
   expect_close(o, ref::attention(qd, k, v, B, T, H, K), 1e-5, "attention_fwd");
+  {  // inference: nothing saved (the CPU keeps its scores per thread and folds the sums)
+    std::vector<float> o2(N * H * K, 7.0f);
+    Mirror d2(*be);
+    const float* kv2 = d2.in(kv);
+    be->attention_fwd(d2.in(q), kv2, kv2 + K, ld, nullptr, d2.out(o2), B, T, H, K);
+    d2.back();
+    expect_close(o2, ref::attention(qd, k, v, B, T, H, K), 1e-5, "attention_fwd without saved");
+  }
 
   auto dout = rand_vec(N * H * K, 18);
   std::vector<float> dq(N * H * K), dk(N * K), dkv(N * ld, 9.0f);

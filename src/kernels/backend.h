@@ -110,7 +110,8 @@ class Backend {
   // q [B*T, H*K] (contiguous), k and v: [B*T, K] rows at stride ld_kv, shared by all
   // heads; o [B*T, H*K]. `saved` (attention_saved_floats(B, T, H) floats) keeps what the
   // backward needs: the CPU keeps the softmax [B, T*H, T]; a fused (flash) kernel keeps
-  // only each query row's log-sum-exp [B*T*H] and recomputes the rest.
+  // only each query row's log-sum-exp [B*T*H] and recomputes the rest. `saved` is null
+  // where no backward follows (inference): nothing is kept.
   virtual void attention_fwd(const float* q, const float* k, const float* v, i64 ld_kv,
                              float* saved, float* o, i64 B, i64 T, i64 H, i64 K) = 0;
   virtual i64 attention_saved_floats(i64 B, i64 T, i64 H) const = 0;

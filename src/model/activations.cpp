@@ -27,7 +27,8 @@ std::int64_t Activations::plan_floats(const Backend& backend, const ModelConfig&
     a.rstd = take(N);
     a.u = take(N * E);
     a.q = take(N * H * K);
-    a.attn_saved = take(backend.attention_saved_floats(p.B, p.T, H));
+    // only a backward reads it (the CPU's softmax is H T^2 floats per sequence and layer)
+    a.attn_saved = p.training ? take(backend.attention_saved_floats(p.B, p.T, H)) : nullptr;
     a.att = take(N * H * K);
     a.act = take(N * F);
     if (out) out->layers.push_back(a);

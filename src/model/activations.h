@@ -21,7 +21,7 @@ struct LayerActs {
   float* rstd;   // [N]
   float* u;      // [N, E]     h W_in^T; the k columns hold RoPE(k) after the forward
   float* q;      // [N, H*K]   RoPE(q)
-  float* attn_saved;  // what attention_fwd keeps for the backward (the CPU: softmax [B, T*H, T])
+  float* attn_saved;  // what attention_fwd keeps for the backward (the CPU: softmax [B, T*H, T]); null without training
   float* att;    // [N, H*K]   attention output (heads concatenated)
   float* act;    // [N, F]     swish(gate) * up
 };

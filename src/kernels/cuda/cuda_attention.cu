@@ -118,7 +118,7 @@ __global__ void flash_forward(const float* q, const float* k, const float* v, i6
     const i64 r = idx / K, e = idx % K;
     if (R0 + r < s.RT) o[(b * s.RT + R0 + r) * K + e] = Os[idx] / l[r];
   }
-  if (int(threadIdx.x) < tile && R0 + threadIdx.x < s.RT)
+  if (lse && int(threadIdx.x) < tile && R0 + threadIdx.x < s.RT)  // null: inference keeps nothing
     lse[b * s.RT + R0 + threadIdx.x] = m[threadIdx.x] + logf(l[threadIdx.x]);
 }
 
