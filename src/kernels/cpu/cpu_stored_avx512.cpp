@@ -121,11 +121,8 @@ void int8_rows(const std::int8_t* w, i64 K, const QuantRows& qr, i64 r0, float* 
     const __m512i w1 = two ? load(k + 64) : _mm512_setzero_si512();
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      // two independent sums, joined before the conversion
       __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, _mm512_loadu_si512(q + r * Kp + k));
-      const __m512i d1 = two ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), w1, _mm512_loadu_si512(q + r * Kp + k + 64))
-                             : _mm512_setzero_si512();
-      d0 = _mm512_add_epi32(d0, d1);
+      if (two) d0 = _mm512_dpbusd_epi32(d0, w1, _mm512_loadu_si512(q + r * Kp + k + 64));
       acc[r][u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_set1_ps(scale[r * blocks + blk]), acc[r][u]);
     }
   }
