@@ -4,6 +4,8 @@
 // expressed as strides, which the brgemm kernels take without a reference fallback.
 #include <omp.h>
 
+#include <algorithm>
+
 #include "base/check.h"
 #include "kernels/cpu/bf16.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -40,8 +42,18 @@ void CpuBackend::gemm_bf16(bool trans_a, bool trans_b, i64 M, i64 N, i64 K, floa
   convert(A, a_rows, a_cols, lda, bf16_a_.data());
   convert(B, b_rows, b_cols, ldb, bf16_b_.data());
 
-  matmul_.run(MatmulInput::kBF16, trans_a, trans_b, M, N, K, alpha, bf16_a_.data(), a_cols, bf16_b_.data(), b_cols,
-              beta, C, ldc);
+  // With A transposed (training's weight gradients, dY^T X), oneDNN's matmul ran 550-690
+  // GFLOP/s at 4,736-32,000 rows of C on this machine but 840-880 on the same products in
+  // blocks of 2,048 rows (a probe; docs/PERFORMANCE.md), so those run as row blocks.
+  constexpr i64 kRowBlock = 2048;
+  const i64 block = trans_a ? kRowBlock : M;
+  for (i64 m0 = 0; m0 < M; m0 += block) {
+    const i64 rows = std::min(block, M - m0);
+    // A's rows m0.. are columns of the stored [K, M] copy when transposed
+    const std::uint16_t* a = bf16_a_.data() + (trans_a ? m0 : m0 * a_cols);
+    matmul_.run(MatmulInput::kBF16, trans_a, trans_b, rows, N, K, alpha, a, a_cols, bf16_b_.data(), b_cols, beta,
+                C + m0 * ldc, ldc);
+  }
 }
 
 }  // namespace palm
