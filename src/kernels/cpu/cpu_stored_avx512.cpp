@@ -7,14 +7,14 @@
 // quantized per token in blocks of kQuantBlock values (a scale per block: max |x| / 127,
 // round to nearest even), as llama.cpp's q8_0 path does; the weights' signed bytes are
 // made unsigned by adding 128 (xor 0x80), and 128 * sum(q) * scale of each block is
-// subtracted once per input row. A tile of weight rows is loaded once per group of input
-// rows and used from registers.
+// subtracted once per input row. Each weight row is loaded once per group of up to 8
+// input rows and used from registers (tiles of 2 or 4 weight rows measured no faster).
 //
 // bf16, 3+ input rows: vdpbf16ps multiplies pairs of bf16 into fp32 sums, 32 products per
 // instruction, on the weights as stored. Each activation is split into two bf16, hi =
 // bf16(x) and lo = bf16(x - hi), and both are multiplied: hi + lo carries 16 significant
-// bits, so the product differs from the exact one by ~2^-17 of |x| |w| per term, where
-// rounding x to one bf16 would cost 2^-9 (the weights' own rounding). A tile of 8 weight
+// bits: hi + lo is within 2^-18 |x| of x, so each term is off by at most 2^-18 |x| |w|,
+// where rounding x to one bf16 would cost 2^-9 (the weights' own rounding). A tile of 8 weight
 // rows meets 2 input rows at a time (16 sums in registers). At batch 1 and 2 the widening
 // in cpu_stored_gemv.cpp stays: there the weights stream from memory and the dot products
 // are not the bound (a batch-1 vdpbf16ps kernel measured no faster, docs/PERFORMANCE.md).
