@@ -154,15 +154,18 @@ TEST_P(Kernels, GemmBf16ErrorIsBf16Rounding) {
 TEST_P(Kernels, RowsTimesStoredAllFormats) {
   // bf16 and int8 weights made exactly representable, so the product is exact in double.
   // The int8 kernels may round the activations (the CPU's VNNI kernel quantizes them in
-  // blocks of kQuantBlock to max|x|/127 steps): each result must then lie within what that
-  // rounding can change, sum_k |w_k| * (the activation's largest rounding error), plus 1e-5.
+  // groups, int8_activation_group within segments of kQuantSegment, to max|x|/127 steps):
+  // each result must then lie within what that rounding can change, sum_k |w_k| * (the
+  // activation's largest rounding error), plus 1e-5.
   // The bf16 kernels may carry an activation as two bf16 (the CPU's kernel for 3+ rows):
   // hi = bf16(x) is within 2^-9 |x| of x, lo = bf16(x - hi) within 2^-9 of the remainder,
   // so hi + lo is within 2^-18 |x|, far tighter than one bf16 (2^-9, which must fail).
-  const i64 K = 329, N = 133;  // K: two quantization blocks and a partial one; N: several tiles
-  for (i64 b : {1, 2, 3, 9, 17, 70}) {
+  // K: a partial 64-byte vector and, at 4,229, two segments and part of a third; N: several
+  // tiles and a part
+  const i64 N = 133;
+  for (auto [K, b] : {std::pair<i64, i64>{329, 1}, {329, 2}, {329, 3}, {329, 9}, {329, 17}, {329, 70}, {4229, 1}, {4229, 6}}) {
     auto X = rand_vec(b * K, 50);
-    if (b > 1) X[K + 7] = 40.0f;  // an outlier: its block's other values lose precision, not other blocks'
+    if (b > 1) X[K + 7] = 40.0f;  // an outlier: its group's other values lose precision, not other groups'
     std::mt19937 g(51);
     std::uniform_int_distribution<int> d(-127, 127);
     std::vector<float> wf(N * K), scales(N);
@@ -179,25 +182,27 @@ TEST_P(Kernels, RowsTimesStoredAllFormats) {
     // the largest rounding of activation (i, k) each format's kernels may make
     std::vector<double> x_err_int8(b * K), x_err_bf16(b * K);
     for (i64 i = 0; i < b * K; ++i) x_err_bf16[i] = std::ldexp(std::abs(double(X[i])), -18) * (1 + 1e-6);
-    for (i64 i = 0; i < b; ++i)
-      for (i64 k0 = 0; k0 < K; k0 += kQuantBlock) {
-        double amax = 0;
-        for (i64 k = k0; k < std::min(K, k0 + kQuantBlock); ++k) amax = std::max(amax, std::abs(double(X[i * K + k])));
-        for (i64 k = k0; k < std::min(K, k0 + kQuantBlock); ++k) {
-          x_err_int8[i * K + k] = 0.5 * amax / 127 * (1 + 1e-6);
+    // the quantization groups of each row, as cpu_stored_avx512.h defines them
+    auto groups = [&](auto&& each_group) {
+      for (i64 s0 = 0; s0 < K; s0 += kQuantSegment)
+        for (int g = 0; g < kQuantGroups; ++g) {
+          std::vector<i64> ks;
+          for (i64 k = s0; k < std::min(K, s0 + kQuantSegment); ++k)
+            if (int8_activation_group(k - s0) == g) ks.push_back(k);
+          each_group(ks);
         }
-      }
-    // What the CPU's VNNI kernel computes, from its definition (its file's comment): the
-    // quantized activations, then the exact product in double.
-    std::vector<float> x_int8(b * K);
+    };
+    std::vector<float> x_int8(b * K);  // what the CPU's VNNI kernel multiplies, from its definition
     for (i64 i = 0; i < b; ++i)
-      for (i64 k0 = 0; k0 < K; k0 += kQuantBlock) {
-        const i64 k1 = std::min(K, k0 + kQuantBlock);
+      groups([&](const std::vector<i64>& ks) {
         float amax = 0;
-        for (i64 k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(X[i * K + k]));
-        for (i64 k = k0; k < k1; ++k)
-          x_int8[i * K + k] = (amax / 127.0f) * float(std::clamp(int(std::nearbyint(X[i * K + k] * (127.0f / amax))), -127, 127));
-      }
+        for (i64 k : ks) amax = std::max(amax, std::fabs(X[i * K + k]));
+        for (i64 k : ks) {
+          x_err_int8[i * K + k] = 0.5 * double(amax) / 127 * (1 + 1e-6);
+          x_int8[i * K + k] = amax == 0.0f ? 0.0f
+                              : (amax / 127.0f) * float(std::clamp(int(std::nearbyint(X[i * K + k] * (127.0f / amax))), -127, 127));
+        }
+      });
     const bool cpu_dot = GetParam().rfind("cpu", 0) == 0 && stored_avx512_available();
     Mirror dev(*be);
     auto check = [&](WeightFormat f, const void* W, const float* sc, double mult_of_n(i64), const std::vector<double>* x_err) {

@@ -6,8 +6,16 @@
 
 namespace palm {
 
-// int8 weights: activations are quantized per token in blocks of this many values.
-inline constexpr i64 kQuantBlock = 128;
+// int8 weights: activations are quantized per token, in segments of kQuantSegment values,
+// each split into kQuantGroups groups with a scale each (max |x| / 127 of the group). The
+// groups are strided, not contiguous: value k of a segment belongs to group
+// int8_activation_group(k), the int32 lane vpdpbusd sums it into, so a lane's sum over a
+// whole segment has one scale and is converted once. A group holds kQuantSegment /
+// kQuantGroups = 128 values (64 at K = 1024), as many as the contiguous blocks of 128 this
+// replaced.
+inline constexpr i64 kQuantSegment = 2048;
+inline constexpr i64 kQuantGroups = 16;
+constexpr int int8_activation_group(i64 k_in_segment) { return int(k_in_segment % 64 / 4); }
 
 // Whether this build has those kernels (rows_times_stored uses them unless
 // PALM_NO_AVX512_DOT is set).
