@@ -66,8 +66,7 @@ void CpuBackend::attention_fwd(const float* q, const float* k, const float* v, i
       for (i64 r = 0; r < rows; ++r) {
         const i64 t = t0 + r / H;  // keys 0..t are visible
         float* row = pb + r * ldp;
-        float mx = row[0];
-        for (i64 j = 1; j <= t; ++j) mx = std::max(mx, row[j]);
+        const float mx = max_of(row, t + 1);
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
         for (i64 j = 0; j <= t; ++j) {
@@ -197,8 +196,7 @@ void CpuBackend::attention_decode(const float* q, const float* const* cache, i64
       gemm(false, true, H, n, K, scale, q + i * H * K, K, cache[i], ld, 0.0f, scores.data(), n);
       for (i64 h = 0; h < H; ++h) {
         float* row = scores.data() + h * n;
-        float mx = row[0];
-        for (i64 j = 1; j < n; ++j) mx = std::max(mx, row[j]);
+        const float mx = max_of(row, n);
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
         for (i64 j = 0; j < n; ++j) {

@@ -205,9 +205,7 @@ void CpuBackend::xent_fwd_bwd(float* logits, const std::int32_t* targets, float*
 #pragma omp parallel for schedule(static)
   for (i64 n = 0; n < N; ++n) {
     float* row = logits + n * V;
-    float mx = row[0];
-#pragma omp simd reduction(max : mx)
-    for (i64 v = 0; v < V; ++v) mx = std::max(mx, row[v]);
+    const float mx = max_of(row, V);
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (i64 v = 0; v < V; ++v) sum += fast_exp(row[v] - mx);
