@@ -19,9 +19,12 @@
 // bf16(x) and lo = bf16(x - hi), and both are multiplied: hi + lo carries 16 significant
 // bits: hi + lo is within 2^-18 |x| of x, so each term is off by at most 2^-18 |x| |w|,
 // where rounding x to one bf16 would cost 2^-9 (the weights' own rounding). A tile of 8 weight
-// rows meets 2 input rows at a time (16 sums in registers). At batch 1 and 2 the widening
-// in cpu_stored_gemv.cpp stays: there the weights stream from memory and the dot products
-// are not the bound (a batch-1 vdpbf16ps kernel measured no faster, docs/PERFORMANCE.md).
+// rows meets 2 input rows at a time (16 sums in registers).
+//
+// fp32 and bf16, 1-2 input rows: the weights stream from memory, each used once or twice;
+// a row is widened to fp32 (exact for bf16) and summed in four FMA chains per input row,
+// so the core keeps more reads in flight than the compiler's one-chain loop did (a
+// vdpbf16ps kernel at batch 1 measured no faster than widening, docs/PERFORMANCE.md).
 #include "kernels/cpu/cpu_stored_avx512.h"
 
 #include "kernels/cpu/bf16.h"
@@ -255,6 +258,64 @@ void int8_rows(const std::int8_t* w, i64 K, const QuantRows& qr, i64 b, i64 n0, 
   }
 }
 
+// ------------------------------------------------------------------ fp32 and bf16, 1-2 input rows
+// Each weight is read from memory and used once or twice, so what bounds the product is
+// how many reads the core keeps in flight. The compiler's loop (one omp simd sum per row)
+// kept one FMA chain, whose latency filled the core's window ahead of the later loads:
+// four chains per row measured 5-15% more bytes/s at batch 1 in fp32 and bf16, paired
+// with the read probe (docs/PERFORMANCE.md). bf16 is widened exactly (its 16 bits become
+// the top of an fp32), so the sums differ from the fp32 path's only in their order.
+inline __m512 widen16(const float* w) { return _mm512_loadu_ps(w); }
+inline __m512 widen16(const std::uint16_t* w) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))), 16));
+}
+inline __m512 widen16(const float* w, __mmask16 m) { return _mm512_maskz_loadu_ps(m, w); }
+inline __m512 widen16(const std::uint16_t* w, __mmask16 m) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w)), 16));
+}
+
+// out[r] = sum_k w[k] * X[r][k] for one weight row and R (1 or 2) input rows.
+template <int R, typename T>
+void dense_rows_few(const T* w, i64 K, const float* X, float* out) {
+  __m512 acc[R][4];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_ps();
+  i64 k = 0;
+  for (; k + 64 <= K; k += 64) {
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const __m512 wv = widen16(w + k + 16 * j);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r][j] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(X + r * K + k + 16 * j), acc[r][j]);
+    }
+  }
+  for (; k < K; k += 16) {
+    const __mmask16 m = tail_mask16(K - k);
+    const __m512 wv = widen16(w + k, m);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, X + r * K + k), acc[r][0]);
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+    out[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]), _mm512_add_ps(acc[r][2], acc[r][3])));
+}
+
+template <typename T>
+void dense_product_few(const float* X, i64 b, i64 K, const T* W, i64 N, float alpha, float beta, float* C) {
+#pragma omp parallel for schedule(static)
+  for (i64 n = 0; n < N; ++n) {
+    float dots[2];
+    if (b == 2) dense_rows_few<2>(W + n * K, K, X, dots);
+    else dense_rows_few<1>(W + n * K, K, X, dots);
+    for (i64 r = 0; r < b; ++r) {
+      float& c = C[r * N + n];
+      c = alpha * dots[r] + (beta == 0.0f ? 0.0f : beta * c);
+    }
+  }
+}
+
 // ------------------------------------------------------------------ bf16
 #if defined(__AVX512BF16__)
 // Activations as bf16 halves: [2][b][Kp] (hi, then lo), K padded with zeros to Kp.
@@ -380,6 +441,14 @@ bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFo
         }
       }
     }
+    return true;
+  }
+  if (b <= 2 && format == WeightFormat::kF32) {
+    dense_product_few(X, b, K, static_cast<const float*>(W), N, alpha, beta, C);
+    return true;
+  }
+  if (b <= 2 && format == WeightFormat::kBF16) {
+    dense_product_few(X, b, K, static_cast<const std::uint16_t*>(W), N, alpha, beta, C);
     return true;
   }
 #if defined(__AVX512BF16__)

@@ -1,5 +1,6 @@
-// Decode products against int8 weights on AVX-512 VNNI (vpdpbusd) and against bf16 weights
-// for 3+ input rows on AVX512_BF16 (vdpbf16ps): cpu_stored_avx512.cpp says how, and what
+// Decode products against int8 weights on AVX-512 VNNI (vpdpbusd), against bf16 weights
+// for 3+ input rows on AVX512_BF16 (vdpbf16ps), and against fp32 or bf16 weights for 1-2
+// input rows (widened, four FMA chains per row): cpu_stored_avx512.cpp says how, and what
 // is rounded.
 #pragma once
 #include "kernels/backend.h"
@@ -22,8 +23,10 @@ constexpr int int8_activation_group(i64 k_in_segment) { return int(k_in_segment 
 bool stored_avx512_available();
 
 // C[b, N] = alpha * scales[n] * (X W^T) + beta * C for int8 W [N, K], or alpha * X W^T +
-// beta * C for bf16 W and b >= 3; false (nothing done) where this build's CPU lacks those
-// instructions or the case is another.
+// beta * C for bf16 W, and for fp32 W with b <= 2 (scales unused, as in
+// rows_times_stored); false (nothing done) where
+// this build's CPU lacks those instructions or the case is another (fp32 from 3 rows: the
+// tiled sgemm of cpu_stored_gemv.cpp).
 bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFormat format, const float* scales, i64 N,
                            float alpha, float beta, float* C);
 
