@@ -3,6 +3,7 @@
 // KV-cache decode of the same model, in one run.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -36,31 +37,61 @@ struct BenchGenOptions {
   bool no_reference = false, json = false, profile = false, llama_cpp = false;
 };
 
-// Read bandwidth: all threads summing a 1 GiB array (best of 5 passes), with 64
+// Read bandwidth: all threads summing a 1 GiB array (best of `passes`), with 64
 // independent float lanes (four vector chains): with 16 (one chain, latency-bound) the
-// probe read 50-53 GB/s where the decode kernels read 60+, a floor they "beat".
-double measure_bandwidth() {
-  const std::size_t n = std::size_t(1) << 28;  // 1 GiB of floats
-  std::vector<float> a(n, 1.0f);
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    const auto t0 = Clock::now();
-    double total = 0;
+// probe read 50-53 GB/s where the decode kernels read 60+, a floor they "beat". The array
+// is written once and kept, so a probe is cheap enough to run beside every measurement.
+class ReadProbe {
+ public:
+  ReadProbe() : a_(std::size_t(1) << 28, 1.0f) {}
+  double best_of(int passes) const {
+    const std::size_t n = a_.size();
+    const float* a = a_.data();
+    double best = 0;
+    for (int rep = 0; rep < passes; ++rep) {
+      const auto t0 = Clock::now();
+      double total = 0;
 #pragma omp parallel reduction(+ : total)
-    {
-      float lanes[64] = {};  // independent accumulators: vectorized, bandwidth-bound
+      {
+        float lanes[64] = {};  // independent accumulators: vectorized, bandwidth-bound
 #pragma omp for schedule(static)
-      for (std::size_t i = 0; i < n / 64; ++i)
+        for (std::size_t i = 0; i < n / 64; ++i)
 #pragma GCC unroll 64
-        for (int k = 0; k < 64; ++k) lanes[k] += a[i * 64 + k];
-      for (float l : lanes) total += l;
+          for (int k = 0; k < 64; ++k) lanes[k] += a[i * 64 + k];
+        for (float l : lanes) total += l;
+      }
+      const double el = since(t0);
+      PALM_CHECK(total > 0, "bandwidth probe");
+      best = std::max(best, double(n) * 4 / el);
     }
-    const double el = since(t0);
-    PALM_CHECK(total > 0, "bandwidth probe");
-    best = std::max(best, double(n) * 4 / el);
+    return best;
   }
-  return best;
-}
+
+ private:
+  std::vector<float> a_;
+};
+
+// A rate against the machine's own reference rate measured right before and after it, in
+// each round. This machine moves between a slow and a fast memory regime for seconds at a
+// time (paired probes read ~35 and ~60 GB/s); comparing each path's best round with the
+// probe's best round mixed the regimes (a kernel at 115% of its "floor"), so each round's
+// rate is divided by the reference beside it (the larger of the two: the stricter floor),
+// and the median of the rounds is reported.
+struct PairedRate {
+  double best = 0;                 // best rate over the rounds
+  std::vector<double> fractions;   // per round: rate / reference beside it
+  void add(double rate, double before, double after) {
+    best = std::max(best, rate);
+    fractions.push_back(rate / std::max(before, after));
+  }
+  double median() const {
+    if (fractions.empty()) return 0;
+    std::vector<double> f = fractions;
+    std::sort(f.begin(), f.end());
+    const std::size_t m = f.size() / 2;
+    return f.size() % 2 ? f[m] : 0.5 * (f[m - 1] + f[m]);
+  }
+};
 
 // palm_ref.py decode (bench/pytorch_reference.h configures it): tokens/s, or negative.
 double run_reference(const ModelConfig& c, std::int64_t prompt, std::int64_t tokens, int threads, std::string* note) {
@@ -83,7 +114,8 @@ void run_bench_generate(const BenchGenOptions& o) {
   const ModelConfig c = preset(o.preset);
   PALM_CHECK(o.prompt + o.tokens <= c.max_seq_len, "prompt + tokens exceed max_seq_len");
   fmt::print(stderr, "measuring memory bandwidth...\n");
-  const double bw_start = measure_bandwidth();
+  const ReadProbe read;
+  double bw = read.best_of(5);
   const auto cpu = make_backend();
   TimingBackend timing(*cpu);
   Backend* be = o.profile ? static_cast<Backend*>(&timing) : cpu.get();
@@ -132,29 +164,51 @@ void run_bench_generate(const BenchGenOptions& o) {
   // Stored weight formats: the bytes per token, speed, and the logprob change they cause.
   struct FormatResult {
     std::string name;
-    double bytes, b1 = 0, b16 = 0, mean_dlogprob = 0, max_dlogprob = 0, mean_dlogprob16 = 0, max_dlogprob16 = 0;
+    double bytes;
+    PairedRate b1;  // tokens/s, against the floor (bandwidth / bytes) beside it
+    double b16 = 0, mean_dlogprob = 0, max_dlogprob = 0, mean_dlogprob16 = 0, max_dlogprob16 = 0;
   };
   std::vector<FormatResult> formats;
   std::vector<std::unique_ptr<DecodeWeights>> stores;
   for (const char* name : {"fp32", "bf16", "int8"}) {
     stores.push_back(std::make_unique<DecodeWeights>(*cpu, w, parse_weight_format(name)));
-    formats.push_back({name, double(stores.back()->bytes())});
+    formats.push_back({name, double(stores.back()->bytes()), {}});
   }
   // This shared machine's bandwidth drifts by tens of percent over seconds (the same path
-  // measured 47 and 70 tokens/s a minute apart), so every path at batch 1 and 16, prefill,
-  // and the bandwidth probe are measured in each of three interleaved rounds and each
-  // keeps its best: the ratios between them (batch 16 / batch 1, % of the floor, % of the
-  // GEMM rate, itself a best of three) compare like with like.
-  double b1 = 0, b16 = 0, prefill_tps = 0, bw = bw_start;
+  // measured 47 and 70 tokens/s a minute apart), so every path at batch 1 and 16 and
+  // prefill are measured in each of three interleaved rounds, each batch-1 run between two
+  // read probes and each prefill between two GEMM-rate probes (PairedRate). Tokens/s are
+  // each path's best round; % of the floor and of the GEMM rate the median round's.
+  const double prefill_flops_per_token = 2.0 * double(a.non_embedding_parameters) +
+                                         2.0 * double(c.n_layers * c.n_heads * c.head_dim) * double(o.prompt + 1);
+  double gemm_peak = 0;
+  auto read_probe = [&](double bytes) {  // tokens/s that reading `bytes` per token allows now
+    const double r = read.best_of(2);
+    bw = std::max(bw, r);
+    return r / bytes;
+  };
+  auto gemm_probe = [&] {
+    const double r = measure_gemm_peak(nullptr, 0.3);
+    gemm_peak = std::max(gemm_peak, r);
+    return r;
+  };
+  auto batch1 = [&](PairedRate& rate, double bytes) {
+    const double before = read_probe(bytes);
+    const double tps = run(1, nullptr);
+    rate.add(tps, before, read_probe(bytes));
+  };
+  PairedRate b1, prefill_rate;  // tokens/s against the floor; prefill FLOP/s against the GEMM rate
+  double b16 = 0;
+  fmt::print(stderr, "measuring decode and prefill (3 rounds)...\n");
   for (int round = 0; round < 3; ++round) {
-    if (round > 0) bw = std::max(bw, measure_bandwidth());  // the floor's probe takes part in the rounds too
-    b1 = std::max(b1, run(1, nullptr));
+    batch1(b1, weight_bytes);
     double pre = 0;
+    const double gemm_before = gemm_probe();
     b16 = std::max(b16, run(16, &pre));
-    prefill_tps = std::max(prefill_tps, pre);
+    prefill_rate.add(pre * prefill_flops_per_token, gemm_before, gemm_probe());
     for (std::size_t i = 0; i < stores.size(); ++i) {
       stored = stores[i].get();
-      formats[i].b1 = std::max(formats[i].b1, run(1, nullptr));
+      batch1(formats[i].b1, formats[i].bytes);
       formats[i].b16 = std::max(formats[i].b16, run(16, nullptr));
       stored = nullptr;
     }
@@ -170,7 +224,7 @@ void run_bench_generate(const BenchGenOptions& o) {
     for (int round = 0; round < 2; ++round)
       for (std::size_t i = 0; i < stores.size(); ++i) {
         stored = stores[i].get();
-        formats[i].b1 = std::max(formats[i].b1, run(1, nullptr));
+        batch1(formats[i].b1, formats[i].bytes);
         stored = nullptr;
         const LlamaCppRun r = lc.run(i);
         if (round == 0) llama[i] = r;
@@ -223,15 +277,8 @@ void run_bench_generate(const BenchGenOptions& o) {
     }
   }
   stores.clear();
-  const double floor_tps = bw / weight_bytes;  // the best probe: the strictest floor
-  // prefill against this machine's fp32 GEMM rate: a prompt token costs 2 FLOPs per
-  // non-embedding weight plus causal attention, 2 (QK and AV) x 2 L H K x (T + 1) / 2 on
-  // average (only the last position's logits are computed: that product is left out)
-  fmt::print(stderr, "measuring the fp32 GEMM rate...\n");
-  const double gemm_peak = measure_gemm_peak();
-  const double prefill_flops_per_token = 2.0 * double(a.non_embedding_parameters) +
-                                         2.0 * double(c.n_layers * c.n_heads * c.head_dim) * double(o.prompt + 1);
-  const double prefill_rate = prefill_tps * prefill_flops_per_token;
+  const double floor_tps = bw / weight_bytes;  // the best probe of the run
+  const double prefill_tps = prefill_rate.best / prefill_flops_per_token;
   double ref = -1;
   std::string note = "reference not run (--no-reference)";
   if (!o.no_reference) {
@@ -241,23 +288,24 @@ void run_bench_generate(const BenchGenOptions& o) {
   fmt::print("bench generate  preset {}  prompt {}  decode {} tokens  threads {}\n", o.preset, o.prompt, o.tokens, threads);
   fmt::print("  memory bandwidth (read)          {:8.1f} GB/s\n", bw / 1e9);
   fmt::print("  weights (fp32)                   {:8.1f} MB  -> floor {:.1f} tokens/s at batch 1\n", weight_bytes / 1e6, floor_tps);
-  fmt::print("  palm decode, batch 1             {:8.1f} tokens/s  ({:.0f}% of the floor)\n", b1, 100 * b1 / floor_tps);
-  fmt::print("  palm decode, batch 16 (aggregate){:8.1f} tokens/s  ({:.1f}x batch 1)\n", b16, b16 / b1);
-  fmt::print("  palm prefill                     {:8.1f} tokens/s  ({:.0f} GFLOP/s: {:.0f}% of the fp32 GEMM rate, {:.0f} GFLOP/s)\n",
-             prefill_tps, prefill_rate / 1e9, 100 * prefill_rate / gemm_peak, gemm_peak / 1e9);
+  fmt::print("  palm decode, batch 1             {:8.1f} tokens/s  ({:.0f}% of the floor read beside it, median of {} rounds)\n",
+             b1.best, 100 * b1.median(), b1.fractions.size());
+  fmt::print("  palm decode, batch 16 (aggregate){:8.1f} tokens/s  ({:.1f}x batch 1)\n", b16, b16 / b1.best);
+  fmt::print("  palm prefill                     {:8.1f} tokens/s  ({:.0f} GFLOP/s: {:.0f}% of the fp32 GEMM rate measured beside it, median round; best GEMM rate {:.0f} GFLOP/s)\n",
+             prefill_tps, prefill_rate.best / 1e9, 100 * prefill_rate.median(), gemm_peak / 1e9);
   fmt::print("  stored weights (palm's GEMV kernel; logprob change vs fp32 GEMM decode, 63 tokens per sequence, at batch 1 and 16):\n");
   for (const auto& f : formats) {
     fmt::print(
         "    {:<5} {:7.1f} MB  floor {:6.1f}  batch 1 {:6.1f} tokens/s ({:3.0f}%)  batch 16 {:7.1f}  |dlogprob| mean {:.2e} max {:.2e}"
         "  (batch 16: {:.2e} / {:.2e})\n",
-        f.name, f.bytes / 1e6, bw / f.bytes, f.b1, 100 * f.b1 / (bw / f.bytes), f.b16, f.mean_dlogprob, f.max_dlogprob,
+        f.name, f.bytes / 1e6, bw / f.bytes, f.b1.best, 100 * f.b1.median(), f.b16, f.mean_dlogprob, f.max_dlogprob,
         f.mean_dlogprob16, f.max_dlogprob16);
   }
   fmt::print("  KV cache per token               {:8} bytes (multi-query) vs {} (multi-head): {}x smaller\n",
              a.kv_cache_bytes_per_token_f32, a.kv_cache_bytes_per_token_mha_f32, c.n_heads);
   if (ref > 0) {
     fmt::print("  PyTorch decode, batch 1          {:8.1f} tokens/s\n", ref);
-    fmt::print("  palm / PyTorch                   {:8.2f}x   ({})\n", b1 / ref, note);
+    fmt::print("  palm / PyTorch                   {:8.2f}x   ({})\n", b1.best / ref, note);
   } else {
     fmt::print("  {}\n", note);
   }
@@ -268,7 +316,7 @@ void run_bench_generate(const BenchGenOptions& o) {
       const auto& l = llama[i];
       fmt::print("    {:<5} vs {:<5} decode batch 1: palm {:6.1f}  llama.cpp {:6.1f} tokens/s ({:.2f}x)   prompt of {}: "
                  "llama.cpp {:6.1f} tokens/s\n",
-                 formats[i].name, l.format, formats[i].b1, l.decode_tokens_per_s, formats[i].b1 / l.decode_tokens_per_s,
+                 formats[i].name, l.format, formats[i].b1.best, l.decode_tokens_per_s, formats[i].b1.best / l.decode_tokens_per_s,
                  o.prompt, l.prompt_tokens_per_s);
     }
     fmt::print("    palm prefill (fp32, {} tokens): {:.1f} tokens/s ({:.2f}x llama.cpp f32)\n", o.prompt, prefill_tps,
@@ -284,15 +332,20 @@ void run_bench_generate(const BenchGenOptions& o) {
     j["bandwidth_bytes_per_s"] = bw;
     j["floor_tokens_per_s"] = floor_tps;
     j["prefill_tokens_per_s"] = prefill_tps;
-    j["prefill_flops_per_s"] = prefill_rate;
+    j["prefill_flops_per_s"] = prefill_rate.best;
+    j["prefill_gemm_fraction"] = prefill_rate.median();
+    j["prefill_gemm_fractions"] = prefill_rate.fractions;
     j["gemm_peak_flops_per_s"] = gemm_peak;
-    j["decode_tokens_per_s"] = b1;
+    j["decode_tokens_per_s"] = b1.best;
+    j["decode_floor_fraction"] = b1.median();
+    j["decode_floor_fractions"] = b1.fractions;
     j["decode_tokens_per_s_batch16"] = b16;
     j["kv_cache_bytes_per_token"] = a.kv_cache_bytes_per_token_f32;
     j["kv_cache_bytes_per_token_multi_head"] = a.kv_cache_bytes_per_token_mha_f32;
     if (ref > 0) j["reference_decode_tokens_per_s"] = ref;
     for (const auto& f : formats) {
-      j["stored_" + f.name] = {{"weight_bytes", f.bytes}, {"decode_tokens_per_s", f.b1},
+      j["stored_" + f.name] = {{"weight_bytes", f.bytes}, {"decode_tokens_per_s", f.b1.best},
+                               {"floor_fraction", f.b1.median()}, {"floor_fractions", f.b1.fractions},
                                {"decode_tokens_per_s_batch16", f.b16}, {"mean_abs_dlogprob", f.mean_dlogprob},
                                {"max_abs_dlogprob", f.max_dlogprob},
                                {"mean_abs_dlogprob_batch16", f.mean_dlogprob16}, {"max_abs_dlogprob_batch16", f.max_dlogprob16}};
