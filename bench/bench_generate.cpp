@@ -77,21 +77,32 @@ class ReadProbe {
 // probe's best round mixed the regimes (a kernel at 115% of its "floor"), so each round's
 // rate is divided by the reference beside it (the larger of the two: the stricter floor),
 // and the median of the rounds is reported.
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const std::size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
+
 struct PairedRate {
   double best = 0;                 // best rate over the rounds
+  std::vector<double> rates;       // per round
   std::vector<double> fractions;   // per round: rate / reference beside it
   void add(double rate, double before, double after) {
     best = std::max(best, rate);
+    rates.push_back(rate);
     fractions.push_back(rate / std::max(before, after));
   }
-  double median() const {
-    if (fractions.empty()) return 0;
-    std::vector<double> f = fractions;
-    std::sort(f.begin(), f.end());
-    const std::size_t m = f.size() / 2;
-    return f.size() % 2 ? f[m] : 0.5 * (f[m - 1] + f[m]);
-  }
+  double median_fraction() const { return median(fractions); }
 };
+
+// Batch 16 against batch 1 for the same reason: per round (both within seconds of each
+// other), the median reported.
+double median_ratio(const std::vector<double>& batch16, const PairedRate& batch1) {
+  std::vector<double> r;
+  for (std::size_t i = 0; i < batch16.size() && i < batch1.rates.size(); ++i) r.push_back(batch16[i] / batch1.rates[i]);
+  return median(r);
+}
 
 // palm_ref.py decode (bench/pytorch_reference.h configures it): tokens/s, or negative.
 double run_reference(const ModelConfig& c, std::int64_t prompt, std::int64_t tokens, int threads, std::string* note) {
@@ -164,15 +175,20 @@ void run_bench_generate(const BenchGenOptions& o) {
   // Stored weight formats: the bytes per token, speed, and the logprob change they cause.
   struct FormatResult {
     std::string name;
-    double bytes;
+    double bytes = 0;
     PairedRate b1;  // tokens/s, against the floor (bandwidth / bytes) beside it
-    double b16 = 0, mean_dlogprob = 0, max_dlogprob = 0, mean_dlogprob16 = 0, max_dlogprob16 = 0;
+    double b16 = 0;
+    std::vector<double> b16_rounds;
+    double mean_dlogprob = 0, max_dlogprob = 0, mean_dlogprob16 = 0, max_dlogprob16 = 0;
   };
   std::vector<FormatResult> formats;
   std::vector<std::unique_ptr<DecodeWeights>> stores;
   for (const char* name : {"fp32", "bf16", "int8"}) {
     stores.push_back(std::make_unique<DecodeWeights>(*cpu, w, parse_weight_format(name)));
-    formats.push_back({name, double(stores.back()->bytes()), {}});
+    FormatResult f;
+    f.name = name;
+    f.bytes = double(stores.back()->bytes());
+    formats.push_back(f);
   }
   // This shared machine's bandwidth drifts by tens of percent over seconds (the same path
   // measured 47 and 70 tokens/s a minute apart), so every path at batch 1 and 16 and
@@ -199,17 +215,20 @@ void run_bench_generate(const BenchGenOptions& o) {
   };
   PairedRate b1, prefill_rate;  // tokens/s against the floor; prefill FLOP/s against the GEMM rate
   double b16 = 0;
+  std::vector<double> b16_rounds;
   fmt::print(stderr, "measuring decode and prefill (3 rounds)...\n");
   for (int round = 0; round < 3; ++round) {
     batch1(b1, weight_bytes);
     double pre = 0;
     const double gemm_before = gemm_probe();
-    b16 = std::max(b16, run(16, &pre));
+    b16_rounds.push_back(run(16, &pre));
+    b16 = std::max(b16, b16_rounds.back());
     prefill_rate.add(pre * prefill_flops_per_token, gemm_before, gemm_probe());
     for (std::size_t i = 0; i < stores.size(); ++i) {
       stored = stores[i].get();
       batch1(formats[i].b1, formats[i].bytes);
-      formats[i].b16 = std::max(formats[i].b16, run(16, nullptr));
+      formats[i].b16_rounds.push_back(run(16, nullptr));
+      formats[i].b16 = std::max(formats[i].b16, formats[i].b16_rounds.back());
       stored = nullptr;
     }
   }
@@ -289,16 +308,19 @@ void run_bench_generate(const BenchGenOptions& o) {
   fmt::print("  memory bandwidth (read)          {:8.1f} GB/s\n", bw / 1e9);
   fmt::print("  weights (fp32)                   {:8.1f} MB  -> floor {:.1f} tokens/s at batch 1\n", weight_bytes / 1e6, floor_tps);
   fmt::print("  palm decode, batch 1             {:8.1f} tokens/s  ({:.0f}% of the floor read beside it, median of {} rounds)\n",
-             b1.best, 100 * b1.median(), b1.fractions.size());
-  fmt::print("  palm decode, batch 16 (aggregate){:8.1f} tokens/s  ({:.1f}x batch 1)\n", b16, b16 / b1.best);
+             b1.best, 100 * b1.median_fraction(), b1.fractions.size());
+  fmt::print("  palm decode, batch 16 (aggregate){:8.1f} tokens/s  ({:.1f}x batch 1 in the median round)\n", b16,
+             median_ratio(b16_rounds, b1));
   fmt::print("  palm prefill                     {:8.1f} tokens/s  ({:.0f} GFLOP/s: {:.0f}% of the fp32 GEMM rate measured beside it, median round; best GEMM rate {:.0f} GFLOP/s)\n",
-             prefill_tps, prefill_rate.best / 1e9, 100 * prefill_rate.median(), gemm_peak / 1e9);
-  fmt::print("  stored weights (palm's GEMV kernel; logprob change vs fp32 GEMM decode, 63 tokens per sequence, at batch 1 and 16):\n");
+             prefill_tps, prefill_rate.best / 1e9, 100 * prefill_rate.median_fraction(), gemm_peak / 1e9);
+  fmt::print("  stored weights (palm's GEMV kernel; batch 1: best round, % of the floor beside it in the median round; batch 16:\n"
+             "  best round, x batch 1 in the median round; logprob change vs fp32 GEMM decode, 63 tokens per sequence, at batch 1 and 16):\n");
   for (const auto& f : formats) {
     fmt::print(
-        "    {:<5} {:7.1f} MB  floor {:6.1f}  batch 1 {:6.1f} tokens/s ({:3.0f}%)  batch 16 {:7.1f}  |dlogprob| mean {:.2e} max {:.2e}"
+        "    {:<5} {:7.1f} MB  floor {:6.1f}  batch 1 {:6.1f} tokens/s ({:3.0f}%)  batch 16 {:7.1f} ({:.1f}x)  |dlogprob| mean {:.2e} max {:.2e}"
         "  (batch 16: {:.2e} / {:.2e})\n",
-        f.name, f.bytes / 1e6, bw / f.bytes, f.b1.best, 100 * f.b1.median(), f.b16, f.mean_dlogprob, f.max_dlogprob,
+        f.name, f.bytes / 1e6, bw / f.bytes, f.b1.best, 100 * f.b1.median_fraction(), f.b16, median_ratio(f.b16_rounds, f.b1),
+        f.mean_dlogprob, f.max_dlogprob,
         f.mean_dlogprob16, f.max_dlogprob16);
   }
   fmt::print("  KV cache per token               {:8} bytes (multi-query) vs {} (multi-head): {}x smaller\n",
@@ -333,20 +355,22 @@ void run_bench_generate(const BenchGenOptions& o) {
     j["floor_tokens_per_s"] = floor_tps;
     j["prefill_tokens_per_s"] = prefill_tps;
     j["prefill_flops_per_s"] = prefill_rate.best;
-    j["prefill_gemm_fraction"] = prefill_rate.median();
+    j["prefill_gemm_fraction"] = prefill_rate.median_fraction();
     j["prefill_gemm_fractions"] = prefill_rate.fractions;
     j["gemm_peak_flops_per_s"] = gemm_peak;
     j["decode_tokens_per_s"] = b1.best;
-    j["decode_floor_fraction"] = b1.median();
+    j["decode_floor_fraction"] = b1.median_fraction();
     j["decode_floor_fractions"] = b1.fractions;
     j["decode_tokens_per_s_batch16"] = b16;
+    j["batch16_over_batch1"] = median_ratio(b16_rounds, b1);
     j["kv_cache_bytes_per_token"] = a.kv_cache_bytes_per_token_f32;
     j["kv_cache_bytes_per_token_multi_head"] = a.kv_cache_bytes_per_token_mha_f32;
     if (ref > 0) j["reference_decode_tokens_per_s"] = ref;
     for (const auto& f : formats) {
       j["stored_" + f.name] = {{"weight_bytes", f.bytes}, {"decode_tokens_per_s", f.b1.best},
-                               {"floor_fraction", f.b1.median()}, {"floor_fractions", f.b1.fractions},
-                               {"decode_tokens_per_s_batch16", f.b16}, {"mean_abs_dlogprob", f.mean_dlogprob},
+                               {"floor_fraction", f.b1.median_fraction()}, {"floor_fractions", f.b1.fractions},
+                               {"decode_tokens_per_s_batch16", f.b16}, {"batch16_over_batch1", median_ratio(f.b16_rounds, f.b1)},
+                               {"mean_abs_dlogprob", f.mean_dlogprob},
                                {"max_abs_dlogprob", f.max_dlogprob},
                                {"mean_abs_dlogprob_batch16", f.mean_dlogprob16}, {"max_abs_dlogprob_batch16", f.max_dlogprob16}};
     }

@@ -402,6 +402,8 @@ TEST_F(Cli, BenchGenerateMeasuresEachFormatsLogprobChangeAtBatch1And16) {
     paired(s, "floor_fraction", "floor_fractions",
            s["decode_tokens_per_s"].get<double>() * s["weight_bytes"].get<double>() / bw);
   }
+  for (const json* p : {&j, &j["stored_fp32"], &j["stored_bf16"], &j["stored_int8"]})
+    EXPECT_GT((*p)["batch16_over_batch1"].get<double>(), 0.0);  // per round, the median
 }
 
 TEST_F(Cli, LlamaCppRunsPalmsWeightsWrittenAsGguf) {
