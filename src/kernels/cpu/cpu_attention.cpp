@@ -185,16 +185,23 @@ namespace palm {
 void CpuBackend::attention_decode(const float* q, const float* const* cache, i64 ld, const std::int64_t* lens,
                                   float* o, i64 b, i64 H, i64 K) {
   const float scale = 1.0f / std::sqrt(float(K));
+  // Work items are (sequence, block of heads). Below one sequence per thread the heads are
+  // split so every thread has work: batch 1 ran on one thread, ~12% of an int8 decode step.
+  const i64 threads = omp_get_max_threads();
+  const i64 blocks = std::clamp<i64>((threads + b - 1) / b, 1, H);
+  const i64 per = (H + blocks - 1) / blocks;
 #pragma omp parallel
   {
     thread_local std::vector<float> scores;  // grows to the longest context, then reused
 #pragma omp for schedule(dynamic)
-    for (i64 i = 0; i < b; ++i) {
+    for (i64 item = 0; item < b * blocks; ++item) {
+      const i64 i = item / blocks, h0 = item % blocks * per, hn = std::min(per, H - h0);
+      if (hn <= 0) continue;
       const i64 n = lens[i];
-      if (std::int64_t(scores.size()) < H * n) scores.resize(std::size_t(H * n));
-      // all H heads share the cached keys: S [H, n] = q_i [H, K] K^T, one GEMM
-      gemm(false, true, H, n, K, scale, q + i * H * K, K, cache[i], ld, 0.0f, scores.data(), n);
-      for (i64 h = 0; h < H; ++h) {
+      if (std::int64_t(scores.size()) < hn * n) scores.resize(std::size_t(hn * n));
+      // the heads share the cached keys: S [hn, n] = q_i [hn, K] K^T, one GEMM
+      gemm(false, true, hn, n, K, scale, q + (i * H + h0) * K, K, cache[i], ld, 0.0f, scores.data(), n);
+      for (i64 h = 0; h < hn; ++h) {
         float* row = scores.data() + h * n;
         const float mx = max_of(row, n);
         float sum = 0.0f;
@@ -207,7 +214,7 @@ void CpuBackend::attention_decode(const float* q, const float* const* cache, i64
 #pragma omp simd
         for (i64 j = 0; j < n; ++j) row[j] *= inv;
       }
-      gemm(false, false, H, K, n, 1.0f, scores.data(), n, cache[i] + K, ld, 0.0f, o + i * H * K, K);
+      gemm(false, false, hn, K, n, 1.0f, scores.data(), n, cache[i] + K, ld, 0.0f, o + (i * H + h0) * K, K);
     }
   }
 }
