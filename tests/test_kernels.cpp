@@ -369,8 +369,8 @@ TEST_P(Kernels, RopeAtExplicitPositionsEqualsRopeAtThosePositions) {
 }
 
 TEST_P(Kernels, AttentionDecodeEqualsTheLastRowOfCausalAttention) {
-  // three sequences; and one alone, whose heads the CPU kernel splits between threads
-  // (blocks of 2 and 1 heads on two)
+  // three sequences; and one alone, whose positions the CPU kernel splits between threads
+  // (two parts of 35 on two threads, merged by their maxima and sums)
   for (const std::vector<std::int64_t>& lens : {std::vector<std::int64_t>{1, 17, 70}, std::vector<std::int64_t>{70}}) {
     const i64 H = 3, K = 16, ld = 2 * K + 5;
     const i64 b = i64(lens.size());

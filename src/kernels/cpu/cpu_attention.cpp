@@ -185,36 +185,70 @@ namespace palm {
 void CpuBackend::attention_decode(const float* q, const float* const* cache, i64 ld, const std::int64_t* lens,
                                   float* o, i64 b, i64 H, i64 K) {
   const float scale = 1.0f / std::sqrt(float(K));
-  // Work items are (sequence, block of heads). Below one sequence per thread the heads are
-  // split so every thread has work: batch 1 ran on one thread, ~12% of an int8 decode step.
-  const i64 threads = omp_get_max_threads();
-  const i64 blocks = std::clamp<i64>((threads + b - 1) / b, 1, H);
-  const i64 per = (H + blocks - 1) / blocks;
+  // Work items are (sequence, range of positions). Below one sequence per thread each
+  // sequence's positions are split between the threads, every part for all heads, and the
+  // parts' softmaxes merged by their maxima and sums: batch 1 had run on one thread (~12%
+  // of an int8 decode step, mostly reading the cache cold), and splitting the heads
+  // instead had every thread read the whole cache.
+  constexpr i64 kMinPart = 16;  // positions: below this a part is not worth a thread
+  const i64 shortest = *std::min_element(lens, lens + b);
+  const i64 parts = std::clamp<i64>((omp_get_max_threads() + b - 1) / b, 1, std::max<i64>(1, shortest / kMinPart));
+  // parts > 1: each part's unnormalized output [H, K], row maxima and sums [H]
+  std::vector<float> part_out(parts > 1 ? std::size_t(b * parts * H * K) : 0);
+  std::vector<float> part_max(parts > 1 ? std::size_t(b * parts * H) : 0), part_sum(part_max.size());
 #pragma omp parallel
   {
     thread_local std::vector<float> scores;  // grows to the longest context, then reused
 #pragma omp for schedule(dynamic)
-    for (i64 item = 0; item < b * blocks; ++item) {
-      const i64 i = item / blocks, h0 = item % blocks * per, hn = std::min(per, H - h0);
-      if (hn <= 0) continue;
-      const i64 n = lens[i];
-      if (std::int64_t(scores.size()) < hn * n) scores.resize(std::size_t(hn * n));
-      // the heads share the cached keys: S [hn, n] = q_i [hn, K] K^T, one GEMM
-      gemm(false, true, hn, n, K, scale, q + (i * H + h0) * K, K, cache[i], ld, 0.0f, scores.data(), n);
-      for (i64 h = 0; h < hn; ++h) {
-        float* row = scores.data() + h * n;
-        const float mx = max_of(row, n);
+    for (i64 item = 0; item < b * parts; ++item) {
+      const i64 i = item / parts, part = item % parts, n = lens[i];
+      const i64 t0 = n * part / parts, len = n * (part + 1) / parts - t0;
+      if (std::int64_t(scores.size()) < H * len) scores.resize(std::size_t(H * len));
+      const float* keys = cache[i] + t0 * ld;
+      // all H heads share the cached keys: S [H, len] = q_i [H, K] K^T, one GEMM
+      gemm(false, true, H, len, K, scale, q + i * H * K, K, keys, ld, 0.0f, scores.data(), len);
+      for (i64 h = 0; h < H; ++h) {
+        float* row = scores.data() + h * len;
+        const float mx = max_of(row, len);
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (i64 j = 0; j < n; ++j) {
+        for (i64 j = 0; j < len; ++j) {
           row[j] = fast_exp(row[j] - mx);
           sum += row[j];
         }
+        if (parts > 1) {
+          part_max[std::size_t(item * H + h)] = mx;
+          part_sum[std::size_t(item * H + h)] = sum;
+          continue;
+        }
         const float inv = 1.0f / sum;
 #pragma omp simd
-        for (i64 j = 0; j < n; ++j) row[j] *= inv;
+        for (i64 j = 0; j < len; ++j) row[j] *= inv;
       }
-      gemm(false, false, hn, K, n, 1.0f, scores.data(), n, cache[i] + K, ld, 0.0f, o + (i * H + h0) * K, K);
+      float* out = parts > 1 ? part_out.data() + item * H * K : o + i * H * K;
+      gemm(false, false, H, K, len, 1.0f, scores.data(), len, keys + K, ld, 0.0f, out, K);
+    }
+    if (parts > 1) {  // (after the loop's barrier) o = sum_p e^(m_p - m) out_p / sum_p e^(m_p - m) s_p
+#pragma omp for schedule(static)
+      for (i64 ih = 0; ih < b * H; ++ih) {
+        const i64 i = ih / H, h = ih % H;
+        float m = -INFINITY;
+        for (i64 p = 0; p < parts; ++p) m = std::max(m, part_max[std::size_t((i * parts + p) * H + h)]);
+        float denom = 0.0f;
+        float* oh = o + ih * K;
+        for (i64 e = 0; e < K; ++e) oh[e] = 0.0f;
+        for (i64 p = 0; p < parts; ++p) {
+          const std::size_t at = std::size_t((i * parts + p) * H + h);
+          const float w = std::exp(part_max[at] - m);
+          denom += w * part_sum[at];
+          const float* op = part_out.data() + at * K;
+#pragma omp simd
+          for (i64 e = 0; e < K; ++e) oh[e] += w * op[e];
+        }
+        const float inv = 1.0f / denom;
+#pragma omp simd
+        for (i64 e = 0; e < K; ++e) oh[e] *= inv;
+      }
     }
   }
 }
