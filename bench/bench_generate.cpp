@@ -34,6 +34,7 @@ struct BenchGenOptions {
   std::string preset = "bench-medium";
   std::int64_t prompt = 128, tokens = 32;
   int threads = 0;
+  int rounds = 5;
   bool no_reference = false, json = false, profile = false, llama_cpp = false;
 };
 
@@ -192,7 +193,8 @@ void run_bench_generate(const BenchGenOptions& o) {
   }
   // This shared machine's bandwidth drifts by tens of percent over seconds (the same path
   // measured 47 and 70 tokens/s a minute apart), so every path at batch 1 and 16 and
-  // prefill are measured in each of three interleaved rounds, each batch-1 run between two
+  // prefill are measured in each of o.rounds interleaved rounds (5: the median survives two
+  // rounds spoiled by a regime change inside a run), each batch-1 run between two
   // read probes and each prefill between two GEMM-rate probes (PairedRate). Tokens/s are
   // each path's best round; % of the floor and of the GEMM rate the median round's.
   const double prefill_flops_per_token = 2.0 * double(a.non_embedding_parameters) +
@@ -216,8 +218,8 @@ void run_bench_generate(const BenchGenOptions& o) {
   PairedRate b1, prefill_rate;  // tokens/s against the floor; prefill FLOP/s against the GEMM rate
   double b16 = 0;
   std::vector<double> b16_rounds;
-  fmt::print(stderr, "measuring decode and prefill (3 rounds)...\n");
-  for (int round = 0; round < 3; ++round) {
+  fmt::print(stderr, "measuring decode and prefill ({} rounds)...\n", o.rounds);
+  for (int round = 0; round < o.rounds; ++round) {
     batch1(b1, weight_bytes);
     double pre = 0;
     const double gemm_before = gemm_probe();
@@ -395,6 +397,9 @@ void register_bench_generate(CLI::App& bench) {
   cmd->add_option("--prompt", o->prompt, "Prompt tokens")->capture_default_str();
   cmd->add_option("--tokens", o->tokens, "Decoded tokens per sequence")->capture_default_str();
   cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
+  cmd->add_option("--rounds", o->rounds, "Interleaved measurement rounds (each rate's median round is reported)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
   cmd->add_flag("--profile", o->profile, "Time per op of a decode step");
   cmd->add_flag("--no-reference", o->no_reference, "Skip the PyTorch reference");
   cmd->add_flag("--compare-llama-cpp", o->llama_cpp,

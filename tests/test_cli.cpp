@@ -366,7 +366,7 @@ TEST_F(Cli, BenchGenerateMeasuresEachFormatsLogprobChangeAtBatch1And16) {
   // From 3 rows on, the stored bf16 and int8 products run other kernels than at batch 1
   // (bf16: activations split into two bf16; int8: the same quantization, another loop), so
   // the bench measures the logprob change against fp32 at both batch sizes.
-  const CmdResult r = run("bench generate --preset tiny --prompt 16 --tokens 4 --no-reference --json");
+  const CmdResult r = run("bench generate --preset tiny --prompt 16 --tokens 4 --no-reference --rounds 3 --json");
   ASSERT_EQ(r.status, 0) << r.err;
   const auto j = json::parse(r.out.substr(r.out.rfind("\n{") + 1), nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << r.out;
@@ -382,7 +382,7 @@ TEST_F(Cli, BenchGenerateMeasuresEachFormatsLogprobChangeAtBatch1And16) {
   for (const char* f : {"bf16", "int8"})
     EXPECT_LT(mean(f, "mean_abs_dlogprob_batch16"), 2 * mean(f, "mean_abs_dlogprob")) << f;
   // % of the floor and of the GEMM rate: each round's rate over the probe measured beside
-  // it, the median of three rounds reported. The round with the best rate had a probe no
+  // it, the median of the rounds (--rounds 3 here) reported. The round with the best rate had a probe no
   // faster than the run's best, so the largest fraction is at least best rate / best probe.
   auto paired = [&](const json& parent, const char* median, const char* rounds, double best_over_best) {
     auto f = parent[rounds].get<std::vector<double>>();
@@ -404,6 +404,7 @@ TEST_F(Cli, BenchGenerateMeasuresEachFormatsLogprobChangeAtBatch1And16) {
   }
   for (const json* p : {&j, &j["stored_fp32"], &j["stored_bf16"], &j["stored_int8"]})
     EXPECT_GT((*p)["batch16_over_batch1"].get<double>(), 0.0);  // per round, the median
+  expect_error("bench generate --preset tiny --rounds 0", "--rounds: Value 0 not in range");
 }
 
 TEST_F(Cli, LlamaCppRunsPalmsWeightsWrittenAsGguf) {
