@@ -72,12 +72,6 @@ class ReadProbe {
   std::vector<float> a_;
 };
 
-// A rate against the machine's own reference rate measured right before and after it, in
-// each round. This machine moves between a slow and a fast memory regime for seconds at a
-// time (paired probes read ~35 and ~60 GB/s); comparing each path's best round with the
-// probe's best round mixed the regimes (a kernel at 115% of its "floor"), so each round's
-// rate is divided by the reference beside it (the larger of the two: the stricter floor),
-// and the median of the rounds is reported.
 double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -85,6 +79,12 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
 }
 
+// A rate against the machine's own reference rate measured right before and after it, in
+// each round. This machine moves between a slow and a fast memory regime for seconds at a
+// time (paired probes read ~35 and ~60 GB/s); comparing each path's best round with the
+// probe's best round mixed the regimes (a kernel at 115% of its "floor"), so each round's
+// rate is divided by the reference beside it (the larger of the two: the stricter floor),
+// and the median of the rounds is reported.
 struct PairedRate {
   double best = 0;                 // best rate over the rounds
   std::vector<double> rates;       // per round
