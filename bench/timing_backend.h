@@ -222,6 +222,11 @@ class TimingBackend final : public Backend {
     in_.quantize_int8_rows(w, rows, cols, q, scales);
     add("quantize_int8_rows", t0);
   }
+  void int8_to_product_layout(std::int8_t* q, i64 rows, i64 cols) override {
+    const auto t0 = now();
+    in_.int8_to_product_layout(q, rows, cols);
+    add("int8_to_product_layout", t0);
+  }
 
  private:
   using Clock = std::chrono::steady_clock;

@@ -154,14 +154,15 @@ TEST_P(Kernels, GemmBf16ErrorIsBf16Rounding) {
 TEST_P(Kernels, RowsTimesStoredAllFormats) {
   // bf16 and int8 weights made exactly representable, so the product is exact in double.
   // The int8 kernels may round the activations (the CPU's VNNI kernel quantizes them in
-  // groups, int8_activation_group within segments of kQuantSegment, to max|x|/127 steps):
+  // groups of kQuantGroup consecutive values, to max|x|/127 steps):
   // each result must then lie within what that rounding can change, sum_k |w_k| * (the
   // activation's largest rounding error), plus 1e-5.
   // The bf16 kernels may carry an activation as two bf16 (the CPU's kernel for 3+ rows):
   // hi = bf16(x) is within 2^-9 |x| of x, lo = bf16(x - hi) within 2^-9 of the remainder,
   // so hi + lo is within 2^-18 |x|, far tighter than one bf16 (2^-9, which must fail).
-  // K: a partial 64-byte vector and, at 4,229, two segments and part of a third; N: several
-  // tiles and a part
+  // K: a partial group and a partial 4-byte quad (329 = 5 * 64 + 9, 4,229 = 66 * 64 + 5);
+  // N: several panels of 16 rows and a part. The int8 weights go through
+  // int8_to_product_layout first, as stored weights do.
   const i64 N = 133;
   for (auto [K, b] : {std::pair<i64, i64>{329, 1}, {329, 2}, {329, 3}, {329, 9}, {329, 17}, {329, 70}, {4229, 1}, {4229, 6}}) {
     auto X = rand_vec(b * K, 50);
@@ -184,13 +185,11 @@ TEST_P(Kernels, RowsTimesStoredAllFormats) {
     for (i64 i = 0; i < b * K; ++i) x_err_bf16[i] = std::ldexp(std::abs(double(X[i])), -18) * (1 + 1e-6);
     // the quantization groups of each row, as cpu_stored_avx512.h defines them
     auto groups = [&](auto&& each_group) {
-      for (i64 s0 = 0; s0 < K; s0 += kQuantSegment)
-        for (int g = 0; g < kQuantGroups; ++g) {
-          std::vector<i64> ks;
-          for (i64 k = s0; k < std::min(K, s0 + kQuantSegment); ++k)
-            if (int8_activation_group(k - s0) == g) ks.push_back(k);
-          each_group(ks);
-        }
+      for (i64 k0 = 0; k0 < K; k0 += kQuantGroup) {
+        std::vector<i64> ks;
+        for (i64 k = k0; k < std::min(K, k0 + kQuantGroup); ++k) ks.push_back(k);
+        each_group(ks);
+      }
     };
     std::vector<float> x_int8(b * K);  // what the CPU's VNNI kernel multiplies, from its definition
     for (i64 i = 0; i < b; ++i)
@@ -241,7 +240,9 @@ TEST_P(Kernels, RowsTimesStoredAllFormats) {
     check(WeightFormat::kBF16, dev.in(wb), nullptr, [](i64) { return 1.0 / 8; }, &x_err_bf16);
     static std::vector<float> sc;
     sc = scales;
-    check(WeightFormat::kInt8, dev.in(wq), dev.in(scales), [](i64 n) { return double(sc[n]); }, &x_err_int8);
+    std::int8_t* wq_stored = dev.in(wq);
+    be->int8_to_product_layout(wq_stored, N, K);
+    check(WeightFormat::kInt8, wq_stored, dev.in(scales), [](i64 n) { return double(sc[n]); }, &x_err_int8);
   }
 }
 

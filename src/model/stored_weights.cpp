@@ -22,6 +22,7 @@ StoredMatrix store(Backend& be, const float* w, std::int64_t rows, std::int64_t 
     m.q = DeviceArray<std::int8_t>(be, std::size_t(n));
     m.scales = DeviceFloats(be, std::size_t(rows));
     be.quantize_int8_rows(w, rows, cols, m.q.data(), m.scales.data());
+    be.int8_to_product_layout(m.q.data(), rows, cols);
     m.data = m.q.data();
   }
   return m;

@@ -4,15 +4,16 @@
 // int8: vpdpbusd multiplies unsigned by signed bytes into int32 sums, 64 per instruction,
 // so the arithmetic per weight byte stays below what the memory delivers (the widening to
 // fp32 before reached 61-63% of the bandwidth floor at batch 1). The activations are
-// quantized per token in groups (cpu_stored_avx512.h: a scale per group, max |x| / 127,
-// round to nearest even), as llama.cpp's q8_0 path quantizes in blocks; the weights'
+// quantized per token in groups of 64 (cpu_stored_avx512.h: a scale per group, max |x| /
+// 127, round to nearest even), as llama.cpp's q8_0 path quantizes in blocks; the weights'
 // signed bytes are made unsigned by adding 128 (xor 0x80), and 128 * sum(q * scale) is
-// subtracted once per input row. A group is the values one int32 lane of vpdpbusd sums
-// (k % 64 / 4 within a segment), so a lane's sum over a segment needs one scale, applied
-// once. From 3 input rows on, a tile of 4 weight rows meets 4 input rows: 8 loads per 16
-// vpdpbusd, where one weight row against 8 input rows needed 18 (these cores load one
-// 64-byte vector per cycle or so: in cache, 4 x 4 ran ~2x the vpdpbusd per ns of 1 x 8).
-// At batch 1 and 2 each weight row is used alone from registers, in short chains.
+// subtracted once per input row. The weights are stored in panels of 16 rows with each
+// 4-byte quad of the 16 rows side by side (int8_pack_panels), so a lane of vpdpbusd sums one
+// output row: each activation quad is broadcast against the panel's quad vectors, and no
+// sums across lanes remain. On rows as stored (a tile of 4 weight rows against 4 input rows,
+// then sums across lanes, scales and the outputs per tile) batch 16 ran at ~25% of the
+// cores' vpdpbusd rate even in cache; transposing 16 rows on the fly cost as much as the
+// products (docs/PERFORMANCE.md).
 //
 // bf16, 3+ input rows: vdpbf16ps multiplies pairs of bf16 into fp32 sums, 32 products per
 // instruction, on the weights as stored. Each activation is split into two bf16, hi =
@@ -27,6 +28,10 @@
 // vdpbf16ps kernel at batch 1 measured no faster than widening, docs/PERFORMANCE.md).
 #include "kernels/cpu/cpu_stored_avx512.h"
 
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
 #include "kernels/cpu/bf16.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
@@ -36,11 +41,8 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
-#include <vector>
 
 namespace palm {
 
@@ -50,211 +52,155 @@ inline __mmask64 tail_mask64(i64 n) { return n >= 64 ? ~__mmask64(0) : n <= 0 ? 
 
 // ------------------------------------------------------------------ int8
 struct QuantRows {
-  i64 Kp = 0, segments = 0;
-  std::vector<std::int8_t> q;   // [b, Kp], zero past K
-  std::vector<float> scale;     // [b, segments, kQuantGroups]
-  std::vector<float> offset;    // [b]: 128 * sum over k of scale(k) * q_k
+  i64 b = 0, groups = 0;
+  std::vector<std::int8_t> q;  // [groups][b][kQuantGroup]: row i's group g at (g * b + i) * 64, zero past K
+  std::vector<float> scale;    // [groups][b]
+  std::vector<float> offset;   // [b]: 128 * sum over k of scale(k) * q_k
 };
 
 void size_rows(i64 b, i64 K, QuantRows& qr) {
-  qr.Kp = (K + 63) / 64 * 64;
-  qr.segments = (K + kQuantSegment - 1) / kQuantSegment;
-  qr.q.assign(std::size_t(b * qr.Kp), 0);
-  qr.scale.assign(std::size_t(b * qr.segments * kQuantGroups), 0.0f);
+  qr.b = b;
+  qr.groups = (K + kQuantGroup - 1) / kQuantGroup;
+  qr.q.assign(std::size_t(qr.groups * b * kQuantGroup), 0);
+  qr.scale.assign(std::size_t(qr.groups * b), 0.0f);
   qr.offset.assign(std::size_t(b), 0.0f);
 }
 
-inline __mmask16 tail_mask16(i64 n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
+inline __mmask16 tail_mask16(i64 n) { return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? 0 : __mmask16((1u << n) - 1); }
 
-// Row i of X into qr (sized by size_rows). Vectorized; the same arithmetic as the scalar
-// definition: a group's amax ignores NaN as std::max does, q = nearbyint(x * (127 / amax))
-// (the default rounding, to nearest even) clamped to +-127. The 16 floats at j (j % 16 == 0)
-// of a segment hold groups 4 (j % 64 / 16) .. +3, four lanes each, so four vectors of
-// maxima and of inverse scales cover a segment.
+// Row i of X into qr (sized by size_rows), group by group: amax ignores NaN as std::max does
+// (max(|x|, m) keeps m where |x| is NaN), q = nearbyint(x * (127 / amax)) (the default
+// rounding, to nearest even) clamped to +-127.
 void quantize_row(const float* X, i64 i, i64 K, QuantRows& qr) {
-  static_assert(kQuantGroups == 16, "a group per int32 lane of a 64-byte vector");
+  static_assert(kQuantGroup == 64, "a group is four vectors of 16 floats");
   const float* x = X + i * K;
-  std::int8_t* q = qr.q.data() + i * qr.Kp;
   double offset = 0;
-  for (i64 seg = 0; seg < qr.segments; ++seg) {
-    const i64 k0 = seg * kQuantSegment, n = std::min(K - k0, kQuantSegment);
-    __m512 vmax[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (i64 j = 0; j < n; j += 16)  // max(|x|, m) keeps m where |x| is NaN
-      vmax[j / 16 % 4] = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(tail_mask16(n - j), x + k0 + j)), vmax[j / 16 % 4]);
-    alignas(64) float m[64], inv[64];
-    for (int v = 0; v < 4; ++v) _mm512_store_ps(m + 16 * v, vmax[v]);
-    float* scale = qr.scale.data() + (i * qr.segments + seg) * kQuantGroups;
-    for (int g = 0; g < 16; ++g) {  // group g: m[4g .. 4g + 3]
-      const float amax = std::max(std::max(m[4 * g], m[4 * g + 1]), std::max(m[4 * g + 2], m[4 * g + 3]));
-      scale[g] = amax / 127.0f;
-      for (int u = 0; u < 4; ++u) inv[4 * g + u] = amax > 0.0f ? 127.0f / amax : 0.0f;
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+  for (i64 g = 0; g < qr.groups; ++g) {
+    const i64 k0 = g * kQuantGroup;
+    __m512 v[4], vmax = _mm512_setzero_ps();
+    for (int u = 0; u < 4; ++u) {
+      v[u] = _mm512_maskz_loadu_ps(tail_mask16(K - k0 - 16 * u), x + k0 + 16 * u);
+      vmax = _mm512_max_ps(_mm512_abs_ps(v[u]), vmax);
     }
-    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
-    __m512i vsum[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
-    for (i64 j = 0; j < n; j += 16) {
-      const __mmask16 mk = tail_mask16(n - j);
-      __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, x + k0 + j), _mm512_load_ps(inv + j % 64)));
-      v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-      _mm512_mask_cvtepi32_storeu_epi8(q + k0 + j, mk, v);
-      vsum[j / 16 % 4] = _mm512_add_epi32(vsum[j / 16 % 4], v);  // the masked-off lanes are 0
+    const float amax = _mm512_reduce_max_ps(vmax);
+    const float scale = amax / 127.0f;
+    qr.scale[std::size_t(g * qr.b + i)] = scale;
+    const __m512 inv = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+    std::int8_t* q = qr.q.data() + (g * qr.b + i) * kQuantGroup;
+    __m512i sum = _mm512_setzero_si512();
+    for (int u = 0; u < 4; ++u) {
+      __m512i n = _mm512_cvtps_epi32(_mm512_mul_ps(v[u], inv));
+      n = _mm512_min_epi32(_mm512_max_epi32(n, lo), hi);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16 * u), _mm_setzero_si128());  // past K: 0
+      const __mmask16 mk = tail_mask16(K - k0 - 16 * u);
+      _mm512_mask_cvtepi32_storeu_epi8(q + 16 * u, mk, n);
+      sum = _mm512_add_epi32(sum, _mm512_maskz_mov_epi32(mk, n));
     }
-    alignas(64) std::int32_t sum[64];
-    for (int v = 0; v < 4; ++v) _mm512_store_si512(sum + 16 * v, vsum[v]);
-    for (int t = 0; t < 64; ++t) offset += 128.0 * double(scale[t / 4]) * double(sum[t]);
+    offset += 128.0 * double(scale) * double(_mm512_reduce_add_epi32(sum));
   }
   qr.offset[std::size_t(i)] = float(offset);
 }
 
-// d[n * MR + m] = the int32 sums over k0 <= k < k1 of (w[n]_k + 128) q[m]_k, lane by lane,
-// for NR weight rows (stride K) and MR input rows (stride Kp). Each 64-byte load meets
-// several others in registers: an NR x MR tile needs NR + MR loads per NR * MR vpdpbusd,
-// where one weight row against 8 input rows needed 18 per 16 (in cache, 4 x 4 ran ~2x the
-// vpdpbusd per ns of 1 x 8: the loads were the bound). Not inlined: in its callers' loops
-// GCC 12 copied the 16 sums between registers on every step.
-template <int NR, int MR>
-__attribute__((noinline)) void int8_sums(const std::int8_t* w, i64 K, i64 k0, i64 k1, const std::int8_t* q, i64 Kp,
-                                         const std::int8_t* ahead, __m512i* d) {
-  const __m512i flip = _mm512_set1_epi8(char(0x80));
-  __m512i acc[NR][MR];
-#pragma GCC unroll 4
-  for (int n = 0; n < NR; ++n)
-#pragma GCC unroll 4
-    for (int m = 0; m < MR; ++m) acc[n][m] = _mm512_setzero_si512();
-  for (i64 k = k0; k < k1; k += 64) {
-    // past K the weights load as 0 (128 after the flip), against activations padded with 0
-    const __mmask64 mask = tail_mask64(K - k);
-    __m512i wv[NR];
-#pragma GCC unroll 4
-    for (int n = 0; n < NR; ++n) wv[n] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, w + n * K + k), flip);
-    if (ahead) {  // the next tile (NR rows, NR * K contiguous bytes), front to back while
-                  // this one is used: at batch 3-8, fetching its rows side by side as the
-                  // loads here do measured ~1.2x slower. Non-temporal (into L1, not kept
-                  // in L2): batch 16 11.0 -> 10.5 ms per step, batch 4 6.2 -> 5.4 ms.
-#pragma GCC unroll 4
-      for (int n = 0; n < NR; ++n) _mm_prefetch(reinterpret_cast<const char*>(ahead + NR * k + n * 64), _MM_HINT_NTA);
-    }
-#pragma GCC unroll 4
-    for (int m = 0; m < MR; ++m) {
-      __m512i x = _mm512_loadu_si512(q + m * Kp + k);
-      asm("" : "+v"(x));  // one load in a register: GCC otherwise folds it into each vpdpbusd
-#pragma GCC unroll 4
-      for (int n = 0; n < NR; ++n) acc[n][m] = _mm512_dpbusd_epi32(acc[n][m], wv[n], x);
-    }
-  }
-#pragma GCC unroll 4
-  for (int n = 0; n < NR; ++n)
-#pragma GCC unroll 4
-    for (int m = 0; m < MR; ++m) d[n * MR + m] = acc[n][m];
-}
-
-// out[i] = the sum of v[i]'s 16 lanes, for 16 vectors: a tree of shuffles and adds, 46
-// instructions where 16 separate reductions take ~160 (at K = 1024 a 4 x 4 tile has 256
-// vpdpbusd).
-void sum_lanes16(const __m512* v, float* out) {
-  __m512 u[8], t[4];
-  for (int i = 0; i < 8; ++i)  // 128-bit lanes 0-1: v[2i]'s halves added, 2-3: v[2i+1]'s
-    u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44), _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
-  for (int i = 0; i < 4; ++i)  // 128-bit lane L: v[4i + L]'s quarters added
-    t[i] = _mm512_add_ps(_mm512_shuffle_f32x4(u[2 * i], u[2 * i + 1], 0x88), _mm512_shuffle_f32x4(u[2 * i], u[2 * i + 1], 0xDD));
-  const __m512 p0 = _mm512_add_ps(_mm512_unpacklo_ps(t[0], t[1]), _mm512_unpackhi_ps(t[0], t[1]));
-  const __m512 p1 = _mm512_add_ps(_mm512_unpacklo_ps(t[2], t[3]), _mm512_unpackhi_ps(t[2], t[3]));
-  // lane 4L + j: the sum of v[4j + L]
-  const __m512 s = _mm512_add_ps(_mm512_shuffle_ps(p0, p1, 0x44), _mm512_shuffle_ps(p0, p1, 0xEE));
-  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  _mm512_storeu_ps(out, _mm512_permutexvar_ps(order, s));
-}
-
-constexpr int kInt8TileRows = 4, kInt8TileInputs = 4;
-
-// dots[n * MR + m] = sum_k w[n]_k x[m0 + m]_k as quantized (the offset subtracted), for NR
-// weight rows from w and MR input rows from m0.
-template <int NR, int MR>
-void int8_tile(const std::int8_t* w, i64 K, const QuantRows& qr, i64 m0, const std::int8_t* ahead, float* dots) {
-  const i64 per_row = qr.segments * kQuantGroups;
-  __m512 acc[16];
-  for (auto& a : acc) a = _mm512_setzero_ps();
-  for (i64 seg = 0; seg < qr.segments; ++seg) {
-    __m512i d[NR * MR];
-    int8_sums<NR, MR>(w, K, seg * kQuantSegment, std::min(K, (seg + 1) * kQuantSegment), qr.q.data() + m0 * qr.Kp, qr.Kp,
-                      ahead, d);
-    const float* s = qr.scale.data() + m0 * per_row + seg * kQuantGroups;
+// f[m] = sum over groups of (the group's int32 sums) * (its scale), for MR input rows from m0
+// and the L <= 16 rows of one panel (lanes). The quad vectors stream from the panel, each
+// met by MR activation quads broadcast from qr (their offsets are constants within a
+// group), so MR + 1 loads serve MR vpdpbusd. One or two input rows (batch 1 and 2: the
+// weights come from memory) keep two chains each, so a chain's latency does not bound the
+// stream. `ahead`: the next panel, fetched during this one (the first input block only).
+template <int MR, bool FULL>
+__attribute__((noinline)) void int8_panel_sums(const std::int8_t* panel, i64 L, i64 K, const __m512i* tail_quad,
+                                               const QuantRows& qr, i64 m0, const char* ahead, __m512* f) {
+  constexpr int CH = MR <= 2 ? 2 : 1;
+  const __m512i flip = _mm512_set1_epi8(char(0x80));  // signed weights to unsigned: + 128
+  const __mmask16 lanes = tail_mask16(L);
+  const i64 full_quads = K / 4, quads = (K + 3) / 4;
+  auto quad = [&](i64 j) {
+    const __m512i w = j == full_quads ? *tail_quad
+                      : FULL          ? _mm512_loadu_si512(panel + j * 64)
+                                      : _mm512_maskz_loadu_epi32(lanes, panel + j * L * 4);
+    return _mm512_xor_si512(w, flip);
+  };
 #pragma GCC unroll 16
-    for (int i = 0; i < NR * MR; ++i)
-      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[i]), _mm512_loadu_ps(s + (i % MR) * per_row), acc[i]);
-  }
-  float sums[16];
-  sum_lanes16(acc, sums);
-  for (int i = 0; i < NR * MR; ++i) dots[i] = sums[i] - qr.offset[std::size_t(m0 + i % MR)];
-}
-
-// out[r] = the same dots for one weight row and R (1 or 2) input rows from r0. At batch 1
-// and 2 the weights stream from memory, and reading one row at a time front to back beat
-// the 4-row tiles (batch 1: 4.2 vs 4.7 ms per bench-medium step): per 128 values two
-// vpdpbusd from zero, converted and added into two alternating float sums per row with
-// the lanes' scales.
-template <int R>
-void int8_rows_few(const std::int8_t* w, i64 K, const QuantRows& qr, i64 r0, float* out, const std::int8_t* next) {
-  const __m512i flip = _mm512_set1_epi8(char(0x80));
-  const std::int8_t* q = qr.q.data() + r0 * qr.Kp;
-  const i64 Kp = qr.Kp, per_row = qr.segments * kQuantGroups;
-  const float* scale = qr.scale.data() + r0 * per_row;
-  __m512 acc[R];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-  // the weight tail is loaded as 0 (then 128 after the flip) against activations padded with 0
-  auto load = [&](i64 k) {
-    const __m512i wv = k + 64 <= K ? _mm512_loadu_si512(w + k) : _mm512_maskz_loadu_epi8(tail_mask64(K - k), w + k);
-    return _mm512_xor_si512(wv, flip);
-  };
-  static_assert(kQuantSegment % 128 == 0, "a block of 128 lies in one segment");
-  __m512 acc2[R];  // a second float chain per row (odd blocks)
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) acc2[r] = _mm512_setzero_ps();
-  auto block = [&](i64 k, __m512* sums) {
-    const __m512i w0 = load(k);
-    if (next) {  // rows ahead, fetched while this row is used from registers
-      _mm_prefetch(reinterpret_cast<const char*>(next + k), _MM_HINT_NTA);
-      _mm_prefetch(reinterpret_cast<const char*>(next + k + 64), _MM_HINT_NTA);
+  for (int m = 0; m < MR; ++m) f[m] = _mm512_setzero_ps();
+  for (i64 g = 0; g < qr.groups; ++g) {
+    if (ahead) {
+#pragma GCC unroll 16
+      for (int l = 0; l < 16; ++l) _mm_prefetch(ahead + 1024 * g + 64 * l, _MM_HINT_T0);
     }
-    const bool two = k + 64 < K;  // the block's second vector holds weights
-    const __m512i w1 = two ? load(k + 64) : _mm512_setzero_si512();
-    const float* s = scale + k / kQuantSegment * kQuantGroups;
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, _mm512_loadu_si512(q + r * Kp + k));
-      if (two) d0 = _mm512_dpbusd_epi32(d0, w1, _mm512_loadu_si512(q + r * Kp + k + 64));
-      sums[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_loadu_ps(s + r * per_row), sums[r]);
-    }
-  };
-  for (i64 k = 0; k < K; k += 256) {
-    block(k, acc);
-    if (k + 128 < K) block(k + 128, acc2);
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_add_ps(acc[r], acc2[r]);
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(acc[r]) - qr.offset[std::size_t(r0 + r)];
-}
-
-// C[:, n0 .. n0 + NR - 1] for every input row, in tiles of up to kInt8TileInputs rows.
-template <int NR>
-void int8_rows(const std::int8_t* w, i64 K, const QuantRows& qr, i64 b, i64 n0, i64 N, const std::int8_t* ahead,
-               const float* scales, float alpha, float beta, float* C) {
-  float dots[16];
-  for (i64 m0 = 0; m0 < b; m0 += kInt8TileInputs) {
-    const int MR = int(std::min<i64>(kInt8TileInputs, b - m0));
-    const std::int8_t* pf = m0 == 0 ? ahead : nullptr;  // the next tile, during the first pass
-    switch (MR) {
-      case 1: int8_tile<NR, 1>(w, K, qr, m0, pf, dots); break;
-      case 2: int8_tile<NR, 2>(w, K, qr, m0, pf, dots); break;
-      case 3: int8_tile<NR, 3>(w, K, qr, m0, pf, dots); break;
-      default: int8_tile<NR, kInt8TileInputs>(w, K, qr, m0, pf, dots); break;
-    }
-    for (int n = 0; n < NR; ++n)
+    const std::int8_t* q = qr.q.data() + (g * qr.b + m0) * kQuantGroup;
+    __m512i acc[CH][MR];
+#pragma GCC unroll 16
+    for (int c = 0; c < CH; ++c)
+#pragma GCC unroll 16
+      for (int m = 0; m < MR; ++m) acc[c][m] = _mm512_setzero_si512();
+    auto step = [&](const __m512i w, int d, int c) {
+#pragma GCC unroll 16
       for (int m = 0; m < MR; ++m) {
-        float& c = C[(m0 + m) * N + n0 + n];
-        c = alpha * scales[n0 + n] * dots[n * MR + m] + (beta == 0.0f ? 0.0f : beta * c);
+        std::int32_t x4;
+        std::memcpy(&x4, q + m * kQuantGroup + 4 * d, 4);
+        acc[c][m] = _mm512_dpbusd_epi32(acc[c][m], w, _mm512_set1_epi32(x4));
       }
+    };
+    const i64 j0 = g * 16;
+    if (j0 + 16 <= full_quads) {
+#pragma GCC unroll 16
+      for (int d = 0; d < 16; ++d) step(quad(j0 + d), d, d % CH);
+    } else {
+      for (i64 j = j0; j < quads; ++j) step(quad(j), int(j - j0), int(j % CH));
+    }
+    const float* s = qr.scale.data() + g * qr.b + m0;
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m) {
+      __m512i sum = acc[0][m];
+      if (CH == 2) sum = _mm512_add_epi32(sum, acc[CH - 1][m]);
+      f[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(s[m]), f[m]);
+    }
+  }
+}
+
+constexpr int kInt8Inputs = 8;  // input rows per pass over a panel (8 + 8 sums in registers)
+
+template <bool FULL>
+void int8_panel_block(const std::int8_t* panel, i64 L, i64 K, const __m512i* tail_quad, const QuantRows& qr, i64 m0,
+                      int MR, const char* ahead, __m512* f) {
+  switch (MR) {
+    case 1: int8_panel_sums<1, FULL>(panel, L, K, tail_quad, qr, m0, ahead, f); break;
+    case 2: int8_panel_sums<2, FULL>(panel, L, K, tail_quad, qr, m0, ahead, f); break;
+    case 3: int8_panel_sums<3, FULL>(panel, L, K, tail_quad, qr, m0, ahead, f); break;
+    case 4: int8_panel_sums<4, FULL>(panel, L, K, tail_quad, qr, m0, ahead, f); break;
+    case 5: int8_panel_sums<5, FULL>(panel, L, K, tail_quad, qr, m0, ahead, f); break;
+    case 6: int8_panel_sums<6, FULL>(panel, L, K, tail_quad, qr, m0, ahead, f); break;
+    case 7: int8_panel_sums<7, FULL>(panel, L, K, tail_quad, qr, m0, ahead, f); break;
+    default: int8_panel_sums<kInt8Inputs, FULL>(panel, L, K, tail_quad, qr, m0, ahead, f); break;
+  }
+}
+
+// C[:, n0 .. n0 + L - 1] for every input row, from the panel of rows n0 .. n0 + L - 1.
+void int8_panel(const std::int8_t* W, i64 K, i64 N, i64 n0, const QuantRows& qr, const float* scales, float alpha,
+                float beta, float* C) {
+  const i64 L = std::min<i64>(16, N - n0);
+  const std::int8_t* panel = W + n0 * K;
+  alignas(64) std::int32_t tail[16] = {};  // the last cols % 4 bytes of each row as one quad (zero-padded)
+  if (K % 4) {
+    const std::int8_t* t = panel + (K / 4) * L * 4;
+    for (i64 r = 0; r < L; ++r) std::memcpy(&tail[r], t + r * (K % 4), std::size_t(K % 4));
+  }
+  const __m512i tail_quad = _mm512_load_si512(tail);
+  const char* ahead = n0 + 16 < N ? reinterpret_cast<const char*>(W + (n0 + 16) * K) : nullptr;
+  const __mmask16 lanes = tail_mask16(L);
+  const __m512 ws = _mm512_mul_ps(_mm512_set1_ps(alpha), _mm512_maskz_loadu_ps(lanes, scales + n0));
+  for (i64 m0 = 0; m0 < qr.b; m0 += kInt8Inputs) {
+    const int MR = int(std::min<i64>(kInt8Inputs, qr.b - m0));
+    __m512 f[kInt8Inputs];
+    if (L == 16) int8_panel_block<true>(panel, L, K, &tail_quad, qr, m0, MR, m0 == 0 ? ahead : nullptr, f);
+    else int8_panel_block<false>(panel, L, K, &tail_quad, qr, m0, MR, m0 == 0 ? ahead : nullptr, f);
+    for (int m = 0; m < MR; ++m) {
+      float* c = C + (m0 + m) * N + n0;
+      __m512 v = _mm512_mul_ps(ws, _mm512_sub_ps(f[m], _mm512_set1_ps(qr.offset[std::size_t(m0 + m)])));
+      if (beta != 0.0f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(lanes, c), v);
+      _mm512_mask_storeu_ps(c, lanes, v);
+    }
   }
 }
 
@@ -408,38 +354,17 @@ bool stored_avx512_available() {
 bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFormat format, const float* scales, i64 N,
                            float alpha, float beta, float* C) {
   if (format == WeightFormat::kInt8) {
-    QuantRows qr;
+    thread_local QuantRows mine;  // reused between calls; the workers use the caller's
+    QuantRows& qr = mine;
     size_rows(b, K, qr);
     const auto* Wq = static_cast<const std::int8_t*>(W);
-    const i64 full = N / kInt8TileRows * kInt8TileRows;
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
       for (i64 i = 0; i < b; ++i) quantize_row(X, i, K, qr);
       // (the loop's barrier: every row is quantized before any product)
-      if (b <= 2) {  // the weights stream from memory: one row at a time, short chains
 #pragma omp for schedule(static)
-        for (i64 n = 0; n < N; ++n) {
-          float dots[2];
-          const std::int8_t* next = n + 4 < N ? Wq + (n + 4) * K : nullptr;
-          if (b == 2) int8_rows_few<2>(Wq + n * K, K, qr, 0, dots, next);
-          else int8_rows_few<1>(Wq + n * K, K, qr, 0, dots, next);
-          for (i64 r = 0; r < b; ++r) {
-            float& c = C[r * N + n];
-            c = alpha * scales[n] * dots[r] + (beta == 0.0f ? 0.0f : beta * c);
-          }
-        }
-      } else {
-#pragma omp for schedule(static)
-        for (i64 n0 = 0; n0 < N; n0 += kInt8TileRows) {
-          if (n0 < full) {
-            const std::int8_t* ahead = n0 + 2 * kInt8TileRows <= N ? Wq + (n0 + kInt8TileRows) * K : nullptr;
-            int8_rows<kInt8TileRows>(Wq + n0 * K, K, qr, b, n0, N, ahead, scales, alpha, beta, C);
-          } else {
-            for (i64 n = n0; n < N; ++n) int8_rows<1>(Wq + n * K, K, qr, b, n, N, nullptr, scales, alpha, beta, C);
-          }
-        }
-      }
+      for (i64 n0 = 0; n0 < N; n0 += 16) int8_panel(Wq, K, N, n0, qr, scales, alpha, beta, C);
     }
     return true;
   }
@@ -484,3 +409,26 @@ bool stored_product_avx512(const float*, i64, i64, const void*, WeightFormat, co
 }  // namespace palm
 
 #endif
+
+namespace palm {
+
+void int8_pack_panels(std::int8_t* q, i64 rows, i64 cols) {
+  const i64 quads = cols / 4, rest = cols % 4;
+#pragma omp parallel
+  {
+    std::vector<std::int8_t> rowwise;  // one panel as it was
+#pragma omp for schedule(static)
+    for (i64 n0 = 0; n0 < rows; n0 += 16) {
+      const i64 L = std::min<i64>(16, rows - n0);
+      std::int8_t* panel = q + n0 * cols;
+      rowwise.assign(panel, panel + L * cols);
+      for (i64 r = 0; r < L; ++r) {
+        const std::int8_t* row = rowwise.data() + r * cols;
+        for (i64 j = 0; j < quads; ++j) std::memcpy(panel + (j * L + r) * 4, row + 4 * j, 4);
+        std::memcpy(panel + quads * L * 4 + r * rest, row + 4 * quads, std::size_t(rest));
+      }
+    }
+  }
+}
+
+}  // namespace palm

@@ -11,6 +11,7 @@
 
 #include "base/rng.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_stored_avx512.h"
 
 namespace palm {
 
@@ -200,6 +201,10 @@ void CpuBackend::quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int
     scales[r] = scale;
     for (i64 c = 0; c < cols; ++c) q[r * cols + c] = std::int8_t(std::lround(std::clamp(w[r * cols + c] / scale, -127.0f, 127.0f)));
   }
+}
+
+void CpuBackend::int8_to_product_layout(std::int8_t* q, i64 rows, i64 cols) {
+  if (stored_avx512_available()) int8_pack_panels(q, rows, cols);  // what its kernel reads
 }
 
 }  // namespace palm
