@@ -222,10 +222,10 @@ class TimingBackend final : public Backend {
     in_.quantize_int8_rows(w, rows, cols, q, scales);
     add("quantize_int8_rows", t0);
   }
-  void int8_to_product_layout(std::int8_t* q, i64 rows, i64 cols) override {
+  void stored_to_product_layout(void* w, WeightFormat format, i64 rows, i64 cols) override {
     const auto t0 = now();
-    in_.int8_to_product_layout(q, rows, cols);
-    add("int8_to_product_layout", t0);
+    in_.stored_to_product_layout(w, format, rows, cols);
+    add("stored_to_product_layout", t0);
   }
 
  private:

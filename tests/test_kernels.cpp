@@ -157,12 +157,13 @@ TEST_P(Kernels, RowsTimesStoredAllFormats) {
   // groups of kQuantGroup consecutive values, to max|x|/127 steps):
   // each result must then lie within what that rounding can change, sum_k |w_k| * (the
   // activation's largest rounding error), plus 1e-5.
-  // The bf16 kernels may carry an activation as two bf16 (the CPU's kernel for 3+ rows):
-  // hi = bf16(x) is within 2^-9 |x| of x, lo = bf16(x - hi) within 2^-9 of the remainder,
-  // so hi + lo is within 2^-18 |x|, far tighter than one bf16 (2^-9, which must fail).
+  // The bf16 kernels may carry an activation as two bf16: hi = bf16(x) is within 2^-9 |x|
+  // of x, lo = bf16(x - hi) within 2^-9 of the remainder, so hi + lo is within 2^-18 |x|,
+  // far tighter than one bf16 (2^-9, which must fail); the CPU's panel kernel rounds no
+  // activation and is held to fp32 summation.
   // K: a partial group and a partial 4-byte quad (329 = 5 * 64 + 9, 4,229 = 66 * 64 + 5);
-  // N: several panels of 16 rows and a part. The int8 weights go through
-  // int8_to_product_layout first, as stored weights do.
+  // N: several panels of 16 rows and a part. The weights go through
+  // stored_to_product_layout first, as stored weights do.
   const i64 N = 133;
   for (auto [K, b] : {std::pair<i64, i64>{329, 1}, {329, 2}, {329, 3}, {329, 9}, {329, 17}, {329, 70}, {4229, 1}, {4229, 6}}) {
     auto X = rand_vec(b * K, 50);
@@ -205,7 +206,9 @@ TEST_P(Kernels, RowsTimesStoredAllFormats) {
     const bool cpu_dot = GetParam().rfind("cpu", 0) == 0 && stored_avx512_available();
     Mirror dev(*be);
     auto check = [&](WeightFormat f, const void* W, const float* sc, double mult_of_n(i64), const std::vector<double>* x_err) {
-      const std::vector<float>* x_model = cpu_dot && f == WeightFormat::kInt8 ? &x_int8 : nullptr;
+      // the CPU's panel kernels: int8 multiplies the quantized activations, bf16 the fp32 ones
+      // (weights widened exactly), so either matches its model up to fp32 summation
+      const std::vector<float>* x_model = !cpu_dot ? nullptr : f == WeightFormat::kInt8 ? &x_int8 : f == WeightFormat::kBF16 ? &X : nullptr;
       std::vector<float> C(b * N, 1.0f);
       Mirror m(*be);
       be->rows_times_stored(m.in(X), b, K, W, f, sc, N, 0.5f, 2.0f, m.out(C));
@@ -234,14 +237,18 @@ TEST_P(Kernels, RowsTimesStoredAllFormats) {
           for (i64 k = 0; k < K; ++k) s += double((*x_model)[i * K + k]) * double(wq[n * K + k]);
           exact[i * N + n] = 0.5 * mult_of_n(n) * s + 2.0;
         }
-      expect_close(C, exact, 2e-6, "int8 VNNI kernel");
+      expect_close(C, exact, 2e-6, f == WeightFormat::kInt8 ? "int8 VNNI kernel" : "bf16 panel kernel");
     };
-    check(WeightFormat::kF32, dev.in(wf), nullptr, [](i64) { return 1.0 / 8; }, nullptr);
-    check(WeightFormat::kBF16, dev.in(wb), nullptr, [](i64) { return 1.0 / 8; }, &x_err_bf16);
+    float* wf_stored = dev.in(wf);
+    be->stored_to_product_layout(wf_stored, WeightFormat::kF32, N, K);  // nothing happens to fp32
+    check(WeightFormat::kF32, wf_stored, nullptr, [](i64) { return 1.0 / 8; }, nullptr);
+    std::uint16_t* wb_stored = dev.in(wb);
+    be->stored_to_product_layout(wb_stored, WeightFormat::kBF16, N, K);
+    check(WeightFormat::kBF16, wb_stored, nullptr, [](i64) { return 1.0 / 8; }, &x_err_bf16);
     static std::vector<float> sc;
     sc = scales;
     std::int8_t* wq_stored = dev.in(wq);
-    be->int8_to_product_layout(wq_stored, N, K);
+    be->stored_to_product_layout(wq_stored, WeightFormat::kInt8, N, K);
     check(WeightFormat::kInt8, wq_stored, dev.in(scales), [](i64 n) { return double(sc[n]); }, &x_err_int8);
   }
 }

@@ -68,7 +68,7 @@ class Backend {
 
   // Few-row products against stored weights, the decode-time GEMM:
   // C[i, n] = alpha * scale[n] * dot(X[i, :], W[n, :]) + beta * C[i, n] for i < b, n < N;
-  // W is [N, K] in `format` (scales null unless int8; int8 as int8_to_product_layout left it). Weight rows are read once for all
+  // W is [N, K] in `format` (scales null unless int8; bf16 and int8 as stored_to_product_layout left them). Weight rows are read once for all
   // b rows of X, so the cost is the bytes of W: the memory-bandwidth floor.
   virtual void rows_times_stored(const float* X, i64 b, i64 K, const void* W, WeightFormat format,
                                  const float* scales, i64 N, float alpha, float beta, float* C) = 0;
@@ -200,10 +200,11 @@ class Backend {
   virtual void quantize_bf16(const float* w, std::uint16_t* out, i64 n) = 0;  // nearest even
   // Symmetric int8 per row: scale[r] = max|w[r, :]| / 127 (1 for a zero row), q = round(w / scale).
   virtual void quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int8_t* q, float* scales) = 0;
-  // Rearranges q [rows, cols] (as quantize_int8_rows wrote it) in place into the layout this
-  // backend's rows_times_stored reads int8 weights in: row-major (nothing to do) or, on a
-  // CPU with AVX-512 VNNI, panels of 16 rows (cpu_stored_avx512.h).
-  virtual void int8_to_product_layout(std::int8_t* q, i64 rows, i64 cols) = 0;
+  // Rearranges bf16 or int8 weights [rows, cols] (as quantize_bf16 / quantize_int8_rows
+  // wrote them; fp32: nothing is done, those are the model's own) in place into the layout
+  // this backend's rows_times_stored reads: row-major (nothing to do) or, on a CPU with
+  // AVX-512 VNNI, panels of 16 rows (cpu_stored_avx512.h).
+  virtual void stored_to_product_layout(void* w, WeightFormat format, i64 rows, i64 cols) = 0;
 };
 
 // A backend by name: "cpu", "cuda" (where built with PALM_CUDA and a device is present),

@@ -17,12 +17,13 @@ StoredMatrix store(Backend& be, const float* w, std::int64_t rows, std::int64_t 
   } else if (f == WeightFormat::kBF16) {
     m.bf16 = DeviceArray<std::uint16_t>(be, std::size_t(n));
     be.quantize_bf16(w, m.bf16.data(), n);
+    be.stored_to_product_layout(m.bf16.data(), f, rows, cols);
     m.data = m.bf16.data();
   } else {
     m.q = DeviceArray<std::int8_t>(be, std::size_t(n));
     m.scales = DeviceFloats(be, std::size_t(rows));
     be.quantize_int8_rows(w, rows, cols, m.q.data(), m.scales.data());
-    be.int8_to_product_layout(m.q.data(), rows, cols);
+    be.stored_to_product_layout(m.q.data(), f, rows, cols);
     m.data = m.q.data();
   }
   return m;

@@ -85,7 +85,7 @@ class CpuBackend : public Backend {
                    float* nll, float* log_z, float* dlogits, float z_coef, float grad_scale, i64 N, i64 V) override;
   void quantize_bf16(const float* w, std::uint16_t* out, i64 n) override;
   void quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int8_t* q, float* scales) override;
-  void int8_to_product_layout(std::int8_t* q, i64 rows, i64 cols) override;
+  void stored_to_product_layout(void* w, WeightFormat format, i64 rows, i64 cols) override;
 
  private:
   // RoPE's cos/sin per position, shared by every call with the same base and head dim

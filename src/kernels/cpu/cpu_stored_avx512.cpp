@@ -1,5 +1,5 @@
-// Decode products against int8 weights on AVX-512 VNNI, and against bf16 weights for
-// three or more input rows on AVX512_BF16.
+// Decode products against int8 weights on AVX-512 VNNI, against bf16 weights, and against
+// fp32 weights for 1-2 input rows, on AVX-512.
 //
 // int8: vpdpbusd multiplies unsigned by signed bytes into int32 sums, 64 per instruction,
 // so the arithmetic per weight byte stays below what the memory delivers (the widening to
@@ -8,24 +8,20 @@
 // 127, round to nearest even), as llama.cpp's q8_0 path quantizes in blocks; the weights'
 // signed bytes are made unsigned by adding 128 (xor 0x80), and 128 * sum(q * scale) is
 // subtracted once per input row. The weights are stored in panels of 16 rows with each
-// 4-byte quad of the 16 rows side by side (int8_pack_panels), so a lane of vpdpbusd sums one
+// 4-byte quad of the 16 rows side by side (pack_panels), so a lane of vpdpbusd sums one
 // output row: each activation quad is broadcast against the panel's quad vectors, and no
 // sums across lanes remain. On rows as stored (a tile of 4 weight rows against 4 input rows,
 // then sums across lanes, scales and the outputs per tile) batch 16 ran at ~25% of the
 // cores' vpdpbusd rate even in cache; transposing 16 rows on the fly cost as much as the
 // products (docs/PERFORMANCE.md).
 //
-// bf16, 3+ input rows: vdpbf16ps multiplies pairs of bf16 into fp32 sums, 32 products per
-// instruction, on the weights as stored. Each activation is split into two bf16, hi =
-// bf16(x) and lo = bf16(x - hi), and both are multiplied: hi + lo carries 16 significant
-// bits: hi + lo is within 2^-18 |x| of x, so each term is off by at most 2^-18 |x| |w|,
-// where rounding x to one bf16 would cost 2^-9 (the weights' own rounding). A tile of 8 weight
-// rows meets 2 input rows at a time (16 sums in registers).
+// bf16: the weights are stored in the same panels (a 4-byte unit is a pair of bf16), widened
+// exactly to fp32 in registers and multiplied by the fp32 activations: nothing is rounded,
+// and the sums differ from fp32 weights' only in their order.
 //
-// fp32 and bf16, 1-2 input rows: the weights stream from memory, each used once or twice;
-// a row is widened to fp32 (exact for bf16) and summed in four FMA chains per input row,
-// so the core keeps more reads in flight than the compiler's one-chain loop did (a
-// vdpbf16ps kernel at batch 1 measured no faster than widening, docs/PERFORMANCE.md).
+// fp32, 1-2 input rows: the weights stream from memory, each used once or twice; a row is
+// summed in four FMA chains per input row, so the core keeps more reads in flight than the
+// compiler's one-chain loop did. fp32 from 3 rows is cpu_stored_gemv.cpp's tiled sgemm.
 #include "kernels/cpu/cpu_stored_avx512.h"
 
 #include <algorithm>
@@ -204,25 +200,16 @@ void int8_panel(const std::int8_t* W, i64 K, i64 N, i64 n0, const QuantRows& qr,
   }
 }
 
-// ------------------------------------------------------------------ fp32 and bf16, 1-2 input rows
+// ------------------------------------------------------------------ fp32, 1-2 input rows
 // Each weight is read from memory and used once or twice, so what bounds the product is
 // how many reads the core keeps in flight. The compiler's loop (one omp simd sum per row)
 // kept one FMA chain, whose latency filled the core's window ahead of the later loads:
 // four chains per row measured 5-15% more bytes/s at batch 1 in fp32 and bf16, paired
-// with the read probe (docs/PERFORMANCE.md). bf16 is widened exactly (its 16 bits become
-// the top of an fp32), so the sums differ from the fp32 path's only in their order.
-inline __m512 widen16(const float* w) { return _mm512_loadu_ps(w); }
-inline __m512 widen16(const std::uint16_t* w) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))), 16));
-}
-inline __m512 widen16(const float* w, __mmask16 m) { return _mm512_maskz_loadu_ps(m, w); }
-inline __m512 widen16(const std::uint16_t* w, __mmask16 m) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w)), 16));
-}
+// with the read probe (docs/PERFORMANCE.md).
 
 // out[r] = sum_k w[k] * X[r][k] for one weight row and R (1 or 2) input rows.
-template <int R, typename T>
-void dense_rows_few(const T* w, i64 K, const float* X, float* out) {
+template <int R>
+void dense_rows_few(const float* w, i64 K, const float* X, float* out) {
   __m512 acc[R][4];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
@@ -232,14 +219,14 @@ void dense_rows_few(const T* w, i64 K, const float* X, float* out) {
   for (; k + 64 <= K; k += 64) {
 #pragma GCC unroll 4
     for (int j = 0; j < 4; ++j) {
-      const __m512 wv = widen16(w + k + 16 * j);
+      const __m512 wv = _mm512_loadu_ps(w + k + 16 * j);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) acc[r][j] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(X + r * K + k + 16 * j), acc[r][j]);
     }
   }
   for (; k < K; k += 16) {
     const __mmask16 m = tail_mask16(K - k);
-    const __m512 wv = widen16(w + k, m);
+    const __m512 wv = _mm512_maskz_loadu_ps(m, w + k);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) acc[r][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, X + r * K + k), acc[r][0]);
   }
@@ -248,8 +235,7 @@ void dense_rows_few(const T* w, i64 K, const float* X, float* out) {
     out[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]), _mm512_add_ps(acc[r][2], acc[r][3])));
 }
 
-template <typename T>
-void dense_product_few(const float* X, i64 b, i64 K, const T* W, i64 N, float alpha, float beta, float* C) {
+void dense_product_few(const float* X, i64 b, i64 K, const float* W, i64 N, float alpha, float beta, float* C) {
 #pragma omp parallel for schedule(static)
   for (i64 n = 0; n < N; ++n) {
     float dots[2];
@@ -263,86 +249,113 @@ void dense_product_few(const float* X, i64 b, i64 K, const T* W, i64 N, float al
 }
 
 // ------------------------------------------------------------------ bf16
-#if defined(__AVX512BF16__)
-// Activations as bf16 halves: [2][b][Kp] (hi, then lo), K padded with zeros to Kp.
-struct SplitRows {
-  i64 Kp = 0;
-  std::vector<std::uint16_t> h;
+// bf16 weights in panels (pack_panels: 4-byte units are pairs of bf16 here), widened
+// exactly to fp32 (a lane's low bf16 shifted up, its high one masked) and multiplied by
+// fp32 activations: the sums differ from fp32 weights' only in their order. Widening
+// costs two instructions per 32 weights; the FMAs then equal vdpbf16ps on activations
+// split into hi + lo bf16 (two per 32 weights per input row, as the tiles before did), and
+// nothing is rounded.
+// Activations as pairs side by side: x[(j * b + i) * 2 + e] = X[i][2j + e] (0 past K), so
+// the broadcasts of one pass over a panel lie at constant offsets from one pointer.
+struct PairRows {
+  i64 b = 0, pairs = 0;
+  std::vector<float> x;
 };
 
-void split_rows(const float* X, i64 b, i64 K, SplitRows& sr) {
-  sr.Kp = (K + 31) / 32 * 32;
-  sr.h.assign(std::size_t(2 * b * sr.Kp), 0);
-  std::uint16_t* hi = sr.h.data();
-  std::uint16_t* lo = hi + b * sr.Kp;
-  for (i64 i = 0; i < b; ++i) {
-    const float* x = X + i * K;
-#pragma omp simd
-    for (i64 k = 0; k < K; ++k) {
-      const std::uint16_t h = to_bf16(x[k]);
-      hi[i * sr.Kp + k] = h;
-      lo[i * sr.Kp + k] = to_bf16(x[k] - bf16_to_f32(h));
+void size_pairs(i64 b, i64 K, PairRows& pr) {
+  pr.b = b;
+  pr.pairs = (K + 1) / 2;
+  pr.x.assign(std::size_t(pr.pairs * b * 2), 0.0f);
+}
+
+void pair_row(const float* X, i64 i, i64 K, PairRows& pr) {
+  for (i64 k = 0; k < K; ++k) pr.x[std::size_t((k / 2 * pr.b + i) * 2 + k % 2)] = X[i * K + k];
+}
+
+// f[m] = the dots of MR input rows from m0 with the L <= 16 rows of one panel (lanes).
+// One or two input rows keep two chains per half, as the int8 kernel does.
+template <int MR, bool FULL>
+__attribute__((noinline)) void bf16_panel_sums(const std::uint16_t* panel, i64 L, i64 K, const __m512i* tail_pair,
+                                               const PairRows& pr, i64 m0, const char* ahead, __m512* f) {
+  constexpr int CH = MR <= 2 ? 2 : 1;
+  const __mmask16 lanes = tail_mask16(L);
+  const __m512i high = _mm512_set1_epi32(int(0xFFFF0000u));
+  const i64 full_pairs = K / 2, pairs = (K + 1) / 2;
+  __m512 acc[CH][2][MR];
+#pragma GCC unroll 16
+  for (int c = 0; c < CH; ++c)
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m) acc[c][0][m] = acc[c][1][m] = _mm512_setzero_ps();
+  auto step = [&](i64 j, int c) {
+    const __m512i w = j == full_pairs ? *tail_pair
+                      : FULL          ? _mm512_loadu_si512(panel + j * 32)
+                                      : _mm512_maskz_loadu_epi32(lanes, panel + j * L * 2);
+    const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)), odd = _mm512_castsi512_ps(_mm512_and_si512(w, high));
+    const float* x = pr.x.data() + (j * pr.b + m0) * 2;
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m) {
+      acc[c][0][m] = _mm512_fmadd_ps(even, _mm512_set1_ps(x[2 * m]), acc[c][0][m]);
+      acc[c][1][m] = _mm512_fmadd_ps(odd, _mm512_set1_ps(x[2 * m + 1]), acc[c][1][m]);
+    }
+  };
+  i64 j = 0;
+  for (; j + 16 <= full_pairs; j += 16) {  // 1 KB of a full panel per block
+    if (ahead) {
+#pragma GCC unroll 16
+      for (int l = 0; l < 16; ++l) _mm_prefetch(ahead + 64 * (j + l), _MM_HINT_T0);
+    }
+#pragma GCC unroll 16
+    for (int d = 0; d < 16; ++d) step(j + d, d % CH);
+  }
+  for (; j < pairs; ++j) step(j, int(j % CH));
+#pragma GCC unroll 16
+  for (int m = 0; m < MR; ++m) {
+    __m512 s = _mm512_add_ps(acc[0][0][m], acc[0][1][m]);
+    if (CH == 2) s = _mm512_add_ps(s, _mm512_add_ps(acc[CH - 1][0][m], acc[CH - 1][1][m]));
+    f[m] = s;
+  }
+}
+
+constexpr int kBf16Inputs = 8;  // input rows per pass over a panel (16 sums in registers)
+
+template <bool FULL>
+void bf16_panel_block(const std::uint16_t* panel, i64 L, i64 K, const __m512i* tail_pair, const PairRows& pr, i64 m0,
+                      int MR, const char* ahead, __m512* f) {
+  switch (MR) {
+    case 1: bf16_panel_sums<1, FULL>(panel, L, K, tail_pair, pr, m0, ahead, f); break;
+    case 2: bf16_panel_sums<2, FULL>(panel, L, K, tail_pair, pr, m0, ahead, f); break;
+    case 3: bf16_panel_sums<3, FULL>(panel, L, K, tail_pair, pr, m0, ahead, f); break;
+    case 4: bf16_panel_sums<4, FULL>(panel, L, K, tail_pair, pr, m0, ahead, f); break;
+    case 5: bf16_panel_sums<5, FULL>(panel, L, K, tail_pair, pr, m0, ahead, f); break;
+    case 6: bf16_panel_sums<6, FULL>(panel, L, K, tail_pair, pr, m0, ahead, f); break;
+    case 7: bf16_panel_sums<7, FULL>(panel, L, K, tail_pair, pr, m0, ahead, f); break;
+    default: bf16_panel_sums<kBf16Inputs, FULL>(panel, L, K, tail_pair, pr, m0, ahead, f); break;
+  }
+}
+
+void bf16_panel(const std::uint16_t* W, i64 K, i64 N, i64 n0, const PairRows& pr, float alpha, float beta, float* C) {
+  const i64 L = std::min<i64>(16, N - n0);
+  const std::uint16_t* panel = W + n0 * K;
+  alignas(64) std::uint32_t tail[16] = {};  // the last value of each row where K is odd, as a pair with 0
+  if (K % 2)
+    for (i64 r = 0; r < L; ++r) tail[r] = panel[(K / 2) * L * 2 + r];
+  const __m512i tail_pair = _mm512_load_si512(tail);
+  const char* ahead = n0 + 16 < N ? reinterpret_cast<const char*>(W + (n0 + 16) * K) : nullptr;
+  const __mmask16 lanes = tail_mask16(L);
+  for (i64 m0 = 0; m0 < pr.b; m0 += kBf16Inputs) {
+    const int MR = int(std::min<i64>(kBf16Inputs, pr.b - m0));
+    __m512 f[kBf16Inputs];
+    if (L == 16) bf16_panel_block<true>(panel, L, K, &tail_pair, pr, m0, MR, m0 == 0 ? ahead : nullptr, f);
+    else bf16_panel_block<false>(panel, L, K, &tail_pair, pr, m0, MR, m0 == 0 ? ahead : nullptr, f);
+    for (int m = 0; m < MR; ++m) {
+      float* c = C + (m0 + m) * N + n0;
+      __m512 v = _mm512_mul_ps(_mm512_set1_ps(alpha), f[m]);
+      if (beta != 0.0f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(lanes, c), v);
+      _mm512_mask_storeu_ps(c, lanes, v);
     }
   }
 }
 
-inline __mmask32 tail_mask32(i64 n) { return n >= 32 ? ~__mmask32(0) : (__mmask32(1) << n) - 1; }
-
-// out[n * RM + m] = sum_k w[n][k] * (hi + lo)[m0 + m][k] for RN weight rows, RM input rows.
-template <int RN, int RM>
-void bf16_tile(const std::uint16_t* w, i64 K, const SplitRows& sr, i64 b, i64 m0, float* out, const std::uint16_t* next) {
-  const std::uint16_t* hi = sr.h.data() + m0 * sr.Kp;
-  const std::uint16_t* lo = hi + b * sr.Kp;
-  __m512 acc[RN][RM];
-#pragma GCC unroll 8
-  for (int n = 0; n < RN; ++n)
-#pragma GCC unroll 8
-    for (int m = 0; m < RM; ++m) acc[n][m] = _mm512_setzero_ps();
-  for (i64 k = 0; k < K; k += 32) {
-    const __mmask32 mask = tail_mask32(K - k);  // the weights' tail is read as 0
-    __m512bh wv[RN];
-#pragma GCC unroll 8
-    for (int n = 0; n < RN; ++n) wv[n] = (__m512bh)_mm512_maskz_loadu_epi16(mask, w + n * K + k);
-    if (next) {  // the next tile, so its first pass does not wait on memory (batch 16: ~1.35x)
-#pragma GCC unroll 8
-      for (int n = 0; n < RN; ++n) _mm_prefetch(reinterpret_cast<const char*>(next + n * K + k), _MM_HINT_T0);
-    }
-#pragma GCC unroll 8
-    for (int m = 0; m < RM; ++m) {
-      const __m512bh xh = (__m512bh)_mm512_loadu_si512(hi + m * sr.Kp + k);
-      const __m512bh xl = (__m512bh)_mm512_loadu_si512(lo + m * sr.Kp + k);
-#pragma GCC unroll 8
-      for (int n = 0; n < RN; ++n) acc[n][m] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(acc[n][m], wv[n], xh), wv[n], xl);
-    }
-  }
-#pragma GCC unroll 8
-  for (int n = 0; n < RN; ++n)
-#pragma GCC unroll 8
-    for (int m = 0; m < RM; ++m) out[n * RM + m] = _mm512_reduce_add_ps(acc[n][m]);
-}
-
-constexpr int kBf16TileRows = 8, kBf16TileInputs = 2;
-
-template <int RN>
-void bf16_rows(const std::uint16_t* W, i64 K, const SplitRows& sr, i64 b, i64 n0, i64 N, float alpha, float beta,
-               float* C) {
-  float dots[RN * kBf16TileInputs];
-  for (i64 m0 = 0; m0 < b; m0 += kBf16TileInputs) {
-    const int RM = int(std::min<i64>(kBf16TileInputs, b - m0));
-    if (RM == kBf16TileInputs) {
-      bf16_tile<RN, kBf16TileInputs>(W + n0 * K, K, sr, b, m0, dots, m0 == 0 && n0 + 2 * RN <= N ? W + (n0 + RN) * K : nullptr);
-    } else {
-      bf16_tile<RN, 1>(W + n0 * K, K, sr, b, m0, dots, nullptr);
-    }
-    for (int n = 0; n < RN; ++n)
-      for (int m = 0; m < RM; ++m) {
-        float& c = C[(m0 + m) * N + n0 + n];
-        c = alpha * dots[n * RM + m] + (beta == 0.0f ? 0.0f : beta * c);
-      }
-  }
-}
-
-#endif  // __AVX512BF16__
 
 }  // namespace
 
@@ -372,28 +385,20 @@ bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFo
     dense_product_few(X, b, K, static_cast<const float*>(W), N, alpha, beta, C);
     return true;
   }
-  if (b <= 2 && format == WeightFormat::kBF16) {
-    dense_product_few(X, b, K, static_cast<const std::uint16_t*>(W), N, alpha, beta, C);
-    return true;
-  }
-#if defined(__AVX512BF16__)
-  if (format == WeightFormat::kBF16 && b >= 3) {
-    thread_local SplitRows mine;  // reused between calls; the workers read the caller's
-    const SplitRows& sr = mine;
-    split_rows(X, b, K, mine);
+  if (format == WeightFormat::kBF16) {
+    thread_local PairRows mine;  // reused between calls; the workers use the caller's
+    PairRows& pr = mine;
+    size_pairs(b, K, pr);
     const auto* Wb = static_cast<const std::uint16_t*>(W);
-    const i64 full = N / kBf16TileRows * kBf16TileRows;
-#pragma omp parallel for schedule(static)
-    for (i64 n0 = 0; n0 < N; n0 += kBf16TileRows) {
-      if (n0 < full) {
-        bf16_rows<kBf16TileRows>(Wb, K, sr, b, n0, N, alpha, beta, C);
-      } else {
-        for (i64 n = n0; n < N; ++n) bf16_rows<1>(Wb, K, sr, b, n, N, alpha, beta, C);
-      }
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+      for (i64 i = 0; i < b; ++i) pair_row(X, i, K, pr);
+#pragma omp for schedule(static)
+      for (i64 n0 = 0; n0 < N; n0 += 16) bf16_panel(Wb, K, N, n0, pr, alpha, beta, C);
     }
     return true;
   }
-#endif
   return false;
 }
 
@@ -412,18 +417,19 @@ bool stored_product_avx512(const float*, i64, i64, const void*, WeightFormat, co
 
 namespace palm {
 
-void int8_pack_panels(std::int8_t* q, i64 rows, i64 cols) {
-  const i64 quads = cols / 4, rest = cols % 4;
+void pack_panels(void* w, i64 rows, i64 row_bytes) {
+  auto* q = static_cast<std::uint8_t*>(w);
+  const i64 cols = row_bytes, quads = cols / 4, rest = cols % 4;
 #pragma omp parallel
   {
-    std::vector<std::int8_t> rowwise;  // one panel as it was
+    std::vector<std::uint8_t> rowwise;  // one panel as it was
 #pragma omp for schedule(static)
     for (i64 n0 = 0; n0 < rows; n0 += 16) {
       const i64 L = std::min<i64>(16, rows - n0);
-      std::int8_t* panel = q + n0 * cols;
+      std::uint8_t* panel = q + n0 * cols;
       rowwise.assign(panel, panel + L * cols);
       for (i64 r = 0; r < L; ++r) {
-        const std::int8_t* row = rowwise.data() + r * cols;
+        const std::uint8_t* row = rowwise.data() + r * cols;
         for (i64 j = 0; j < quads; ++j) std::memcpy(panel + (j * L + r) * 4, row + 4 * j, 4);
         std::memcpy(panel + quads * L * 4 + r * rest, row + 4 * quads, std::size_t(rest));
       }

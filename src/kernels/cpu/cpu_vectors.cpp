@@ -203,8 +203,9 @@ void CpuBackend::quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int
   }
 }
 
-void CpuBackend::int8_to_product_layout(std::int8_t* q, i64 rows, i64 cols) {
-  if (stored_avx512_available()) int8_pack_panels(q, rows, cols);  // what its kernel reads
+void CpuBackend::stored_to_product_layout(void* w, WeightFormat format, i64 rows, i64 cols) {
+  if (!stored_avx512_available() || format == WeightFormat::kF32) return;  // read as stored
+  pack_panels(w, rows, cols * (format == WeightFormat::kBF16 ? 2 : 1));   // what its kernels read
 }
 
 }  // namespace palm

@@ -103,7 +103,7 @@ class CudaBackend final : public Backend {
   void top_k(const float* logits, i64 V, i64 k, float* values, std::int32_t* ids) override;
   void quantize_bf16(const float* w, std::uint16_t* out, i64 n) override;
   void quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int8_t* q, float* scales) override;
-  void int8_to_product_layout(std::int8_t*, i64, i64) override {}  // rows_times_stored reads rows as stored
+  void stored_to_product_layout(void*, WeightFormat, i64, i64) override {}  // rows_times_stored reads rows as stored
 
   cudaStream_t stream() const { return stream_; }
   int max_shared_bytes() const { return max_shared_; }  // opt-in dynamic shared memory per block
