@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/bf16.h"
@@ -45,6 +46,30 @@ namespace palm {
 namespace {
 
 inline __mmask64 tail_mask64(i64 n) { return n >= 64 ? ~__mmask64(0) : n <= 0 ? 0 : (__mmask64(1) << n) - 1; }
+
+// Input rows per pass over a panel: 8 + 8 sums in registers (int8: int32 and float; bf16:
+// the two halves of each unit).
+constexpr int kPanelInputs = 8;
+
+// fn(std::integral_constant<int, MR>{}) for the run-time MR (1 .. kPanelInputs), and whether
+// a panel has all 16 rows, as compile-time constants for the kernels' unrolled loops.
+template <typename Fn>
+void with_shape(int MR, bool full, Fn&& fn) {
+  auto rows = [&](auto full_c) {
+    switch (MR) {
+      case 1: fn(std::integral_constant<int, 1>{}, full_c); break;
+      case 2: fn(std::integral_constant<int, 2>{}, full_c); break;
+      case 3: fn(std::integral_constant<int, 3>{}, full_c); break;
+      case 4: fn(std::integral_constant<int, 4>{}, full_c); break;
+      case 5: fn(std::integral_constant<int, 5>{}, full_c); break;
+      case 6: fn(std::integral_constant<int, 6>{}, full_c); break;
+      case 7: fn(std::integral_constant<int, 7>{}, full_c); break;
+      default: fn(std::integral_constant<int, kPanelInputs>{}, full_c); break;
+    }
+  };
+  if (full) rows(std::true_type{});
+  else rows(std::false_type{});
+}
 
 // ------------------------------------------------------------------ int8
 struct QuantRows {
@@ -155,23 +180,6 @@ __attribute__((noinline)) void int8_panel_sums(const std::int8_t* panel, i64 L, 
   }
 }
 
-constexpr int kInt8Inputs = 8;  // input rows per pass over a panel (8 + 8 sums in registers)
-
-template <bool FULL>
-void int8_panel_block(const std::int8_t* panel, i64 L, i64 K, const __m512i* tail_quad, const QuantRows& qr, i64 m0,
-                      int MR, const char* ahead, __m512* f) {
-  switch (MR) {
-    case 1: int8_panel_sums<1, FULL>(panel, L, K, tail_quad, qr, m0, ahead, f); break;
-    case 2: int8_panel_sums<2, FULL>(panel, L, K, tail_quad, qr, m0, ahead, f); break;
-    case 3: int8_panel_sums<3, FULL>(panel, L, K, tail_quad, qr, m0, ahead, f); break;
-    case 4: int8_panel_sums<4, FULL>(panel, L, K, tail_quad, qr, m0, ahead, f); break;
-    case 5: int8_panel_sums<5, FULL>(panel, L, K, tail_quad, qr, m0, ahead, f); break;
-    case 6: int8_panel_sums<6, FULL>(panel, L, K, tail_quad, qr, m0, ahead, f); break;
-    case 7: int8_panel_sums<7, FULL>(panel, L, K, tail_quad, qr, m0, ahead, f); break;
-    default: int8_panel_sums<kInt8Inputs, FULL>(panel, L, K, tail_quad, qr, m0, ahead, f); break;
-  }
-}
-
 // C[:, n0 .. n0 + L - 1] for every input row, from the panel of rows n0 .. n0 + L - 1.
 void int8_panel(const std::int8_t* W, i64 K, i64 N, i64 n0, const QuantRows& qr, const float* scales, float alpha,
                 float beta, float* C) {
@@ -186,11 +194,12 @@ void int8_panel(const std::int8_t* W, i64 K, i64 N, i64 n0, const QuantRows& qr,
   const char* ahead = n0 + 16 < N ? reinterpret_cast<const char*>(W + (n0 + 16) * K) : nullptr;
   const __mmask16 lanes = tail_mask16(L);
   const __m512 ws = _mm512_mul_ps(_mm512_set1_ps(alpha), _mm512_maskz_loadu_ps(lanes, scales + n0));
-  for (i64 m0 = 0; m0 < qr.b; m0 += kInt8Inputs) {
-    const int MR = int(std::min<i64>(kInt8Inputs, qr.b - m0));
-    __m512 f[kInt8Inputs];
-    if (L == 16) int8_panel_block<true>(panel, L, K, &tail_quad, qr, m0, MR, m0 == 0 ? ahead : nullptr, f);
-    else int8_panel_block<false>(panel, L, K, &tail_quad, qr, m0, MR, m0 == 0 ? ahead : nullptr, f);
+  for (i64 m0 = 0; m0 < qr.b; m0 += kPanelInputs) {
+    const int MR = int(std::min<i64>(kPanelInputs, qr.b - m0));
+    __m512 f[kPanelInputs];
+    with_shape(MR, L == 16, [&](auto mr, auto full) {
+      int8_panel_sums<mr.value, full.value>(panel, L, K, &tail_quad, qr, m0, m0 == 0 ? ahead : nullptr, f);
+    });
     for (int m = 0; m < MR; ++m) {
       float* c = C + (m0 + m) * N + n0;
       __m512 v = _mm512_mul_ps(ws, _mm512_sub_ps(f[m], _mm512_set1_ps(qr.offset[std::size_t(m0 + m)])));
@@ -316,23 +325,6 @@ __attribute__((noinline)) void bf16_panel_sums(const std::uint16_t* panel, i64 L
   }
 }
 
-constexpr int kBf16Inputs = 8;  // input rows per pass over a panel (16 sums in registers)
-
-template <bool FULL>
-void bf16_panel_block(const std::uint16_t* panel, i64 L, i64 K, const __m512i* tail_pair, const PairRows& pr, i64 m0,
-                      int MR, const char* ahead, __m512* f) {
-  switch (MR) {
-    case 1: bf16_panel_sums<1, FULL>(panel, L, K, tail_pair, pr, m0, ahead, f); break;
-    case 2: bf16_panel_sums<2, FULL>(panel, L, K, tail_pair, pr, m0, ahead, f); break;
-    case 3: bf16_panel_sums<3, FULL>(panel, L, K, tail_pair, pr, m0, ahead, f); break;
-    case 4: bf16_panel_sums<4, FULL>(panel, L, K, tail_pair, pr, m0, ahead, f); break;
-    case 5: bf16_panel_sums<5, FULL>(panel, L, K, tail_pair, pr, m0, ahead, f); break;
-    case 6: bf16_panel_sums<6, FULL>(panel, L, K, tail_pair, pr, m0, ahead, f); break;
-    case 7: bf16_panel_sums<7, FULL>(panel, L, K, tail_pair, pr, m0, ahead, f); break;
-    default: bf16_panel_sums<kBf16Inputs, FULL>(panel, L, K, tail_pair, pr, m0, ahead, f); break;
-  }
-}
-
 void bf16_panel(const std::uint16_t* W, i64 K, i64 N, i64 n0, const PairRows& pr, float alpha, float beta, float* C) {
   const i64 L = std::min<i64>(16, N - n0);
   const std::uint16_t* panel = W + n0 * K;
@@ -342,11 +334,12 @@ void bf16_panel(const std::uint16_t* W, i64 K, i64 N, i64 n0, const PairRows& pr
   const __m512i tail_pair = _mm512_load_si512(tail);
   const char* ahead = n0 + 16 < N ? reinterpret_cast<const char*>(W + (n0 + 16) * K) : nullptr;
   const __mmask16 lanes = tail_mask16(L);
-  for (i64 m0 = 0; m0 < pr.b; m0 += kBf16Inputs) {
-    const int MR = int(std::min<i64>(kBf16Inputs, pr.b - m0));
-    __m512 f[kBf16Inputs];
-    if (L == 16) bf16_panel_block<true>(panel, L, K, &tail_pair, pr, m0, MR, m0 == 0 ? ahead : nullptr, f);
-    else bf16_panel_block<false>(panel, L, K, &tail_pair, pr, m0, MR, m0 == 0 ? ahead : nullptr, f);
+  for (i64 m0 = 0; m0 < pr.b; m0 += kPanelInputs) {
+    const int MR = int(std::min<i64>(kPanelInputs, pr.b - m0));
+    __m512 f[kPanelInputs];
+    with_shape(MR, L == 16, [&](auto mr, auto full) {
+      bf16_panel_sums<mr.value, full.value>(panel, L, K, &tail_pair, pr, m0, m0 == 0 ? ahead : nullptr, f);
+    });
     for (int m = 0; m < MR; ++m) {
       float* c = C + (m0 + m) * N + n0;
       __m512 v = _mm512_mul_ps(_mm512_set1_ps(alpha), f[m]);
