@@ -47,28 +47,16 @@ namespace {
 
 inline __mmask64 tail_mask64(i64 n) { return n >= 64 ? ~__mmask64(0) : n <= 0 ? 0 : (__mmask64(1) << n) - 1; }
 
-// Input rows per pass over a panel: 8 + 8 sums in registers (int8: int32 and float; bf16:
-// the two halves of each unit).
-constexpr int kPanelInputs = 8;
-
-// fn(std::integral_constant<int, MR>{}) for the run-time MR (1 .. kPanelInputs), and whether
-// a panel has all 16 rows, as compile-time constants for the kernels' unrolled loops.
-template <typename Fn>
+// fn(std::integral_constant<int, MR>{}, std::bool_constant<full>{}) for a run-time MR in
+// 1 .. MAX and whether a panel has all 16 rows: compile-time constants for the kernels'
+// unrolled loops.
+template <int MAX, typename Fn>
 void with_shape(int MR, bool full, Fn&& fn) {
-  auto rows = [&](auto full_c) {
-    switch (MR) {
-      case 1: fn(std::integral_constant<int, 1>{}, full_c); break;
-      case 2: fn(std::integral_constant<int, 2>{}, full_c); break;
-      case 3: fn(std::integral_constant<int, 3>{}, full_c); break;
-      case 4: fn(std::integral_constant<int, 4>{}, full_c); break;
-      case 5: fn(std::integral_constant<int, 5>{}, full_c); break;
-      case 6: fn(std::integral_constant<int, 6>{}, full_c); break;
-      case 7: fn(std::integral_constant<int, 7>{}, full_c); break;
-      default: fn(std::integral_constant<int, kPanelInputs>{}, full_c); break;
-    }
-  };
-  if (full) rows(std::true_type{});
-  else rows(std::false_type{});
+  if constexpr (MAX > 1) {
+    if (MR < MAX) return with_shape<MAX - 1>(MR, full, fn);
+  }
+  if (full) fn(std::integral_constant<int, MAX>{}, std::true_type{});
+  else fn(std::integral_constant<int, MAX>{}, std::false_type{});
 }
 
 // ------------------------------------------------------------------ int8
@@ -136,12 +124,11 @@ __attribute__((noinline)) void int8_panel_sums(const std::int8_t* panel, i64 L, 
   const __m512i flip = _mm512_set1_epi8(char(0x80));  // signed weights to unsigned: + 128
   const __mmask16 lanes = tail_mask16(L);
   const i64 full_quads = K / 4, quads = (K + 3) / 4;
-  auto quad = [&](i64 j) {
-    const __m512i w = j == full_quads ? *tail_quad
-                      : FULL          ? _mm512_loadu_si512(panel + j * 64)
-                                      : _mm512_maskz_loadu_epi32(lanes, panel + j * L * 4);
-    return _mm512_xor_si512(w, flip);
+  auto quad = [&](i64 j) {  // j < full_quads
+    return _mm512_xor_si512(FULL ? _mm512_loadu_si512(panel + j * 64) : _mm512_maskz_loadu_epi32(lanes, panel + j * L * 4), flip);
   };
+  // (apart, so that the unrolled loop over whole groups has no test for the tail)
+  auto quad_or_tail = [&](i64 j) { return j == full_quads ? _mm512_xor_si512(*tail_quad, flip) : quad(j); };
 #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) f[m] = _mm512_setzero_ps();
   for (i64 g = 0; g < qr.groups; ++g) {
@@ -168,7 +155,7 @@ __attribute__((noinline)) void int8_panel_sums(const std::int8_t* panel, i64 L, 
 #pragma GCC unroll 16
       for (int d = 0; d < 16; ++d) step(quad(j0 + d), d, d % CH);
     } else {
-      for (i64 j = j0; j < quads; ++j) step(quad(j), int(j - j0), int(j % CH));
+      for (i64 j = j0; j < quads; ++j) step(quad_or_tail(j), int(j - j0), int(j % CH));
     }
     const float* s = qr.scale.data() + g * qr.b + m0;
 #pragma GCC unroll 16
@@ -179,6 +166,8 @@ __attribute__((noinline)) void int8_panel_sums(const std::int8_t* panel, i64 L, 
     }
   }
 }
+
+constexpr int kInt8Inputs = 8;  // input rows per pass over a panel: 8 int32 + 8 float sums in registers
 
 // C[:, n0 .. n0 + L - 1] for every input row, from the panel of rows n0 .. n0 + L - 1.
 void int8_panel(const std::int8_t* W, i64 K, i64 N, i64 n0, const QuantRows& qr, const float* scales, float alpha,
@@ -191,13 +180,15 @@ void int8_panel(const std::int8_t* W, i64 K, i64 N, i64 n0, const QuantRows& qr,
     for (i64 r = 0; r < L; ++r) std::memcpy(&tail[r], t + r * (K % 4), std::size_t(K % 4));
   }
   const __m512i tail_quad = _mm512_load_si512(tail);
-  const char* ahead = n0 + 16 < N ? reinterpret_cast<const char*>(W + (n0 + 16) * K) : nullptr;
+  // the next panel, fetched while this one is used; at 1-2 input rows the core's own
+  // prefetcher keeps up with the stream (bf16 batch 1 ran 0-17% faster without)
+  const char* ahead = n0 + 16 < N && qr.b > 2 ? reinterpret_cast<const char*>(W + (n0 + 16) * K) : nullptr;
   const __mmask16 lanes = tail_mask16(L);
   const __m512 ws = _mm512_mul_ps(_mm512_set1_ps(alpha), _mm512_maskz_loadu_ps(lanes, scales + n0));
-  for (i64 m0 = 0; m0 < qr.b; m0 += kPanelInputs) {
-    const int MR = int(std::min<i64>(kPanelInputs, qr.b - m0));
-    __m512 f[kPanelInputs];
-    with_shape(MR, L == 16, [&](auto mr, auto full) {
+  for (i64 m0 = 0; m0 < qr.b; m0 += kInt8Inputs) {
+    const int MR = int(std::min<i64>(kInt8Inputs, qr.b - m0));
+    __m512 f[kInt8Inputs];
+    with_shape<kInt8Inputs>(MR, L == 16, [&](auto mr, auto full) {
       int8_panel_sums<mr.value, full.value>(panel, L, K, &tail_quad, qr, m0, m0 == 0 ? ahead : nullptr, f);
     });
     for (int m = 0; m < MR; ++m) {
@@ -278,33 +269,40 @@ void size_pairs(i64 b, i64 K, PairRows& pr) {
 }
 
 void pair_row(const float* X, i64 i, i64 K, PairRows& pr) {
-  for (i64 k = 0; k < K; ++k) pr.x[std::size_t((k / 2 * pr.b + i) * 2 + k % 2)] = X[i * K + k];
+  const float* x = X + i * K;
+  float* out = pr.x.data() + i * 2;
+  for (i64 j = 0; j < K / 2; ++j) std::memcpy(out + j * 2 * pr.b, x + 2 * j, 2 * sizeof(float));
+  if (K % 2) out[K / 2 * 2 * pr.b] = x[K - 1];
 }
 
 // f[m] = the dots of MR input rows from m0 with the L <= 16 rows of one panel (lanes).
-// One or two input rows keep two chains per half, as the int8 kernel does.
+// Up to 8 input rows sum the two halves of a unit apart (HALVES = 2; one or two rows also
+// keep two chains per half, as the int8 kernel does), so chains are many and short; more
+// rows sum both into one chain per row, which leaves registers for 16 rows.
 template <int MR, bool FULL>
 __attribute__((noinline)) void bf16_panel_sums(const std::uint16_t* panel, i64 L, i64 K, const __m512i* tail_pair,
                                                const PairRows& pr, i64 m0, const char* ahead, __m512* f) {
-  constexpr int CH = MR <= 2 ? 2 : 1;
+  constexpr int CH = MR <= 2 ? 2 : 1, HALVES = MR <= 8 ? 2 : 1;
   const __mmask16 lanes = tail_mask16(L);
   const __m512i high = _mm512_set1_epi32(int(0xFFFF0000u));
   const i64 full_pairs = K / 2, pairs = (K + 1) / 2;
-  __m512 acc[CH][2][MR];
+  __m512 acc[CH][HALVES][MR];
 #pragma GCC unroll 16
   for (int c = 0; c < CH; ++c)
 #pragma GCC unroll 16
-    for (int m = 0; m < MR; ++m) acc[c][0][m] = acc[c][1][m] = _mm512_setzero_ps();
-  auto step = [&](i64 j, int c) {
-    const __m512i w = j == full_pairs ? *tail_pair
-                      : FULL          ? _mm512_loadu_si512(panel + j * 32)
-                                      : _mm512_maskz_loadu_epi32(lanes, panel + j * L * 2);
+    for (int h = 0; h < HALVES; ++h)
+#pragma GCC unroll 16
+      for (int m = 0; m < MR; ++m) acc[c][h][m] = _mm512_setzero_ps();
+  auto pair = [&](i64 j) {  // j < full_pairs
+    return FULL ? _mm512_loadu_si512(panel + j * 32) : _mm512_maskz_loadu_epi32(lanes, panel + j * L * 2);
+  };
+  // x: unit j's activations of input rows m0 .. m0 + MR - 1
+  auto step = [&](const __m512i w, const float* x, int c) {
     const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)), odd = _mm512_castsi512_ps(_mm512_and_si512(w, high));
-    const float* x = pr.x.data() + (j * pr.b + m0) * 2;
 #pragma GCC unroll 16
     for (int m = 0; m < MR; ++m) {
       acc[c][0][m] = _mm512_fmadd_ps(even, _mm512_set1_ps(x[2 * m]), acc[c][0][m]);
-      acc[c][1][m] = _mm512_fmadd_ps(odd, _mm512_set1_ps(x[2 * m + 1]), acc[c][1][m]);
+      acc[c][HALVES - 1][m] = _mm512_fmadd_ps(odd, _mm512_set1_ps(x[2 * m + 1]), acc[c][HALVES - 1][m]);
     }
   };
   i64 j = 0;
@@ -313,17 +311,24 @@ __attribute__((noinline)) void bf16_panel_sums(const std::uint16_t* panel, i64 L
 #pragma GCC unroll 16
       for (int l = 0; l < 16; ++l) _mm_prefetch(ahead + 64 * (j + l), _MM_HINT_T0);
     }
+    const float* x = pr.x.data() + (j * pr.b + m0) * 2;
 #pragma GCC unroll 16
-    for (int d = 0; d < 16; ++d) step(j + d, d % CH);
+    for (int d = 0; d < 16; ++d) step(pair(j + d), x + d * 2 * pr.b, d % CH);
   }
-  for (; j < pairs; ++j) step(j, int(j % CH));
+  for (; j < pairs; ++j) step(j == full_pairs ? *tail_pair : pair(j), pr.x.data() + (j * pr.b + m0) * 2, int(j % CH));
 #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) {
-    __m512 s = _mm512_add_ps(acc[0][0][m], acc[0][1][m]);
-    if (CH == 2) s = _mm512_add_ps(s, _mm512_add_ps(acc[CH - 1][0][m], acc[CH - 1][1][m]));
+    __m512 s = acc[0][0][m];
+    if (HALVES == 2) s = _mm512_add_ps(s, acc[0][HALVES - 1][m]);
+    if (CH == 2) s = _mm512_add_ps(s, _mm512_add_ps(acc[CH - 1][0][m], acc[CH - 1][HALVES - 1][m]));
     f[m] = s;
   }
 }
+
+// Input rows per pass over a panel: 16 sums in registers. With 8 rows per pass, as int8,
+// the panel (32 KB at K = 1,024) and the activations' pairs (64 KB at batch 16) did not
+// both stay in L1 for the second pass.
+constexpr int kBf16Inputs = 16;
 
 void bf16_panel(const std::uint16_t* W, i64 K, i64 N, i64 n0, const PairRows& pr, float alpha, float beta, float* C) {
   const i64 L = std::min<i64>(16, N - n0);
@@ -332,12 +337,12 @@ void bf16_panel(const std::uint16_t* W, i64 K, i64 N, i64 n0, const PairRows& pr
   if (K % 2)
     for (i64 r = 0; r < L; ++r) tail[r] = panel[(K / 2) * L * 2 + r];
   const __m512i tail_pair = _mm512_load_si512(tail);
-  const char* ahead = n0 + 16 < N ? reinterpret_cast<const char*>(W + (n0 + 16) * K) : nullptr;
+  const char* ahead = n0 + 16 < N && pr.b > 2 ? reinterpret_cast<const char*>(W + (n0 + 16) * K) : nullptr;
   const __mmask16 lanes = tail_mask16(L);
-  for (i64 m0 = 0; m0 < pr.b; m0 += kPanelInputs) {
-    const int MR = int(std::min<i64>(kPanelInputs, pr.b - m0));
-    __m512 f[kPanelInputs];
-    with_shape(MR, L == 16, [&](auto mr, auto full) {
+  for (i64 m0 = 0; m0 < pr.b; m0 += kBf16Inputs) {
+    const int MR = int(std::min<i64>(kBf16Inputs, pr.b - m0));
+    __m512 f[kBf16Inputs];
+    with_shape<kBf16Inputs>(MR, L == 16, [&](auto mr, auto full) {
       bf16_panel_sums<mr.value, full.value>(panel, L, K, &tail_pair, pr, m0, m0 == 0 ? ahead : nullptr, f);
     });
     for (int m = 0; m < MR; ++m) {
