@@ -262,17 +262,48 @@ struct PairRows {
   std::vector<float> x;
 };
 
-void size_pairs(i64 b, i64 K, PairRows& pr) {
+void size_pairs(i64 b, i64 K, PairRows& pr) {  // every value is then written by pair_rows
   pr.b = b;
   pr.pairs = (K + 1) / 2;
-  pr.x.assign(std::size_t(pr.pairs * b * 2), 0.0f);
+  pr.x.resize(std::size_t(pr.pairs * b * 2));
 }
 
-void pair_row(const float* X, i64 i, i64 K, PairRows& pr) {
-  const float* x = X + i * K;
-  float* out = pr.x.data() + i * 2;
-  for (i64 j = 0; j < K / 2; ++j) std::memcpy(out + j * 2 * pr.b, x + 2 * j, 2 * sizeof(float));
-  if (K % 2) out[K / 2 * 2 * pr.b] = x[K - 1];
+// Units j0 .. j1 - 1 of every row of X into pr. Eight rows' eight units at a time, by an
+// 8 x 8 transpose of 8-byte pairs (one pair per row and unit at a time cost ~40% of a
+// batch-16 product in cache); the rest pair by pair.
+void pair_rows(const float* X, i64 K, i64 j0, i64 j1, PairRows& pr) {
+  const i64 b = pr.b, full = K / 2;
+  auto one = [&](i64 i, i64 j) {
+    float* o = pr.x.data() + (j * b + i) * 2;
+    o[0] = X[i * K + 2 * j];
+    o[1] = 2 * j + 1 < K ? X[i * K + 2 * j + 1] : 0.0f;
+  };
+  i64 i0 = 0;
+  for (; i0 + 8 <= b; i0 += 8) {
+    i64 j = j0;
+    for (; j + 8 <= std::min(j1, full); j += 8) {
+      __m512d r[8], t[8], u[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm512_castps_pd(_mm512_loadu_ps(X + (i0 + i) * K + 2 * j));  // row i's 8 pairs
+      for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]);  // 128-bit lane L: pair 2L of rows i, i + 1
+        t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);  // pair 2L + 1
+      }
+      for (int h = 0; h < 8; h += 4) {  // rows h .. h + 3: u[h + e] lanes: pairs e, e + 4 of rows (h, h+1), then (h+2, h+3)
+        u[h] = _mm512_shuffle_f64x2(t[h], t[h + 2], 0x88);
+        u[h + 1] = _mm512_shuffle_f64x2(t[h + 1], t[h + 3], 0x88);
+        u[h + 2] = _mm512_shuffle_f64x2(t[h], t[h + 2], 0xDD);
+        u[h + 3] = _mm512_shuffle_f64x2(t[h + 1], t[h + 3], 0xDD);
+      }
+      for (int e = 0; e < 4; ++e) {  // unit j + e and j + e + 4: the 8 rows' pairs
+        _mm512_storeu_pd(pr.x.data() + ((j + e) * b + i0) * 2, _mm512_shuffle_f64x2(u[e], u[4 + e], 0x88));
+        _mm512_storeu_pd(pr.x.data() + ((j + e + 4) * b + i0) * 2, _mm512_shuffle_f64x2(u[e], u[4 + e], 0xDD));
+      }
+    }
+    for (; j < j1; ++j)
+      for (i64 i = i0; i < i0 + 8; ++i) one(i, j);
+  }
+  for (; i0 < b; ++i0)
+    for (i64 j = j0; j < j1; ++j) one(i0, j);
 }
 
 // f[m] = the dots of MR input rows from m0 with the L <= 16 rows of one panel (lanes).
@@ -391,7 +422,7 @@ bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFo
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
-      for (i64 i = 0; i < b; ++i) pair_row(X, i, K, pr);
+      for (i64 j = 0; j < pr.pairs; j += 64) pair_rows(X, K, j, std::min(j + 64, pr.pairs), pr);
 #pragma omp for schedule(static)
       for (i64 n0 = 0; n0 < N; n0 += 16) bf16_panel(Wb, K, N, n0, pr, alpha, beta, C);
     }
