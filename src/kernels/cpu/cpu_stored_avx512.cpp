@@ -136,38 +136,49 @@ __attribute__((noinline)) void int8_panel_sums(const std::int8_t* panel, i64 L, 
 #pragma GCC unroll 16
       for (int l = 0; l < 16; ++l) _mm_prefetch(ahead + 1024 * g + 64 * l, _MM_HINT_T0);
     }
-    const std::int8_t* q = qr.q.data() + (g * qr.b + m0) * kQuantGroup;
-    __m512i acc[CH][MR];
-#pragma GCC unroll 16
-    for (int c = 0; c < CH; ++c)
-#pragma GCC unroll 16
-      for (int m = 0; m < MR; ++m) acc[c][m] = _mm512_setzero_si512();
-    auto step = [&](const __m512i w, int d, int c) {
-#pragma GCC unroll 16
-      for (int m = 0; m < MR; ++m) {
-        std::int32_t x4;
-        std::memcpy(&x4, q + m * kQuantGroup + 4 * d, 4);
-        acc[c][m] = _mm512_dpbusd_epi32(acc[c][m], w, _mm512_set1_epi32(x4));
-      }
-    };
     const i64 j0 = g * 16;
-    if (j0 + 16 <= full_quads) {
-#pragma GCC unroll 16
-      for (int d = 0; d < 16; ++d) step(quad(j0 + d), d, d % CH);
-    } else {
-      for (i64 j = j0; j < quads; ++j) step(quad_or_tail(j), int(j - j0), int(j % CH));
-    }
     const float* s = qr.scale.data() + g * qr.b + m0;
+    // the group's rows 8 at a time (8 int32 sums in registers beside the MR float sums),
+    // each block over the same 1 KB of the panel, in L1 from the first
+#pragma GCC unroll 2
+    for (int r0 = 0; r0 < MR; r0 += 8) {
+      const std::int8_t* q = qr.q.data() + (g * qr.b + m0 + r0) * kQuantGroup;
+      __m512i acc[CH][8];
 #pragma GCC unroll 16
-    for (int m = 0; m < MR; ++m) {
-      __m512i sum = acc[0][m];
-      if (CH == 2) sum = _mm512_add_epi32(sum, acc[CH - 1][m]);
-      f[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(s[m]), f[m]);
+      for (int c = 0; c < CH; ++c)
+#pragma GCC unroll 8
+        for (int m = 0; m < 8; ++m) acc[c][m] = _mm512_setzero_si512();
+      auto step = [&](const __m512i w, int d, int c) {
+#pragma GCC unroll 8
+        for (int m = 0; m < 8; ++m) {
+          if (r0 + m >= MR) break;
+          std::int32_t x4;
+          std::memcpy(&x4, q + m * kQuantGroup + 4 * d, 4);
+          acc[c][m] = _mm512_dpbusd_epi32(acc[c][m], w, _mm512_set1_epi32(x4));
+        }
+      };
+      if (j0 + 16 <= full_quads) {
+#pragma GCC unroll 16
+        for (int d = 0; d < 16; ++d) step(quad(j0 + d), d, d % CH);
+      } else {
+        for (i64 j = j0; j < quads; ++j) step(quad_or_tail(j), int(j - j0), int(j % CH));
+      }
+#pragma GCC unroll 8
+      for (int m = 0; m < 8; ++m) {
+        if (r0 + m >= MR) break;
+        __m512i sum = acc[0][m];
+        if (CH == 2) sum = _mm512_add_epi32(sum, acc[CH - 1][m]);
+        f[r0 + m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(s[r0 + m]), f[r0 + m]);
+      }
     }
   }
 }
 
-constexpr int kInt8Inputs = 8;  // input rows per pass over a panel: 8 int32 + 8 float sums in registers
+// Input rows per pass over a panel: 16 float sums and 8 int32 ones in registers. With 8
+// rows per pass (two passes at batch 16) a panel of K = 5,120 (80 KB) came back from L2 for
+// the second; now each group's 1 KB serves both blocks of 8 rows from L1 (batch 16 products
+// 5-20% faster, seven alternating runs).
+constexpr int kInt8Inputs = 16;
 
 // C[:, n0 .. n0 + L - 1] for every input row, from the panel of rows n0 .. n0 + L - 1.
 void int8_panel(const std::int8_t* W, i64 K, i64 N, i64 n0, const QuantRows& qr, const float* scales, float alpha,
