@@ -161,11 +161,13 @@ TEST_P(Kernels, RowsTimesStoredAllFormats) {
   // of x, lo = bf16(x - hi) within 2^-9 of the remainder, so hi + lo is within 2^-18 |x|,
   // far tighter than one bf16 (2^-9, which must fail); the CPU's panel kernel rounds no
   // activation and is held to fp32 summation.
-  // K: a partial group and a partial 4-byte quad (329 = 5 * 64 + 9, 4,229 = 66 * 64 + 5);
+  // K: a partial group and a partial 4-byte quad (329 = 5 * 64 + 9, 4,229 = 66 * 64 + 5),
+  // rows shorter than one quad or pair (3, 2), a pair of whole quads past one group (66);
   // N: several panels of 16 rows and a part. The weights go through
   // stored_to_product_layout first, as stored weights do.
   const i64 N = 133;
-  for (auto [K, b] : {std::pair<i64, i64>{329, 1}, {329, 2}, {329, 3}, {329, 9}, {329, 17}, {329, 70}, {4229, 1}, {4229, 6}}) {
+  for (auto [K, b] : {std::pair<i64, i64>{329, 1}, {329, 2}, {329, 3}, {329, 9}, {329, 17}, {329, 70}, {4229, 1}, {4229, 6},
+                      {3, 17}, {2, 1}, {66, 16}}) {
     auto X = rand_vec(b * K, 50);
     if (b > 1) X[K + 7] = 40.0f;  // an outlier: its group's other values lose precision, not other groups'
     std::mt19937 g(51);
