@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "base/check.h"
 #include "base/rng.h"
 #include "device_mirror.h"
 #include "kernels/backend.h"
@@ -337,6 +338,33 @@ TEST_P(BackendOps, SamplingStatisticsAndTopK) {
     for (i64 i = 0; i < k; ++i) {
       ASSERT_EQ(ids[std::size_t(i)], order[std::size_t(i)]) << "k " << k << " rank " << i;
       ASSERT_EQ(values[std::size_t(i)], row[order[std::size_t(i)]]);
+    }
+  }
+}
+
+// allocate returns zeros also where it hands out memory freed before (the CPU backend keeps
+// freed buffers of 1 MiB and more for the next allocation of the same size), and a
+// buffer too large for the memory available is refused with an error naming the size.
+TEST_P(BackendOps, AllocationsAreZeroAfterReuse) {
+  const std::size_t bytes = std::size_t(3) << 20;
+  std::vector<std::uint8_t> host(bytes, 0xAB);
+  for (int round = 0; round < 3; ++round) {
+    void* p = be->allocate(bytes);
+    std::vector<std::uint8_t> back(bytes, 0xCD);
+    be->copy_to_host(back.data(), p, bytes);
+    ASSERT_EQ(std::count(back.begin(), back.end(), std::uint8_t(0)), std::ptrdiff_t(bytes)) << "round " << round;
+    be->copy_to_device(p, host.data(), bytes);  // dirty it for the next round
+    be->deallocate(p, bytes);
+  }
+  const double avail = be->memory_available();
+  if (avail > 0) {
+    void* kept = be->allocate(bytes);
+    be->deallocate(kept, bytes);  // (kept, and then given back before the refusal)
+    try {
+      be->allocate(std::size_t(avail * 2));
+      FAIL() << "an allocation of twice the available memory succeeded";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("out of"), std::string::npos) << e.what();  // CPU: "out of memory", CUDA: "out of GPU memory"
     }
   }
 }

@@ -2,6 +2,7 @@
 // compiler-vectorized loops for everything else. Every reduction has a fixed order that
 // does not depend on the thread count.
 #pragma once
+#include <map>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -13,6 +14,7 @@ namespace palm {
 
 class CpuBackend : public Backend {
  public:
+  ~CpuBackend() override;
   std::string name() const override { return "cpu"; }
   void* allocate(std::size_t bytes) override;
   void deallocate(void* p, std::size_t bytes) override;
@@ -87,7 +89,16 @@ class CpuBackend : public Backend {
   void quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int8_t* q, float* scales) override;
   void stored_to_product_layout(void* w, WeightFormat format, i64 rows, i64 cols) override;
 
+ protected:
+  // A fresh mapping of `bytes` (zero, not resident until touched), or an error naming the size.
+  static void* map_zeroed(std::size_t bytes);
+
  private:
+  // Freed buffers kept for the next allocation of the same size (cpu_memory.cpp)
+  std::mutex kept_mu_;
+  std::multimap<std::size_t, void*> kept_;
+  std::size_t kept_bytes_ = 0;
+  void release_kept();
   // RoPE's cos/sin per position, shared by every call with the same base and head dim
   std::shared_ptr<const std::vector<float>> rope_table(float base, i64 K, i64 rows);
   std::mutex rope_mu_;
