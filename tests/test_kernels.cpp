@@ -380,30 +380,35 @@ TEST_P(Kernels, RopeAtExplicitPositionsEqualsRopeAtThosePositions) {
 
 TEST_P(Kernels, AttentionDecodeEqualsTheLastRowOfCausalAttention) {
   // three sequences; and one alone, whose positions the CPU kernel splits between threads
-  // (two parts of 35 on two threads, merged by their maxima and sums)
-  for (const std::vector<std::int64_t>& lens : {std::vector<std::int64_t>{1, 17, 70}, std::vector<std::int64_t>{70}}) {
-    const i64 H = 3, K = 16, ld = 2 * K + 5;
-    const i64 b = i64(lens.size());
-    auto q = rand_vec(b * H * K, 41);
-    std::vector<std::vector<float>> caches;
-    std::vector<const float*> ptrs;  // host array of pointers into the backend's memory
-    Mirror d(*be);
-    for (i64 i = 0; i < b; ++i) {
-      caches.push_back(rand_vec(lens[i] * ld, 42 + unsigned(i)));
-      ptrs.push_back(d.in(caches.back()));
-    }
-    std::vector<float> o(b * H * K);
-    be->attention_decode(d.in(q), ptrs.data(), ld, lens.data(), d.out(o), b, H, K);
-    d.back();
-    for (i64 i = 0; i < b; ++i) {
-      const i64 T = lens[i];
-      Vec qq(T * H * K, 0.0), k(T * K), v(T * K);  // the query sits at the last position
-      for (i64 c = 0; c < H * K; ++c) qq[(T - 1) * H * K + c] = q[i * H * K + c];
-      for (i64 t = 0; t < T; ++t)
-        for (i64 e = 0; e < K; ++e) k[t * K + e] = caches[i][t * ld + e], v[t * K + e] = caches[i][t * ld + K + e];
-      const Vec full = ref::attention(qq, k, v, 1, T, H, K);
-      std::vector<float> got(o.begin() + i * H * K, o.begin() + (i + 1) * H * K);
-      expect_close(got, Vec(full.begin() + (T - 1) * H * K, full.end()), 1e-5, "attention_decode");
+  // (two parts of 35 on two threads, merged by their maxima and sums). 3 heads: the
+  // products' path; 16 and 32 heads (K = 32 and 16): the CPU's heads-in-lanes kernel, one
+  // and two blocks of 16 heads, 70 positions = 8 blocks of 8 and 6 alone.
+  for (const auto& [H, K] : {std::pair<i64, i64>{3, 16}, {16, 32}, {32, 16}}) {
+    for (const std::vector<std::int64_t>& lens : {std::vector<std::int64_t>{1, 17, 70}, std::vector<std::int64_t>{70}}) {
+      const i64 ld = 2 * K + 5;
+      const i64 b = i64(lens.size());
+      auto q = rand_vec(b * H * K, 41);
+      std::vector<std::vector<float>> caches;
+      std::vector<const float*> ptrs;  // host array of pointers into the backend's memory
+      Mirror d(*be);
+      for (i64 i = 0; i < b; ++i) {
+        caches.push_back(rand_vec(lens[i] * ld, 42 + unsigned(i)));
+        ptrs.push_back(d.in(caches.back()));
+      }
+      std::vector<float> o(b * H * K);
+      be->attention_decode(d.in(q), ptrs.data(), ld, lens.data(), d.out(o), b, H, K);
+      d.back();
+      for (i64 i = 0; i < b; ++i) {
+        const i64 T = lens[i];
+        Vec qq(T * H * K, 0.0), k(T * K), v(T * K);  // the query sits at the last position
+        for (i64 c = 0; c < H * K; ++c) qq[(T - 1) * H * K + c] = q[i * H * K + c];
+        for (i64 t = 0; t < T; ++t)
+          for (i64 e = 0; e < K; ++e) k[t * K + e] = caches[i][t * ld + e], v[t * K + e] = caches[i][t * ld + K + e];
+        const Vec full = ref::attention(qq, k, v, 1, T, H, K);
+        std::vector<float> got(o.begin() + i * H * K, o.begin() + (i + 1) * H * K);
+        expect_close(got, Vec(full.begin() + (T - 1) * H * K, full.end()), 1e-5,
+                     ("attention_decode, H " + std::to_string(H) + ", sequence of " + std::to_string(T)).c_str());
+      }
     }
   }
 }

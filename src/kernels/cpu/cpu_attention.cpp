@@ -13,6 +13,13 @@
 #include <vector>
 
 #include <omp.h>
+#if defined(__AVX512F__)
+// GCC 12's AVX-512 intrinsics start from an undefined vector they then overwrite wholly:
+// a false "may be used uninitialized" in every caller (as in cpu_stored_avx512.cpp)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+#endif
 
 #include "base/check.h"
 
@@ -32,6 +39,116 @@ i64 partial_rows(i64 T) {
   for (i64 c = 0; c < chunks_of(T); ++c) rows += std::min(T, (c + 1) * kChunk);
   return rows;
 }
+
+#if defined(__AVX512F__)
+// r[i] <- column i of the 16 x 16 matrix whose rows are r[0..15]
+inline void transpose16(__m512* r) {
+  __m512i t[16], u[16], x[16];
+  for (int i = 0; i < 16; ++i) x[i] = _mm512_castps_si512(r[i]);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(x[2 * i], x[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(x[2 * i], x[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int e = 0; e < 4; ++e) {  // u[4i + e] lane L: element 4L + e of rows 4i .. 4i + 3
+    const __m512i v0 = _mm512_shuffle_i32x4(u[e], u[4 + e], 0x44), v1 = _mm512_shuffle_i32x4(u[e], u[4 + e], 0xEE);
+    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], 0x44), v3 = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], 0xEE);
+    r[e] = _mm512_castsi512_ps(_mm512_shuffle_i32x4(v0, v2, 0x88));
+    r[4 + e] = _mm512_castsi512_ps(_mm512_shuffle_i32x4(v0, v2, 0xDD));
+    r[8 + e] = _mm512_castsi512_ps(_mm512_shuffle_i32x4(v1, v3, 0x88));
+    r[12 + e] = _mm512_castsi512_ps(_mm512_shuffle_i32x4(v1, v3, 0xDD));
+  }
+}
+
+// Decode attention of 16 heads (q [16, K], K % 16 == 0) over positions 0 .. len-1 of one
+// sequence (k at kv + t * ld, v at kv + K + t * ld), with the heads in the 16 lanes of a
+// vector: the scores of a position for all heads are one vector (q transposed once, each
+// key value broadcast), the softmax runs across positions lane by lane, and the output
+// sums each value against the vector of weights: no sums across lanes, and each cached
+// row comes from memory once (for the scores; the values are then in cache). The oneDNN
+// products this replaces ([16, K] x [K, len], then [16, len] x [len, K]) ran a bench-medium
+// batch-16 step's attention at 544 positions in 3.7-4.6 ms, this in 2.1-2.3
+// (docs/PERFORMANCE.md). With max and sum: o is left unnormalized and the lanes' maxima
+// and sums are stored (the caller merges the parts of a split sequence); otherwise o is
+// normalized.
+void decode_heads16(const float* q, i64 K, const float* kv, i64 ld, i64 len, float scale, float* o, float* max,
+                    float* sum, std::vector<float>& scratch) {
+  scratch.resize(std::size_t((K + len) * 16));
+  float* qT = scratch.data();          // [K][16]: dimension d of the 16 heads
+  float* S = scratch.data() + K * 16;  // [len][16]: scores, then weights
+  for (i64 c = 0; c < K; c += 16) {
+    __m512 r[16];
+    for (int h = 0; h < 16; ++h) r[h] = _mm512_mul_ps(_mm512_loadu_ps(q + h * K + c), _mm512_set1_ps(scale));
+    transpose16(r);
+    for (int d = 0; d < 16; ++d) _mm512_storeu_ps(qT + (c + d) * 16, r[d]);
+  }
+  constexpr i64 kAhead = 8;  // rows fetched this many positions ahead (16 or 32: slower)
+  __m512 m = _mm512_set1_ps(-INFINITY);
+  i64 t = 0;
+  for (; t + 8 <= len; t += 8) {  // scores of 8 positions: 8 chains, one load of q per 8 FMAs
+    const float* k0 = kv + t * ld;
+    if (t + kAhead + 8 <= len) {
+      const char* ahead = reinterpret_cast<const char*>(k0 + kAhead * ld);
+      for (i64 l = 0; l < 8 * ld * i64(sizeof(float)); l += 64) _mm_prefetch(ahead + l, _MM_HINT_T0);
+    }
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int u = 0; u < 8; ++u) acc[u] = _mm512_setzero_ps();
+    for (i64 d = 0; d < K; ++d) {
+      const __m512 qd = _mm512_loadu_ps(qT + d * 16);
+#pragma GCC unroll 8
+      for (int u = 0; u < 8; ++u) acc[u] = _mm512_fmadd_ps(qd, _mm512_set1_ps(k0[u * ld + d]), acc[u]);
+    }
+#pragma GCC unroll 8
+    for (int u = 0; u < 8; ++u) {
+      m = _mm512_max_ps(m, acc[u]);
+      _mm512_storeu_ps(S + (t + u) * 16, acc[u]);
+    }
+  }
+  for (; t < len; ++t) {
+    __m512 a = _mm512_setzero_ps();
+    for (i64 d = 0; d < K; ++d) a = _mm512_fmadd_ps(_mm512_loadu_ps(qT + d * 16), _mm512_set1_ps(kv[t * ld + d]), a);
+    m = _mm512_max_ps(m, a);
+    _mm512_storeu_ps(S + t * 16, a);
+  }
+  alignas(64) float mx[16], total[16] = {};
+  _mm512_store_ps(mx, m);
+  for (i64 j = 0; j < len; ++j) {
+#pragma omp simd
+    for (int h = 0; h < 16; ++h) {
+      const float e = fast_exp(S[j * 16 + h] - mx[h]);
+      S[j * 16 + h] = e;
+      total[h] += e;
+    }
+  }
+  const __m512 norm = max ? _mm512_set1_ps(1.0f) : _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_load_ps(total));
+  for (i64 c = 0; c < K; c += 16) {  // output dimensions c .. c + 15 of the 16 heads
+    __m512 acc[16];
+#pragma GCC unroll 16
+    for (int d = 0; d < 16; ++d) acc[d] = _mm512_setzero_ps();
+    const float* v0 = kv + K + c;
+    for (i64 j = 0; j < len; ++j) {
+      const __m512 w = _mm512_loadu_ps(S + j * 16);
+      const float* v = v0 + j * ld;
+#pragma GCC unroll 16
+      for (int d = 0; d < 16; ++d) acc[d] = _mm512_fmadd_ps(w, _mm512_set1_ps(v[d]), acc[d]);
+    }
+#pragma GCC unroll 16
+    for (int d = 0; d < 16; ++d) acc[d] = _mm512_mul_ps(acc[d], norm);
+    transpose16(acc);  // acc[h]: head h's dimensions c .. c + 15
+    for (int h = 0; h < 16; ++h) _mm512_storeu_ps(o + h * K + c, acc[h]);
+  }
+  if (max) {
+    std::memcpy(max, mx, sizeof mx);
+    std::memcpy(sum, total, sizeof total);
+  }
+}
+#endif
 
 }  // namespace
 
@@ -205,6 +322,17 @@ void CpuBackend::attention_decode(const float* q, const float* const* cache, i64
       const i64 t0 = n * part / parts, len = n * (part + 1) / parts - t0;
       if (std::int64_t(scores.size()) < H * len) scores.resize(std::size_t(H * len));
       const float* keys = cache[i] + t0 * ld;
+#if defined(__AVX512F__)
+      if (H % 16 == 0 && K % 16 == 0) {  // heads in vector lanes, 16 at a time
+        for (i64 h0 = 0; h0 < H; h0 += 16) {
+          float* out = parts > 1 ? part_out.data() + item * H * K + h0 * K : o + i * H * K + h0 * K;
+          decode_heads16(q + i * H * K + h0 * K, K, keys, ld, len, scale, out,
+                         parts > 1 ? part_max.data() + item * H + h0 : nullptr,
+                         parts > 1 ? part_sum.data() + item * H + h0 : nullptr, scores);
+        }
+        continue;
+      }
+#endif
       // all H heads share the cached keys: S [H, len] = q_i [H, K] K^T, one GEMM
       gemm(false, true, H, len, K, scale, q + i * H * K, K, keys, ld, 0.0f, scores.data(), len);
       for (i64 h = 0; h < H; ++h) {
