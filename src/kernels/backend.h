@@ -68,8 +68,9 @@ class Backend {
 
   // Few-row products against stored weights, the decode-time GEMM:
   // C[i, n] = alpha * scale[n] * dot(X[i, :], W[n, :]) + beta * C[i, n] for i < b, n < N;
-  // W is [N, K] in `format` (scales null unless int8; bf16 and int8 as stored_to_product_layout left them). Weight rows are read once for all
-  // b rows of X, so the cost is the bytes of W: the memory-bandwidth floor.
+  // W is [N, K] in `format` (scales null unless int8; bf16 and int8 as
+  // stored_to_product_layout left them). Weight rows are read once for all b rows of X,
+  // so the cost is the bytes of W: the memory-bandwidth floor.
   virtual void rows_times_stored(const float* X, i64 b, i64 K, const void* W, WeightFormat format,
                                  const float* scales, i64 N, float alpha, float beta, float* C) = 0;
 

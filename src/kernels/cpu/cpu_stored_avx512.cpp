@@ -70,9 +70,9 @@ struct QuantRows {
 void size_rows(i64 b, i64 K, QuantRows& qr) {
   qr.b = b;
   qr.groups = (K + kQuantGroup - 1) / kQuantGroup;
-  qr.q.assign(std::size_t(qr.groups * b * kQuantGroup), 0);
-  qr.scale.assign(std::size_t(qr.groups * b), 0.0f);
-  qr.offset.assign(std::size_t(b), 0.0f);
+  qr.q.resize(std::size_t(qr.groups * b * kQuantGroup));  // every value is then written by quantize_row
+  qr.scale.resize(std::size_t(qr.groups * b));
+  qr.offset.resize(std::size_t(b));
 }
 
 inline __mmask16 tail_mask16(i64 n) { return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? 0 : __mmask16((1u << n) - 1); }
@@ -101,10 +101,9 @@ void quantize_row(const float* X, i64 i, i64 K, QuantRows& qr) {
     for (int u = 0; u < 4; ++u) {
       __m512i n = _mm512_cvtps_epi32(_mm512_mul_ps(v[u], inv));
       n = _mm512_min_epi32(_mm512_max_epi32(n, lo), hi);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16 * u), _mm_setzero_si128());  // past K: 0
-      const __mmask16 mk = tail_mask16(K - k0 - 16 * u);
-      _mm512_mask_cvtepi32_storeu_epi8(q + 16 * u, mk, n);
-      sum = _mm512_add_epi32(sum, _mm512_maskz_mov_epi32(mk, n));
+      n = _mm512_maskz_mov_epi32(tail_mask16(K - k0 - 16 * u), n);  // past K: 0
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16 * u), _mm512_cvtepi32_epi8(n));
+      sum = _mm512_add_epi32(sum, n);
     }
     offset += 128.0 * double(scale) * double(_mm512_reduce_add_epi32(sum));
   }
@@ -113,8 +112,8 @@ void quantize_row(const float* X, i64 i, i64 K, QuantRows& qr) {
 
 // f[m] = sum over groups of (the group's int32 sums) * (its scale), for MR input rows from m0
 // and the L <= 16 rows of one panel (lanes). The quad vectors stream from the panel, each
-// met by MR activation quads broadcast from qr (their offsets are constants within a
-// group), so MR + 1 loads serve MR vpdpbusd. One or two input rows (batch 1 and 2: the
+// met by up to 8 activation quads broadcast from qr (their offsets are constants within a
+// group), so 9 loads serve 8 vpdpbusd. One or two input rows (batch 1 and 2: the
 // weights come from memory) keep two chains each, so a chain's latency does not bound the
 // stream. `ahead`: the next panel, fetched during this one (the first input block only).
 template <int MR, bool FULL>
@@ -459,17 +458,17 @@ namespace palm {
 
 void pack_panels(void* w, i64 rows, i64 row_bytes) {
   auto* q = static_cast<std::uint8_t*>(w);
-  const i64 cols = row_bytes, quads = cols / 4, rest = cols % 4;
+  const i64 quads = row_bytes / 4, rest = row_bytes % 4;
 #pragma omp parallel
   {
     std::vector<std::uint8_t> rowwise;  // one panel as it was
 #pragma omp for schedule(static)
     for (i64 n0 = 0; n0 < rows; n0 += 16) {
       const i64 L = std::min<i64>(16, rows - n0);
-      std::uint8_t* panel = q + n0 * cols;
-      rowwise.assign(panel, panel + L * cols);
+      std::uint8_t* panel = q + n0 * row_bytes;
+      rowwise.assign(panel, panel + L * row_bytes);
       for (i64 r = 0; r < L; ++r) {
-        const std::uint8_t* row = rowwise.data() + r * cols;
+        const std::uint8_t* row = rowwise.data() + r * row_bytes;
         for (i64 j = 0; j < quads; ++j) std::memcpy(panel + (j * L + r) * 4, row + 4 * j, 4);
         std::memcpy(panel + quads * L * 4 + r * rest, row + 4 * quads, std::size_t(rest));
       }
