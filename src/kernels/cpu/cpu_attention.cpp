@@ -9,6 +9,7 @@
 // GEMMs; K/V gradients are summed over chunks in a fixed order (thread-count invariant).
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -65,83 +66,117 @@ inline void transpose16(__m512* r) {
   }
 }
 
+// Scores of N positions (rows k0, k0 + ld, ...) for 16 heads: s[u] lane h = q_h . k_u, with
+// qT [K][16] the scaled queries transposed. `ahead`: rows to fetch, one line per d (8 rows
+// of ld floats are 8 * ld / 16 lines, K of them at ld = 2K): Ice Lake stalled on a burst of
+// 64 prefetches per block, which exhausted its fill buffers.
+template <int N>
+inline void scores16(const float* qT, i64 K, const float* k0, i64 ld, const char* ahead, __m512* s) {
+  const i64 lines = ahead ? N * ld / 16 : 0;
+#pragma GCC unroll 8
+  for (int u = 0; u < N; ++u) s[u] = _mm512_setzero_ps();
+  for (i64 d = 0; d < K; ++d) {  // N chains, one load of q per N FMAs
+    if (d < lines) _mm_prefetch(ahead + 64 * d, _MM_HINT_T0);
+    const __m512 qd = _mm512_loadu_ps(qT + d * 16);
+#pragma GCC unroll 8
+    for (int u = 0; u < N; ++u) s[u] = _mm512_fmadd_ps(qd, _mm512_set1_ps(k0[u * ld + d]), s[u]);
+  }
+}
+
+// acc [K][16] (dimension d of the 16 heads) += sum over N positions of p[u] (their weights,
+// lanes = heads) times value row u (v0 + u * ld), broadcast element by element.
+template <int N>
+inline void accumulate16(const float* p, const float* v0, i64 ld, i64 K, float* acc) {
+  for (i64 c = 0; c < K; c += 16) {
+    __m512 a[16];
+#pragma GCC unroll 16
+    for (int d = 0; d < 16; ++d) a[d] = _mm512_load_ps(acc + (c + d) * 16);
+#pragma GCC unroll 8
+    for (int u = 0; u < N; ++u) {
+      const __m512 w = _mm512_load_ps(p + u * 16);
+      const float* v = v0 + u * ld + c;
+#pragma GCC unroll 16
+      for (int d = 0; d < 16; ++d) a[d] = _mm512_fmadd_ps(w, _mm512_set1_ps(v[d]), a[d]);
+    }
+#pragma GCC unroll 16
+    for (int d = 0; d < 16; ++d) _mm512_store_ps(acc + (c + d) * 16, a[d]);
+  }
+}
+
 // Decode attention of 16 heads (q [16, K], K % 16 == 0) over positions 0 .. len-1 of one
 // sequence (k at kv + t * ld, v at kv + K + t * ld), with the heads in the 16 lanes of a
 // vector: the scores of a position for all heads are one vector (q transposed once, each
-// key value broadcast), the softmax runs across positions lane by lane, and the output
-// sums each value against the vector of weights: no sums across lanes, and each cached
-// row comes from memory once (for the scores; the values are then in cache). The oneDNN
-// products this replaces ([16, K] x [K, len], then [16, len] x [len, K]) ran a bench-medium
-// batch-16 step's attention at 544 positions in 3.7-4.6 ms, this in 2.1-2.3
-// (docs/PERFORMANCE.md). With max and sum: o is left unnormalized and the lanes' maxima
-// and sums are stored (the caller merges the parts of a split sequence); otherwise o is
-// normalized.
+// key value broadcast), and the output sums each value against the vector of weights: no
+// sums across lanes. One pass, 8 positions at a time (the online softmax): a block's
+// scores, its weights against the running maxima (the sums and the output so far scaled
+// down where a lane's maximum rose), then its values, still in L1, into the output. The
+// oneDNN products this replaces ([16, K] x [K, len], then [16, len] x [len, K]) ran a
+// bench-medium batch-16 step's attention at 544 positions in 3.7-4.6 ms on Zen 5, a first
+// kernel of this kind in two passes (all scores, then all values back from L2) in 2.1-2.3;
+// on Ice Lake the two passes took 6.7-7.1 ms and this one takes 5.6-5.9 (docs/PERFORMANCE.md).
+// With max and sum: o is left unnormalized and the lanes' maxima and sums are stored (the
+// caller merges the parts of a split sequence); otherwise o is normalized.
 void decode_heads16(const float* q, i64 K, const float* kv, i64 ld, i64 len, float scale, float* o, float* max,
                     float* sum, std::vector<float>& scratch) {
-  scratch.resize(std::size_t((K + len) * 16));
-  float* qT = scratch.data();          // [K][16]: dimension d of the 16 heads
-  float* S = scratch.data() + K * 16;  // [len][16]: scores, then weights
+  scratch.resize(std::size_t(K * 32 + 16));
+  float* qT = scratch.data();  // [K][16]: dimension d of the 16 heads
+  float* acc = reinterpret_cast<float*>((reinterpret_cast<std::uintptr_t>(qT + K * 16) + 63) & ~std::uintptr_t(63));
   for (i64 c = 0; c < K; c += 16) {
     __m512 r[16];
     for (int h = 0; h < 16; ++h) r[h] = _mm512_mul_ps(_mm512_loadu_ps(q + h * K + c), _mm512_set1_ps(scale));
     transpose16(r);
     for (int d = 0; d < 16; ++d) _mm512_storeu_ps(qT + (c + d) * 16, r[d]);
   }
-  constexpr i64 kAhead = 8;  // rows fetched this many positions ahead (16 or 32: slower)
+  std::fill(acc, acc + K * 16, 0.0f);
+  constexpr i64 kAhead = 8;  // rows fetched this many positions ahead (16 as fast on Ice Lake; 16 or 32 slower on Zen 5 in two passes)
+  alignas(64) float p[8][16], mx[16], total[16] = {};
   __m512 m = _mm512_set1_ps(-INFINITY);
-  i64 t = 0;
-  for (; t + 8 <= len; t += 8) {  // scores of 8 positions: 8 chains, one load of q per 8 FMAs
+  for (i64 t = 0; t < len; t += 8) {
+    const int n = int(std::min<i64>(8, len - t));
     const float* k0 = kv + t * ld;
-    if (t + kAhead + 8 <= len) {
-      const char* ahead = reinterpret_cast<const char*>(k0 + kAhead * ld);
-      for (i64 l = 0; l < 8 * ld * i64(sizeof(float)); l += 64) _mm_prefetch(ahead + l, _MM_HINT_T0);
+    __m512 s[8];
+    if (n == 8) {
+      scores16<8>(qT, K, k0, ld, t + kAhead + 8 <= len ? reinterpret_cast<const char*>(k0 + kAhead * ld) : nullptr, s);
+    } else {
+      for (int u = 0; u < n; ++u) scores16<1>(qT, K, k0 + u * ld, ld, nullptr, s + u);
     }
-    __m512 acc[8];
-#pragma GCC unroll 8
-    for (int u = 0; u < 8; ++u) acc[u] = _mm512_setzero_ps();
-    for (i64 d = 0; d < K; ++d) {
-      const __m512 qd = _mm512_loadu_ps(qT + d * 16);
-#pragma GCC unroll 8
-      for (int u = 0; u < 8; ++u) acc[u] = _mm512_fmadd_ps(qd, _mm512_set1_ps(k0[u * ld + d]), acc[u]);
-    }
-#pragma GCC unroll 8
-    for (int u = 0; u < 8; ++u) {
-      m = _mm512_max_ps(m, acc[u]);
-      _mm512_storeu_ps(S + (t + u) * 16, acc[u]);
-    }
-  }
-  for (; t < len; ++t) {
-    __m512 a = _mm512_setzero_ps();
-    for (i64 d = 0; d < K; ++d) a = _mm512_fmadd_ps(_mm512_loadu_ps(qT + d * 16), _mm512_set1_ps(kv[t * ld + d]), a);
-    m = _mm512_max_ps(m, a);
-    _mm512_storeu_ps(S + t * 16, a);
-  }
-  alignas(64) float mx[16], total[16] = {};
-  _mm512_store_ps(mx, m);
-  for (i64 j = 0; j < len; ++j) {
+    __m512 top = m;
+    for (int u = 0; u < n; ++u) top = _mm512_max_ps(top, s[u]);
+    if (_mm512_cmp_ps_mask(top, m, _CMP_GT_OQ)) {  // a lane's maximum rose: scale down what it summed
+      alignas(64) float corr[16];
+      _mm512_store_ps(corr, _mm512_sub_ps(m, top));
 #pragma omp simd
-    for (int h = 0; h < 16; ++h) {
-      const float e = fast_exp(S[j * 16 + h] - mx[h]);
-      S[j * 16 + h] = e;
-      total[h] += e;
+      for (int h = 0; h < 16; ++h) {
+        corr[h] = fast_exp(corr[h]);  // 0 at the first block (-inf)
+        total[h] *= corr[h];
+      }
+      const __m512 cv = _mm512_load_ps(corr);
+      for (i64 d = 0; d < K; ++d) _mm512_store_ps(acc + d * 16, _mm512_mul_ps(_mm512_load_ps(acc + d * 16), cv));
+      m = top;
+    }
+    _mm512_store_ps(mx, m);
+    for (int u = 0; u < n; ++u) _mm512_store_ps(p[u], s[u]);
+    for (int u = 0; u < n; ++u) {
+#pragma omp simd
+      for (int h = 0; h < 16; ++h) {
+        const float e = fast_exp(p[u][h] - mx[h]);
+        p[u][h] = e;
+        total[h] += e;
+      }
+    }
+    if (n == 8) {
+      accumulate16<8>(p[0], kv + K + t * ld, ld, K, acc);
+    } else {
+      for (int u = 0; u < n; ++u) accumulate16<1>(p[u], kv + K + (t + u) * ld, ld, K, acc);
     }
   }
   const __m512 norm = max ? _mm512_set1_ps(1.0f) : _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_load_ps(total));
   for (i64 c = 0; c < K; c += 16) {  // output dimensions c .. c + 15 of the 16 heads
-    __m512 acc[16];
+    __m512 r[16];
 #pragma GCC unroll 16
-    for (int d = 0; d < 16; ++d) acc[d] = _mm512_setzero_ps();
-    const float* v0 = kv + K + c;
-    for (i64 j = 0; j < len; ++j) {
-      const __m512 w = _mm512_loadu_ps(S + j * 16);
-      const float* v = v0 + j * ld;
-#pragma GCC unroll 16
-      for (int d = 0; d < 16; ++d) acc[d] = _mm512_fmadd_ps(w, _mm512_set1_ps(v[d]), acc[d]);
-    }
-#pragma GCC unroll 16
-    for (int d = 0; d < 16; ++d) acc[d] = _mm512_mul_ps(acc[d], norm);
-    transpose16(acc);  // acc[h]: head h's dimensions c .. c + 15
-    for (int h = 0; h < 16; ++h) _mm512_storeu_ps(o + h * K + c, acc[h]);
+    for (int d = 0; d < 16; ++d) r[d] = _mm512_mul_ps(_mm512_load_ps(acc + (c + d) * 16), norm);
+    transpose16(r);  // r[h]: head h's dimensions c .. c + 15
+    for (int h = 0; h < 16; ++h) _mm512_storeu_ps(o + h * K + c, r[h]);
   }
   if (max) {
     std::memcpy(max, mx, sizeof mx);
