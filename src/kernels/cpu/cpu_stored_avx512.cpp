@@ -19,9 +19,9 @@
 // exactly to fp32 in registers and multiplied by the fp32 activations: nothing is rounded,
 // and the sums differ from fp32 weights' only in their order.
 //
-// fp32, 1-2 input rows: the weights stream from memory, each used once or twice; a row is
-// summed in four FMA chains per input row, so the core keeps more reads in flight than the
-// compiler's one-chain loop did. fp32 from 3 rows is cpu_stored_gemv.cpp's tiled sgemm.
+// fp32, 1-2 input rows: the weights stream from memory, each used once or twice; 8 rows
+// are summed side by side, so each core reads 8 streams at once. fp32 from 3 rows is
+// cpu_stored_gemv.cpp's tiled sgemm.
 #include "kernels/cpu/cpu_stored_avx512.h"
 
 #include <algorithm>
@@ -213,49 +213,58 @@ void int8_panel(const std::int8_t* W, i64 K, i64 N, i64 n0, const QuantRows& qr,
 
 // ------------------------------------------------------------------ fp32, 1-2 input rows
 // Each weight is read from memory and used once or twice, so what bounds the product is
-// how many reads the core keeps in flight. The compiler's loop (one omp simd sum per row)
-// kept one FMA chain, whose latency filled the core's window ahead of the later loads:
-// four chains per row measured 5-15% more bytes/s at batch 1 in fp32 and bf16, paired
-// with the read probe (docs/PERFORMANCE.md).
+// how much the memory delivers to each core. One row at a time (four FMA chains per input
+// row, which had beaten the compiler's one-chain loop by 5-15%) is one stream per core, and
+// on Ice Lake one stream per core reads ~22.5 GB/s where 8 streams per core read ~30 (the
+// read probe, bench_generate.cpp): 8 rows side by side, one chain each, read the products
+// of a batch-1 step 1.25-1.4x faster there (docs/PERFORMANCE.md).
 
-// out[r] = sum_k w[k] * X[r][k] for one weight row and R (1 or 2) input rows.
-template <int R>
+// out[r * ROWS + i] = sum_k w_i[k] * X[r][k] for ROWS weight rows (w + i * K) and R (1 or 2)
+// input rows; ROWS = 1 only for the last N % 8 rows.
+template <int R, int ROWS>
 void dense_rows_few(const float* w, i64 K, const float* X, float* out) {
-  __m512 acc[R][4];
+  __m512 acc[R][ROWS];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_ps();
-  i64 k = 0;
-  for (; k + 64 <= K; k += 64) {
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-      const __m512 wv = _mm512_loadu_ps(w + k + 16 * j);
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) acc[r][j] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(X + r * K + k + 16 * j), acc[r][j]);
+    for (int i = 0; i < ROWS; ++i) acc[r][i] = _mm512_setzero_ps();
+  for (i64 k = 0; k < K; k += 16) {
+    const __mmask16 m = tail_mask16(K - k);
+    __m512 x[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) x[r] = _mm512_maskz_loadu_ps(m, X + r * K + k);
+#pragma GCC unroll 8
+    for (int i = 0; i < ROWS; ++i) {
+      const __m512 wv = _mm512_maskz_loadu_ps(m, w + i * K + k);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r][i] = _mm512_fmadd_ps(wv, x[r], acc[r][i]);
     }
   }
-  for (; k < K; k += 16) {
-    const __mmask16 m = tail_mask16(K - k);
-    const __m512 wv = _mm512_maskz_loadu_ps(m, w + k);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) acc[r][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, X + r * K + k), acc[r][0]);
-  }
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
-    out[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]), _mm512_add_ps(acc[r][2], acc[r][3])));
+#pragma GCC unroll 8
+    for (int i = 0; i < ROWS; ++i) out[r * ROWS + i] = _mm512_reduce_add_ps(acc[r][i]);
 }
 
 void dense_product_few(const float* X, i64 b, i64 K, const float* W, i64 N, float alpha, float beta, float* C) {
+  const i64 blocks = N / 8;
 #pragma omp parallel for schedule(static)
-  for (i64 n = 0; n < N; ++n) {
-    float dots[2];
-    if (b == 2) dense_rows_few<2>(W + n * K, K, X, dots);
-    else dense_rows_few<1>(W + n * K, K, X, dots);
-    for (i64 r = 0; r < b; ++r) {
-      float& c = C[r * N + n];
-      c = alpha * dots[r] + (beta == 0.0f ? 0.0f : beta * c);
+  for (i64 blk = 0; blk < blocks + N % 8; ++blk) {  // blocks of 8 rows, then the rest one by one
+    const i64 n = blk < blocks ? blk * 8 : blocks * 8 + (blk - blocks);
+    const int rows = blk < blocks ? 8 : 1;
+    float dots[16];
+    if (rows == 8) {
+      if (b == 2) dense_rows_few<2, 8>(W + n * K, K, X, dots);
+      else dense_rows_few<1, 8>(W + n * K, K, X, dots);
+    } else {
+      if (b == 2) dense_rows_few<2, 1>(W + n * K, K, X, dots);
+      else dense_rows_few<1, 1>(W + n * K, K, X, dots);
     }
+    for (i64 r = 0; r < b; ++r)
+      for (int i = 0; i < rows; ++i) {
+        float& c = C[r * N + n + i];
+        c = alpha * dots[r * rows + i] + (beta == 0.0f ? 0.0f : beta * c);
+      }
   }
 }
 
