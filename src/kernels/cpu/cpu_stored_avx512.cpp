@@ -456,6 +456,8 @@ __attribute__((noinline)) void bf16_panel_sums(const std::uint16_t* panel, i64 L
 // FMAs. One panel at 16 rows per pass needs a broadcast load per FMA, and Ice Lake's two
 // load ports then bound it as much as its two FMA ports (which the widening shares): batch
 // 16 ran at ~55% of the FMA rate there. Here 16 + 4 loads serve 32 FMAs and 4 widenings.
+// At 1-2 rows (batch 1-2) the two panels are two streams per core, with the next pair
+// prefetched as at every batch size.
 template <int MR>
 __attribute__((noinline)) void bf16_two_panel_sums(const std::uint16_t* p0, i64 K, const __m512i* tails,
                                                    const PairRows& pr, i64 m0, const char* ahead, __m512* f) {
@@ -605,9 +607,10 @@ bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFo
     {
 #pragma omp for schedule(static)
       for (i64 j = 0; j < pr.pairs; j += 64) pair_rows(X, K, j, std::min(j + 64, pr.pairs), pr);
-      // from 3 rows (the products are then bound by the cores, not the memory) two full
-      // panels at a time; batch 1-2 and the last panels one at a time
-      const i64 pairs = b > 2 ? N / 32 : 0;
+      // two full panels at a time: from 3 rows each activation broadcast serves both, at
+      // 1-2 rows the core reads two streams at once (a batch-1 step's products 20-25 ->
+      // 18-20 ms on Ice Lake); the last panels one at a time
+      const i64 pairs = N / 32;
 #pragma omp for schedule(static) nowait
       for (i64 n0 = 0; n0 < pairs * 32; n0 += 32) bf16_two_panels(Wb, K, N, n0, pr, alpha, beta, C);
 #pragma omp for schedule(static)
