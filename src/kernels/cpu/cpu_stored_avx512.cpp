@@ -222,15 +222,13 @@ void int8_panel(const std::int8_t* W, i64 K, i64 N, i64 n0, const QuantRows& qr,
   }
 }
 
-// Batch 1-2: f[p * MR + m] = the sums of MR input rows with kFewPanels full panels side by
-// side (panel p at panels + p * 16 * K), so each core reads that many streams at once: on
-// Ice Lake one stream per core reads ~22.5 GB/s and 8 ~30 (as fp32's 8 rows below).
-constexpr int kFewPanels = 4;
-
-template <int MR>
+// Batch 1-2: f[p * MR + m] = the sums of MR input rows with P full panels side by side
+// (panel p at panels + p * 16 * K), so each core reads P streams at once: on Ice Lake one
+// stream per core reads ~22.5 GB/s and 8 ~30 (as fp32's 8 rows below). P = 8 at batch 1,
+// 4 at batch 2 (the sums in registers).
+template <int MR, int P>
 __attribute__((noinline)) void int8_few_sums(const std::int8_t* panels, i64 K, const __m512i* tails,
                                              const QuantRows& qr, __m512* f) {
-  constexpr int P = kFewPanels;
   const __m512i flip = _mm512_set1_epi8(char(0x80));
   const i64 full_quads = K / 4, quads = (K + 3) / 4;
 #pragma GCC unroll 8
@@ -270,17 +268,18 @@ __attribute__((noinline)) void int8_few_sums(const std::int8_t* panels, i64 K, c
   }
 }
 
-// Rows n0 .. n0 + 16 * kFewPanels - 1 (full panels) for 1-2 input rows.
+// Rows n0 .. n0 + 16 * P - 1 (full panels) for 1-2 input rows.
+template <int P>
 void int8_few_panels(const std::int8_t* W, i64 K, i64 N, i64 n0, const QuantRows& qr, const float* scales, float alpha,
                      float beta, float* C) {
   const std::int8_t* panels = W + n0 * K;
-  __m512i tails[kFewPanels];
-  for (int p = 0; p < kFewPanels; ++p) tails[p] = int8_tail(panels + p * 16 * K, 16, K);
-  __m512 f[2 * kFewPanels];
-  if (qr.b == 2) int8_few_sums<2>(panels, K, tails, qr, f);
-  else int8_few_sums<1>(panels, K, tails, qr, f);
+  __m512i tails[P];
+  for (int p = 0; p < P; ++p) tails[p] = int8_tail(panels + p * 16 * K, 16, K);
+  __m512 f[2 * P];
+  if (qr.b == 2) int8_few_sums<2, P>(panels, K, tails, qr, f);
+  else int8_few_sums<1, P>(panels, K, tails, qr, f);
   const int MR = int(qr.b);
-  for (int p = 0; p < kFewPanels; ++p) {
+  for (int p = 0; p < P; ++p) {
     const __m512 ws = _mm512_mul_ps(_mm512_set1_ps(alpha), _mm512_loadu_ps(scales + n0 + 16 * p));
     int8_store(f + p * MR, MR, 0, N, n0 + 16 * p, 16, ws, qr, beta, C);
   }
@@ -451,58 +450,65 @@ __attribute__((noinline)) void bf16_panel_sums(const std::uint16_t* panel, i64 L
   }
 }
 
-// f[m] and f[8 + m] = the dots of MR <= 8 input rows from m0 with two full panels side by
-// side (p0, then p1 = p0 + 16 rows): each activation is broadcast once for both panels'
-// FMAs. One panel at 16 rows per pass needs a broadcast load per FMA, and Ice Lake's two
-// load ports then bound it as much as its two FMA ports (which the widening shares): batch
-// 16 ran at ~55% of the FMA rate there. Here 16 + 4 loads serve 32 FMAs and 4 widenings.
-// At 1-2 rows (batch 1-2) the two panels are two streams per core, with the next pair
-// prefetched as at every batch size.
-template <int MR>
-__attribute__((noinline)) void bf16_two_panel_sums(const std::uint16_t* p0, i64 K, const __m512i* tails,
-                                                   const PairRows& pr, i64 m0, const char* ahead, __m512* f) {
+// f[p * 8 + m] = the dots of MR input rows from m0 with P full panels side by side (panel p
+// at p0 + p * 16 rows): each activation is broadcast once for all P panels' FMAs. One panel
+// at 16 rows per pass needs a broadcast load per FMA, and Ice Lake's two load ports then
+// bound it as much as its two FMA ports (which the widening shares): batch 16 ran at ~55%
+// of the FMA rate there. With P = 2 and 8 rows, 16 + 4 loads serve 32 FMAs and 4
+// widenings. At 1-2 rows (batch 1-2) P = 4: four streams per core. The next P panels are
+// prefetched (`ahead`).
+template <int MR, int P>
+__attribute__((noinline)) void bf16_panels_sums(const std::uint16_t* p0, i64 K, const __m512i* tails,
+                                                const PairRows& pr, i64 m0, const char* ahead, __m512* f) {
   const __m512i high = _mm512_set1_epi32(int(0xFFFF0000u));
-  const std::uint16_t* p1 = p0 + 16 * K;
   const i64 full_pairs = K / 2, pairs = (K + 1) / 2;
-  __m512 acc[2][MR];
+  __m512 acc[P][MR];
 #pragma GCC unroll 8
-  for (int m = 0; m < MR; ++m) acc[0][m] = acc[1][m] = _mm512_setzero_ps();
-  auto step = [&](const __m512i w0, const __m512i w1, const float* x) {
-    const __m512 e0 = _mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)), o0 = _mm512_castsi512_ps(_mm512_and_si512(w0, high));
-    const __m512 e1 = _mm512_castsi512_ps(_mm512_slli_epi32(w1, 16)), o1 = _mm512_castsi512_ps(_mm512_and_si512(w1, high));
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) acc[p][m] = _mm512_setzero_ps();
+  // w[p]: unit j of panel p; x: unit j's activations of the MR rows
+  auto step = [&](const __m512i* w, const float* x) {
+    __m512 even[P], odd[P];
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) {
+      even[p] = _mm512_castsi512_ps(_mm512_slli_epi32(w[p], 16));
+      odd[p] = _mm512_castsi512_ps(_mm512_and_si512(w[p], high));
+    }
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
       const __m512 xe = _mm512_set1_ps(x[2 * m]), xo = _mm512_set1_ps(x[2 * m + 1]);
-      acc[0][m] = _mm512_fmadd_ps(e0, xe, acc[0][m]);
-      acc[1][m] = _mm512_fmadd_ps(e1, xe, acc[1][m]);
-      acc[0][m] = _mm512_fmadd_ps(o0, xo, acc[0][m]);
-      acc[1][m] = _mm512_fmadd_ps(o1, xo, acc[1][m]);
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) acc[p][m] = _mm512_fmadd_ps(even[p], xe, acc[p][m]);
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) acc[p][m] = _mm512_fmadd_ps(odd[p], xo, acc[p][m]);
     }
   };
+  __m512i w[P];
   i64 j = 0;
   for (; j + 16 <= full_pairs; j += 16) {  // 1 KB of each panel per block
     if (ahead) {
 #pragma GCC unroll 16
-      for (int l = 0; l < 16; ++l) {
-        _mm_prefetch(ahead + 64 * (j + l), _MM_HINT_T0);
-        _mm_prefetch(ahead + 32 * K + 64 * (j + l), _MM_HINT_T0);
-      }
+      for (int l = 0; l < 16; ++l)
+#pragma GCC unroll 8
+        for (int p = 0; p < P; ++p) _mm_prefetch(ahead + p * 32 * K + 64 * (j + l), _MM_HINT_T0);
     }
     const float* x = pr.x.data() + (j * pr.b + m0) * 2;
 #pragma GCC unroll 16
-    for (int d = 0; d < 16; ++d)
-      step(_mm512_loadu_si512(p0 + (j + d) * 32), _mm512_loadu_si512(p1 + (j + d) * 32), x + d * 2 * pr.b);
+    for (int d = 0; d < 16; ++d) {
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) w[p] = _mm512_loadu_si512(p0 + p * 16 * K + (j + d) * 32);
+      step(w, x + d * 2 * pr.b);
+    }
   }
   for (; j < pairs; ++j) {
-    const float* x = pr.x.data() + (j * pr.b + m0) * 2;
-    if (j == full_pairs) step(tails[0], tails[1], x);
-    else step(_mm512_loadu_si512(p0 + j * 32), _mm512_loadu_si512(p1 + j * 32), x);
+    for (int p = 0; p < P; ++p) w[p] = j == full_pairs ? tails[p] : _mm512_loadu_si512(p0 + p * 16 * K + j * 32);
+    step(w, pr.x.data() + (j * pr.b + m0) * 2);
   }
 #pragma GCC unroll 8
-  for (int m = 0; m < MR; ++m) {
-    f[m] = acc[0][m];
-    f[8 + m] = acc[1][m];
-  }
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) f[p * 8 + m] = acc[p][m];
 }
 
 // Input rows per pass over a panel: 16 sums in registers. With 8 rows per pass, as int8,
@@ -546,20 +552,21 @@ void bf16_panel(const std::uint16_t* W, i64 K, i64 N, i64 n0, const PairRows& pr
   }
 }
 
-// Full panels n0 and n0 + 16 together, 8 input rows per pass (bf16_two_panel_sums).
-void bf16_two_panels(const std::uint16_t* W, i64 K, i64 N, i64 n0, const PairRows& pr, float alpha, float beta,
-                     float* C) {
-  const std::uint16_t* panel = W + n0 * K;
-  const __m512i tails[2] = {bf16_tail(panel, 16, K), bf16_tail(panel + 16 * K, 16, K)};
-  const char* ahead = n0 + 32 < N ? reinterpret_cast<const char*>(W + (n0 + 32) * K) : nullptr;
+// Full panels n0 .. n0 + 16 * P - 1 together (bf16_panels_sums), 8 input rows per pass.
+template <int P>
+void bf16_panels(const std::uint16_t* W, i64 K, i64 N, i64 n0, const PairRows& pr, float alpha, float beta, float* C) {
+  const std::uint16_t* panels = W + n0 * K;
+  __m512i tails[P];
+  for (int p = 0; p < P; ++p) tails[p] = bf16_tail(panels + p * 16 * K, 16, K);
+  const char* ahead = n0 + 16 * P < N ? reinterpret_cast<const char*>(W + (n0 + 16 * P) * K) : nullptr;
   for (i64 m0 = 0; m0 < pr.b; m0 += 8) {
     const int MR = int(std::min<i64>(8, pr.b - m0));
-    __m512 f[16];
+    __m512 f[8 * P];
     with_shape<8>(MR, true, [&](auto mr, auto) {
-      bf16_two_panel_sums<mr.value>(panel, K, tails, pr, m0, m0 == 0 ? ahead : nullptr, f);
+      if constexpr (P == 2 || mr.value <= 2)
+        bf16_panels_sums<mr.value, P>(panels, K, tails, pr, m0, m0 == 0 ? ahead : nullptr, f);
     });
-    bf16_store(f, MR, m0, N, n0, 16, alpha, beta, C);
-    bf16_store(f + 8, MR, m0, N, n0 + 16, 16, alpha, beta, C);
+    for (int p = 0; p < P; ++p) bf16_store(f + 8 * p, MR, m0, N, n0 + 16 * p, 16, alpha, beta, C);
   }
 }
 
@@ -583,12 +590,14 @@ bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFo
 #pragma omp for schedule(static)
       for (i64 i = 0; i < b; ++i) quantize_row(X, i, K, qr);
       // (the loop's barrier: every row is quantized before any product)
-      // batch 1-2: kFewPanels full panels at a time (that many streams per core); the rest
+      // batch 1-2: 8 or 4 full panels at a time (that many streams per core); the rest
       // panel by panel
-      constexpr i64 kRows = 16 * kFewPanels;
-      const i64 few = b <= 2 ? N / kRows * kRows : 0;
+      const i64 rows = b == 1 ? 16 * 8 : 16 * 4, few = b <= 2 ? N / rows * rows : 0;
 #pragma omp for schedule(static) nowait
-      for (i64 n0 = 0; n0 < few; n0 += kRows) int8_few_panels(Wq, K, N, n0, qr, scales, alpha, beta, C);
+      for (i64 n0 = 0; n0 < few; n0 += rows) {
+        if (b == 1) int8_few_panels<8>(Wq, K, N, n0, qr, scales, alpha, beta, C);
+        else int8_few_panels<4>(Wq, K, N, n0, qr, scales, alpha, beta, C);
+      }
 #pragma omp for schedule(static)
       for (i64 n0 = few; n0 < N; n0 += 16) int8_panel(Wq, K, N, n0, qr, scales, alpha, beta, C);
     }
@@ -607,14 +616,18 @@ bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFo
     {
 #pragma omp for schedule(static)
       for (i64 j = 0; j < pr.pairs; j += 64) pair_rows(X, K, j, std::min(j + 64, pr.pairs), pr);
-      // two full panels at a time: from 3 rows each activation broadcast serves both, at
-      // 1-2 rows the core reads two streams at once (a batch-1 step's products 20-25 ->
-      // 18-20 ms on Ice Lake); the last panels one at a time
-      const i64 pairs = N / 32;
+      // full panels two at a time from 3 rows (each activation broadcast serves both),
+      // four at 1-2 rows (four streams per core: a batch-1 step's products 20-25 -> 18-20 ms
+      // on Ice Lake with two, 3-5% less with four; eight were slower); the last panels one
+      // at a time
+      const i64 rows = b <= 2 ? 16 * 4 : 16 * 2, many = N / rows * rows;
 #pragma omp for schedule(static) nowait
-      for (i64 n0 = 0; n0 < pairs * 32; n0 += 32) bf16_two_panels(Wb, K, N, n0, pr, alpha, beta, C);
+      for (i64 n0 = 0; n0 < many; n0 += rows) {
+        if (b <= 2) bf16_panels<4>(Wb, K, N, n0, pr, alpha, beta, C);
+        else bf16_panels<2>(Wb, K, N, n0, pr, alpha, beta, C);
+      }
 #pragma omp for schedule(static)
-      for (i64 n0 = pairs * 32; n0 < N; n0 += 16) bf16_panel(Wb, K, N, n0, pr, alpha, beta, C);
+      for (i64 n0 = many; n0 < N; n0 += 16) bf16_panel(Wb, K, N, n0, pr, alpha, beta, C);
     }
     return true;
   }
