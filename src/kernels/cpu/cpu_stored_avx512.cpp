@@ -268,6 +268,81 @@ __attribute__((noinline)) void int8_few_sums(const std::int8_t* panels, i64 K, c
   }
 }
 
+// From 3 input rows: f[p * 8 + m] = the sums of MR <= 8 input rows from m0 with two full
+// panels side by side (p0, then p0 + 16 rows), each activation quad broadcast once for both
+// panels' vpdpbusd (one panel needs a broadcast load per vpdpbusd, and Ice Lake's two load
+// ports then bound it as much as its vpdpbusd rate). The float sums stay in f (memory),
+// touched once per group and row. `ahead`: the next two panels, fetched during this pass.
+template <int MR>
+__attribute__((noinline)) void int8_two_panel_sums(const std::int8_t* p0, i64 K, const __m512i* tails,
+                                                   const QuantRows& qr, i64 m0, const char* ahead, __m512* f) {
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
+  const std::int8_t* p1 = p0 + 16 * K;
+  const i64 full_quads = K / 4, quads = (K + 3) / 4;
+  for (int i = 0; i < 16; ++i) f[i] = _mm512_setzero_ps();
+  for (i64 g = 0; g < qr.groups; ++g) {
+    if (ahead) {
+#pragma GCC unroll 16
+      for (int l = 0; l < 16; ++l) {
+        _mm_prefetch(ahead + 1024 * g + 64 * l, _MM_HINT_T0);
+        _mm_prefetch(ahead + 16 * K + 1024 * g + 64 * l, _MM_HINT_T0);
+      }
+    }
+    const i64 j0 = g * 16;
+    const std::int8_t* q = qr.q.data() + (g * qr.b + m0) * kQuantGroup;
+    __m512i acc[2][MR];
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) acc[0][m] = acc[1][m] = _mm512_setzero_si512();
+    auto step = [&](__m512i w0, __m512i w1, int d) {
+      w0 = _mm512_xor_si512(w0, flip);
+      w1 = _mm512_xor_si512(w1, flip);
+#pragma GCC unroll 8
+      for (int m = 0; m < MR; ++m) {
+        std::int32_t x4;
+        std::memcpy(&x4, q + m * kQuantGroup + 4 * d, 4);
+        const __m512i x = _mm512_set1_epi32(x4);
+        acc[0][m] = _mm512_dpbusd_epi32(acc[0][m], w0, x);
+        acc[1][m] = _mm512_dpbusd_epi32(acc[1][m], w1, x);
+      }
+    };
+    if (j0 + 16 <= full_quads) {
+#pragma GCC unroll 16
+      for (int d = 0; d < 16; ++d) step(_mm512_loadu_si512(p0 + (j0 + d) * 64), _mm512_loadu_si512(p1 + (j0 + d) * 64), d);
+    } else {
+      for (i64 j = j0; j < quads; ++j) {
+        if (j == full_quads) step(tails[0], tails[1], int(j - j0));
+        else step(_mm512_loadu_si512(p0 + j * 64), _mm512_loadu_si512(p1 + j * 64), int(j - j0));
+      }
+    }
+    const float* s = qr.scale.data() + g * qr.b + m0;
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      const __m512 sm = _mm512_set1_ps(s[m]);
+      f[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[0][m]), sm, f[m]);
+      f[8 + m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[1][m]), sm, f[8 + m]);
+    }
+  }
+}
+
+// Full panels n0 and n0 + 16 for every input row, 8 rows per pass (int8_two_panel_sums).
+void int8_two_panels(const std::int8_t* W, i64 K, i64 N, i64 n0, const QuantRows& qr, const float* scales, float alpha,
+                     float beta, float* C) {
+  const std::int8_t* panels = W + n0 * K;
+  const __m512i tails[2] = {int8_tail(panels, 16, K), int8_tail(panels + 16 * K, 16, K)};
+  const char* ahead = n0 + 32 < N ? reinterpret_cast<const char*>(W + (n0 + 32) * K) : nullptr;
+  const __m512 ws0 = _mm512_mul_ps(_mm512_set1_ps(alpha), _mm512_loadu_ps(scales + n0));
+  const __m512 ws1 = _mm512_mul_ps(_mm512_set1_ps(alpha), _mm512_loadu_ps(scales + n0 + 16));
+  for (i64 m0 = 0; m0 < qr.b; m0 += 8) {
+    const int MR = int(std::min<i64>(8, qr.b - m0));
+    __m512 f[16];
+    with_shape<8>(MR, true, [&](auto mr, auto) {
+      int8_two_panel_sums<mr.value>(panels, K, tails, qr, m0, m0 == 0 ? ahead : nullptr, f);
+    });
+    int8_store(f, MR, m0, N, n0, 16, ws0, qr, beta, C);
+    int8_store(f + 8, MR, m0, N, n0 + 16, 16, ws1, qr, beta, C);
+  }
+}
+
 // Rows n0 .. n0 + 16 * P - 1 (full panels) for 1-2 input rows.
 template <int P>
 void int8_few_panels(const std::int8_t* W, i64 K, i64 N, i64 n0, const QuantRows& qr, const float* scales, float alpha,
@@ -592,11 +667,12 @@ bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFo
       // (the loop's barrier: every row is quantized before any product)
       // batch 1-2: 8 or 4 full panels at a time (that many streams per core); the rest
       // panel by panel
-      const i64 rows = b == 1 ? 16 * 8 : 16 * 4, few = b <= 2 ? N / rows * rows : 0;
+      const i64 rows = b == 1 ? 16 * 8 : b == 2 ? 16 * 4 : 16 * 2, few = N / rows * rows;
 #pragma omp for schedule(static) nowait
       for (i64 n0 = 0; n0 < few; n0 += rows) {
         if (b == 1) int8_few_panels<8>(Wq, K, N, n0, qr, scales, alpha, beta, C);
-        else int8_few_panels<4>(Wq, K, N, n0, qr, scales, alpha, beta, C);
+        else if (b == 2) int8_few_panels<4>(Wq, K, N, n0, qr, scales, alpha, beta, C);
+        else int8_two_panels(Wq, K, N, n0, qr, scales, alpha, beta, C);
       }
 #pragma omp for schedule(static)
       for (i64 n0 = few; n0 < N; n0 += 16) int8_panel(Wq, K, N, n0, qr, scales, alpha, beta, C);
