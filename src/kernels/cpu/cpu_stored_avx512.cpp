@@ -530,8 +530,8 @@ __attribute__((noinline)) void bf16_panel_sums(const std::uint16_t* panel, i64 L
 // at 16 rows per pass needs a broadcast load per FMA, and Ice Lake's two load ports then
 // bound it as much as its two FMA ports (which the widening shares): batch 16 ran at ~55%
 // of the FMA rate there. With P = 2 and 8 rows, 16 + 4 loads serve 32 FMAs and 4
-// widenings. At 1-2 rows (batch 1-2) P = 4: four streams per core. The next P panels are
-// prefetched (`ahead`).
+// widenings. At 1-2 rows (batch 1-2) P = 4: four streams per core. `ahead`: the next P
+// panels, to prefetch during this pass.
 template <int MR, int P>
 __attribute__((noinline)) void bf16_panels_sums(const std::uint16_t* p0, i64 K, const __m512i* tails,
                                                 const PairRows& pr, i64 m0, const char* ahead, __m512* f) {
@@ -633,7 +633,9 @@ void bf16_panels(const std::uint16_t* W, i64 K, i64 N, i64 n0, const PairRows& p
   const std::uint16_t* panels = W + n0 * K;
   __m512i tails[P];
   for (int p = 0; p < P; ++p) tails[p] = bf16_tail(panels + p * 16 * K, 16, K);
-  const char* ahead = n0 + 16 * P < N ? reinterpret_cast<const char*>(W + (n0 + 16 * P) * K) : nullptr;
+  // the next P panels prefetched from 3 rows only: at batch 1 the four panels' burst of 64
+  // prefetches per block made the products ~10% slower on Ice Lake (16-18 vs 18-20 ms)
+  const char* ahead = n0 + 16 * P < N && pr.b > 2 ? reinterpret_cast<const char*>(W + (n0 + 16 * P) * K) : nullptr;
   for (i64 m0 = 0; m0 < pr.b; m0 += 8) {
     const int MR = int(std::min<i64>(8, pr.b - m0));
     __m512 f[8 * P];
