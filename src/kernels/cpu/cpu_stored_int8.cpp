@@ -1,0 +1,352 @@
+// Decode products against int8 weights on AVX-512 VNNI (the rest of the stored-weight
+// kernels: cpu_stored_avx512.cpp, whose header comment says how these work and what they
+// round). vpdpbusd multiplies unsigned by signed bytes into int32 sums, 64 per
+// instruction; the activations are quantized per token in groups of 64 (a scale per group,
+// max |x| / 127, round to nearest even), the weights' signed bytes made unsigned by adding
+// 128 (xor 0x80), and 128 * sum(q * scale) subtracted once per input row.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/cpu_stored_avx512.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+// GCC 12's _mm512_reduce_add_ps starts from an undefined vector it then overwrites
+// wholly: a false "may be used uninitialized" in every caller
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include "kernels/cpu/cpu_stored_avx512_shared.h"
+
+namespace palm {
+
+namespace {
+
+// ------------------------------------------------------------------ int8
+struct QuantRows {
+  i64 b = 0, groups = 0;
+  std::vector<std::int8_t> q;  // [groups][b][kQuantGroup]: row i's group g at (g * b + i) * 64, zero past K
+  std::vector<float> scale;    // [groups][b]
+  std::vector<float> offset;   // [b]: 128 * sum over k of scale(k) * q_k
+};
+
+void size_rows(i64 b, i64 K, QuantRows& qr) {
+  qr.b = b;
+  qr.groups = (K + kQuantGroup - 1) / kQuantGroup;
+  qr.q.resize(std::size_t(qr.groups * b * kQuantGroup));  // every value is then written by quantize_row
+  qr.scale.resize(std::size_t(qr.groups * b));
+  qr.offset.resize(std::size_t(b));
+}
+
+
+// Row i of X into qr (sized by size_rows), group by group: amax ignores NaN as std::max does
+// (max(|x|, m) keeps m where |x| is NaN), q = nearbyint(x * (127 / amax)) (the default
+// rounding, to nearest even) clamped to +-127.
+void quantize_row(const float* X, i64 i, i64 K, QuantRows& qr) {
+  static_assert(kQuantGroup == 64, "a group is four vectors of 16 floats");
+  const float* x = X + i * K;
+  double offset = 0;
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+  for (i64 g = 0; g < qr.groups; ++g) {
+    const i64 k0 = g * kQuantGroup;
+    __m512 v[4], vmax = _mm512_setzero_ps();
+    for (int u = 0; u < 4; ++u) {
+      v[u] = _mm512_maskz_loadu_ps(tail_mask16(K - k0 - 16 * u), x + k0 + 16 * u);
+      vmax = _mm512_max_ps(_mm512_abs_ps(v[u]), vmax);
+    }
+    const float amax = _mm512_reduce_max_ps(vmax);
+    const float scale = amax / 127.0f;
+    qr.scale[std::size_t(g * qr.b + i)] = scale;
+    const __m512 inv = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+    std::int8_t* q = qr.q.data() + (g * qr.b + i) * kQuantGroup;
+    __m512i sum = _mm512_setzero_si512();
+    for (int u = 0; u < 4; ++u) {
+      __m512i n = _mm512_cvtps_epi32(_mm512_mul_ps(v[u], inv));
+      n = _mm512_min_epi32(_mm512_max_epi32(n, lo), hi);
+      n = _mm512_maskz_mov_epi32(tail_mask16(K - k0 - 16 * u), n);  // past K: 0
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16 * u), _mm512_cvtepi32_epi8(n));
+      sum = _mm512_add_epi32(sum, n);
+    }
+    offset += 128.0 * double(scale) * double(_mm512_reduce_add_epi32(sum));
+  }
+  qr.offset[std::size_t(i)] = float(offset);
+}
+
+// f[m] = sum over groups of (the group's int32 sums) * (its scale), for MR input rows from m0
+// and the L <= 16 rows of one panel (lanes). The quad vectors stream from the panel, each
+// met by up to 8 activation quads broadcast from qr (their offsets are constants within a
+// group), so 9 loads serve 8 vpdpbusd. One or two input rows (batch 1 and 2: the
+// weights come from memory) keep two chains each, so a chain's latency does not bound the
+// stream. `ahead`: the next panel, fetched during this one (the first input block only).
+template <int MR, bool FULL>
+__attribute__((noinline)) void int8_panel_sums(const std::int8_t* panel, i64 L, i64 K, const __m512i* tail_quad,
+                                               const QuantRows& qr, i64 m0, const char* ahead, __m512* f) {
+  constexpr int CH = MR <= 2 ? 2 : 1;
+  const __m512i flip = _mm512_set1_epi8(char(0x80));  // signed weights to unsigned: + 128
+  const __mmask16 lanes = tail_mask16(L);
+  const i64 full_quads = K / 4, quads = (K + 3) / 4;
+  auto quad = [&](i64 j) {  // j < full_quads
+    return _mm512_xor_si512(FULL ? _mm512_loadu_si512(panel + j * 64) : _mm512_maskz_loadu_epi32(lanes, panel + j * L * 4), flip);
+  };
+  // (apart, so that the unrolled loop over whole groups has no test for the tail)
+  auto quad_or_tail = [&](i64 j) { return j == full_quads ? _mm512_xor_si512(*tail_quad, flip) : quad(j); };
+#pragma GCC unroll 16
+  for (int m = 0; m < MR; ++m) f[m] = _mm512_setzero_ps();
+  for (i64 g = 0; g < qr.groups; ++g) {
+    if (ahead) {
+#pragma GCC unroll 16
+      for (int l = 0; l < 16; ++l) _mm_prefetch(ahead + 1024 * g + 64 * l, _MM_HINT_T0);
+    }
+    const i64 j0 = g * 16;
+    const float* s = qr.scale.data() + g * qr.b + m0;
+    // the group's rows 8 at a time (8 int32 sums in registers beside the MR float sums),
+    // each block over the same 1 KB of the panel, in L1 from the first
+#pragma GCC unroll 2
+    for (int r0 = 0; r0 < MR; r0 += 8) {
+      const std::int8_t* q = qr.q.data() + (g * qr.b + m0 + r0) * kQuantGroup;
+      __m512i acc[CH][8];
+#pragma GCC unroll 16
+      for (int c = 0; c < CH; ++c)
+#pragma GCC unroll 8
+        for (int m = 0; m < 8; ++m) acc[c][m] = _mm512_setzero_si512();
+      auto step = [&](const __m512i w, int d, int c) {
+#pragma GCC unroll 8
+        for (int m = 0; m < 8; ++m) {
+          if (r0 + m >= MR) break;
+          std::int32_t x4;
+          std::memcpy(&x4, q + m * kQuantGroup + 4 * d, 4);
+          acc[c][m] = _mm512_dpbusd_epi32(acc[c][m], w, _mm512_set1_epi32(x4));
+        }
+      };
+      if (j0 + 16 <= full_quads) {
+#pragma GCC unroll 16
+        for (int d = 0; d < 16; ++d) step(quad(j0 + d), d, d % CH);
+      } else {
+        for (i64 j = j0; j < quads; ++j) step(quad_or_tail(j), int(j - j0), int(j % CH));
+      }
+#pragma GCC unroll 8
+      for (int m = 0; m < 8; ++m) {
+        if (r0 + m >= MR) break;
+        __m512i sum = acc[0][m];
+        if (CH == 2) sum = _mm512_add_epi32(sum, acc[CH - 1][m]);
+        f[r0 + m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(s[r0 + m]), f[r0 + m]);
+      }
+    }
+  }
+}
+
+// Input rows per pass over a panel: 16 float sums and 8 int32 ones in registers. With 8
+// rows per pass (two passes at batch 16) a panel of K = 5,120 (80 KB) came back from L2 for
+// the second; now each group's 1 KB serves both blocks of 8 rows from L1 (batch 16 products
+// 5-20% faster, seven alternating runs).
+constexpr int kInt8Inputs = 16;
+
+// C[:, n0 .. n0 + L - 1] for every input row, from the panel of rows n0 .. n0 + L - 1.
+// The last cols % 4 bytes of each of a panel's L rows as one quad (zero-padded).
+__m512i int8_tail(const std::int8_t* panel, i64 L, i64 K) {
+  alignas(64) std::int32_t tail[16] = {};
+  if (K % 4) {
+    const std::int8_t* t = panel + (K / 4) * L * 4;
+    for (i64 r = 0; r < L; ++r) std::memcpy(&tail[r], t + r * (K % 4), std::size_t(K % 4));
+  }
+  return _mm512_load_si512(tail);
+}
+
+// C[m0 + m, n0 .. n0 + L - 1] = (weight scales ws) * (f[m] - the row's offset) (+ beta C).
+void int8_store(const __m512* f, int MR, i64 m0, i64 N, i64 n0, i64 L, __m512 ws, const QuantRows& qr, float beta,
+                float* C) {
+  const __mmask16 lanes = tail_mask16(L);
+  for (int m = 0; m < MR; ++m) {
+    float* c = C + (m0 + m) * N + n0;
+    __m512 v = _mm512_mul_ps(ws, _mm512_sub_ps(f[m], _mm512_set1_ps(qr.offset[std::size_t(m0 + m)])));
+    if (beta != 0.0f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(lanes, c), v);
+    _mm512_mask_storeu_ps(c, lanes, v);
+  }
+}
+
+void int8_panel(const std::int8_t* W, i64 K, i64 N, i64 n0, const QuantRows& qr, const float* scales, float alpha,
+                float beta, float* C) {
+  const i64 L = std::min<i64>(16, N - n0);
+  const std::int8_t* panel = W + n0 * K;
+  const __m512i tail_quad = int8_tail(panel, L, K);
+  // the next panel, fetched while this one is used, at every batch size: at batch 1 the
+  // products read ~88% of the read probe without on Ice Lake and ~95% with (alternating,
+  // 24 pairs); on Zen 5 batch 1 was within the noise either way (bf16 keeps none at 1-2)
+  const char* ahead = n0 + 16 < N ? reinterpret_cast<const char*>(W + (n0 + 16) * K) : nullptr;
+  const __m512 ws = _mm512_mul_ps(_mm512_set1_ps(alpha), _mm512_maskz_loadu_ps(tail_mask16(L), scales + n0));
+  for (i64 m0 = 0; m0 < qr.b; m0 += kInt8Inputs) {
+    const int MR = int(std::min<i64>(kInt8Inputs, qr.b - m0));
+    __m512 f[kInt8Inputs];
+    with_shape<kInt8Inputs>(MR, L == 16, [&](auto mr, auto full) {
+      int8_panel_sums<mr.value, full.value>(panel, L, K, &tail_quad, qr, m0, m0 == 0 ? ahead : nullptr, f);
+    });
+    int8_store(f, MR, m0, N, n0, L, ws, qr, beta, C);
+  }
+}
+
+// Batch 1-2: f[p * MR + m] = the sums of MR input rows with P full panels side by side
+// (panel p at panels + p * 16 * K), so each core reads P streams at once: on Ice Lake one
+// stream per core reads ~22.5 GB/s and 8 ~30 (as fp32's 8 rows below). P = 8 at batch 1,
+// 4 at batch 2 (the sums in registers).
+template <int MR, int P>
+__attribute__((noinline)) void int8_few_sums(const std::int8_t* panels, i64 K, const __m512i* tails,
+                                             const QuantRows& qr, __m512* f) {
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
+  const i64 full_quads = K / 4, quads = (K + 3) / 4;
+#pragma GCC unroll 8
+  for (int i = 0; i < P * MR; ++i) f[i] = _mm512_setzero_ps();
+  for (i64 g = 0; g < qr.groups; ++g) {
+    const i64 j0 = g * 16;
+    const std::int8_t* q = qr.q.data() + g * qr.b * kQuantGroup;
+    __m512i acc[P][MR];
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p)
+#pragma GCC unroll 2
+      for (int m = 0; m < MR; ++m) acc[p][m] = _mm512_setzero_si512();
+    auto step = [&](int p, const __m512i w, int d) {
+#pragma GCC unroll 2
+      for (int m = 0; m < MR; ++m) {
+        std::int32_t x4;
+        std::memcpy(&x4, q + m * kQuantGroup + 4 * d, 4);
+        acc[p][m] = _mm512_dpbusd_epi32(acc[p][m], _mm512_xor_si512(w, flip), _mm512_set1_epi32(x4));
+      }
+    };
+    if (j0 + 16 <= full_quads) {
+#pragma GCC unroll 16
+      for (int d = 0; d < 16; ++d)
+#pragma GCC unroll 8
+        for (int p = 0; p < P; ++p) step(p, _mm512_loadu_si512(panels + p * 16 * K + (j0 + d) * 64), d);
+    } else {
+      for (i64 j = j0; j < quads; ++j)
+        for (int p = 0; p < P; ++p)
+          step(p, j == full_quads ? tails[p] : _mm512_loadu_si512(panels + p * 16 * K + j * 64), int(j - j0));
+    }
+    const float* s = qr.scale.data() + g * qr.b;
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p)
+#pragma GCC unroll 2
+      for (int m = 0; m < MR; ++m)
+        f[p * MR + m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[p][m]), _mm512_set1_ps(s[m]), f[p * MR + m]);
+  }
+}
+
+// From 3 input rows: f[p * 8 + m] = the sums of MR <= 8 input rows from m0 with two full
+// panels side by side (p0, then p0 + 16 rows), each activation quad broadcast once for both
+// panels' vpdpbusd (one panel needs a broadcast load per vpdpbusd, and Ice Lake's two load
+// ports then bound it as much as its vpdpbusd rate). The float sums stay in f (memory),
+// touched once per group and row. `ahead`: the next two panels, fetched during this pass.
+template <int MR>
+__attribute__((noinline)) void int8_two_panel_sums(const std::int8_t* p0, i64 K, const __m512i* tails,
+                                                   const QuantRows& qr, i64 m0, const char* ahead, __m512* f) {
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
+  const std::int8_t* p1 = p0 + 16 * K;
+  const i64 full_quads = K / 4, quads = (K + 3) / 4;
+  for (int i = 0; i < 16; ++i) f[i] = _mm512_setzero_ps();
+  for (i64 g = 0; g < qr.groups; ++g) {
+    if (ahead) {
+#pragma GCC unroll 16
+      for (int l = 0; l < 16; ++l) {
+        _mm_prefetch(ahead + 1024 * g + 64 * l, _MM_HINT_T0);
+        _mm_prefetch(ahead + 16 * K + 1024 * g + 64 * l, _MM_HINT_T0);
+      }
+    }
+    const i64 j0 = g * 16;
+    const std::int8_t* q = qr.q.data() + (g * qr.b + m0) * kQuantGroup;
+    __m512i acc[2][MR];
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) acc[0][m] = acc[1][m] = _mm512_setzero_si512();
+    auto step = [&](__m512i w0, __m512i w1, int d) {
+      w0 = _mm512_xor_si512(w0, flip);
+      w1 = _mm512_xor_si512(w1, flip);
+#pragma GCC unroll 8
+      for (int m = 0; m < MR; ++m) {
+        std::int32_t x4;
+        std::memcpy(&x4, q + m * kQuantGroup + 4 * d, 4);
+        const __m512i x = _mm512_set1_epi32(x4);
+        acc[0][m] = _mm512_dpbusd_epi32(acc[0][m], w0, x);
+        acc[1][m] = _mm512_dpbusd_epi32(acc[1][m], w1, x);
+      }
+    };
+    if (j0 + 16 <= full_quads) {
+#pragma GCC unroll 16
+      for (int d = 0; d < 16; ++d) step(_mm512_loadu_si512(p0 + (j0 + d) * 64), _mm512_loadu_si512(p1 + (j0 + d) * 64), d);
+    } else {
+      for (i64 j = j0; j < quads; ++j) {
+        if (j == full_quads) step(tails[0], tails[1], int(j - j0));
+        else step(_mm512_loadu_si512(p0 + j * 64), _mm512_loadu_si512(p1 + j * 64), int(j - j0));
+      }
+    }
+    const float* s = qr.scale.data() + g * qr.b + m0;
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      const __m512 sm = _mm512_set1_ps(s[m]);
+      f[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[0][m]), sm, f[m]);
+      f[8 + m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[1][m]), sm, f[8 + m]);
+    }
+  }
+}
+
+// Full panels n0 and n0 + 16 for every input row, 8 rows per pass (int8_two_panel_sums).
+void int8_two_panels(const std::int8_t* W, i64 K, i64 N, i64 n0, const QuantRows& qr, const float* scales, float alpha,
+                     float beta, float* C) {
+  const std::int8_t* panels = W + n0 * K;
+  const __m512i tails[2] = {int8_tail(panels, 16, K), int8_tail(panels + 16 * K, 16, K)};
+  const char* ahead = n0 + 32 < N ? reinterpret_cast<const char*>(W + (n0 + 32) * K) : nullptr;
+  const __m512 ws0 = _mm512_mul_ps(_mm512_set1_ps(alpha), _mm512_loadu_ps(scales + n0));
+  const __m512 ws1 = _mm512_mul_ps(_mm512_set1_ps(alpha), _mm512_loadu_ps(scales + n0 + 16));
+  for (i64 m0 = 0; m0 < qr.b; m0 += 8) {
+    const int MR = int(std::min<i64>(8, qr.b - m0));
+    __m512 f[16];
+    with_shape<8>(MR, true, [&](auto mr, auto) {
+      int8_two_panel_sums<mr.value>(panels, K, tails, qr, m0, m0 == 0 ? ahead : nullptr, f);
+    });
+    int8_store(f, MR, m0, N, n0, 16, ws0, qr, beta, C);
+    int8_store(f + 8, MR, m0, N, n0 + 16, 16, ws1, qr, beta, C);
+  }
+}
+
+// Rows n0 .. n0 + 16 * P - 1 (full panels) for 1-2 input rows.
+template <int P>
+void int8_few_panels(const std::int8_t* W, i64 K, i64 N, i64 n0, const QuantRows& qr, const float* scales, float alpha,
+                     float beta, float* C) {
+  const std::int8_t* panels = W + n0 * K;
+  __m512i tails[P];
+  for (int p = 0; p < P; ++p) tails[p] = int8_tail(panels + p * 16 * K, 16, K);
+  __m512 f[2 * P];
+  if (qr.b == 2) int8_few_sums<2, P>(panels, K, tails, qr, f);
+  else int8_few_sums<1, P>(panels, K, tails, qr, f);
+  const int MR = int(qr.b);
+  for (int p = 0; p < P; ++p) {
+    const __m512 ws = _mm512_mul_ps(_mm512_set1_ps(alpha), _mm512_loadu_ps(scales + n0 + 16 * p));
+    int8_store(f + p * MR, MR, 0, N, n0 + 16 * p, 16, ws, qr, beta, C);
+  }
+}
+
+}  // namespace
+
+void int8_product_avx512(const float* X, i64 b, i64 K, const std::int8_t* Wq, const float* scales, i64 N, float alpha,
+                         float beta, float* C) {
+  thread_local QuantRows mine;  // reused between calls; the workers use the caller's
+  QuantRows& qr = mine;
+  size_rows(b, K, qr);
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (i64 i = 0; i < b; ++i) quantize_row(X, i, K, qr);
+    // (the loop's barrier: every row is quantized before any product)
+    // batch 1-2: 8 or 4 full panels at a time (that many streams per core); the rest
+    // panel by panel
+    const i64 rows = b == 1 ? 16 * 8 : b == 2 ? 16 * 4 : 16 * 2, few = N / rows * rows;
+#pragma omp for schedule(static) nowait
+    for (i64 n0 = 0; n0 < few; n0 += rows) {
+      if (b == 1) int8_few_panels<8>(Wq, K, N, n0, qr, scales, alpha, beta, C);
+      else if (b == 2) int8_few_panels<4>(Wq, K, N, n0, qr, scales, alpha, beta, C);
+      else int8_two_panels(Wq, K, N, n0, qr, scales, alpha, beta, C);
+    }
+#pragma omp for schedule(static)
+    for (i64 n0 = few; n0 < N; n0 += 16) int8_panel(Wq, K, N, n0, qr, scales, alpha, beta, C);
+  }
+}
+
+}  // namespace palm
+
+#endif
