@@ -254,7 +254,10 @@ __attribute__((noinline)) void bf16_panels_sums(const std::uint16_t* p0, i64 K, 
         for (int p = 0; p < P; ++p) _mm_prefetch(ahead + p * 32 * K + 64 * (j + l), _MM_HINT_T0);
     }
     const float* x = pr.x.data() + (j * pr.b + m0) * 2;
-#pragma GCC unroll 16
+    // 4 units per loop body, not 16: 16 (~850 instructions at 8 rows) ran at 58-63 GFLOP/s on
+    // one Ice Lake core in a loop from L1 where 2-8 ran at 83-108 (the front end, not the
+    // FMAs, bound the long body); a batch-16 step's bf16 products 52-65 -> 48-52 ms there
+#pragma GCC unroll 4
     for (int d = 0; d < 16; ++d) {
 #pragma GCC unroll 8
       for (int p = 0; p < P; ++p) w[p] = _mm512_loadu_si512(p0 + p * 16 * K + (j + d) * 32);
