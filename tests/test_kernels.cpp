@@ -382,12 +382,17 @@ TEST_P(Kernels, AttentionDecodeEqualsTheLastRowOfCausalAttention) {
   // three sequences; and one alone, whose positions the CPU kernel splits between threads
   // (two parts of 35 on two threads, merged by their maxima and sums). 3 heads: the
   // products' path; 16 and 32 heads (K = 32 and 16): the CPU's heads-in-lanes kernel, one
-  // and two blocks of 16 heads, 70 positions = 8 blocks of 8 and 6 alone.
-  for (const auto& [H, K] : {std::pair<i64, i64>{3, 16}, {16, 32}, {32, 16}}) {
+  // and two blocks of 16 heads, 70 positions = 8 blocks of 8 and 6 alone. Queries 30x as
+  // large spread the scores over tens (standard deviation ~10): a head's maximum then rises
+  // past the kernel's reference by more than its slack (8) in later blocks too, which must
+  // scale down what was summed; at 1x only the first block sets it.
+  for (const auto& [H, K] : {std::pair<i64, i64>{3, 16}, {16, 32}, {32, 16}})
+  for (const float q_scale : {1.0f, 30.0f}) {
     for (const std::vector<std::int64_t>& lens : {std::vector<std::int64_t>{1, 17, 70}, std::vector<std::int64_t>{70}}) {
       const i64 ld = 2 * K + 5;
       const i64 b = i64(lens.size());
       auto q = rand_vec(b * H * K, 41);
+      for (float& x : q) x *= q_scale;
       std::vector<std::vector<float>> caches;
       std::vector<const float*> ptrs;  // host array of pointers into the backend's memory
       Mirror d(*be);
@@ -407,7 +412,8 @@ TEST_P(Kernels, AttentionDecodeEqualsTheLastRowOfCausalAttention) {
         const Vec full = ref::attention(qq, k, v, 1, T, H, K);
         std::vector<float> got(o.begin() + i * H * K, o.begin() + (i + 1) * H * K);
         expect_close(got, Vec(full.begin() + (T - 1) * H * K, full.end()), 1e-5,
-                     ("attention_decode, H " + std::to_string(H) + ", sequence of " + std::to_string(T)).c_str());
+                     ("attention_decode, H " + std::to_string(H) + ", queries x" + std::to_string(int(q_scale)) +
+                      ", sequence of " + std::to_string(T)).c_str());
       }
     }
   }
