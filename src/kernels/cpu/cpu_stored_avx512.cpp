@@ -215,7 +215,7 @@ __attribute__((noinline)) void bf16_panel_sums(const std::uint16_t* panel, i64 L
 // at 16 rows per pass needs a broadcast load per FMA, and Ice Lake's two load ports then
 // bound it as much as its two FMA ports (which the widening shares): batch 16 ran at ~55%
 // of the FMA rate there. With P = 2 and 8 rows, 16 + 4 loads serve 32 FMAs and 4
-// widenings. At 1-2 rows (batch 1-2) P = 4: four streams per core. `ahead`: the next P
+// widenings. At 2 rows P = 4, at 1 row P = 8: that many streams per core. `ahead`: the next P
 // panels, to prefetch during this pass.
 template <int MR, int P>
 __attribute__((noinline)) void bf16_panels_sums(const std::uint16_t* p0, i64 K, const __m512i* tails,
@@ -328,7 +328,7 @@ void bf16_panels(const std::uint16_t* W, i64 K, i64 N, i64 n0, const PairRows& p
     const int MR = int(std::min<i64>(8, pr.b - m0));
     __m512 f[8 * P];
     with_shape<8>(MR, true, [&](auto mr, auto) {
-      if constexpr (P == 2 || mr.value <= 2)
+      if constexpr (P == 2 || (P == 4 && mr.value <= 2) || mr.value == 1)
         bf16_panels_sums<mr.value, P>(panels, K, tails, pr, m0, m0 == 0 ? ahead : nullptr, f);
     });
     for (int p = 0; p < P; ++p) bf16_store(f + 8 * p, MR, m0, N, n0 + 16 * p, 16, alpha, beta, C);
@@ -363,13 +363,15 @@ bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFo
 #pragma omp for schedule(static)
       for (i64 j = 0; j < pr.pairs; j += 64) pair_rows(X, K, j, std::min(j + 64, pr.pairs), pr);
       // full panels two at a time from 3 rows (each activation broadcast serves both),
-      // four at 1-2 rows (four streams per core: a batch-1 step's products 20-25 -> 18-20 ms
-      // on Ice Lake with two, 3-5% less with four; eight were slower); the last panels one
-      // at a time
-      const i64 rows = b <= 2 ? 16 * 4 : 16 * 2, many = N / rows * rows;
+      // four at 2 rows and eight at 1 (streams per core: a batch-1 step's products 20-25 ->
+      // 18-20 ms on Ice Lake with two, 3-5% less with four; eight were slower with 16 units
+      // per loop body, and with 4 read 86% of the read probe against four's 80%, medians of
+      // 20 alternating steps); the last panels one at a time
+      const i64 rows = b == 1 ? 16 * 8 : b <= 2 ? 16 * 4 : 16 * 2, many = N / rows * rows;
 #pragma omp for schedule(static) nowait
       for (i64 n0 = 0; n0 < many; n0 += rows) {
-        if (b <= 2) bf16_panels<4>(Wb, K, N, n0, pr, alpha, beta, C);
+        if (b == 1) bf16_panels<8>(Wb, K, N, n0, pr, alpha, beta, C);
+        else if (b <= 2) bf16_panels<4>(Wb, K, N, n0, pr, alpha, beta, C);
         else bf16_panels<2>(Wb, K, N, n0, pr, alpha, beta, C);
       }
 #pragma omp for schedule(static)
