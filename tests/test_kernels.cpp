@@ -376,6 +376,25 @@ TEST_P(Kernels, RopeAtExplicitPositionsEqualsRopeAtThosePositions) {
     std::vector<float> got(out.begin() + n * heads * K, out.begin() + (n + 1) * heads * K);
     expect_close(got, Vec(want.begin() + pos[n] * heads * K, want.begin() + (pos[n] + 1) * heads * K), 1e-5, "rope_fwd_at");
   }
+  // positions past the CPU's table of angles (65,536 rows), which are computed per row, beside
+  // one inside it; the oracle is the rotation's closed form in double
+  const std::vector<std::int32_t> far = {70000, 65536, 2};
+  const i64 F = i64(far.size());
+  auto in_far = rand_vec(F * heads * K, 43);
+  std::vector<float> out_far(F * heads * K);
+  Mirror m(*be);
+  be->rope_fwd_at(m.in(in_far), heads * K, m.out(out_far), heads * K, F, far.data(), heads, K, 10000.0f);
+  m.back();
+  Vec want_far(F * heads * K);
+  for (i64 n = 0; n < F; ++n)
+    for (i64 h = 0; h < heads; ++h)
+      for (i64 i = 0; i < K / 2; ++i) {
+        const double angle = double(far[n]) * std::pow(10000.0, -2.0 * double(i) / double(K));
+        const double x1 = in_far[(n * heads + h) * K + i], x2 = in_far[(n * heads + h) * K + i + K / 2];
+        want_far[(n * heads + h) * K + i] = x1 * std::cos(angle) - x2 * std::sin(angle);
+        want_far[(n * heads + h) * K + i + K / 2] = x2 * std::cos(angle) + x1 * std::sin(angle);
+      }
+  expect_close(out_far, want_far, 1e-5, "rope_fwd_at past the table");
 }
 
 TEST_P(Kernels, AttentionDecodeEqualsTheLastRowOfCausalAttention) {

@@ -9,9 +9,16 @@
 
 namespace palm {
 
+namespace {
+// Values below which a forward kernel runs on the calling thread: a decode step at batch 1
+// calls LayerNorm, RoPE and SwiGLU 49 times on one row each (1,024-4,096 values, a
+// microsecond or two of work), and the parallel regions around them cost more than the work.
+constexpr i64 kSerialBelow = 1 << 14;
+}  // namespace
+
 void CpuBackend::layernorm_fwd(const float* x, const float* scale, float* y, float* mean,
                                float* rstd, i64 N, i64 D, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * D >= kSerialBelow)
   for (i64 n = 0; n < N; ++n) {
     const float* xr = x + n * D;
     float* yr = y + n * D;
@@ -93,9 +100,13 @@ void rope_rotate(const float* in, i64 ld_in, float* out, i64 ld_out, i64 N, i64 
                  float sign, const float* table, i64 table_rows, const std::int32_t* positions = nullptr) {
   const i64 half = K / 2;
   PALM_ASSERT(half <= kMaxRopeHalf);  // validate() bounds head_dim
+  i64 last = T - 1;  // the frequencies are needed only for positions past the table
+  if (positions)
+    for (i64 n = 0; n < N; ++n) last = std::max(last, i64(positions[n]));
   double freq[kMaxRopeHalf];
-  for (i64 i = 0; i < half; ++i) freq[i] = std::pow(double(base), -2.0 * double(i) / double(K));
-#pragma omp parallel
+  if (last >= table_rows)
+    for (i64 i = 0; i < half; ++i) freq[i] = std::pow(double(base), -2.0 * double(i) / double(K));
+#pragma omp parallel if (N * heads * K >= kSerialBelow)
   {
     float own[2 * kMaxRopeHalf];  // per-thread angles for positions past the table
 #pragma omp for schedule(static)
@@ -169,7 +180,7 @@ void CpuBackend::rope_bwd(const float* dout, i64 ld_dout, float* din, i64 ld_din
 
 void CpuBackend::swiglu_fwd(const float* gate, const float* up, i64 ld_in, float* act, i64 N,
                             i64 F) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * F >= kSerialBelow)
   for (i64 n = 0; n < N; ++n) {
     const float* g = gate + n * ld_in;
     const float* u = up + n * ld_in;
