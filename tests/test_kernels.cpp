@@ -361,13 +361,19 @@ TEST_P(Kernels, RopeForwardStridedAndFiniteDifferences) {
 
 TEST_P(Kernels, RopeAtExplicitPositionsEqualsRopeAtThosePositions) {
   const i64 heads = 3, K = 16, T = 40;
+  // rows of random values rotated to `positions` by the backend: {input, output}
+  auto rotate = [&](const std::vector<std::int32_t>& positions, unsigned seed) {
+    const i64 rows = i64(positions.size());
+    auto x = rand_vec(rows * heads * K, seed);
+    std::vector<float> y(rows * heads * K);
+    Mirror d(*be);
+    be->rope_fwd_at(d.in(x), heads * K, d.out(y), heads * K, rows, positions.data(), heads, K, 10000.0f);
+    d.back();
+    return std::make_pair(x, y);
+  };
   const std::vector<std::int32_t> pos = {0, 39, 7, 7, 1};
   const i64 N = i64(pos.size());
-  auto in = rand_vec(N * heads * K, 40);
-  std::vector<float> out(N * heads * K);
-  Mirror d(*be);
-  be->rope_fwd_at(d.in(in), heads * K, d.out(out), heads * K, N, pos.data(), heads, K, 10000.0f);
-  d.back();
+  const auto [in, out] = rotate(pos, 40);
   // the reference rotates row n by n % T: place each row at its position in a T-row block
   for (i64 n = 0; n < N; ++n) {
     Vec block(T * heads * K, 0.0);
@@ -380,11 +386,7 @@ TEST_P(Kernels, RopeAtExplicitPositionsEqualsRopeAtThosePositions) {
   // one inside it; the oracle is the rotation's closed form in double
   const std::vector<std::int32_t> far = {70000, 65536, 2};
   const i64 F = i64(far.size());
-  auto in_far = rand_vec(F * heads * K, 43);
-  std::vector<float> out_far(F * heads * K);
-  Mirror m(*be);
-  be->rope_fwd_at(m.in(in_far), heads * K, m.out(out_far), heads * K, F, far.data(), heads, K, 10000.0f);
-  m.back();
+  const auto [in_far, out_far] = rotate(far, 43);
   Vec want_far(F * heads * K);
   for (i64 n = 0; n < F; ++n)
     for (i64 h = 0; h < heads; ++h)
