@@ -216,10 +216,11 @@ __attribute__((noinline)) void bf16_panel_sums(const std::uint16_t* panel, i64 L
 // bound it as much as its two FMA ports (which the widening shares): batch 16 ran at ~55%
 // of the FMA rate there. With P = 2 and 8 rows, 16 + 4 loads serve 32 FMAs and 4
 // widenings. At 2 rows P = 4, at 1 row P = 8: that many streams per core. `ahead`: the next P
-// panels, to prefetch during this pass.
+// panels, of which this pass prefetches panels pa .. pb - 1, a line per unit.
 template <int MR, int P>
 __attribute__((noinline)) void bf16_panels_sums(const std::uint16_t* p0, i64 K, const __m512i* tails,
-                                                const PairRows& pr, i64 m0, const char* ahead, __m512* f) {
+                                                const PairRows& pr, i64 m0, const char* ahead, int pa, int pb,
+                                                __m512* f) {
   const __m512i high = _mm512_set1_epi32(int(0xFFFF0000u));
   const i64 full_pairs = K / 2, pairs = (K + 1) / 2;
   __m512 acc[P][MR];
@@ -247,12 +248,6 @@ __attribute__((noinline)) void bf16_panels_sums(const std::uint16_t* p0, i64 K, 
   __m512i w[P];
   i64 j = 0;
   for (; j + 16 <= full_pairs; j += 16) {  // 1 KB of each panel per block
-    if (ahead) {
-#pragma GCC unroll 16
-      for (int l = 0; l < 16; ++l)
-#pragma GCC unroll 8
-        for (int p = 0; p < P; ++p) _mm_prefetch(ahead + p * 32 * K + 64 * (j + l), _MM_HINT_T0);
-    }
     const float* x = pr.x.data() + (j * pr.b + m0) * 2;
     // 4 units per loop body, not 16: 16 (~850 instructions at 8 rows) ran at 58-63 GFLOP/s on
     // one Ice Lake core in a loop from L1 where 2-8 ran at 83-108 (the front end, not the
@@ -261,6 +256,8 @@ __attribute__((noinline)) void bf16_panels_sums(const std::uint16_t* p0, i64 K, 
     for (int d = 0; d < 16; ++d) {
 #pragma GCC unroll 8
       for (int p = 0; p < P; ++p) w[p] = _mm512_loadu_si512(p0 + p * 16 * K + (j + d) * 32);
+      if (ahead)
+        for (int p = pa; p < pb; ++p) _mm_prefetch(ahead + p * 32 * K + 64 * (j + d), _MM_HINT_T0);
       step(w, x + d * 2 * pr.b);
     }
   }
@@ -322,14 +319,20 @@ void bf16_panels(const std::uint16_t* W, i64 K, i64 N, i64 n0, const PairRows& p
   __m512i tails[P];
   for (int p = 0; p < P; ++p) tails[p] = bf16_tail(panels + p * 16 * K, 16, K);
   // the next P panels prefetched from 3 rows only: at batch 1 the four panels' burst of 64
-  // prefetches per block made the products ~10% slower on Ice Lake (16-18 vs 18-20 ms)
+  // prefetches per block made the products ~10% slower on Ice Lake (16-18 vs 18-20 ms).
+  // Spread over all passes (from 9 rows: panel 0 in the first, panel 1 in the second): all
+  // in the first pass read memory at the full rate then and not at all during the second,
+  // so a batch-16 step's products took about the reads plus the FMAs (Ice Lake: 42-66 ->
+  // 38-48 ms, six alternations)
   const char* ahead = n0 + 16 * P < N && pr.b > 2 ? reinterpret_cast<const char*>(W + (n0 + 16 * P) * K) : nullptr;
+  const int passes = int((pr.b + 7) / 8);
   for (i64 m0 = 0; m0 < pr.b; m0 += 8) {
+    const int pass = int(m0 / 8), pa = pass * P / passes, pb = (pass + 1) * P / passes;
     const int MR = int(std::min<i64>(8, pr.b - m0));
     __m512 f[8 * P];
     with_shape<8>(MR, true, [&](auto mr, auto) {
       if constexpr (P == 2 || (P == 4 && mr.value <= 2) || mr.value == 1)
-        bf16_panels_sums<mr.value, P>(panels, K, tails, pr, m0, m0 == 0 ? ahead : nullptr, f);
+        bf16_panels_sums<mr.value, P>(panels, K, tails, pr, m0, ahead, pa, pb, f);
     });
     for (int p = 0; p < P; ++p) bf16_store(f + 8 * p, MR, m0, N, n0 + 16 * p, 16, alpha, beta, C);
   }
