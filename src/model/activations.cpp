@@ -15,7 +15,13 @@ std::int64_t Activations::plan_floats(const Backend& backend, const ModelConfig&
     offset += (n + 15) / 16 * 16;  // keep every view 64-byte aligned
     return ptr;
   };
+  // Without a backward nothing reads a layer's input after the layer: two buffers in turn
+  // (x[l] and x[l + 1] stay distinct)
   for (std::int64_t l = 0; l <= c.n_layers; ++l) {
+    if (!p.training && l >= 2) {
+      if (out) out->x.push_back(out->x[std::size_t(l - 2)]);
+      continue;
+    }
     float* x = take(N * D);
     if (out) out->x.push_back(x);
   }
@@ -36,9 +42,9 @@ std::int64_t Activations::plan_floats(const Backend& backend, const ModelConfig&
   float* hf = take(N * D);
   float* fmean = take(N);
   float* frstd = take(N);
-  float* logits = take(N * V);
-  float* nll = take(N);
-  float* log_z = take(N);
+  float* logits = p.logits ? take(N * V) : nullptr;
+  float* nll = p.logits ? take(N) : nullptr;
+  float* log_z = p.logits ? take(N) : nullptr;
   float* branch = p.tensor_parallel ? take(N * D) : nullptr;
   float *dx = nullptr, *dh = nullptr, *du = nullptr, *dq = nullptr, *dk = nullptr,
         *datt = nullptr, *dact = nullptr, *scratch = nullptr;
@@ -85,6 +91,7 @@ Activations::Activations(Backend& backend, const ModelConfig& c,
     : plan(p) {
   PALM_CHECK(p.B > 0 && p.T > 0, "batch size and sequence length must be positive (got B=",
              p.B, ", T=", p.T, ")");
+  PALM_CHECK(p.logits || !p.training, "a training plan needs its logits buffer");
   PALM_CHECK(p.T <= c.max_seq_len, "sequence length ", p.T, " exceeds the model's max_seq_len ",
              c.max_seq_len);
   arena_ = DeviceFloats(backend, static_cast<std::size_t>(plan_floats(backend, c, p, nullptr)));

@@ -32,6 +32,7 @@ struct ActivationPlan {
   bool training = true;  // false: no gradient buffers (scoring)
   bool bf16 = false;     // projections as bf16 GEMMs (fp32 accumulation, fp32 weights)
   bool tensor_parallel = false;  // a branch buffer for the block's partial sums (tensor_parallel.h)
+  bool logits = true;  // false: no [B*T, V] logits, nll, log_z (prefill computes its last row elsewhere)
 };
 
 class Activations {
@@ -43,7 +44,7 @@ class Activations {
                                    const ActivationPlan& plan);
 
   const ActivationPlan plan;
-  std::vector<float*> x;          // L+1 x [N, D]: residual stream entering layer l; x[L] final
+  std::vector<float*> x;          // L+1 x [N, D]: residual stream entering layer l; x[L] final (no backward: two buffers in turn)
   std::vector<LayerActs> layers;  // L entries, or 1 shared entry with remat
   float* hf;      // [N, D]  LN_final(x_L)
   float* fmean;   // [N]
