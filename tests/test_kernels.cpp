@@ -403,11 +403,12 @@ TEST_P(Kernels, AttentionDecodeEqualsTheLastRowOfCausalAttention) {
   // three sequences; and one alone, whose positions the CPU kernel splits between threads
   // (two parts of 35 on two threads, merged by their maxima and sums). 3 heads: the
   // products' path; 16 and 32 heads (K = 32 and 16): the CPU's heads-in-lanes kernel, one
-  // and two blocks of 16 heads, 70 positions = 8 blocks of 8 and 6 alone. Queries 30x as
+  // and two blocks of 16 heads, 70 positions = 8 blocks of 8 and 6 alone; K = 80 and 48: its
+  // output tiles of 64 dimensions and of 16 and 48 after them. Queries 30x as
   // large spread the scores over tens (standard deviation ~10): a head's maximum then rises
   // past the kernel's reference by more than its slack (8) in later blocks too, which must
   // scale down what was summed; at 1x only the first block sets it.
-  for (const auto& [H, K] : {std::pair<i64, i64>{3, 16}, {16, 32}, {32, 16}})
+  for (const auto& [H, K] : {std::pair<i64, i64>{3, 16}, {16, 32}, {32, 16}, {16, 80}, {16, 48}})
   for (const float q_scale : {1.0f, 30.0f}) {
     for (const std::vector<std::int64_t>& lens : {std::vector<std::int64_t>{1, 17, 70}, std::vector<std::int64_t>{70}}) {
       const i64 ld = 2 * K + 5;

@@ -83,31 +83,58 @@ inline void scores16(const float* qT, i64 K, const float* k0, i64 ld, const char
   }
 }
 
-// acc [K][16] (dimension d of the 16 heads) += sum over N positions of p[u] (their weights,
-// lanes = heads) times value row u (v0 + u * ld), broadcast element by element.
+// Dimensions c0 .. c0 + 16 C - 1 of acc [16][K] (head h's output so far in row h) += sum
+// over N positions of p[u][h] (their weights) times value row u (v0 + u * ld): four heads
+// by C vectors of dimensions per tile, so each broadcast weight serves C FMAs and each
+// loaded value vector four. Value elements broadcast one per FMA (the heads in the lanes)
+// bounded this at ~1 FMA per cycle on Ice Lake, where FMAs on registers run ~1.8.
+template <int N, int C>
+inline void accumulate_tile(const float* p, const float* v0, i64 ld, i64 K, i64 c0, float* acc) {
+  for (int h0 = 0; h0 < 16; h0 += 4) {
+    __m512 a[4][C];
+#pragma GCC unroll 4
+    for (int h = 0; h < 4; ++h)
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c) a[h][c] = _mm512_load_ps(acc + (h0 + h) * K + c0 + 16 * c);
+    const float* vu = v0 + c0;
+    // a loop over the positions, not unrolled: unrolled, the eight rows' addresses spilled
+    for (int u = 0; u < N; ++u, vu += ld) {
+      __m512 v[C];
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c) v[c] = _mm512_loadu_ps(vu + 16 * c);
+#pragma GCC unroll 4
+      for (int h = 0; h < 4; ++h) {
+        const __m512 w = _mm512_set1_ps(p[u * 16 + h0 + h]);
+#pragma GCC unroll 4
+        for (int c = 0; c < C; ++c) a[h][c] = _mm512_fmadd_ps(w, v[c], a[h][c]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int h = 0; h < 4; ++h)
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c) _mm512_store_ps(acc + (h0 + h) * K + c0 + 16 * c, a[h][c]);
+  }
+}
+
+// acc [16][K] += the N positions' weights p [N][16] times their value rows, 64 dimensions at
+// a time (K % 16 == 0).
 template <int N>
 inline void accumulate16(const float* p, const float* v0, i64 ld, i64 K, float* acc) {
-  for (i64 c = 0; c < K; c += 16) {
-    __m512 a[16];
-#pragma GCC unroll 16
-    for (int d = 0; d < 16; ++d) a[d] = _mm512_load_ps(acc + (c + d) * 16);
-#pragma GCC unroll 8
-    for (int u = 0; u < N; ++u) {
-      const __m512 w = _mm512_load_ps(p + u * 16);
-      const float* v = v0 + u * ld + c;
-#pragma GCC unroll 16
-      for (int d = 0; d < 16; ++d) a[d] = _mm512_fmadd_ps(w, _mm512_set1_ps(v[d]), a[d]);
-    }
-#pragma GCC unroll 16
-    for (int d = 0; d < 16; ++d) _mm512_store_ps(acc + (c + d) * 16, a[d]);
+  i64 c0 = 0;
+  for (; c0 + 64 <= K; c0 += 64) accumulate_tile<N, 4>(p, v0, ld, K, c0, acc);
+  switch ((K - c0) / 16) {
+    case 3: accumulate_tile<N, 3>(p, v0, ld, K, c0, acc); break;
+    case 2: accumulate_tile<N, 2>(p, v0, ld, K, c0, acc); break;
+    case 1: accumulate_tile<N, 1>(p, v0, ld, K, c0, acc); break;
+    default: break;
   }
 }
 
 // Decode attention of 16 heads (q [16, K], K % 16 == 0) over positions 0 .. len-1 of one
 // sequence (k at kv + t * ld, v at kv + K + t * ld), with the heads in the 16 lanes of a
 // vector: the scores of a position for all heads are one vector (q transposed once, each
-// key value broadcast), and the output sums each value against the vector of weights: no
-// sums across lanes. One pass, 8 positions at a time (the online softmax): a block's
+// key value broadcast), and the output [16][K] sums each weight (broadcast) against value
+// vectors (accumulate_tile): no sums across lanes. One pass, 8 positions at a time (the online softmax): a block's
 // scores, its weights against the running maxima (the sums and the output so far scaled
 // down where a lane's maximum rose), then its values, still in L1, into the output. The
 // oneDNN products this replaces ([16, K] x [K, len], then [16, len] x [len, K]) ran a
@@ -156,8 +183,10 @@ void decode_heads16(const float* q, i64 K, const float* kv, i64 ld, i64 len, flo
         corr[h] = fast_exp(corr[h]);  // 0 at the first block (-inf)
         total[h] *= corr[h];
       }
-      const __m512 cv = _mm512_load_ps(corr);
-      for (i64 d = 0; d < K; ++d) _mm512_store_ps(acc + d * 16, _mm512_mul_ps(_mm512_load_ps(acc + d * 16), cv));
+      for (int h = 0; h < 16; ++h) {
+        const __m512 cv = _mm512_set1_ps(corr[h]);
+        for (i64 d = 0; d < K; d += 16) _mm512_store_ps(acc + h * K + d, _mm512_mul_ps(_mm512_load_ps(acc + h * K + d), cv));
+      }
       m = top;
     }
     _mm512_store_ps(mx, m);
@@ -176,13 +205,9 @@ void decode_heads16(const float* q, i64 K, const float* kv, i64 ld, i64 len, flo
       for (int u = 0; u < n; ++u) accumulate16<1>(p[u], kv + K + (t + u) * ld, ld, K, acc);
     }
   }
-  const __m512 norm = max ? _mm512_set1_ps(1.0f) : _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_load_ps(total));
-  for (i64 c = 0; c < K; c += 16) {  // output dimensions c .. c + 15 of the 16 heads
-    __m512 r[16];
-#pragma GCC unroll 16
-    for (int d = 0; d < 16; ++d) r[d] = _mm512_mul_ps(_mm512_load_ps(acc + (c + d) * 16), norm);
-    transpose16(r);  // r[h]: head h's dimensions c .. c + 15
-    for (int h = 0; h < 16; ++h) _mm512_storeu_ps(o + h * K + c, r[h]);
+  for (int h = 0; h < 16; ++h) {
+    const __m512 norm = _mm512_set1_ps(max ? 1.0f : 1.0f / total[h]);
+    for (i64 d = 0; d < K; d += 16) _mm512_storeu_ps(o + h * K + d, _mm512_mul_ps(_mm512_load_ps(acc + h * K + d), norm));
   }
   if (max) {
     std::memcpy(max, mx, sizeof mx);
