@@ -251,7 +251,7 @@ void register_train(CLI::App& app) {
   cmd->add_option("--eval-every", o.eval_every, "Steps between validation losses")->capture_default_str();
   cmd->add_option("--eval-batches", o.eval_batches, "Validation batches per evaluation")->capture_default_str();
   cmd->add_flag("--remat", o.remat, "Recompute activations in the backward (less memory)");
-  cmd->add_flag("--bf16", o.bf16, "bf16 GEMMs, fp32 master weights and optimizer");
+  cmd->add_flag("--bf16", o.bf16, "bf16 GEMMs, fp32 master weights and optimizer (on a CPU: faster than fp32 only with AVX512_BF16 or AMX-BF16)");
   cmd->add_option("--threads", o.threads, "Threads (default: all cores)");
   cmd->add_option("--optimizer", o.optimizer.kind, "adafactor (PaLM) or adamw")->capture_default_str();
   cmd->add_option("--clip-norm", o.optimizer.clip_norm, "Global gradient norm clip (0: off)")->capture_default_str()->check(finite_in(0, 1e9));

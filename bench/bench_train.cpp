@@ -92,6 +92,7 @@ void run_bench_train(const BenchTrainOptions& o) {
     fmt::print(stderr, "measuring the fp32 GEMM peak ({} threads)...\n", threads);
     peak = measure_gemm_peak();
     peak_bf16 = o.bf16 ? measure_gemm_peak(cpu.get()) : 0;
+    if (o.bf16 && !describe_hardware().native_bf16) peak_bf16_how += ", emulated: no AVX512_BF16 / AMX-BF16 here";
   }
 
   TimingBackend timing(*cpu);
@@ -210,6 +211,7 @@ void run_bench_train(const BenchTrainOptions& o) {
     j["threads"] = threads;
     j["remat"] = o.remat;
     j["bf16"] = o.bf16;
+    if (o.bf16 && !accelerator) j["bf16_native"] = describe_hardware().native_bf16;
     j["with_optimizer"] = o.with_optimizer;
     j["tokens_per_s"] = tokens_per_s;
     j["flops_per_token"] = a.flops_per_token;

@@ -16,10 +16,12 @@
 
 #include "shell_util.h"
 #include <random>
+#include <regex>
 #include <thread>
 
 #include "base/check.h"
 #include "base/file_util.h"
+#include "base/hardware.h"
 #include "data/build.h"
 #include "data/shard.h"
 #include "model/safetensors.h"
@@ -202,6 +204,26 @@ TEST(Train, LearnsASyntheticTaskToNearZeroLoss) {
   const std::string svg = read_file(run + "/plot.svg");
   EXPECT_NE(svg.find("<svg"), std::string::npos);
   EXPECT_NE(svg.find("polyline"), std::string::npos);
+}
+
+TEST(Train, Bf16WithoutBf16InstructionsSaysSo) {
+  EXPECT_TRUE(flags_have_native_bf16("flags\t\t: fpu avx512f avx512_bf16 amx_tile"));
+  EXPECT_TRUE(flags_have_native_bf16("flags : fpu amx_bf16 amx_tile"));
+  EXPECT_FALSE(flags_have_native_bf16("flags\t\t: fpu avx512f avx512_vnni avx512_bf16x"));  // whole words only
+  EXPECT_FALSE(flags_have_native_bf16("flags : fpu avx512f avx512_vnni"));
+  // palm train --bf16 warns exactly where this machine's /proc/cpuinfo (read here by a
+  // regex) names neither instruction set; without --bf16 it never does
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line) && line.rfind("flags", 0) != 0) {}
+  const bool native = std::regex_search(line, std::regex(R"((^|\s)(avx512_bf16|amx_bf16)(\s|$))"));
+  const std::string warning = "this CPU has no bf16 instructions";
+  const auto [rc, err] = status_and_stderr(train_cmd(p("bf16"), "--steps 2 --checkpoint-every 2 --bf16"));
+  ASSERT_EQ(rc, 0) << err;
+  EXPECT_EQ(err.find(warning) != std::string::npos, !native) << err;
+  const auto [rc32, err32] = status_and_stderr(train_cmd(p("fp32"), "--steps 2 --checkpoint-every 2"));
+  ASSERT_EQ(rc32, 0) << err32;
+  EXPECT_EQ(err32.find(warning), std::string::npos) << err32;
 }
 
 TEST(Train, ResumeIsBitwiseEqualToAnUninterruptedRun) {

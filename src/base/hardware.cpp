@@ -4,18 +4,30 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <sstream>
 
 namespace palm {
+
+bool flags_have_native_bf16(const std::string& flags_line) {
+  std::istringstream words(flags_line.substr(flags_line.find(':') == std::string::npos ? 0 : flags_line.find(':') + 1));
+  for (std::string w; words >> w;)
+    if (w == "avx512_bf16" || w == "amx_bf16") return true;
+  return false;
+}
 
 Hardware describe_hardware() {
   Hardware h;
   h.cpu_model = "unknown";
   std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("model name", 0) == 0) {
+  bool named = false, flagged = false;
+  for (std::string line; !(named && flagged) && std::getline(in, line);) {
+    if (!named && line.rfind("model name", 0) == 0) {
       const auto colon = line.find(':');
       if (colon != std::string::npos) h.cpu_model = line.substr(line.find_first_not_of(" \t", colon + 1));
-      break;
+      named = true;
+    } else if (!flagged && line.rfind("flags", 0) == 0) {
+      h.native_bf16 = flags_have_native_bf16(line);
+      flagged = true;
     }
   }
   h.logical_cpus = int(sysconf(_SC_NPROCESSORS_ONLN));

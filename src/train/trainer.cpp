@@ -260,6 +260,10 @@ TrainingRun::TrainingRun(TrainOptions o, bool resume)
   if (mesh_.world().size() > 1)
     std::fprintf(stderr, "palm train: %s, %lld of every %lld sequences\n", mesh_.describe().c_str(), (long long)local_,
                  (long long)micro_);
+  if (o_.bf16 && leader_ && be_->name().rfind("cpu", 0) == 0 && !describe_hardware().native_bf16)
+    std::fprintf(stderr,
+                 "palm train: warning: this CPU has no bf16 instructions (AVX512_BF16 or AMX-BF16): --bf16's GEMMs "
+                 "are emulated and can be slower than fp32 (palm bench train --bf16 measures both)\n");
   w_ = std::make_unique<Weights>(*be_, shard_config_);
   g_ = std::make_unique<Gradients>(*be_, shard_config_);
   if (o_.shard != "none" && mesh_.data() > 1) {
