@@ -211,12 +211,14 @@ TEST(Train, Bf16WithoutBf16InstructionsSaysSo) {
   EXPECT_TRUE(flags_have_native_bf16("flags : fpu amx_bf16 amx_tile"));
   EXPECT_FALSE(flags_have_native_bf16("flags\t\t: fpu avx512f avx512_vnni avx512_bf16x"));  // whole words only
   EXPECT_FALSE(flags_have_native_bf16("flags : fpu avx512f avx512_vnni"));
+  EXPECT_TRUE(flags_have_native_bf16("Features\t: fp asimd sve bf16 i8mm"));  // aarch64
+  EXPECT_FALSE(flags_have_native_bf16("Features\t: fp asimd sve svebf16x"));
   // palm train --bf16 warns exactly where this machine's /proc/cpuinfo (read here by a
   // regex) names neither instruction set; without --bf16 it never does
   std::ifstream in("/proc/cpuinfo");
   std::string line;
-  while (std::getline(in, line) && line.rfind("flags", 0) != 0) {}
-  const bool native = std::regex_search(line, std::regex(R"((^|\s)(avx512_bf16|amx_bf16)(\s|$))"));
+  while (std::getline(in, line) && line.rfind("flags", 0) != 0 && line.rfind("Features", 0) != 0) {}
+  const bool native = std::regex_search(line, std::regex(R"((^|\s)(avx512_bf16|amx_bf16|bf16)(\s|$))"));
   const std::string warning = "this CPU has no bf16 instructions";
   const auto [rc, err] = status_and_stderr(train_cmd(p("bf16"), "--steps 2 --checkpoint-every 2 --bf16"));
   ASSERT_EQ(rc, 0) << err;

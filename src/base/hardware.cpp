@@ -11,7 +11,7 @@ namespace palm {
 bool flags_have_native_bf16(const std::string& flags_line) {
   std::istringstream words(flags_line.substr(flags_line.find(':') == std::string::npos ? 0 : flags_line.find(':') + 1));
   for (std::string w; words >> w;)
-    if (w == "avx512_bf16" || w == "amx_bf16") return true;
+    if (w == "avx512_bf16" || w == "amx_bf16" || w == "bf16") return true;
   return false;
 }
 
@@ -25,7 +25,7 @@ Hardware describe_hardware() {
       const auto colon = line.find(':');
       if (colon != std::string::npos) h.cpu_model = line.substr(line.find_first_not_of(" \t", colon + 1));
       named = true;
-    } else if (!flagged && line.rfind("flags", 0) == 0) {
+    } else if (!flagged && (line.rfind("flags", 0) == 0 || line.rfind("Features", 0) == 0)) {
       h.native_bf16 = flags_have_native_bf16(line);
       flagged = true;
     }

@@ -14,8 +14,8 @@ struct Hardware {
 
 Hardware describe_hardware();
 
-// Whether a /proc/cpuinfo "flags" line names a bf16 product instruction set (avx512_bf16,
-// amx_bf16). Without one, oneDNN emulates bf16 GEMMs: on an Ice Lake server 58 GFLOP/s
+// Whether a /proc/cpuinfo "flags" line (x86) or "Features" line (aarch64) names a bf16
+// product instruction set (avx512_bf16, amx_bf16; bf16). Without one, oneDNN emulates bf16 GEMMs: on an Ice Lake server 58 GFLOP/s
 // against fp32's 208-255, so a --bf16 training step ran 3.2x slower than fp32
 // (docs/PERFORMANCE.md, session 15).
 bool flags_have_native_bf16(const std::string& flags_line);

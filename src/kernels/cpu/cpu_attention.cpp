@@ -134,8 +134,8 @@ inline void accumulate16(const float* p, const float* v0, i64 ld, i64 K, float* 
 // sequence (k at kv + t * ld, v at kv + K + t * ld), with the heads in the 16 lanes of a
 // vector: the scores of a position for all heads are one vector (q transposed once, each
 // key value broadcast), and the output [16][K] sums each weight (broadcast) against value
-// vectors (accumulate_tile): no sums across lanes. One pass, 8 positions at a time (the online softmax): a block's
-// scores, its weights against the running maxima (the sums and the output so far scaled
+// vectors (accumulate_tile): no sums across lanes. One pass, 8 positions at a time (the
+// online softmax): a block's scores, its weights against the running maxima (the sums and the output so far scaled
 // down where a lane's maximum rose), then its values, still in L1, into the output. The
 // oneDNN products this replaces ([16, K] x [K, len], then [16, len] x [len, K]) ran a
 // bench-medium batch-16 step's attention at 544 positions in 3.7-4.6 ms on Zen 5, a first

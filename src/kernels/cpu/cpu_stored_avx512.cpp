@@ -323,7 +323,7 @@ void bf16_panels(const std::uint16_t* W, i64 K, i64 N, i64 n0, const PairRows& p
   // Spread over all passes (from 9 rows: panel 0 in the first, panel 1 in the second): all
   // in the first pass read memory at the full rate then and not at all during the second,
   // so a batch-16 step's products took about the reads plus the FMAs (Ice Lake: 42-66 ->
-  // 38-48 ms, six alternations)
+  // 36-48 ms, six alternations)
   const char* ahead = n0 + 16 * P < N && pr.b > 2 ? reinterpret_cast<const char*>(W + (n0 + 16 * P) * K) : nullptr;
   const int passes = int((pr.b + 7) / 8);
   for (i64 m0 = 0; m0 < pr.b; m0 += 8) {
