@@ -7,9 +7,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <memory>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include <omp.h>
@@ -40,29 +42,41 @@ struct BenchGenOptions {
   bool no_reference = false, json = false, profile = false, llama_cpp = false;
 };
 
-// Read bandwidth: all threads summing a 1 GiB array (best of `passes`), with 64
-// independent float lanes (four vector chains): with 16 (one chain, latency-bound) the
-// probe read 50-53 GB/s where the decode kernels read 60+, a floor they "beat". Each pass
-// reads the array twice: each thread's half as one stream, then as 8 streams side by side
-// (8 sub-ranges, a line of each in turn), and keeps the faster: on an Ice Lake VM one
-// stream per core read ~22.5 GB/s and 8 streams ~30, and kernels reading 8 weight rows at
-// once "beat" a one-stream floor by 10-25%. The array is written once and kept, so a probe
-// is cheap enough to run beside every measurement.
+// Read bandwidth: all threads summing a 1 GiB array, with 64 independent float lanes (four
+// vector chains): with 16 (one chain, latency-bound) the probe read 50-53 GB/s where the
+// decode kernels read 60+, a floor they "beat". A range is read either as one stream per
+// thread or as 8 streams side by side (8 sub-ranges, a line of each in turn): on an Ice Lake
+// VM one stream per core read ~22.5 GB/s and 8 streams ~30, and kernels reading 8 weight
+// rows at once "beat" a one-stream floor by 10-25%. best_of reads the whole array both ways
+// and keeps the faster; slice reads the next `bytes` of it (wrapping; at most the array),
+// so that a sample as long as a decode step can be taken before every step. The array is
+// written once and kept.
 class ReadProbe {
  public:
   ReadProbe() : a_(std::size_t(1) << 28, 1.0f) {}
   double best_of(int passes) const {
     double best = 0;
     for (int rep = 0; rep < passes; ++rep)
-      for (std::size_t streams : {std::size_t(1), kStreams}) best = std::max(best, pass(streams));
+      for (std::size_t streams : {std::size_t(1), kStreams}) {
+        const auto [bytes, seconds] = pass(0, a_.size() / 64, streams);
+        best = std::max(best, bytes / seconds);
+      }
     return best;
+  }
+  // {bytes read, seconds}: the next min(bytes, 1 GiB) of the array, as 1 or 8 streams per thread
+  std::pair<double, double> slice(double bytes, bool eight_streams) {
+    const std::size_t lines = a_.size() / 64, want = std::clamp<std::size_t>(std::size_t(bytes / 256), 1, lines);
+    if (next_ + want > lines) next_ = 0;
+    const auto r = pass(next_, want, eight_streams ? kStreams : 1);
+    next_ += want;
+    return r;
   }
 
  private:
   static constexpr std::size_t kStreams = 8;
-  double pass(std::size_t streams) const {
-    const std::size_t n = a_.size();
-    const float* a = a_.data();
+  // lines [first, first + count) of 64 floats: {bytes read, seconds}
+  std::pair<double, double> pass(std::size_t first, std::size_t count, std::size_t streams) const {
+    const float* a = a_.data() + first * 64;
     const auto t0 = Clock::now();
     double total = 0, bytes = 0;
 #pragma omp parallel reduction(+ : total, bytes)
@@ -70,7 +84,7 @@ class ReadProbe {
       float lanes[kStreams][64] = {};  // independent accumulators: vectorized, bandwidth-bound
       // this thread's range, as `streams` sub-ranges of whole lines read in turn
       const std::size_t threads = std::size_t(omp_get_num_threads()), id = std::size_t(omp_get_thread_num());
-      const std::size_t lines = n / 64, per = lines / threads, begin = id * per, sub = per / streams;
+      const std::size_t per = count / threads, begin = id * per, sub = per / streams;
       for (std::size_t i = 0; i < sub; ++i)
         for (std::size_t s = 0; s < streams; ++s) {
           const float* line = a + (begin + s * sub + i) * 64;
@@ -83,9 +97,10 @@ class ReadProbe {
     }
     const double el = since(t0);
     PALM_CHECK(total > 0, "bandwidth probe");
-    return bytes / el;
+    return {bytes, el};
   }
 
+  std::size_t next_ = 0;  // slice's next line
   std::vector<float> a_;
 };
 
@@ -96,22 +111,47 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
 }
 
-// A rate against the machine's own reference rate measured right before and after it, in
-// each round. This machine moves between a slow and a fast memory regime for seconds at a
-// time (paired probes read ~35 and ~60 GB/s); comparing each path's best round with the
-// probe's best round mixed the regimes (a kernel at 115% of its "floor"), so each round's
-// rate is divided by the reference beside it (the larger of the two: the stricter floor),
-// and the median of the rounds is reported.
+// A rate against the machine's own reference rate sampled beside it, in each round. This
+// machine's bandwidth moves by tens of percent within a second (two probes 50 ms apart read
+// 14 and 26 GB/s on the Ice Lake VM of sessions 13-16); comparing each path's best round
+// with the probe's best round mixed the regimes (a kernel at 115% of its "floor"), and
+// probes only before and after a run (the run's prompt, ~1 s, between the first probe and
+// the decode steps) still met other moments than the steps did. So the reference is
+// sampled before every timed unit, the units' time summed apart from the samples' (Beside),
+// and each round's rate divided by the reference's rate over the same stretch; the median of
+// the rounds is reported.
 struct PairedRate {
   double best = 0;                 // best rate over the rounds
   std::vector<double> rates;       // per round
   std::vector<double> fractions;   // per round: rate / reference beside it
-  void add(double rate, double before, double after) {
+  void add(double rate, double reference) {
     best = std::max(best, rate);
     rates.push_back(rate);
-    fractions.push_back(rate / std::max(before, after));
+    fractions.push_back(rate / reference);
   }
   double median_fraction() const { return median(fractions); }
+};
+
+// A reference sampled before each timed unit of a run, its variants taken in turn (the read
+// probe's 1 and 8 streams per thread): the faster variant's rate over the whole run, work
+// (bytes, FLOPs) over the seconds its samples took: the stricter reference.
+struct Beside {
+  std::function<std::pair<double, double>(int variant)> sample;  // {work, seconds}
+  int variants = 1;  // 1 or 2
+  double work[2] = {}, seconds[2] = {};
+  int taken = 0;
+  void take() {
+    const int v = taken++ % variants;
+    const auto [w, t] = sample(v);
+    work[v] += w;
+    seconds[v] += t;
+  }
+  double rate() const {
+    double r = 0;
+    for (int v = 0; v < 2; ++v)
+      if (seconds[v] > 0) r = std::max(r, work[v] / seconds[v]);
+    return r;
+  }
 };
 
 // Batch 16 against batch 1 for the same reason: per round (both within seconds of each
@@ -143,7 +183,7 @@ void run_bench_generate(const BenchGenOptions& o) {
   const ModelConfig c = preset(o.preset);
   PALM_CHECK(o.prompt + o.tokens <= c.max_seq_len, "prompt + tokens exceed max_seq_len");
   fmt::print(stderr, "measuring memory bandwidth...\n");
-  const ReadProbe read;
+  ReadProbe read;
   double bw = read.best_of(5);
   const auto cpu = make_backend();
   TimingBackend timing(*cpu);
@@ -157,7 +197,10 @@ void run_bench_generate(const BenchGenOptions& o) {
 
   std::mt19937 rng(3);
   const DecodeWeights* stored = nullptr;
-  auto run = [&](std::int64_t batch, double* prefill_tps) {
+  // One sequence or `batch` of them: each prompt prefilled (those after the first timed), then
+  // o.tokens - 1 timed decode steps; `per_prompt` and `per_step` sample their references
+  // before each timed prompt / step, outside its time. Returns decode tokens/s.
+  auto run = [&](std::int64_t batch, double* prefill_tps, Beside* per_prompt, Beside* per_step) {
     std::vector<std::unique_ptr<KvCache>> caches;
     std::vector<KvCache*> ptrs;
     DeviceFloats logits(*be, std::size_t(batch * c.vocab_size));
@@ -167,6 +210,7 @@ void run_bench_generate(const BenchGenOptions& o) {
     for (std::int64_t i = 0; i < batch; ++i) {
       for (auto& t : prompt) t = std::int32_t(rng() % c.vocab_size);
       caches.push_back(std::make_unique<KvCache>(*be, c, o.prompt + o.tokens + 1));
+      if (i > 0 && per_prompt) per_prompt->take();
       const auto t0 = Clock::now();
       prefill(*be, w, *caches.back(), prompt.data(), o.prompt, logits.data());
       if (i > 0) pre += since(t0);
@@ -181,9 +225,14 @@ void run_bench_generate(const BenchGenOptions& o) {
     std::vector<std::int32_t> next(std::size_t(batch), 5);
     decode_step(*be, w, ptrs, next.data(), logits.data(), s, stored);  // warm-up
     timing.totals.clear();
-    const auto t0 = Clock::now();
-    for (std::int64_t k = 1; k < o.tokens; ++k) decode_step(*be, w, ptrs, next.data(), logits.data(), s, stored);
-    const double tps = double(batch * (o.tokens - 1)) / since(t0);
+    double steps = 0;
+    for (std::int64_t k = 1; k < o.tokens; ++k) {
+      if (per_step) per_step->take();
+      const auto t0 = Clock::now();
+      decode_step(*be, w, ptrs, next.data(), logits.data(), s, stored);
+      steps += since(t0);
+    }
+    const double tps = double(batch * (o.tokens - 1)) / steps;
     if (o.profile) {
       fmt::print("  profile, batch {} (seconds per step):\n", batch);
       for (const auto& [op, tf] : timing.totals) fmt::print("    {:<18} {:8.5f}\n", op, tf.first / double(o.tokens - 1));
@@ -208,29 +257,22 @@ void run_bench_generate(const BenchGenOptions& o) {
     f.bytes = double(stores.back()->bytes());
     formats.push_back(f);
   }
-  // This shared machine's bandwidth drifts by tens of percent over seconds (the same path
+  // This shared machine's bandwidth drifts by tens of percent within seconds (the same path
   // measured 47 and 70 tokens/s a minute apart), so every path at batch 1 and 16 and
   // prefill are measured in each of o.rounds interleaved rounds (5: the median survives two
-  // rounds spoiled by a regime change inside a run), each batch-1 run between two
-  // read probes and each prefill between two GEMM-rate probes (PairedRate). Tokens/s are
-  // each path's best round; % of the floor and of the GEMM rate the median round's.
+  // rounds spoiled by a regime change inside a run); each batch-1 decode step follows a read
+  // probe of as many bytes as the step reads, and each timed prompt one 2048^3 sgemm
+  // (PairedRate, Beside). Tokens/s are each path's best round; % of the floor and of the GEMM
+  // rate the median round's.
   const double prefill_flops_per_token = 2.0 * double(a.non_embedding_parameters) +
                                          2.0 * double(c.n_layers * c.n_heads * c.head_dim) * double(o.prompt + 1);
   double gemm_peak = 0;
-  auto read_probe = [&](double bytes) {  // tokens/s that reading `bytes` per token allows now
-    const double r = read.best_of(2);
-    bw = std::max(bw, r);
-    return r / bytes;
-  };
-  auto gemm_probe = [&] {
-    const double r = measure_gemm_peak(nullptr, 0.3);
-    gemm_peak = std::max(gemm_peak, r);
-    return r;
-  };
-  auto batch1 = [&](PairedRate& rate, double bytes) {
-    const double before = read_probe(bytes);
-    const double tps = run(1, nullptr);
-    rate.add(tps, before, read_probe(bytes));
+  SgemmSample sgemm;
+  auto batch1 = [&](PairedRate& rate, double bytes) {  // tokens/s against the floor read beside each step
+    Beside probe{[&](int variant) { return read.slice(bytes, variant == 1); }, 2};
+    const double tps = run(1, nullptr, nullptr, &probe);
+    bw = std::max(bw, probe.rate());
+    rate.add(tps, probe.rate() / bytes);
   };
   PairedRate b1, prefill_rate;  // tokens/s against the floor; prefill FLOP/s against the GEMM rate
   double b16 = 0;
@@ -239,14 +281,15 @@ void run_bench_generate(const BenchGenOptions& o) {
   for (int round = 0; round < o.rounds; ++round) {
     batch1(b1, weight_bytes);
     double pre = 0;
-    const double gemm_before = gemm_probe();
-    b16_rounds.push_back(run(16, &pre));
+    Beside gemm{[&](int) { return std::pair(sgemm.flops(), sgemm.seconds()); }};
+    b16_rounds.push_back(run(16, &pre, &gemm, nullptr));
     b16 = std::max(b16, b16_rounds.back());
-    prefill_rate.add(pre * prefill_flops_per_token, gemm_before, gemm_probe());
+    gemm_peak = std::max(gemm_peak, gemm.rate());
+    prefill_rate.add(pre * prefill_flops_per_token, gemm.rate());
     for (std::size_t i = 0; i < stores.size(); ++i) {
       stored = stores[i].get();
       batch1(formats[i].b1, formats[i].bytes);
-      formats[i].b16_rounds.push_back(run(16, nullptr));
+      formats[i].b16_rounds.push_back(run(16, nullptr, nullptr, nullptr));
       formats[i].b16 = std::max(formats[i].b16, formats[i].b16_rounds.back());
       stored = nullptr;
     }
