@@ -403,7 +403,8 @@ TEST_P(Kernels, AttentionDecodeEqualsTheLastRowOfCausalAttention) {
   // three sequences; and one alone, whose positions the CPU kernel splits between threads
   // (two parts of 35 on two threads, merged by their maxima and sums). 3 heads: the
   // products' path; 16 and 32 heads (K = 32 and 16): the CPU's heads-in-lanes kernel, one
-  // and two blocks of 16 heads, 70 positions = 8 blocks of 8 and 6 alone; K = 80 and 48: its
+  // and two blocks of 16 heads, 70 positions = 4 blocks of 16 positions and 6 alone (parts of
+  // 35: 2 and 3); K = 80 and 48: its
   // output tiles of 64 dimensions and of 16 and 48 after them. Queries 30x as
   // large spread the scores over tens (standard deviation ~10): a head's maximum then rises
   // past the kernel's reference by more than its slack (8) in later blocks too, which must

@@ -67,20 +67,35 @@ inline void transpose16(__m512* r) {
 }
 
 // Scores of N positions (rows k0, k0 + ld, ...) for 16 heads: s[u] lane h = q_h . k_u, with
-// qT [K][16] the scaled queries transposed. `ahead`: rows to fetch, one line per d (8 rows
-// of ld floats are 8 * ld / 16 lines, K of them at ld = 2K): Ice Lake stalled on a burst of
-// 64 prefetches per block, which exhausted its fill buffers.
+// qT [K][16] the scaled queries transposed. `ahead`: rows to fetch (N * ld / 16 lines),
+// spread over the loop, a line or two per d: Ice Lake stalled on a burst of 64 prefetches
+// per block, which exhausted its fill buffers.
 template <int N>
 inline void scores16(const float* qT, i64 K, const float* k0, i64 ld, const char* ahead, __m512* s) {
-  const i64 lines = ahead ? N * ld / 16 : 0;
-#pragma GCC unroll 8
+  const i64 lines = ahead ? N * ld / 16 : 0, per = (lines + K - 1) / K;  // lines per d
+#pragma GCC unroll 16
   for (int u = 0; u < N; ++u) s[u] = _mm512_setzero_ps();
   for (i64 d = 0; d < K; ++d) {  // N chains, one load of q per N FMAs
-    if (d < lines) _mm_prefetch(ahead + 64 * d, _MM_HINT_T0);
+    for (i64 l = d * per; l < std::min(lines, (d + 1) * per); ++l) _mm_prefetch(ahead + 64 * l, _MM_HINT_T0);
     const __m512 qd = _mm512_loadu_ps(qT + d * 16);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int u = 0; u < N; ++u) s[u] = _mm512_fmadd_ps(qd, _mm512_set1_ps(k0[u * ld + d]), s[u]);
   }
+}
+
+// fast_exp (fast_math.h) on 16 lanes, step by step the same: omp simd over a row of 16
+// compiled it as two masked 8-lane halves (GCC's 256-bit preference on Ice Lake)
+inline __m512 exp16(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(-87.0f), big = _mm512_set1_ps(12582912.0f);
+  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), lo);
+  const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), big), big);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+  for (const float c : {1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f}) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  const __m512 e = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GT_OQ), e);  // 0 at and below -87
 }
 
 // Dimensions c0 .. c0 + 16 C - 1 of acc [16][K] (head h's output so far in row h) += sum
@@ -134,13 +149,15 @@ inline void accumulate16(const float* p, const float* v0, i64 ld, i64 K, float* 
 // sequence (k at kv + t * ld, v at kv + K + t * ld), with the heads in the 16 lanes of a
 // vector: the scores of a position for all heads are one vector (q transposed once, each
 // key value broadcast), and the output [16][K] sums each weight (broadcast) against value
-// vectors (accumulate_tile): no sums across lanes. One pass, 8 positions at a time (the
-// online softmax): a block's scores, its weights against the running maxima (the sums and the output so far scaled
-// down where a lane's maximum rose), then its values, still in L1, into the output. The
-// oneDNN products this replaces ([16, K] x [K, len], then [16, len] x [len, K]) ran a
-// bench-medium batch-16 step's attention at 544 positions in 3.7-4.6 ms on Zen 5, a first
-// kernel of this kind in two passes (all scores, then all values back from L2) in 2.1-2.3;
-// on Ice Lake the two passes took 6.7-7.1 ms and this one takes 5.6-5.9 (docs/PERFORMANCE.md).
+// vectors (accumulate_tile): no sums across lanes. One pass, kBlock positions at a time (the
+// online softmax): a block's scores, its weights against the running maxima (the sums and
+// the output so far scaled down where a lane's maximum rose), then its values, still in L1,
+// into the output. The oneDNN products this replaces ([16, K] x [K, len], then [16, len] x
+// [len, K]) ran a bench-medium batch-16 step's attention at 544 positions in 3.7-4.6 ms on
+// Zen 5, a first kernel of this kind in two passes (all scores, then all values back from
+// L2) in 2.1-2.3; on Ice Lake the two passes took 6.7-7.1 ms and this one 5.6-5.9 in blocks
+// of 8 (docs/PERFORMANCE.md). Blocks of 16 halve the loads and stores of the output per
+// position (accumulate_tile keeps a tile in registers over a block).
 // With max and sum: o is left unnormalized and the lanes' maxima and sums are stored (the
 // caller merges the parts of a split sequence); otherwise o is normalized.
 void decode_heads16(const float* q, i64 K, const float* kv, i64 ld, i64 len, float scale, float* o, float* max,
@@ -156,15 +173,16 @@ void decode_heads16(const float* q, i64 K, const float* kv, i64 ld, i64 len, flo
   }
   std::fill(acc, acc + K * 16, 0.0f);
   constexpr float kSlack = 8.0f;  // e^8 ~ 3,000
-  constexpr i64 kAhead = 8;  // rows fetched this many positions ahead (16 as fast on Ice Lake; 16 or 32 slower on Zen 5 in two passes)
-  alignas(64) float p[8][16], mx[16], total[16] = {};
-  __m512 m = _mm512_set1_ps(-INFINITY);
-  for (i64 t = 0; t < len; t += 8) {
-    const int n = int(std::min<i64>(8, len - t));
+  constexpr int kBlock = 16;      // positions per block: 16 score chains, 16 value rows per tile
+  constexpr i64 kAhead = kBlock;  // rows fetched this many positions ahead (the next block)
+  alignas(64) float p[kBlock][16];
+  __m512 m = _mm512_set1_ps(-INFINITY), total = _mm512_setzero_ps();
+  for (i64 t = 0; t < len; t += kBlock) {
+    const int n = int(std::min<i64>(kBlock, len - t));
     const float* k0 = kv + t * ld;
-    __m512 s[8];
-    if (n == 8) {
-      scores16<8>(qT, K, k0, ld, t + kAhead + 8 <= len ? reinterpret_cast<const char*>(k0 + kAhead * ld) : nullptr, s);
+    __m512 s[kBlock];
+    if (n == kBlock) {
+      scores16<kBlock>(qT, K, k0, ld, t + kAhead + kBlock <= len ? reinterpret_cast<const char*>(k0 + kAhead * ld) : nullptr, s);
     } else {
       for (int u = 0; u < n; ++u) scores16<1>(qT, K, k0 + u * ld, ld, nullptr, s + u);
     }
@@ -176,42 +194,36 @@ void decode_heads16(const float* q, i64 K, const float* kv, i64 ld, i64 len, flo
     // most blocks (at every rise, 64 loads, multiplies and stores: ~200 of ~870 ns per block
     // at 64 positions on Ice Lake). The result is the same softmax, only rounded apart.
     if (_mm512_cmp_ps_mask(top, _mm512_add_ps(m, _mm512_set1_ps(kSlack)), _CMP_GT_OQ)) {
-      alignas(64) float corr[16];
-      _mm512_store_ps(corr, _mm512_sub_ps(m, top));
-#pragma omp simd
+      const __m512 corr = exp16(_mm512_sub_ps(m, top));  // 0 at the first block (-inf)
+      total = _mm512_mul_ps(total, corr);
+      alignas(64) float c[16];
+      _mm512_store_ps(c, corr);
       for (int h = 0; h < 16; ++h) {
-        corr[h] = fast_exp(corr[h]);  // 0 at the first block (-inf)
-        total[h] *= corr[h];
-      }
-      for (int h = 0; h < 16; ++h) {
-        const __m512 cv = _mm512_set1_ps(corr[h]);
+        const __m512 cv = _mm512_set1_ps(c[h]);
         for (i64 d = 0; d < K; d += 16) _mm512_store_ps(acc + h * K + d, _mm512_mul_ps(_mm512_load_ps(acc + h * K + d), cv));
       }
       m = top;
     }
-    _mm512_store_ps(mx, m);
-    for (int u = 0; u < n; ++u) _mm512_store_ps(p[u], s[u]);
     for (int u = 0; u < n; ++u) {
-#pragma omp simd
-      for (int h = 0; h < 16; ++h) {
-        const float e = fast_exp(p[u][h] - mx[h]);
-        p[u][h] = e;
-        total[h] += e;
-      }
+      const __m512 e = exp16(_mm512_sub_ps(s[u], m));
+      _mm512_store_ps(p[u], e);
+      total = _mm512_add_ps(total, e);
     }
-    if (n == 8) {
-      accumulate16<8>(p[0], kv + K + t * ld, ld, K, acc);
+    if (n == kBlock) {
+      accumulate16<kBlock>(p[0], kv + K + t * ld, ld, K, acc);
     } else {
       for (int u = 0; u < n; ++u) accumulate16<1>(p[u], kv + K + (t + u) * ld, ld, K, acc);
     }
   }
+  alignas(64) float sums[16];
+  _mm512_store_ps(sums, total);
   for (int h = 0; h < 16; ++h) {
-    const __m512 norm = _mm512_set1_ps(max ? 1.0f : 1.0f / total[h]);
+    const __m512 norm = _mm512_set1_ps(max ? 1.0f : 1.0f / sums[h]);
     for (i64 d = 0; d < K; d += 16) _mm512_storeu_ps(o + h * K + d, _mm512_mul_ps(_mm512_load_ps(acc + h * K + d), norm));
   }
   if (max) {
-    std::memcpy(max, mx, sizeof mx);
-    std::memcpy(sum, total, sizeof total);
+    _mm512_storeu_ps(max, m);
+    _mm512_storeu_ps(sum, total);
   }
 }
 #endif
