@@ -63,9 +63,10 @@ class ReadProbe {
       }
     return best;
   }
-  // {bytes read, seconds}: the next min(bytes, 1 GiB) of the array, as 1 or 8 streams per thread
+  // {bytes read, seconds}: the next `bytes` of the array (at least 1 MiB, at most all of it),
+  // as 1 or 8 streams per thread
   std::pair<double, double> slice(double bytes, bool eight_streams) {
-    const std::size_t lines = a_.size() / 64, want = std::clamp<std::size_t>(std::size_t(bytes / 256), 1, lines);
+    const std::size_t lines = a_.size() / 64, want = std::clamp<std::size_t>(std::size_t(bytes / 256), 4096, lines);
     if (next_ + want > lines) next_ = 0;
     const auto r = pass(next_, want, eight_streams ? kStreams : 1);
     next_ += want;
