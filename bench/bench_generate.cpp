@@ -8,9 +8,11 @@
 #include <cmath>
 #include <cstdlib>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <memory>
 #include <random>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -155,8 +157,7 @@ struct Beside {
   }
 };
 
-// Batch 16 against batch 1 for the same reason: per round (both within seconds of each
-// other), the median reported.
+// Batch 16 against batch 1 (their steps taken in turn) per round, the median reported.
 double median_ratio(const std::vector<double>& batch16, const PairedRate& batch1) {
   std::vector<double> r;
   for (std::size_t i = 0; i < batch16.size() && i < batch1.rates.size(); ++i) r.push_back(batch16[i] / batch1.rates[i]);
@@ -198,47 +199,61 @@ void run_bench_generate(const BenchGenOptions& o) {
 
   std::mt19937 rng(3);
   const DecodeWeights* stored = nullptr;
-  // One sequence or `batch` of them: each prompt prefilled (those after the first timed), then
-  // o.tokens - 1 timed decode steps; `per_prompt` and `per_step` sample their references
-  // before each timed prompt / step, outside its time. Returns decode tokens/s.
-  auto run = [&](std::int64_t batch, double* prefill_tps, Beside* per_prompt, Beside* per_step) {
+  // A batch of sequences, prompts prefilled, decoded one step at a time (step), with the
+  // time of its steps and (--profile) their time per op.
+  struct Decoding {
+    std::int64_t batch = 0, steps = 0;
     std::vector<std::unique_ptr<KvCache>> caches;
     std::vector<KvCache*> ptrs;
-    DeviceFloats logits(*be, std::size_t(batch * c.vocab_size));
+    std::unique_ptr<DeviceFloats> logits;
+    std::unique_ptr<DecodeScratch> scratch;
+    std::vector<std::int32_t> next;
+    double seconds = 0;
+    std::map<std::string, double> per_op;
+  };
+  // `batch` prompts prefilled (those after the first, which warms up the GEMM shapes, timed
+  // into *prefill_tps, `per_prompt` sampled before each outside its time), then one
+  // untimed warm-up step.
+  auto start = [&](std::int64_t batch, double* prefill_tps, Beside* per_prompt) {
+    auto d = std::make_unique<Decoding>();
+    d->batch = batch;
+    d->logits = std::make_unique<DeviceFloats>(*be, std::size_t(batch * c.vocab_size));
     std::vector<std::int32_t> prompt(std::size_t(o.prompt));
-    double pre = 0;  // prompts after the first (which warms up the GEMM shapes)
+    double pre = 0;
     timing.totals.clear();
     for (std::int64_t i = 0; i < batch; ++i) {
       for (auto& t : prompt) t = std::int32_t(rng() % c.vocab_size);
-      caches.push_back(std::make_unique<KvCache>(*be, c, o.prompt + o.tokens + 1));
+      d->caches.push_back(std::make_unique<KvCache>(*be, c, o.prompt + o.tokens + 1));
       if (i > 0 && per_prompt) per_prompt->take();
       const auto t0 = Clock::now();
-      prefill(*be, w, *caches.back(), prompt.data(), o.prompt, logits.data());
+      prefill(*be, w, *d->caches.back(), prompt.data(), o.prompt, d->logits->data());
       if (i > 0) pre += since(t0);
-      ptrs.push_back(caches.back().get());
+      d->ptrs.push_back(d->caches.back().get());
     }
     if (prefill_tps) *prefill_tps = double((batch - 1) * o.prompt) / pre;
     if (o.profile && prefill_tps) {
       fmt::print("  profile, prefill of {} prompts (seconds per prompt):\n", batch);
       for (const auto& [op, tf] : timing.totals) fmt::print("    {:<18} {:8.5f}\n", op, tf.first / double(batch));
     }
-    DecodeScratch s(*be, c, batch);
-    std::vector<std::int32_t> next(std::size_t(batch), 5);
-    decode_step(*be, w, ptrs, next.data(), logits.data(), s, stored);  // warm-up
+    d->scratch = std::make_unique<DecodeScratch>(*be, c, batch);
+    d->next.assign(std::size_t(batch), 5);
+    decode_step(*be, w, d->ptrs, d->next.data(), d->logits->data(), *d->scratch, stored);  // warm-up
+    return d;
+  };
+  auto step = [&](Decoding& d) {
     timing.totals.clear();
-    double steps = 0;
-    for (std::int64_t k = 1; k < o.tokens; ++k) {
-      if (per_step) per_step->take();
-      const auto t0 = Clock::now();
-      decode_step(*be, w, ptrs, next.data(), logits.data(), s, stored);
-      steps += since(t0);
-    }
-    const double tps = double(batch * (o.tokens - 1)) / steps;
+    const auto t0 = Clock::now();
+    decode_step(*be, w, d.ptrs, d.next.data(), d.logits->data(), *d.scratch, stored);
+    d.seconds += since(t0);
+    ++d.steps;
+    for (const auto& [op, tf] : timing.totals) d.per_op[op] += tf.first;
+  };
+  auto finish = [&](const Decoding& d) {  // tokens/s
     if (o.profile) {
-      fmt::print("  profile, batch {} (seconds per step):\n", batch);
-      for (const auto& [op, tf] : timing.totals) fmt::print("    {:<18} {:8.5f}\n", op, tf.first / double(o.tokens - 1));
+      fmt::print("  profile, batch {} (seconds per step):\n", d.batch);
+      for (const auto& [op, t] : d.per_op) fmt::print("    {:<18} {:8.5f}\n", op, t / double(d.steps));
     }
-    return tps;
+    return double(d.batch * d.steps) / d.seconds;
   };
   // Stored weight formats: the bytes per token, speed, and the logprob change they cause.
   struct FormatResult {
@@ -262,35 +277,45 @@ void run_bench_generate(const BenchGenOptions& o) {
   // measured 47 and 70 tokens/s a minute apart), so every path at batch 1 and 16 and
   // prefill are measured in each of o.rounds interleaved rounds (5: the median survives two
   // rounds spoiled by a regime change inside a run); each batch-1 decode step follows a read
-  // probe of as many bytes as the step reads, and each timed prompt one 2048^3 sgemm
-  // (PairedRate, Beside). Tokens/s are each path's best round; % of the floor and of the GEMM
-  // rate the median round's.
+  // probe of as many bytes as the step reads and precedes a batch-16 step, and each timed
+  // prompt follows one 2048^3 sgemm (PairedRate, Beside). Tokens/s are each path's best
+  // round; % of the floor, of the GEMM rate and x batch 1 the median round's.
   const double prefill_flops_per_token = 2.0 * double(a.non_embedding_parameters) +
                                          2.0 * double(c.n_layers * c.n_heads * c.head_dim) * double(o.prompt + 1);
   double gemm_peak = 0;
   SgemmSample sgemm;
-  auto batch1 = [&](PairedRate& rate, double bytes) {  // tokens/s against the floor read beside each step
+  // Batch 1 against the floor read before each of its steps (PairedRate, Beside); with
+  // `batch16`, batch 16 decoded too, its steps taking turns with batch 1's, so that its ratio
+  // to batch 1 compares the same moments (apart, the two ran ~20 s apart: batch 16's 16
+  // prompts lie between). Returns batch 16's tokens/s (0 without).
+  auto decode = [&](PairedRate& rate, double bytes, bool batch16, double* prefill_tps, Beside* per_prompt) {
+    const auto one = start(1, nullptr, nullptr);
+    const auto many = batch16 ? start(16, prefill_tps, per_prompt) : nullptr;
     Beside probe{[&](int variant) { return read.slice(bytes, variant == 1); }, 2};
-    const double tps = run(1, nullptr, nullptr, &probe);
+    for (std::int64_t k = 1; k < o.tokens; ++k) {
+      probe.take();
+      step(*one);
+      if (many) step(*many);
+    }
+    const double tps = finish(*one);
     bw = std::max(bw, probe.rate());
     rate.add(tps, probe.rate() / bytes);
+    return many ? finish(*many) : 0.0;
   };
   PairedRate b1, prefill_rate;  // tokens/s against the floor; prefill FLOP/s against the GEMM rate
   double b16 = 0;
   std::vector<double> b16_rounds;
   fmt::print(stderr, "measuring decode and prefill ({} rounds)...\n", o.rounds);
   for (int round = 0; round < o.rounds; ++round) {
-    batch1(b1, weight_bytes);
     double pre = 0;
     Beside gemm{[&](int) { return std::pair(sgemm.flops(), sgemm.seconds()); }};
-    b16_rounds.push_back(run(16, &pre, &gemm, nullptr));
+    b16_rounds.push_back(decode(b1, weight_bytes, true, &pre, &gemm));
     b16 = std::max(b16, b16_rounds.back());
     gemm_peak = std::max(gemm_peak, gemm.rate());
     prefill_rate.add(pre * prefill_flops_per_token, gemm.rate());
     for (std::size_t i = 0; i < stores.size(); ++i) {
       stored = stores[i].get();
-      batch1(formats[i].b1, formats[i].bytes);
-      formats[i].b16_rounds.push_back(run(16, nullptr, nullptr, nullptr));
+      formats[i].b16_rounds.push_back(decode(formats[i].b1, formats[i].bytes, true, nullptr, nullptr));
       formats[i].b16 = std::max(formats[i].b16, formats[i].b16_rounds.back());
       stored = nullptr;
     }
@@ -306,7 +331,7 @@ void run_bench_generate(const BenchGenOptions& o) {
     for (int round = 0; round < 2; ++round)
       for (std::size_t i = 0; i < stores.size(); ++i) {
         stored = stores[i].get();
-        batch1(formats[i].b1, formats[i].bytes);
+        decode(formats[i].b1, formats[i].bytes, false, nullptr, nullptr);
         stored = nullptr;
         const LlamaCppRun r = lc.run(i);
         if (round == 0) llama[i] = r;
