@@ -62,6 +62,8 @@ std::string palm_version_string();
 // fp32 (oneDNN sgemm) or, with a backend, its bf16 GEMM. (bench/bench_train.cpp)
 class Backend;
 double measure_gemm_peak(Backend* bf16_backend = nullptr, double seconds_per_run = 1.0);
+// The same on any backend's own memory (an accelerator's): n^3, fp32 gemm or gemm_bf16.
+double measure_backend_gemm_peak(Backend& be, bool bf16, std::int64_t n, double seconds_per_run = 1.0);  // "palm 0.x.y (commit)"
 // One fp32 2048^3 sgemm on matrices kept between calls: a sample of that rate cheap enough
 // (~0.1 s) to take beside every timed unit of a benchmark. seconds() runs it once.
 class SgemmSample {
@@ -73,8 +75,6 @@ class SgemmSample {
  private:
   std::vector<float> a_, b_, c_;
 };
-// The same on any backend's own memory (an accelerator's): n^3, fp32 gemm or gemm_bf16.
-double measure_backend_gemm_peak(Backend& be, bool bf16, std::int64_t n, double seconds_per_run = 1.0);  // "palm 0.x.y (commit)"
 
 // Registration of each subcommand (one file each).
 void register_info(CLI::App& app);
