@@ -26,6 +26,7 @@
 #include "model/decode.h"
 #include "model/model.h"
 #include "llama_cpp_compare.h"
+#include "paired_rate.h"
 #include "pytorch_reference.h"
 #include "timing_backend.h"
 
@@ -51,7 +52,7 @@ struct BenchGenOptions {
 // VM one stream per core read ~22.5 GB/s and 8 streams ~30, and kernels reading 8 weight
 // rows at once "beat" a one-stream floor by 10-25%. best_of reads the whole array both ways
 // and keeps the faster; slice reads the next `bytes` of it (wrapping; at most the array),
-// so that a sample as long as a decode step can be taken before every step. The array is
+// so that a sample as long as a decode step can be taken between every two steps. The array is
 // written once and kept.
 class ReadProbe {
  public:
@@ -107,63 +108,6 @@ class ReadProbe {
   std::vector<float> a_;
 };
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const std::size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
-
-// A rate against the machine's own reference rate sampled beside it, in each round. This
-// machine's bandwidth moves by tens of percent within a second (two probes 50 ms apart read
-// 14 and 26 GB/s on the Ice Lake VM of sessions 13-16); comparing each path's best round
-// with the probe's best round mixed the regimes (a kernel at 115% of its "floor"), and
-// probes only before and after a run (the run's prompt, ~1 s, between the first probe and
-// the decode steps) still met other moments than the steps did. So the reference is
-// sampled before every timed unit, the units' time summed apart from the samples' (Beside),
-// and each round's rate divided by the reference's rate over the same stretch; the median of
-// the rounds is reported.
-struct PairedRate {
-  double best = 0;                 // best rate over the rounds
-  std::vector<double> rates;       // per round
-  std::vector<double> fractions;   // per round: rate / reference beside it
-  void add(double rate, double reference) {
-    best = std::max(best, rate);
-    rates.push_back(rate);
-    fractions.push_back(rate / reference);
-  }
-  double median_fraction() const { return median(fractions); }
-};
-
-// A reference sampled before each timed unit of a run, its variants taken in turn (the read
-// probe's 1 and 8 streams per thread): the faster variant's rate over the whole run, work
-// (bytes, FLOPs) over the seconds its samples took: the stricter reference.
-struct Beside {
-  std::function<std::pair<double, double>(int variant)> sample;  // {work, seconds}
-  int variants = 1;  // 1 or 2
-  double work[2] = {}, seconds[2] = {};
-  int taken = 0;
-  void take() {
-    const int v = taken++ % variants;
-    const auto [w, t] = sample(v);
-    work[v] += w;
-    seconds[v] += t;
-  }
-  double rate() const {
-    double r = 0;
-    for (int v = 0; v < 2; ++v)
-      if (seconds[v] > 0) r = std::max(r, work[v] / seconds[v]);
-    return r;
-  }
-};
-
-// Batch 16 against batch 1 (their steps taken in turn) per round, the median reported.
-double median_ratio(const std::vector<double>& batch16, const PairedRate& batch1) {
-  std::vector<double> r;
-  for (std::size_t i = 0; i < batch16.size() && i < batch1.rates.size(); ++i) r.push_back(batch16[i] / batch1.rates[i]);
-  return median(r);
-}
-
 // palm_ref.py decode (bench/pytorch_reference.h configures it): tokens/s, or negative.
 double run_reference(const ModelConfig& c, std::int64_t prompt, std::int64_t tokens, int threads, std::string* note) {
   std::string how;
@@ -209,17 +153,17 @@ void run_bench_generate(const BenchGenOptions& o) {
     std::unique_ptr<DecodeScratch> scratch;
     std::vector<std::int32_t> next;
     double seconds = 0;
+    std::vector<double> step_seconds;
     std::map<std::string, double> per_op;
   };
   // `batch` prompts prefilled (those after the first, which warms up the GEMM shapes, timed
-  // into *prefill_tps, `per_prompt` sampled before each outside its time), then one
-  // untimed warm-up step.
-  auto start = [&](std::int64_t batch, double* prefill_tps, Beside* per_prompt) {
+  // into *prompt_seconds, `per_prompt` sampled before each and after the last, outside their
+  // time), then one untimed warm-up step.
+  auto start = [&](std::int64_t batch, std::vector<double>* prompt_seconds, Beside* per_prompt) {
     auto d = std::make_unique<Decoding>();
     d->batch = batch;
     d->logits = std::make_unique<DeviceFloats>(*be, std::size_t(batch * c.vocab_size));
     std::vector<std::int32_t> prompt(std::size_t(o.prompt));
-    double pre = 0;
     timing.totals.clear();
     for (std::int64_t i = 0; i < batch; ++i) {
       for (auto& t : prompt) t = std::int32_t(rng() % c.vocab_size);
@@ -227,11 +171,11 @@ void run_bench_generate(const BenchGenOptions& o) {
       if (i > 0 && per_prompt) per_prompt->take();
       const auto t0 = Clock::now();
       prefill(*be, w, *d->caches.back(), prompt.data(), o.prompt, d->logits->data());
-      if (i > 0) pre += since(t0);
+      if (i > 0 && prompt_seconds) prompt_seconds->push_back(since(t0));
       d->ptrs.push_back(d->caches.back().get());
     }
-    if (prefill_tps) *prefill_tps = double((batch - 1) * o.prompt) / pre;
-    if (o.profile && prefill_tps) {
+    if (batch > 1 && per_prompt) per_prompt->take();
+    if (o.profile && prompt_seconds) {
       fmt::print("  profile, prefill of {} prompts (seconds per prompt):\n", batch);
       for (const auto& [op, tf] : timing.totals) fmt::print("    {:<18} {:8.5f}\n", op, tf.first / double(batch));
     }
@@ -244,7 +188,9 @@ void run_bench_generate(const BenchGenOptions& o) {
     timing.totals.clear();
     const auto t0 = Clock::now();
     decode_step(*be, w, d.ptrs, d.next.data(), d.logits->data(), *d.scratch, stored);
-    d.seconds += since(t0);
+    const double seconds = since(t0);
+    d.seconds += seconds;
+    d.step_seconds.push_back(seconds);
     ++d.steps;
     for (const auto& [op, tf] : timing.totals) d.per_op[op] += tf.first;
   };
@@ -276,30 +222,34 @@ void run_bench_generate(const BenchGenOptions& o) {
   // This shared machine's bandwidth drifts by tens of percent within seconds (the same path
   // measured 47 and 70 tokens/s a minute apart), so every path at batch 1 and 16 and
   // prefill are measured in each of o.rounds interleaved rounds (5: the median survives two
-  // rounds spoiled by a regime change inside a run); each batch-1 decode step follows a read
-  // probe of as many bytes as the step reads and precedes a batch-16 step, and each timed
-  // prompt follows one 2048^3 sgemm (PairedRate, Beside). Tokens/s are each path's best
+  // rounds spoiled by a regime change inside a run); each batch-1 decode step lies between two
+  // read probes of as many bytes as the step reads and precedes a batch-16 step, and each
+  // timed prompt between two 2048^3 sgemms (PairedRate, Beside). Tokens/s are each path's best
   // round; % of the floor, of the GEMM rate and x batch 1 the median round's.
   const double prefill_flops_per_token = 2.0 * double(a.non_embedding_parameters) +
                                          2.0 * double(c.n_layers * c.n_heads * c.head_dim) * double(o.prompt + 1);
   double gemm_peak = 0;
   SgemmSample sgemm;
-  // Batch 1 against the floor read before each of its steps (PairedRate, Beside); with
+  // Batch 1 against the floor read between its steps (PairedRate, Beside); with
   // `batch16`, batch 16 decoded too, its steps taking turns with batch 1's, so that its ratio
   // to batch 1 compares the same moments (apart, the two ran ~20 s apart: batch 16's 16
   // prompts lie between). Returns batch 16's tokens/s (0 without).
-  auto decode = [&](PairedRate& rate, double bytes, bool batch16, double* prefill_tps, Beside* per_prompt) {
+  auto decode = [&](PairedRate& rate, double bytes, bool batch16, std::vector<double>* prompt_seconds,
+                    Beside* per_prompt) {
     const auto one = start(1, nullptr, nullptr);
-    const auto many = batch16 ? start(16, prefill_tps, per_prompt) : nullptr;
+    const auto many = batch16 ? start(16, prompt_seconds, per_prompt) : nullptr;
     Beside probe{[&](int variant) { return read.slice(bytes, variant == 1); }, 2};
     for (std::int64_t k = 1; k < o.tokens; ++k) {
       probe.take();
       step(*one);
       if (many) step(*many);
     }
+    probe.take();  // the last step's sample after it
     const double tps = finish(*one);
     bw = std::max(bw, probe.rate());
-    rate.add(tps, probe.rate() / bytes);
+    std::vector<double> step_rates;  // bytes/s
+    for (const double t : one->step_seconds) step_rates.push_back(bytes / t);
+    rate.add(tps, probe.fraction(step_rates));
     return many ? finish(*many) : 0.0;
   };
   PairedRate b1, prefill_rate;  // tokens/s against the floor; prefill FLOP/s against the GEMM rate
@@ -307,12 +257,18 @@ void run_bench_generate(const BenchGenOptions& o) {
   std::vector<double> b16_rounds;
   fmt::print(stderr, "measuring decode and prefill ({} rounds)...\n", o.rounds);
   for (int round = 0; round < o.rounds; ++round) {
-    double pre = 0;
+    std::vector<double> prompts;  // seconds of each timed prompt
     Beside gemm{[&](int) { return std::pair(sgemm.flops(), sgemm.seconds()); }};
-    b16_rounds.push_back(decode(b1, weight_bytes, true, &pre, &gemm));
+    b16_rounds.push_back(decode(b1, weight_bytes, true, &prompts, &gemm));
     b16 = std::max(b16, b16_rounds.back());
     gemm_peak = std::max(gemm_peak, gemm.rate());
-    prefill_rate.add(pre * prefill_flops_per_token, gemm.rate());
+    std::vector<double> prompt_flops;  // FLOP/s of each
+    double total = 0;
+    for (const double t : prompts) {
+      prompt_flops.push_back(double(o.prompt) * prefill_flops_per_token / t);
+      total += t;
+    }
+    prefill_rate.add(double(prompts.size() * o.prompt) * prefill_flops_per_token / total, gemm.fraction(prompt_flops));
     for (std::size_t i = 0; i < stores.size(); ++i) {
       stored = stores[i].get();
       formats[i].b16_rounds.push_back(decode(formats[i].b1, formats[i].bytes, true, nullptr, nullptr));
@@ -480,8 +436,9 @@ void register_bench_generate(CLI::App& bench) {
   auto o = std::make_shared<BenchGenOptions>();
   auto* cmd = bench.add_subcommand("generate", "Decode tokens/s (batch 1, 16), prefill, bandwidth floor, PyTorch");
   cmd->add_option("--preset", o->preset, "Model preset (random weights)")->capture_default_str();
-  cmd->add_option("--prompt", o->prompt, "Prompt tokens")->capture_default_str();
-  cmd->add_option("--tokens", o->tokens, "Decoded tokens per sequence")->capture_default_str();
+  cmd->add_option("--prompt", o->prompt, "Prompt tokens")->capture_default_str()->check(integer_in(1, 1 << 20));
+  // (the first is decoded untimed: at least one timed step between two probes)
+  cmd->add_option("--tokens", o->tokens, "Decoded tokens per sequence (2 or more)")->capture_default_str()->check(integer_in(2, 1 << 20));
   cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
   cmd->add_option("--rounds", o->rounds, "Interleaved measurement rounds (each rate's median round is reported)")
       ->capture_default_str()

@@ -381,30 +381,23 @@ TEST_F(Cli, BenchGenerateMeasuresEachFormatsLogprobChangeAtBatch1And16) {
   // the batch-16 kernels round no more than batch 1's: within 2x of its change
   for (const char* f : {"bf16", "int8"})
     EXPECT_LT(mean(f, "mean_abs_dlogprob_batch16"), 2 * mean(f, "mean_abs_dlogprob")) << f;
-  // % of the floor and of the GEMM rate: each round's rate over the probe measured beside
-  // it, the median of the rounds (--rounds 3 here) reported. The round with the best rate had a probe no
-  // faster than the run's best, so the largest fraction is at least best rate / best probe.
-  auto paired = [&](const json& parent, const char* median, const char* rounds, double best_over_best) {
+  // % of the floor and of the GEMM rate: per round (--rounds 3 here) a fraction, the median
+  // of the rounds reported (how a round's fraction is made: tests/test_paired_rate.cpp)
+  auto paired = [&](const json& parent, const char* median, const char* rounds) {
     auto f = parent[rounds].get<std::vector<double>>();
     ASSERT_EQ(f.size(), 3u) << rounds;
-    for (double v : f) EXPECT_GT(v, 0.0) << rounds;
+    for (double v : f) EXPECT_TRUE(v > 0.0 && std::isfinite(v)) << rounds << " " << v;
     std::sort(f.begin(), f.end());
     EXPECT_DOUBLE_EQ(parent[median].get<double>(), f[1]) << median;
-    EXPECT_GE(f[2], best_over_best * (1 - 1e-9)) << rounds;
   };
-  const double bw = j["bandwidth_bytes_per_s"].get<double>();
-  paired(j, "decode_floor_fraction", "decode_floor_fractions",
-         j["decode_tokens_per_s"].get<double>() / j["floor_tokens_per_s"].get<double>());
-  paired(j, "prefill_gemm_fraction", "prefill_gemm_fractions",
-         j["prefill_flops_per_s"].get<double>() / j["gemm_peak_flops_per_s"].get<double>());
-  for (const char* f : {"fp32", "bf16", "int8"}) {
-    const auto& s = j[std::string("stored_") + f];
-    paired(s, "floor_fraction", "floor_fractions",
-           s["decode_tokens_per_s"].get<double>() * s["weight_bytes"].get<double>() / bw);
-  }
+  paired(j, "decode_floor_fraction", "decode_floor_fractions");
+  paired(j, "prefill_gemm_fraction", "prefill_gemm_fractions");
+  for (const char* f : {"fp32", "bf16", "int8"}) paired(j[std::string("stored_") + f], "floor_fraction", "floor_fractions");
   for (const json* p : {&j, &j["stored_fp32"], &j["stored_bf16"], &j["stored_int8"]})
     EXPECT_GT((*p)["batch16_over_batch1"].get<double>(), 0.0);  // per round, the median
   expect_error("bench generate --preset tiny --rounds 0", "--rounds: Value 0 not in range");
+  expect_error("bench generate --preset tiny --tokens 1", "--tokens: must be an integer in [2, 1048576], got '1'");
+  expect_error("bench generate --preset tiny --prompt 0", "--prompt: must be an integer in [1, 1048576], got '0'");
 }
 
 TEST_F(Cli, LlamaCppRunsPalmsWeightsWrittenAsGguf) {
