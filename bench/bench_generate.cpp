@@ -157,8 +157,8 @@ void run_bench_generate(const BenchGenOptions& o) {
     std::map<std::string, double> per_op;
   };
   // `batch` prompts prefilled (those after the first, which warms up the GEMM shapes, timed
-  // into *prompt_seconds, `per_prompt` sampled before each and after the last, outside their
-  // time), then one untimed warm-up step.
+  // into *prompt_seconds, `per_prompt` sampled before each outside its time), then one
+  // untimed warm-up step.
   auto start = [&](std::int64_t batch, std::vector<double>* prompt_seconds, Beside* per_prompt) {
     auto d = std::make_unique<Decoding>();
     d->batch = batch;
@@ -174,7 +174,6 @@ void run_bench_generate(const BenchGenOptions& o) {
       if (i > 0 && prompt_seconds) prompt_seconds->push_back(since(t0));
       d->ptrs.push_back(d->caches.back().get());
     }
-    if (batch > 1 && per_prompt) per_prompt->take();
     if (o.profile && prompt_seconds) {
       fmt::print("  profile, prefill of {} prompts (seconds per prompt):\n", batch);
       for (const auto& [op, tf] : timing.totals) fmt::print("    {:<18} {:8.5f}\n", op, tf.first / double(batch));
@@ -224,7 +223,7 @@ void run_bench_generate(const BenchGenOptions& o) {
   // prefill are measured in each of o.rounds interleaved rounds (5: the median survives two
   // rounds spoiled by a regime change inside a run); each batch-1 decode step lies between two
   // read probes of as many bytes as the step reads and precedes a batch-16 step, and each
-  // timed prompt between two 2048^3 sgemms (PairedRate, Beside). Tokens/s are each path's best
+  // timed prompt follows one 2048^3 sgemm (PairedRate, Beside). Tokens/s are each path's best
   // round; % of the floor, of the GEMM rate and x batch 1 the median round's.
   const double prefill_flops_per_token = 2.0 * double(a.non_embedding_parameters) +
                                          2.0 * double(c.n_layers * c.n_heads * c.head_dim) * double(o.prompt + 1);
@@ -262,13 +261,12 @@ void run_bench_generate(const BenchGenOptions& o) {
     b16_rounds.push_back(decode(b1, weight_bytes, true, &prompts, &gemm));
     b16 = std::max(b16, b16_rounds.back());
     gemm_peak = std::max(gemm_peak, gemm.rate());
-    std::vector<double> prompt_flops;  // FLOP/s of each
+    // prefill: the round's FLOP/s over the sgemm samples' (the per-unit median is decode's,
+    // where a probe is as long as the step beside it; a prompt is ~10 sgemm samples long)
     double total = 0;
-    for (const double t : prompts) {
-      prompt_flops.push_back(double(o.prompt) * prefill_flops_per_token / t);
-      total += t;
-    }
-    prefill_rate.add(double(prompts.size() * o.prompt) * prefill_flops_per_token / total, gemm.fraction(prompt_flops));
+    for (const double t : prompts) total += t;
+    const double prefill_flops = double(prompts.size()) * double(o.prompt) * prefill_flops_per_token / total;
+    prefill_rate.add(prefill_flops, prefill_flops / gemm.rate());
     for (std::size_t i = 0; i < stores.size(); ++i) {
       stored = stores[i].get();
       formats[i].b16_rounds.push_back(decode(formats[i].b1, formats[i].bytes, true, nullptr, nullptr));

@@ -1,6 +1,6 @@
 // How palm bench generate relates a measured rate to the machine's own reference rate
-// sampled beside it (the read probe for decode, an sgemm for prefill): per timed unit, then
-// the median. Header-only so that tests/test_paired_rate.cpp can check it on closed forms.
+// sampled beside it (the read probe for decode, an sgemm for prefill). Header-only so that
+// tests/test_paired_rate.cpp can check it on closed forms.
 #pragma once
 
 #include <algorithm>
@@ -26,17 +26,18 @@ inline double median(std::vector<double> v) {
 // with the probe's best round mixed the regimes (a kernel at 115% of its "floor"), and
 // probes only before and after a run (the run's prompt, ~1 s, between the first probe and
 // the decode steps) still met other moments than the steps did. So the reference is
-// sampled between every two timed units (Beside), each unit's rate divided by the faster of
-// the samples just before and just after it, and a round's fraction is the median over its
-// units; the median of the rounds is reported. (The round's total rate over the samples'
-// total had the same centre, but one slow moment moved a whole round: per-round spread
-// 5-13 points where the per-unit median's was 1.3-2.2, and the default path and stored
-// fp32, the same kernel on the same weights, 7.5 points apart (sd) against 2.2:
-// docs/PERFORMANCE.md, session 17.)
+// sampled beside every timed unit (Beside) and each round gets a fraction, the median of
+// the rounds reported. Decode: each step's rate over the faster of the probes just before and
+// just after it, the median over the round's steps (Beside::fraction). The round's total
+// rate over the probes' total had the same centre, but one slow moment moved a whole round:
+// per-round spread 5-13 points where the per-step median's was 1.3-2.2, and the default
+// path and stored fp32, the same kernel on the same weights, 7.5 points apart (sd) against
+// 2.2 (docs/PERFORMANCE.md, session 17). Prefill keeps the round's total rate over the
+// sgemm samples' total rate (Beside::rate).
 struct PairedRate {
   double best = 0;                 // best rate over the rounds
   std::vector<double> rates;       // per round
-  std::vector<double> fractions;   // per round: the median unit's rate / the reference beside it
+  std::vector<double> fractions;   // per round: rate / the reference beside it (as above)
   void add(double rate, double fraction) {
     best = std::max(best, rate);
     rates.push_back(rate);
@@ -45,11 +46,11 @@ struct PairedRate {
   double median_fraction() const { return median(fractions); }
 };
 
-// A reference sampled between the timed units of a run (once before each and once after the
+// A reference sampled before each timed unit of a run (for fraction(), once more after the
 // last), its variants taken in turn (the read probe's 1 and 8 streams per thread). rate():
-// the faster variant's work over its seconds, all samples together (the machine's best
-// seen); fraction(): each unit's rate over the faster of its two neighbouring samples (one
-// of each variant: the stricter reference), the median over the units.
+// the faster variant's work over its seconds, all samples together; fraction(): each unit's
+// rate over the faster of its two neighbouring samples (one of each variant: the stricter
+// reference), the median over the units.
 struct Beside {
   std::function<std::pair<double, double>(int variant)> sample;  // {work, seconds}
   int variants = 1;  // 1 or 2
