@@ -8,9 +8,19 @@
 #include <string>
 #include <vector>
 
+#include "base/signals.h"
+
 namespace palm::py_bindings {
 
 namespace py = pybind11;
+
+// palm computing from Python: the GIL released, then signals deferred until the call
+// returns (base/signals.h: Python's own SIGINT handler, run on a thread inside oneDNN's
+// GEMM, corrupted the heap); undone in the reverse order.
+struct Computing {
+  py::gil_scoped_release nogil;
+  SignalsDeferred signals;
+};
 
 // Token ids from a Python list/tuple of ints or a 1-D integer NumPy array, each checked
 // against the vocabulary [0, vocab); anything else is a palm.Error naming `what`.

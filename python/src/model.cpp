@@ -114,6 +114,7 @@ class TextStream {
   TextStream(std::shared_ptr<PythonModel> m, std::vector<std::int32_t> prompt, GenOptions g) : m_(std::move(m)) {
     worker_ = std::thread([this, prompt = std::move(prompt), g = std::move(g)] {
       adopt_process_threads();
+      const SignalsDeferred signals;  // this thread only computes
       try {
         std::lock_guard<std::mutex> model_lock(m_->mu);
         run_generation(*m_, {prompt}, g, [this](std::size_t, const std::string& chunk) {
@@ -201,7 +202,7 @@ void bind_model(py::module_& m) {
           [](const std::string& path, const std::string& backend, int threads, const std::string& weights,
              const std::string& tokenizer) {
             auto pm = std::make_shared<PythonModel>();
-            py::gil_scoped_release nogil;
+            const Computing computing;
             set_threads(threads);
             pm->loaded = load_model_and_tokenizer(path, tokenizer, backend);
             const WeightFormat format = parse_weight_format(weights);
@@ -233,7 +234,7 @@ void bind_model(py::module_& m) {
             const auto seq = ids_from(ids, pm.config().vocab_size, "score");
             std::vector<double> lp;
             {
-              py::gil_scoped_release nogil;
+              const Computing computing;
               std::lock_guard<std::mutex> lock(pm.mu);
               lp = token_logprobs(*pm.loaded.backend, *pm.loaded.weights, seq);
             }
@@ -250,7 +251,7 @@ void bind_model(py::module_& m) {
             Backend& be = *pm.loaded.backend;
             auto acts = std::make_unique<Activations>(be, c, ActivationPlan{B, T, false, false});
             {
-              py::gil_scoped_release nogil;
+              const Computing computing;
               std::lock_guard<std::mutex> lock(pm.mu);
               forward(be, *pm.loaded.weights, *acts, ids.data(), ids.data(), 0.0f);  // targets unused here
               be.synchronize();
@@ -284,7 +285,7 @@ void bind_model(py::module_& m) {
             if (stream) return py::cast(new TextStream(pm, std::move(ids), g), py::return_value_policy::take_ownership);
             GenOutput out;
             {
-              py::gil_scoped_release nogil;
+              const Computing computing;
               std::lock_guard<std::mutex> lock(pm->mu);
               out = run_generation(*pm, {ids}, g, nullptr);
             }
@@ -305,7 +306,7 @@ void bind_model(py::module_& m) {
             PALM_CHECK(!ids.empty(), "generate_batch: no prompts");
             GenOutput out;
             {
-              py::gil_scoped_release nogil;
+              const Computing computing;
               std::lock_guard<std::mutex> lock(pm.mu);
               out = run_generation(pm, ids, g, nullptr);
             }

@@ -2,6 +2,9 @@
 #include <pybind11/functional.h>
 #include <pybind11/stl.h>
 
+#include <pthread.h>
+
+#include <atomic>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
@@ -9,6 +12,7 @@
 #include "base/check.h"
 #include "base/file_util.h"
 #include "base/sha256.h"
+#include "base/signals.h"
 #include "base/threads.h"
 #include "bindings.h"
 #include "eval/evaluate.h"
@@ -22,10 +26,14 @@ namespace fs = std::filesystem;
 
 py::object json_to_python(const std::string& text) { return py::module_::import("json").attr("loads")(text); }
 
-// Trains with the GIL released. Each step's metrics go to on_step (with the GIL), and a
-// Ctrl-C is noticed there: the run finishes that step, writes a checkpoint and returns,
-// then KeyboardInterrupt is raised. An exception in on_step stops the run the same way
-// and is re-raised.
+// Trains with the GIL released and signals deferred (bindings.h's Computing). Each step's
+// metrics go to on_step (with the GIL). A Ctrl-C (or SIGTERM), taken by base/signals.h's
+// watcher as in palm train, finishes the step in progress, writes a checkpoint and
+// returns; then the signal is handed back to Python (KeyboardInterrupt by default;
+// SIGTERM's default ends the process). One that reaches Python all the same (a thread of
+// the caller's takes it) is noticed in the callback, with the same effect. An exception
+// in on_step stops the run the same way and is re-raised. Other signals wait until the
+// run returns.
 std::int64_t train(const std::string& preset, const std::string& data, const std::string& out, std::int64_t steps,
                    std::int64_t batch_size, std::int64_t seq_len, std::uint64_t seed, std::int64_t checkpoint_every,
                    std::int64_t eval_every, bool bf16, bool remat, int threads, bool resume,
@@ -72,12 +80,22 @@ std::int64_t train(const std::string& preset, const std::string& data, const std
     }
   };
   std::int64_t done = 0;
+  std::atomic<int> stop_signal{0};
   {
-    py::gil_scoped_release nogil;
+    const Computing computing;
     set_threads(threads);
+    const StopSignals watcher([&](int sig) {
+      stop_signal = sig;
+      request_training_stop(sig);
+    });
     done = run_training(o, resume);
   }
+  request_training_stop(0);  // one that came after the last step must not stop the next run
   if (pending) throw *pending;
+  if (stop_signal != 0) {
+    pthread_kill(pthread_self(), stop_signal);  // unblocked again: Python's handler (or the default) acts now
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+  }
   return done;
 }
 
@@ -114,7 +132,7 @@ py::object evaluate(const std::shared_ptr<PythonModel>& model, const std::string
   }
   std::string text;
   {
-    py::gil_scoped_release nogil;
+    const Computing computing;
     std::unique_lock<std::mutex> lock;
     if (model) lock = std::unique_lock<std::mutex>(model->mu);
     text = run_eval(o, em.get()).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

@@ -1,10 +1,13 @@
 #include "base/signals.h"
 
+#include <omp.h>
 #include <pthread.h>
 #include <signal.h>
 
 #include <cerrno>
 #include <ctime>
+
+#include "base/threads.h"
 
 namespace palm {
 
@@ -16,11 +19,18 @@ sigset_t stop_set() {
   sigaddset(&set, SIGTERM);
   return set;
 }
+
+sigset_t asynchronous_set() {
+  sigset_t set;
+  sigfillset(&set);
+  for (const int fault : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT}) sigdelset(&set, fault);
+  return set;
+}
 }  // namespace
 
 StopSignals::StopSignals(std::function<void(int)> on_signal) : on_signal_(std::move(on_signal)) {
   const sigset_t set = stop_set();
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  pthread_sigmask(SIG_BLOCK, &set, &previous_mask_);
   watcher_ = std::thread([this, set] {
     const timespec tick{0, 100 * 1000 * 1000};  // how often the destructor's request is seen
     while (!done_) {
@@ -34,8 +44,16 @@ StopSignals::StopSignals(std::function<void(int)> on_signal) : on_signal_(std::m
 StopSignals::~StopSignals() {
   done_ = true;
   watcher_.join();
-  const sigset_t set = stop_set();
-  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);  // a signal still pending now acts by default
+  pthread_sigmask(SIG_SETMASK, &previous_mask_, nullptr);  // a signal still pending now acts as it would have
 }
+
+SignalsDeferred::SignalsDeferred() {
+  const sigset_t set = asynchronous_set();
+  pthread_sigmask(SIG_BLOCK, &set, &previous_mask_);  // first: a worker created now inherits it
+#pragma omp parallel num_threads(current_threads())
+  if (omp_get_thread_num() != 0) pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+SignalsDeferred::~SignalsDeferred() { pthread_sigmask(SIG_SETMASK, &previous_mask_, nullptr); }
 
 }  // namespace palm

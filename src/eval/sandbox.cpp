@@ -254,6 +254,11 @@ SandboxResult run_python_sandboxed(const SandboxProgram& p, const SandboxLimits&
   const pid_t child = fork();
   PALM_CHECK(child >= 0, "sandbox: fork: ", std::strerror(errno));
   if (child == 0) {
+    // no signal blocked: palm may call this with signals blocked (base/signals.h), and the
+    // programs below would inherit that mask through exec
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
     setpgid(0, 0);
     // palm eval ends (or is killed): this helper, and so its namespace, ends with it
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die("prctl");

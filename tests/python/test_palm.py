@@ -267,6 +267,43 @@ def test_training_callback_ctrl_c_and_resume(run_dir, tmp_path):
     assert done == at + 3 and [m["step"] for m in calls] == [at + 1, at + 2, at + 3]
 
 
+SIGNALS_SCRIPT = """
+import os, signal, sys, threading, time, numpy as np, palm
+m = palm.Model.load(sys.argv[1], threads=2)
+hits = [0]
+signal.signal(signal.SIGUSR1, lambda *a: hits.__setitem__(0, hits[0] + 1))
+stop = threading.Event()
+def spam():
+    while not stop.is_set():
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.0003)
+t = threading.Thread(target=spam)
+t.start()
+ids = np.tile(np.arange(1, 129, dtype=np.int32), (8, 1))
+start = time.time()
+while time.time() - start < 3:
+    m.forward(ids)
+    m.score(list(range(1, 100)))
+    m.generate("ROMEO: " * 20, max_tokens=8)
+    "".join(m.generate("JULIET:", max_tokens=8, stream=True))
+stop.set()
+t.join()
+print("hits", hits[0])
+"""
+
+
+def test_signal_handlers_run_while_palm_computes(run_dir):
+    """Python's handlers (SIGINT's, or any the program installs) never run on a thread
+    inside oneDNN's GEMM, whose JIT kernels point the stack pointer at the heap (oneDNN
+    #4845): signals sent throughout forward, score and generate are handled, and the heap
+    survives (without the deferral this aborted in glibc's free within seconds)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run([sys.executable, "-c", SIGNALS_SCRIPT, str(run_dir / "run")], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 0, f"exit {r.returncode}: {r.stderr[-2000:]}"
+    assert int(r.stdout.split()[1]) > 100
+
+
 def test_pip_installs_the_package_into_a_venv(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv)], check=True)
