@@ -48,10 +48,19 @@ StopSignals::~StopSignals() {
 }
 
 SignalsDeferred::SignalsDeferred() {
-  const sigset_t set = asynchronous_set();
-  pthread_sigmask(SIG_BLOCK, &set, &previous_mask_);  // first: a worker created now inherits it
+  const sigset_t all = asynchronous_set();
+  // This thread: the standard signals that have a handler now, and the real-time ones; one
+  // left to its default action (SIGTERM's, SIGQUIT's) acts at once, as no frame is pushed.
+  sigset_t here = all;
+  for (int sig = 1; sig < 32; ++sig) {
+    struct sigaction action {};
+    if (sigismember(&all, sig) == 1 && sigaction(sig, nullptr, &action) == 0 &&
+        (action.sa_handler == SIG_DFL || action.sa_handler == SIG_IGN))
+      sigdelset(&here, sig);
+  }
+  pthread_sigmask(SIG_BLOCK, &here, &previous_mask_);
 #pragma omp parallel num_threads(current_threads())
-  if (omp_get_thread_num() != 0) pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  if (omp_get_thread_num() != 0) pthread_sigmask(SIG_BLOCK, &all, nullptr);  // workers: every one, for good
 }
 
 SignalsDeferred::~SignalsDeferred() { pthread_sigmask(SIG_SETMASK, &previous_mask_, nullptr); }

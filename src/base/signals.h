@@ -31,10 +31,13 @@ class StopSignals {
 };
 
 // SignalsDeferred: for code that calls palm from a program that handles signals (`import
-// palm`: Python handles SIGINT). While it lives, every asynchronous signal (all but the
-// faults a thread raises itself) is blocked in this thread, and for good in this thread's
-// OpenMP workers (of a team of current_threads()), which only compute; on destruction
-// this thread's mask is restored and a signal that came meanwhile is delivered then.
+// palm`: Python handles SIGINT). While it lives, the asynchronous signals (all but the
+// faults a thread raises itself) that have a handler when it is made, and the real-time
+// ones, are blocked in this thread; every asynchronous signal is blocked for good in this
+// thread's OpenMP workers (of a team of current_threads()), which only compute. On
+// destruction this thread's mask is restored and a signal that came meanwhile is
+// delivered then. A signal left to its default action (SIGTERM's, unless the program
+// handles it) still acts at once: it runs no handler.
 class SignalsDeferred {
  public:
   SignalsDeferred();
