@@ -102,6 +102,22 @@ TEST(SignalsDeferred, HoldsSignalsUntilTheScopeEndsAndBlocksTheWorkersForGood) {
   }
 }
 
+TEST(SignalsDeferred, AComputeThreadBlocksEveryAsynchronousSignalForGood) {
+  set_threads(2);
+  bool usr1 = false, term = false, segv = true;
+  std::thread worker([&] {
+    block_signals_in_compute_thread();
+    usr1 = blocked_here(SIGUSR1);  // no handler now: blocked all the same (one may come later)
+    term = blocked_here(SIGTERM);
+    segv = blocked_here(SIGSEGV);
+  });
+  worker.join();
+  EXPECT_TRUE(usr1);
+  EXPECT_TRUE(term);
+  EXPECT_FALSE(segv);
+  EXPECT_FALSE(blocked_here(SIGUSR1));  // the test's own thread untouched
+}
+
 // Without this guard a handler ran with its frame off the stack within the first second
 // of these products (1024 x 128 x 128, a tiny model's projection; oneDNN's sgemm path)
 // and glibc then aborted in free; with it, thousands of signals sent during them are

@@ -114,7 +114,7 @@ class TextStream {
   TextStream(std::shared_ptr<PythonModel> m, std::vector<std::int32_t> prompt, GenOptions g) : m_(std::move(m)) {
     worker_ = std::thread([this, prompt = std::move(prompt), g = std::move(g)] {
       adopt_process_threads();
-      const SignalsDeferred signals;  // this thread only computes
+      block_signals_in_compute_thread();  // it only computes: no handler, whenever installed, runs here
       try {
         std::lock_guard<std::mutex> model_lock(m_->mu);
         run_generation(*m_, {prompt}, g, [this](std::size_t, const std::string& chunk) {

@@ -26,6 +26,12 @@ sigset_t asynchronous_set() {
   for (const int fault : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT}) sigdelset(&set, fault);
   return set;
 }
+
+// In the calling thread's OpenMP workers (a team of current_threads()), for good.
+void block_in_openmp_workers(const sigset_t& set) {
+#pragma omp parallel num_threads(current_threads())
+  if (omp_get_thread_num() != 0) pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
 }  // namespace
 
 StopSignals::StopSignals(std::function<void(int)> on_signal) : on_signal_(std::move(on_signal)) {
@@ -59,10 +65,15 @@ SignalsDeferred::SignalsDeferred() {
       sigdelset(&here, sig);
   }
   pthread_sigmask(SIG_BLOCK, &here, &previous_mask_);
-#pragma omp parallel num_threads(current_threads())
-  if (omp_get_thread_num() != 0) pthread_sigmask(SIG_BLOCK, &all, nullptr);  // workers: every one, for good
+  block_in_openmp_workers(all);
 }
 
 SignalsDeferred::~SignalsDeferred() { pthread_sigmask(SIG_SETMASK, &previous_mask_, nullptr); }
+
+void block_signals_in_compute_thread() {
+  const sigset_t all = asynchronous_set();
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  block_in_openmp_workers(all);
+}
 
 }  // namespace palm

@@ -49,4 +49,8 @@ class SignalsDeferred {
   sigset_t previous_mask_;
 };
 
+// For a thread that only computes (a worker the program made): every asynchronous signal
+// blocked for good in it and its OpenMP workers, whatever handlers come later.
+void block_signals_in_compute_thread();
+
 }  // namespace palm
