@@ -95,6 +95,12 @@ class TimingBackend final : public Backend {
     in_.attention_decode(q, c, ld, lens, o, b, H, K);
     add("attention_decode", t0);
   }
+  void attention_decode_beside(const float* q, const float* const* c, i64 ld, const std::int64_t* lens, float* o,
+                               i64 b, i64 H, i64 K, const StoredProduct& p) override {
+    const auto t0 = now();  // one op: the inner backend may run the two at once
+    in_.attention_decode_beside(q, c, ld, lens, o, b, H, K, p);
+    add("attention_decode + rows_times_stored beside it", t0, 2.0 * p.b * p.N * p.K);
+  }
   void swiglu_fwd(const float* g, const float* u, i64 ld, float* a, i64 N, i64 F) override {
     const auto t0 = now();
     in_.swiglu_fwd(g, u, ld, a, N, F);

@@ -22,6 +22,18 @@ using i64 = std::int64_t;
 // per output row (symmetric, w = scale * q).
 enum class WeightFormat { kF32, kBF16, kInt8 };
 
+// The arguments of one rows_times_stored call (attention_decode_beside runs one).
+struct StoredProduct {
+  const float* X;
+  i64 b, K;
+  const void* W;
+  WeightFormat format;
+  const float* scales;
+  i64 N;
+  float alpha, beta;
+  float* C;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -131,6 +143,16 @@ class Backend {
   // cache[i] + t * ld (k) and cache[i] + K + t * ld (v). o [b, H*K].
   virtual void attention_decode(const float* q, const float* const* cache, i64 ld,
                                 const std::int64_t* lens, float* o, i64 b, i64 H, i64 K) = 0;
+  // attention_decode and, independent of it, the product p (rows_times_stored): a decode
+  // step's down projection, whose input (SwiGLU's output) is ready before the attention. A
+  // backend may run the two at once (the CPU at batch 1 with int8 weights: one thread
+  // attends, which leaves memory idle, while the others read the weights). Default: the
+  // attention, then the product.
+  virtual void attention_decode_beside(const float* q, const float* const* cache, i64 ld, const std::int64_t* lens,
+                                       float* o, i64 b, i64 H, i64 K, const StoredProduct& p) {
+    attention_decode(q, cache, ld, lens, o, b, H, K);
+    rows_times_stored(p.X, p.b, p.K, p.W, p.format, p.scales, p.N, p.alpha, p.beta, p.C);
+  }
 
   // Cross-entropy with PaLM's z-loss for N rows of V logits.
   // nll[n] = logZ_n - logits[n, target[n]], log_z[n] = logZ_n.

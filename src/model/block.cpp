@@ -41,12 +41,30 @@ void block_fwd(Backend& be, const ModelConfig& c, const BlockWeights& w, const B
   weight_product(be, s ? &s->w_in : nullptr, w.bf16_gemms, N, E, D, 1.0f, a.h, w.f32.w_in, 0.0f, a.u);
   if (r.decoding()) {
     PALM_ASSERT(T == 1 && r.caches && r.lens && r.cache_rows);
-    // RoPE at each row's own position; the new k|v join its cache; attend over the cache
+    // RoPE at each row's own position; the new k|v join its cache
     be.rope_fwd_at(uq, E, a.q, HK, B, r.positions, H, K, base);
     be.rope_fwd_at(uk, E, uk, E, B, r.positions, 1, K, base);
     for (std::int64_t i = 0; i < B; ++i) {
       be.copy_on_device(r.caches[i]->at(layer, r.positions[i]), uk + i * E, sizeof(float) * 2 * K);
       r.cache_rows[i] = r.caches[i]->at(layer, 0);
+    }
+    if (!(tp && tp->active())) {
+      // x_out = x_in + act W_down^T + att W_o^T: the down projection does not wait for the
+      // attention, so it runs beside it (attention_decode_beside) and W_o comes last; every
+      // decode path sums in this order (the default path and stored fp32 give the same bits)
+      be.swiglu_fwd(ugate, uup, E, a.act, N, F);
+      if (x_out != x_in) be.copy_on_device(x_out, x_in, sizeof(float) * std::size_t(N * D));
+      if (s) {
+        const StoredMatrix& m = s->w_down;
+        be.attention_decode_beside(a.q, r.cache_rows, 2 * K, r.lens, a.att, B, H, K,
+                                   {a.act, N, F, m.data, m.format, m.scales.size() == 0 ? nullptr : m.scales.data(), D,
+                                    1.0f, 1.0f, x_out});
+      } else {
+        be.attention_decode(a.q, r.cache_rows, 2 * K, r.lens, a.att, B, H, K);
+        weight_product(be, nullptr, w.bf16_gemms, N, D, F, 1.0f, a.act, w.f32.w_down, 1.0f, x_out);
+      }
+      weight_product(be, s ? &s->w_o : nullptr, w.bf16_gemms, N, D, HK, 1.0f, a.att, w.f32.w_o, 1.0f, x_out);
+      return;
     }
     be.attention_decode(a.q, r.cache_rows, 2 * K, r.lens, a.att, B, H, K);
   } else {

@@ -25,6 +25,7 @@
 #include "base/check.h"
 
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_stored_avx512.h"
 #include "kernels/cpu/fast_math.h"
 
 namespace palm {
@@ -476,6 +477,29 @@ void CpuBackend::attention_decode(const float* q, const float* const* cache, i64
       }
     }
   }
+}
+
+void CpuBackend::attention_decode_beside(const float* q, const float* const* cache, i64 ld, const std::int64_t* lens,
+                                         float* o, i64 b, i64 H, i64 K, const StoredProduct& p) {
+  // Batch 1 with int8 weights: the attention (compute, its cache a few hundred KB) on one
+  // thread while the others stream the product's weights, then all on what is left; an
+  // int8 step at 544 positions spent ~0.43 ms of ~8.5 in the attention with memory idle
+  // (docs/PERFORMANCE.md, session 19). Elsewhere one after the other.
+#if defined(__AVX512F__)
+  if (b == 1 && p.b == 1 && p.format == WeightFormat::kInt8 && H % 16 == 0 && K % 16 == 0 &&
+      stored_avx512_available()) {
+    const float scale = 1.0f / std::sqrt(float(K));
+    const auto attend = [&] {
+      thread_local std::vector<float> lanes;
+      for (i64 h0 = 0; h0 < H; h0 += 16)
+        decode_heads16(q + h0 * K, K, cache[0], ld, lens[0], scale, o + h0 * K, nullptr, nullptr, lanes);
+    };
+    if (int8_row_beside(p.X, p.K, static_cast<const std::int8_t*>(p.W), p.scales, p.N, p.alpha, p.beta, p.C, attend))
+      return;
+  }
+#endif
+  attention_decode(q, cache, ld, lens, o, b, H, K);
+  rows_times_stored(p.X, p.b, p.K, p.W, p.format, p.scales, p.N, p.alpha, p.beta, p.C);
 }
 
 }  // namespace palm

@@ -51,6 +51,8 @@ class CpuBackend : public Backend {
                    const std::int32_t* positions, i64 heads, i64 K, float base) override;
   void attention_decode(const float* q, const float* const* cache, i64 ld, const std::int64_t* lens,
                         float* o, i64 b, i64 H, i64 K) override;
+  void attention_decode_beside(const float* q, const float* const* cache, i64 ld, const std::int64_t* lens,
+                               float* o, i64 b, i64 H, i64 K, const StoredProduct& p) override;
   void swiglu_fwd(const float* gate, const float* up, i64 ld_in, float* act, i64 N,
                   i64 F) override;
   void swiglu_bwd(const float* dact, const float* gate, const float* up, i64 ld_in,

@@ -4,6 +4,7 @@
 // what is rounded.
 #pragma once
 #include <cstdint>
+#include <functional>
 
 #include "kernels/backend.h"
 
@@ -36,5 +37,12 @@ bool stored_avx512_available();
 // tiled sgemm of cpu_stored_gemv.cpp).
 bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFormat format, const float* scales, i64 N,
                            float alpha, float beta, float* C);
+
+// As stored_product_avx512 for int8 W and one input row x, while `beside` runs on the
+// calling thread: the other threads start on the weights (groups of 4 panels, dealt out as
+// threads come free) and the caller joins them when beside returns. false (nothing done,
+// beside not run) where this build lacks the kernels or only one thread runs.
+bool int8_row_beside(const float* x, i64 K, const std::int8_t* W, const float* scales, i64 N, float alpha, float beta,
+                     float* C, const std::function<void()>& beside);
 
 }  // namespace palm

@@ -4,6 +4,8 @@
 // instruction; the activations are quantized per token in groups of 64 (a scale per group,
 // max |x| / 127, round to nearest even), the weights' signed bytes made unsigned by adding
 // 128 (xor 0x80), and 128 * sum(q * scale) subtracted once per input row.
+#include <omp.h>
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -348,6 +350,39 @@ void int8_product_avx512(const float* X, i64 b, i64 K, const std::int8_t* Wq, co
   }
 }
 
+bool int8_row_beside(const float* x, i64 K, const std::int8_t* W, const float* scales, i64 N, float alpha, float beta,
+                     float* C, const std::function<void()>& beside) {
+  if (omp_get_max_threads() < 2) return false;
+  thread_local QuantRows mine;
+  QuantRows& qr = mine;
+  size_rows(1, K, qr);
+  quantize_row(x, 0, K, qr);  // ~1 us at K = 4,096: before, so that no thread waits on another
+  // Groups of 4 panels (64 rows, 256 KB at K = 4,096), dynamically: the thread that attends
+  // joins late, and the groups must be small enough to even the threads' ends (8 panels, as
+  // rows_times_stored reads at batch 1, were 0.99x, 2 panels 1.00x, 4 panels 0.98x of
+  // one-after-the-other, alternating steps: docs/PERFORMANCE.md).
+  constexpr i64 kRows = 16 * 4;
+  const i64 few = N / kRows * kRows;
+#pragma omp parallel
+  {
+    if (omp_get_thread_num() == 0) beside();
+#pragma omp for schedule(dynamic) nowait
+    for (i64 n0 = 0; n0 < few; n0 += kRows) int8_few_panels<4>(W, K, N, n0, qr, scales, alpha, beta, C);
+#pragma omp for schedule(dynamic) nowait
+    for (i64 n0 = few; n0 < N; n0 += 16) int8_panel(W, K, N, n0, qr, scales, alpha, beta, C);
+  }
+  return true;
+}
+
+}  // namespace palm
+
+#else
+
+namespace palm {
+bool int8_row_beside(const float*, i64, const std::int8_t*, const float*, i64, float, float, float*,
+                     const std::function<void()>&) {
+  return false;
+}
 }  // namespace palm
 
 #endif
