@@ -161,7 +161,9 @@ TEST_P(Kernels, RowsTimesStoredAllFormats) {
   // The bf16 kernels may carry an activation as two bf16: hi = bf16(x) is within 2^-9 |x|
   // of x, lo = bf16(x - hi) within 2^-9 of the remainder, so hi + lo is within 2^-18 |x|,
   // far tighter than one bf16 (2^-9, which must fail); the CPU's panel kernel rounds no
-  // activation and is held to fp32 summation.
+  // activation and is held to fp32 summation, except from bf16_dot_min_rows() rows on
+  // (AVX512_BF16's vdpbf16ps), where it rounds each activation to bf16, to nearest even:
+  // within 2^-8 |x| (8 significant bits), and held to fp32 summation of those.
   // K: a partial group and a partial 4-byte quad (329 = 5 * 64 + 9, 4,229 = 66 * 64 + 5),
   // rows shorter than one quad or pair (3, 2), a pair of whole quads past one group (66);
   // N: 27 panels of 16 rows and a part: at 1-2 rows 3 blocks of 8 or 6 of 4 panels side by
@@ -209,11 +211,21 @@ TEST_P(Kernels, RowsTimesStoredAllFormats) {
         }
       });
     const bool cpu_dot = GetParam().rfind("cpu", 0) == 0 && stored_avx512_available();
+    // what the CPU's vdpbf16ps kernel multiplies: X rounded to bf16 by the bits, nearest even
+    const bool bf16_rounds = cpu_dot && bf16_dot_min_rows() > 0 && b >= bf16_dot_min_rows();
+    std::vector<float> x_bf16(b * K);
+    for (i64 i = 0; i < b * K; ++i) {
+      std::uint32_t bits;
+      std::memcpy(&bits, &X[i], 4);
+      bits = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
+      std::memcpy(&x_bf16[i], &bits, 4);
+      if (bf16_rounds) x_err_bf16[i] = std::ldexp(std::abs(double(X[i])), -8) * (1 + 1e-6);
+    }
     Mirror dev(*be);
     auto check = [&](WeightFormat f, const void* W, const float* sc, double mult_of_n(i64), const std::vector<double>* x_err) {
       // the CPU's panel kernels: int8 multiplies the quantized activations, bf16 the fp32 ones
       // (weights widened exactly), so either matches its model up to fp32 summation
-      const std::vector<float>* x_model = !cpu_dot ? nullptr : f == WeightFormat::kInt8 ? &x_int8 : f == WeightFormat::kBF16 ? &X : nullptr;
+      const std::vector<float>* x_model = !cpu_dot ? nullptr : f == WeightFormat::kInt8 ? &x_int8 : f == WeightFormat::kBF16 ? (bf16_rounds ? &x_bf16 : &X) : nullptr;
       std::vector<float> C(b * N, 1.0f);
       Mirror m(*be);
       be->rows_times_stored(m.in(X), b, K, W, f, sc, N, 0.5f, 2.0f, m.out(C));
@@ -246,7 +258,7 @@ TEST_P(Kernels, RowsTimesStoredAllFormats) {
       // result up to K = 1024, growing as sqrt(K); at K = 4,229, b = 6 one of 437 x 6
       // results was 2.05e-6 off)
       const double tol = 2e-6 * std::max(1.0, std::sqrt(double(K) / 1024));
-      expect_close(C, exact, tol, f == WeightFormat::kInt8 ? "int8 VNNI kernel" : "bf16 panel kernel");
+      expect_close(C, exact, tol, f == WeightFormat::kInt8 ? "int8 VNNI kernel" : bf16_rounds ? "bf16 vdpbf16ps kernel" : "bf16 panel kernel");
     };
     float* wf_stored = dev.in(wf);
     be->stored_to_product_layout(wf_stored, WeightFormat::kF32, N, K);  // nothing happens to fp32

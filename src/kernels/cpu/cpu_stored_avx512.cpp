@@ -356,6 +356,12 @@ bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFo
     dense_product_few(X, b, K, static_cast<const float*>(W), N, alpha, beta, C);
     return true;
   }
+#if defined(__AVX512BF16__)
+  if (format == WeightFormat::kBF16 && b >= kBf16DotRows) {
+    bf16_dot_product(X, b, K, static_cast<const std::uint16_t*>(W), N, alpha, beta, C);
+    return true;
+  }
+#endif
   if (format == WeightFormat::kBF16) {
     thread_local PairRows mine;  // reused between calls; the workers use the caller's
     PairRows& pr = mine;

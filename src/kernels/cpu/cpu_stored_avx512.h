@@ -26,6 +26,13 @@ inline constexpr i64 kQuantGroup = 64;
 // + r * (row_bytes % 4).
 void pack_panels(void* w, i64 rows, i64 row_bytes);
 
+// bf16 weights from this many input rows on, on a CPU with AVX512_BF16: the activations
+// are rounded to bf16 (nearest even) and multiplied on vdpbf16ps (cpu_stored_bf16_dot.cpp);
+// fewer rows, or a CPU without it, widen the weights and round nothing.
+inline constexpr i64 kBf16DotRows = 3;
+// kBf16DotRows where this build has that kernel (and PALM_NO_AVX512_DOT is not set), else 0.
+i64 bf16_dot_min_rows();
+
 // Whether this build has those kernels (rows_times_stored uses them unless
 // PALM_NO_AVX512_DOT is set).
 bool stored_avx512_available();

@@ -31,4 +31,8 @@ void with_shape(int MR, bool full, Fn&& fn) {
 void int8_product_avx512(const float* X, i64 b, i64 K, const std::int8_t* W, const float* scales, i64 N, float alpha,
                          float beta, float* C);
 
+// C[b, N] = alpha * X W^T + beta * C for bf16 W [N, K] in panels, X rounded to bf16 (where
+// __AVX512BF16__ is defined: cpu_stored_bf16_dot.cpp).
+void bf16_dot_product(const float* X, i64 b, i64 K, const std::uint16_t* W, i64 N, float alpha, float beta, float* C);
+
 }  // namespace palm
