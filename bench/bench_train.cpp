@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -117,16 +118,35 @@ void run_bench_train(const BenchTrainOptions& o) {
       opt.step(w, g, opt_step, std::min(1e-2, 1.0 / std::sqrt(double(opt_step))));
     }
   };
+  // --bf16 also times palm's fp32 step, alternating with the bf16 steps (the goal is
+  // a ratio of the two in one run; on a shared machine alternating keeps drift out of it)
+  std::unique_ptr<Activations> acts32;
+  auto step32 = [&] {
+    forward(*cpu, w, *acts32, tokens.data(), targets.data());
+    backward(*cpu, *comm, w, *acts32, tokens.data(), g);
+  };
+  if (o.bf16 && !o.with_optimizer) {
+    acts32 = std::make_unique<Activations>(*cpu, c, ActivationPlan{B, T, o.remat, true, false});
+    step32();
+  }
   step();  // warm-up: first touch of every buffer
   timing.totals.clear();
-  Progress progress(o.with_optimizer ? "palm train step" : "palm fwd+bwd", steps, "steps");
-  const auto t0 = Clock::now();
+  Progress progress(o.with_optimizer ? "palm train step" : acts32 ? "palm fwd+bwd, bf16 and fp32 alternating" : "palm fwd+bwd",
+                    acts32 ? 2 * steps : steps, "steps");
+  double el = 0, el32 = 0;
   for (int s = 0; s < steps; ++s) {
+    auto t0 = Clock::now();
     step();
-    progress.update(s + 1);
+    el += seconds_since(t0);
+    progress.update(acts32 ? 2 * s + 1 : s + 1);
+    if (!acts32) continue;
+    t0 = Clock::now();
+    step32();
+    el32 += seconds_since(t0);
+    progress.update(2 * s + 2);
   }
-  const double el = seconds_since(t0);
   progress.finish();
+  const double fp32_tokens_per_s = acts32 ? double(B * T * steps) / el32 : 0;
   const auto op_totals = timing.totals;  // before the bf16-vs-fp32 comparison below
   const double tokens_per_s = double(B * T * steps) / el;
   const ModelAccounting a = account(*be, c, B, T);
@@ -153,10 +173,10 @@ void run_bench_train(const BenchTrainOptions& o) {
       const HostWindow h(*cpu, g.arena.data(), g.arena.size());
       gb.assign(h.data(), h.data() + h.size());
     }
-    Activations acts32(*cpu, c, ActivationPlan{B, T, o.remat, true, false});
-    const LossStats sf = forward(*cpu, w, acts32, tokens.data(), targets.data());
+    if (!acts32) acts32 = std::make_unique<Activations>(*cpu, c, ActivationPlan{B, T, o.remat, true, false});
+    const LossStats sf = forward(*cpu, w, *acts32, tokens.data(), targets.data());
     g.arena.zero();
-    backward(*cpu, *comm, w, acts32, tokens.data(), g);
+    backward(*cpu, *comm, w, *acts32, tokens.data(), g);
     const HostWindow g32(*cpu, g.arena.data(), g.arena.size());
     double dot = 0, n1 = 0, n2 = 0;
     for (std::size_t i = 0; i < gb.size(); ++i) {
@@ -176,6 +196,9 @@ void run_bench_train(const BenchTrainOptions& o) {
   fmt::print("  palm {}{:8.1f} tokens/s  {:6.1f} GFLOP/s  MFU {:.1f}%\n",
              o.with_optimizer ? "fwd+bwd+Adafactor step      " : "forward+backward            ", tokens_per_s,
              achieved / 1e9, 100 * mfu);
+  if (fp32_tokens_per_s > 0)
+    fmt::print("  palm fp32 forward+backward       {:8.1f} tokens/s  (alternating with the bf16 steps): bf16 {:.2f}x fp32\n",
+               fp32_tokens_per_s, tokens_per_s / fp32_tokens_per_s);
   if (o.bf16) {
     fmt::print("  bf16 vs fp32 (same weights and batch): loss {:.6f} vs {:.6f} ({:+.2e} relative), gradient cosine {:.6f}\n",
                loss_bf16, loss_f32, (loss_bf16 - loss_f32) / loss_f32, grad_cosine);
@@ -219,6 +242,10 @@ void run_bench_train(const BenchTrainOptions& o) {
     if (peak_bf16 > 0) j["gemm_peak_flops_bf16"] = peak_bf16;
     j["achieved_flops"] = achieved;
     j["mfu"] = mfu;
+    if (fp32_tokens_per_s > 0) {
+      j["fp32_tokens_per_s"] = fp32_tokens_per_s;
+      j["ratio_vs_fp32"] = tokens_per_s / fp32_tokens_per_s;
+    }
     if (o.bf16) {
       j["loss_fp32"] = loss_f32;
       j["loss_bf16"] = loss_bf16;
