@@ -102,6 +102,74 @@ void dense_product_few(const float* X, i64 b, i64 K, const float* W, i64 N, floa
   }
 }
 
+// ------------------------------------------------------------------ fp32, 3-16 input rows
+// The weights as stored (the model's own, row-major: prefill and training read them too).
+// The input rows are transposed into one vector per k (lane m: input row m), so each weight
+// is broadcast once against all of them: R weight rows at a time keep R sums of 16 lanes in
+// registers, one vector load and R broadcast loads per R FMAs, and no sums across lanes.
+// oneDNN's sgemm on tiles of 256 weight rows (cpu_stored_gemv.cpp, which packed each tile
+// first) ran a batch-16 step's products at ~50% of the FMA rate on Zen 4; dots of 4 weight
+// rows x 6 input rows with sums across lanes, slower still (docs/PERFORMANCE.md).
+constexpr int kDenseRows = 6;
+constexpr i64 kDenseMaxRows = 16;
+constexpr i64 kDenseAhead = 256;  // floats each weight row is prefetched ahead  // lanes; more rows: cpu_stored_gemv.cpp's tiled sgemm
+
+// acc[i] lane m = sum_k w_i[k] * xt[k * 16 + m] for R weight rows (w + i * K).
+template <int R>
+__attribute__((noinline)) void dense_bcast(const float* w, i64 K, const float* xt, __m512* out) {
+  __m512 acc[R];
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
+  i64 k = 0;
+  for (; k + 16 <= K; k += 16) {
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w + i * K + k + kDenseAhead), _MM_HINT_T0);
+#pragma GCC unroll 16
+    for (int d = 0; d < 16; ++d) {
+      const __m512 x = _mm512_loadu_ps(xt + (k + d) * 16);
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(w[i * K + k + d]), x, acc[i]);
+    }
+  }
+  for (; k < K; ++k) {
+    const __m512 x = _mm512_loadu_ps(xt + k * 16);
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(w[i * K + k]), x, acc[i]);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) out[i] = acc[i];
+}
+
+void dense_product_tiles(const float* X, i64 b, i64 K, const float* W, i64 N, float alpha, float beta, float* C) {
+  thread_local std::vector<float> mine;  // xt[k * 16 + m] = X[m][k], 0 past b
+  auto& xt = mine;
+  if (xt.size() < std::size_t(K * 16)) xt.resize(std::size_t(K * 16));
+  const i64 tiles = (N + kDenseRows - 1) / kDenseRows;
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (i64 k = 0; k < K; ++k)
+      for (i64 m = 0; m < 16; ++m) xt[std::size_t(k * 16 + m)] = m < b ? X[m * K + k] : 0.0f;
+#pragma omp for schedule(static)
+    for (i64 t = 0; t < tiles; ++t) {
+      const i64 n0 = t * kDenseRows;
+      const int R = int(std::min<i64>(kDenseRows, N - n0));
+      __m512 acc[kDenseRows];
+      if (R == kDenseRows) dense_bcast<kDenseRows>(W + n0 * K, K, xt.data(), acc);
+      else
+        for (int i = 0; i < R; ++i) dense_bcast<1>(W + (n0 + i) * K, K, xt.data(), acc + i);  // the last N % 8 rows
+      alignas(64) float lanes[16];
+      for (int i = 0; i < R; ++i) {
+        _mm512_store_ps(lanes, acc[i]);
+        for (i64 m = 0; m < b; ++m) {
+          float& c = C[m * N + n0 + i];
+          c = alpha * lanes[m] + (beta == 0.0f ? 0.0f : beta * c);
+        }
+      }
+    }
+  }
+}
+
 // ------------------------------------------------------------------ bf16
 // bf16 weights in panels (pack_panels: 4-byte units are pairs of bf16 here), widened
 // exactly to fp32 (a lane's low bf16 shifted up, its high one masked) and multiplied by
@@ -354,6 +422,10 @@ bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFo
   }
   if (b <= 2 && format == WeightFormat::kF32) {
     dense_product_few(X, b, K, static_cast<const float*>(W), N, alpha, beta, C);
+    return true;
+  }
+  if (b <= kDenseMaxRows && format == WeightFormat::kF32) {
+    dense_product_tiles(X, b, K, static_cast<const float*>(W), N, alpha, beta, C);
     return true;
   }
 #if defined(__AVX512BF16__)
