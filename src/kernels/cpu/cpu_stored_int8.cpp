@@ -239,7 +239,10 @@ __attribute__((noinline)) void int8_few_sums(const std::int8_t* panels, i64 K, c
 // ~28% of the function's samples on Zen 4; in registers a batch-16 product in cache 1.07-1.10
 // -> 0.96-0.97 ms, from memory ~5%). `ahead`: the next two panels, fetched during this pass a
 // line of each per step (a burst of 32 prefetches per group held Ice Lake's fill buffers, as
-// in decode attention: a batch-16 step's int8 products ~16.5 -> ~15 ms, six alternations).
+// in decode attention: a batch-16 step's int8 products ~16.5 -> ~15 ms, six alternations),
+// into L2: the next two panels (32 KB at K = 1,024) fetched into L1 evicted the current two
+// from Zen 4's 32 KB L1 before the second pass (a step's products 14.1-15.2 -> 12.3-13.4 ms,
+// batch 4 8.1-9.2 -> 6.3-7.6, three alternations; into L3 the same as L2).
 template <int MR>
 __attribute__((noinline)) void int8_two_panel_sums(const std::int8_t* p0, i64 K, const __m512i* tails,
                                                    const QuantRows& qr, i64 m0, const char* ahead, __m512* f) {
@@ -271,8 +274,8 @@ __attribute__((noinline)) void int8_two_panel_sums(const std::int8_t* p0, i64 K,
 #pragma GCC unroll 16
       for (int d = 0; d < 16; ++d) {
         if (ahead) {
-          _mm_prefetch(ahead + 1024 * g + 64 * d, _MM_HINT_T0);
-          _mm_prefetch(ahead + 16 * K + 1024 * g + 64 * d, _MM_HINT_T0);
+          _mm_prefetch(ahead + 1024 * g + 64 * d, _MM_HINT_T1);
+          _mm_prefetch(ahead + 16 * K + 1024 * g + 64 * d, _MM_HINT_T1);
         }
         step(_mm512_loadu_si512(p0 + (j0 + d) * 64), _mm512_loadu_si512(p1 + (j0 + d) * 64), d);
       }
