@@ -344,25 +344,6 @@ __attribute__((noinline)) void bf16_panels_sums(const std::uint16_t* p0, i64 K, 
 // both stay in L1 for the second pass.
 constexpr int kBf16Inputs = 16;
 
-// Panel n0's last value of each row where K is odd, as a pair with 0.
-__m512i bf16_tail(const std::uint16_t* panel, i64 L, i64 K) {
-  alignas(64) std::uint32_t tail[16] = {};
-  if (K % 2)
-    for (i64 r = 0; r < L; ++r) tail[r] = panel[(K / 2) * L * 2 + r];
-  return _mm512_load_si512(tail);
-}
-
-// C[m0 + m, n0 .. n0 + L - 1] = alpha f[m] (+ beta C) for MR rows.
-void bf16_store(const __m512* f, int MR, i64 m0, i64 N, i64 n0, i64 L, float alpha, float beta, float* C) {
-  const __mmask16 lanes = tail_mask16(L);
-  for (int m = 0; m < MR; ++m) {
-    float* c = C + (m0 + m) * N + n0;
-    __m512 v = _mm512_mul_ps(_mm512_set1_ps(alpha), f[m]);
-    if (beta != 0.0f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(lanes, c), v);
-    _mm512_mask_storeu_ps(c, lanes, v);
-  }
-}
-
 void bf16_panel(const std::uint16_t* W, i64 K, i64 N, i64 n0, const PairRows& pr, float alpha, float beta, float* C) {
   const i64 L = std::min<i64>(16, N - n0);
   const std::uint16_t* panel = W + n0 * K;

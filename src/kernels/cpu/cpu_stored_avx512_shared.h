@@ -26,6 +26,26 @@ void with_shape(int MR, bool full, Fn&& fn) {
   else fn(std::integral_constant<int, MAX>{}, std::false_type{});
 }
 
+// bf16 panels (pack_panels, a 4-byte unit = two bf16): a panel's last value of each of its
+// L rows where K is odd (kept after all the units), as a unit with 0.
+inline __m512i bf16_tail(const std::uint16_t* panel, i64 L, i64 K) {
+  alignas(64) std::uint32_t tail[16] = {};
+  if (K % 2)
+    for (i64 r = 0; r < L; ++r) tail[r] = panel[(K / 2) * L * 2 + r];
+  return _mm512_load_si512(tail);
+}
+
+// C[m0 + m, n0 .. n0 + L - 1] = alpha f[m] (+ beta C) for MR rows: lane l of f[m] is output n0 + l.
+inline void bf16_store(const __m512* f, int MR, i64 m0, i64 N, i64 n0, i64 L, float alpha, float beta, float* C) {
+  const __mmask16 lanes = tail_mask16(L);
+  for (int m = 0; m < MR; ++m) {
+    float* c = C + (m0 + m) * N + n0;
+    __m512 v = _mm512_mul_ps(_mm512_set1_ps(alpha), f[m]);
+    if (beta != 0.0f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(lanes, c), v);
+    _mm512_mask_storeu_ps(c, lanes, v);
+  }
+}
+
 // C[b, N] = alpha * scales[n] * (X W^T) + beta * C for int8 W [N, K] in panels (pack_panels):
 // cpu_stored_int8.cpp.
 void int8_product_avx512(const float* X, i64 b, i64 K, const std::int8_t* W, const float* scales, i64 N, float alpha,

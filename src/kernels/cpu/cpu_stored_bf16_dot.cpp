@@ -93,25 +93,6 @@ __attribute__((noinline)) void dot_sums(const std::uint16_t* p0, i64 L, i64 K, c
     for (int m = 0; m < MR; ++m) f[p * MR + m] = acc[p][m];
 }
 
-// Panel's last value of each row where K is odd, as a unit with 0 (pack_panels keeps
-// them after all the units).
-__m512i odd_tail(const std::uint16_t* panel, i64 L, i64 K) {
-  alignas(64) std::uint32_t tail[16] = {};
-  if (K % 2)
-    for (i64 r = 0; r < L; ++r) tail[r] = panel[(K / 2) * L * 2 + r];
-  return _mm512_load_si512(tail);
-}
-
-void store_rows(const __m512* f, int MR, i64 m0, i64 N, i64 n0, i64 L, float alpha, float beta, float* C) {
-  const __mmask16 lanes = tail_mask16(L);
-  for (int m = 0; m < MR; ++m) {
-    float* c = C + (m0 + m) * N + n0;
-    __m512 v = _mm512_mul_ps(_mm512_set1_ps(alpha), f[m]);
-    if (beta != 0.0f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(lanes, c), v);
-    _mm512_mask_storeu_ps(c, lanes, v);
-  }
-}
-
 // Input rows per pass over the panels: P * kPassRows sums in registers.
 constexpr int kPassRows = 8;
 
@@ -123,7 +104,7 @@ void panels(const std::uint16_t* W, i64 K, i64 N, i64 n0, const UnitRows& ur, fl
   const i64 L = std::min<i64>(16, N - n0);
   const std::uint16_t* first = W + n0 * K;
   __m512i tails[P];
-  for (int p = 0; p < P; ++p) tails[p] = odd_tail(first + p * 16 * K, L, K);
+  for (int p = 0; p < P; ++p) tails[p] = bf16_tail(first + p * 16 * K, L, K);
   const i64 next = n0 + 16 * P, next_rows = std::min<i64>(16 * P, N - next);
   const int passes = int((ur.b + kPassRows - 1) / kPassRows);
   // the next panels' bytes (next_rows * K * 2), a line per unit per pass, across the passes
@@ -138,7 +119,7 @@ void panels(const std::uint16_t* W, i64 K, i64 N, i64 n0, const UnitRows& ur, fl
       if constexpr (full.value) dot_sums<mr.value, P, true>(first, 16, K, tails, ur, m0, ahead, stride, f);
       else if constexpr (P == 1) dot_sums<mr.value, 1, false>(first, L, K, tails, ur, m0, ahead, stride, f);
     });
-    for (int p = 0; p < P; ++p) store_rows(f + p * MR, MR, m0, N, n0 + 16 * p, p == 0 ? L : 16, alpha, beta, C);
+    for (int p = 0; p < P; ++p) bf16_store(f + p * MR, MR, m0, N, n0 + 16 * p, p == 0 ? L : 16, alpha, beta, C);
   }
 }
 
