@@ -223,9 +223,14 @@ TEST_P(Kernels, RowsTimesStoredAllFormats) {
     }
     Mirror dev(*be);
     auto check = [&](WeightFormat f, const void* W, const float* sc, double mult_of_n(i64), const std::vector<double>* x_err) {
-      // the CPU's panel kernels: int8 multiplies the quantized activations, bf16 the fp32 ones
-      // (weights widened exactly), so either matches its model up to fp32 summation
-      const std::vector<float>* x_model = !cpu_dot ? nullptr : f == WeightFormat::kInt8 ? &x_int8 : f == WeightFormat::kBF16 ? (bf16_rounds ? &x_bf16 : &X) : nullptr;
+      // the CPU's AVX-512 kernels: int8 multiplies the quantized activations, bf16 the fp32
+      // ones (weights widened exactly) or the bf16-rounded ones, fp32 (up to 16 rows) the
+      // fp32 ones, so each matches its model up to fp32 summation
+      const std::vector<float>* x_model = !cpu_dot                    ? nullptr
+                                          : f == WeightFormat::kInt8 ? &x_int8
+                                          : f == WeightFormat::kBF16 ? (bf16_rounds ? &x_bf16 : &X)
+                                          : b <= 16                  ? &X
+                                                                     : nullptr;
       std::vector<float> C(b * N, 1.0f);
       Mirror m(*be);
       be->rows_times_stored(m.in(X), b, K, W, f, sc, N, 0.5f, 2.0f, m.out(C));
@@ -258,7 +263,11 @@ TEST_P(Kernels, RowsTimesStoredAllFormats) {
       // result up to K = 1024, growing as sqrt(K); at K = 4,229, b = 6 one of 437 x 6
       // results was 2.05e-6 off)
       const double tol = 2e-6 * std::max(1.0, std::sqrt(double(K) / 1024));
-      expect_close(C, exact, tol, f == WeightFormat::kInt8 ? "int8 VNNI kernel" : bf16_rounds ? "bf16 vdpbf16ps kernel" : "bf16 panel kernel");
+      expect_close(C, exact, tol,
+                   f == WeightFormat::kInt8 ? "int8 VNNI kernel"
+                   : f == WeightFormat::kF32 ? "fp32 kernel"
+                   : bf16_rounds            ? "bf16 vdpbf16ps kernel"
+                                            : "bf16 panel kernel");
     };
     float* wf_stored = dev.in(wf);
     be->stored_to_product_layout(wf_stored, WeightFormat::kF32, N, K);  // nothing happens to fp32

@@ -111,8 +111,7 @@ void dense_product_few(const float* X, i64 b, i64 K, const float* W, i64 N, floa
 // first) ran a batch-16 step's products at ~50% of the FMA rate on Zen 4; dots of 4 weight
 // rows x 6 input rows with sums across lanes, slower still (docs/PERFORMANCE.md).
 constexpr int kDenseRows = 6;
-constexpr i64 kDenseMaxRows = 16;
-constexpr i64 kDenseAhead = 256;  // floats each weight row is prefetched ahead  // lanes; more rows: cpu_stored_gemv.cpp's tiled sgemm
+constexpr i64 kDenseMaxRows = 16;  // the lanes; more rows: cpu_stored_gemv.cpp's tiled sgemm
 
 // acc[i] lane m = sum_k w_i[k] * xt[k * 16 + m] for R weight rows (w + i * K).
 template <int R>
@@ -121,9 +120,7 @@ __attribute__((noinline)) void dense_bcast(const float* w, i64 K, const float* x
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
   i64 k = 0;
-  for (; k + 16 <= K; k += 16) {
-#pragma GCC unroll 16
-    for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w + i * K + k + kDenseAhead), _MM_HINT_T0);
+  for (; k + 16 <= K; k += 16) {  // (software prefetch of the rows 1-2 KB ahead: no change)
 #pragma GCC unroll 16
     for (int d = 0; d < 16; ++d) {
       const __m512 x = _mm512_loadu_ps(xt + (k + d) * 16);
@@ -157,7 +154,7 @@ void dense_product_tiles(const float* X, i64 b, i64 K, const float* W, i64 N, fl
       __m512 acc[kDenseRows];
       if (R == kDenseRows) dense_bcast<kDenseRows>(W + n0 * K, K, xt.data(), acc);
       else
-        for (int i = 0; i < R; ++i) dense_bcast<1>(W + (n0 + i) * K, K, xt.data(), acc + i);  // the last N % 8 rows
+        for (int i = 0; i < R; ++i) dense_bcast<1>(W + (n0 + i) * K, K, xt.data(), acc + i);  // the last N % kDenseRows rows
       alignas(64) float lanes[16];
       for (int i = 0; i < R; ++i) {
         _mm512_store_ps(lanes, acc[i]);
