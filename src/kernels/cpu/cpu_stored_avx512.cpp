@@ -53,10 +53,10 @@ namespace {
 // read probe, bench_generate.cpp): 8 rows side by side, one chain each, read the products
 // of a batch-1 step 1.25-1.4x faster there (docs/PERFORMANCE.md).
 
-// out[r * ROWS + i] = sum_k w_i[k] * X[r][k] for ROWS weight rows (w + i * K) and R (1 or 2)
-// input rows; ROWS = 1 only for the last N % 8 rows.
+// out[r * ROWS + i] = sum_k w_i[k] * X[r][k] for ROWS weight rows (w + i * stride) and R (1
+// or 2) input rows; ROWS = 1 only for the last rows.
 template <int R, int ROWS>
-void dense_rows_few(const float* w, i64 K, const float* X, float* out) {
+void dense_rows_few(const float* w, i64 K, i64 stride, const float* X, float* out) {
   __m512 acc[R][ROWS];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
@@ -69,7 +69,7 @@ void dense_rows_few(const float* w, i64 K, const float* X, float* out) {
     for (int r = 0; r < R; ++r) x[r] = _mm512_maskz_loadu_ps(m, X + r * K + k);
 #pragma GCC unroll 8
     for (int i = 0; i < ROWS; ++i) {
-      const __m512 wv = _mm512_maskz_loadu_ps(m, w + i * K + k);
+      const __m512 wv = _mm512_maskz_loadu_ps(m, w + i * stride + k);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) acc[r][i] = _mm512_fmadd_ps(wv, x[r], acc[r][i]);
     }
@@ -80,25 +80,49 @@ void dense_rows_few(const float* w, i64 K, const float* X, float* out) {
     for (int i = 0; i < ROWS; ++i) out[r * ROWS + i] = _mm512_reduce_add_ps(acc[r][i]);
 }
 
+// Spans of 8 x kSpanRows rows: stream i of a span reads its kSpanRows rows one after the
+// other, which lie end to end in memory, so each of the 8 streams runs kSpanRows rows long
+// before it jumps (16 KB at K = 1,024) where it had run one row (4 KB, a page) and all 8
+// restarted at the next 8 rows. A step's fp32 products at batch 1, the two alternating in one
+// process: 1.035-1.082x as fast (median 1.06x of seven runs; 1.02-1.07x at 2 or 8 rows per
+// stream, 1.01-1.05x at 16 or 64; Zen 4, docs/PERFORMANCE.md). Every row's sum is the same.
+constexpr i64 kSpanRows = 4;
+
 void dense_product_few(const float* X, i64 b, i64 K, const float* W, i64 N, float alpha, float beta, float* C) {
-  const i64 blocks = N / 8;
-#pragma omp parallel for schedule(static)
-  for (i64 blk = 0; blk < blocks + N % 8; ++blk) {  // blocks of 8 rows, then the rest one by one
-    const i64 n = blk < blocks ? blk * 8 : blocks * 8 + (blk - blocks);
-    const int rows = blk < blocks ? 8 : 1;
-    float dots[16];
-    if (rows == 8) {
-      if (b == 2) dense_rows_few<2, 8>(W + n * K, K, X, dots);
-      else dense_rows_few<1, 8>(W + n * K, K, X, dots);
-    } else {
-      if (b == 2) dense_rows_few<2, 1>(W + n * K, K, X, dots);
-      else dense_rows_few<1, 1>(W + n * K, K, X, dots);
-    }
+  const auto store = [&](i64 n, i64 step, int rows, const float* dots) {  // rows n, n + step, ...
     for (i64 r = 0; r < b; ++r)
       for (int i = 0; i < rows; ++i) {
-        float& c = C[r * N + n + i];
+        float& c = C[r * N + n + i * step];
         c = alpha * dots[r * rows + i] + (beta == 0.0f ? 0.0f : beta * c);
       }
+  };
+  const i64 spans = N / (8 * kSpanRows), rest0 = spans * 8 * kSpanRows, blocks = (N - rest0) / 8;
+#pragma omp parallel
+  {
+#pragma omp for schedule(static) nowait
+    for (i64 sp = 0; sp < spans; ++sp)
+      for (i64 j = 0; j < kSpanRows; ++j) {
+        const i64 n = sp * 8 * kSpanRows + j;
+        float dots[16];
+        if (b == 2) dense_rows_few<2, 8>(W + n * K, K, kSpanRows * K, X, dots);
+        else dense_rows_few<1, 8>(W + n * K, K, kSpanRows * K, X, dots);
+        store(n, kSpanRows, 8, dots);
+      }
+    // the rest: blocks of 8 rows side by side, then row by row
+#pragma omp for schedule(static)
+    for (i64 blk = 0; blk < blocks + (N - rest0) % 8; ++blk) {
+      const i64 n = rest0 + (blk < blocks ? blk * 8 : blocks * 8 + (blk - blocks));
+      float dots[16];
+      if (blk < blocks) {
+        if (b == 2) dense_rows_few<2, 8>(W + n * K, K, K, X, dots);
+        else dense_rows_few<1, 8>(W + n * K, K, K, X, dots);
+        store(n, 1, 8, dots);
+      } else {
+        if (b == 2) dense_rows_few<2, 1>(W + n * K, K, K, X, dots);
+        else dense_rows_few<1, 1>(W + n * K, K, K, X, dots);
+        store(n, 1, 1, dots);
+      }
+    }
   }
 }
 
