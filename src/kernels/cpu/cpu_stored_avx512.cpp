@@ -84,8 +84,8 @@ void dense_rows_few(const float* w, i64 K, i64 stride, const float* X, float* ou
 // other, which lie end to end in memory, so each of the 8 streams runs kSpanRows rows long
 // before it jumps (16 KB at K = 1,024) where it had run one row (4 KB, a page) and all 8
 // restarted at the next 8 rows. A step's fp32 products at batch 1, the two alternating in one
-// process: 1.035-1.082x as fast (median 1.06x of seven runs; 1.02-1.07x at 2 or 8 rows per
-// stream, 1.01-1.05x at 16 or 64; Zen 4, docs/PERFORMANCE.md). Every row's sum is the same.
+// process: 1.035-1.082x as fast (median 1.05x of ten runs; 1.02-1.07x at 2 or 8 rows per
+// stream, 1.00-1.05x at 16 or 64; Zen 4, docs/PERFORMANCE.md). Every row's sum is the same.
 constexpr i64 kSpanRows = 4;
 
 void dense_product_few(const float* X, i64 b, i64 K, const float* W, i64 N, float alpha, float beta, float* C) {
