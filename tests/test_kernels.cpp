@@ -164,14 +164,14 @@ TEST_P(Kernels, RowsTimesStoredAllFormats) {
   // activation and is held to fp32 summation, except from bf16_dot_min_rows() rows on
   // (AVX512_BF16's vdpbf16ps), where it rounds each activation to bf16, to nearest even:
   // within 2^-8 |x| (8 significant bits), and held to fp32 summation of those.
-  // K: a partial group and a partial 4-byte quad (329 = 5 * 64 + 9, 4,229 = 66 * 64 + 5),
-  // rows shorter than one quad or pair (3, 2), a pair of whole quads past one group (66);
+  // K: a partial group and a partial 4-byte quad (329 = 2 * 128 + 73, 4,229 = 33 * 128 + 5),
+  // rows shorter than one quad or pair (3, 2), a pair of whole quads past one group (130);
   // N: 27 panels of 16 rows and a part: at 1-2 rows 3 blocks of 8 or 6 of 4 panels side by
   // side, then 3 panels alone, then the part. The weights go through
   // stored_to_product_layout first, as stored weights do.
   const i64 N = 27 * 16 + 5;
   for (auto [K, b] : {std::pair<i64, i64>{329, 1}, {329, 2}, {329, 3}, {329, 9}, {329, 17}, {329, 70}, {4229, 1}, {4229, 6},
-                      {3, 17}, {2, 1}, {66, 16}}) {
+                      {3, 17}, {2, 1}, {130, 16}}) {
     SCOPED_TRACE("K " + std::to_string(K) + ", b " + std::to_string(b));
     auto X = rand_vec(b * K, 50);
     if (b > 1) X[K + 7] = 40.0f;  // an outlier: its group's other values lose precision, not other groups'

@@ -4,7 +4,7 @@
 // int8: vpdpbusd multiplies unsigned by signed bytes into int32 sums, 64 per instruction,
 // so the arithmetic per weight byte stays below what the memory delivers (the widening to
 // fp32 before reached 61-63% of the bandwidth floor at batch 1). The activations are
-// quantized per token in groups of 64 (cpu_stored_avx512.h: a scale per group, max |x| /
+// quantized per token in groups of 128 (cpu_stored_avx512.h: a scale per group, max |x| /
 // 127, round to nearest even), as llama.cpp's q8_0 path quantizes in blocks; the weights'
 // signed bytes are made unsigned by adding 128 (xor 0x80), and 128 * sum(q * scale) is
 // subtracted once per input row. The weights are stored in panels of 16 rows with each

@@ -12,9 +12,14 @@ namespace palm {
 
 // int8 weights: activations are quantized per token in groups of kQuantGroup consecutive
 // values (group k / kQuantGroup), each with its own scale (max |x| / 127 of the group), as
-// llama.cpp's q8_0 path quantizes in blocks. A group is what one int32 sum of vpdpbusd
-// covers before it is converted, so a group needs one scale, applied once.
-inline constexpr i64 kQuantGroup = 64;
+// llama.cpp's q8_0 path quantizes in blocks (of 32). A group is what one int32 sum of
+// vpdpbusd covers before it is converted, so a group needs one scale, applied once: a
+// conversion and an FMA per group and input row, 12-20% of a batch-16 product at groups of
+// 64. Groups of 128 made a bench-medium step's products at batch 16 1.07-1.09x as fast
+// (batch 1 the same) for a mean |dlogprob| of 0.0356 / 0.0351 at batch 1 / 16 against
+// 0.0351 / 0.0334 (the weights' own rounding dominates); 256: ~1.13x, the activations'
+// rounding error 1.7x that of 64 (docs/PERFORMANCE.md, session 22).
+inline constexpr i64 kQuantGroup = 128;
 
 // int8 and bf16 weights as stored_product_avx512 reads them: pack_panels rearranges a
 // row-major matrix of `rows` rows of row_bytes bytes (as quantize_int8_rows or quantize_bf16

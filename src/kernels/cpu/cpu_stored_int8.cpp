@@ -1,7 +1,7 @@
 // Decode products against int8 weights on AVX-512 VNNI (the rest of the stored-weight
 // kernels: cpu_stored_avx512.cpp, whose header comment says how these work and what they
 // round). vpdpbusd multiplies unsigned by signed bytes into int32 sums, 64 per
-// instruction; the activations are quantized per token in groups of 64 (a scale per group,
+// instruction; the activations are quantized per token in groups of 128 (a scale per group,
 // max |x| / 127, round to nearest even), the weights' signed bytes made unsigned by adding
 // 128 (xor 0x80), and 128 * sum(q * scale) subtracted once per input row.
 #include <omp.h>
@@ -24,9 +24,12 @@ namespace palm {
 namespace {
 
 // ------------------------------------------------------------------ int8
+constexpr i64 kGroupQuads = kQuantGroup / 4;         // 4-byte units of a group
+constexpr i64 kPanelGroupBytes = 16 * kQuantGroup;  // a group of a panel's 16 rows
+
 struct QuantRows {
   i64 b = 0, groups = 0;
-  std::vector<std::int8_t> q;  // [groups][b][kQuantGroup]: row i's group g at (g * b + i) * 64, zero past K
+  std::vector<std::int8_t> q;  // [groups][b][kQuantGroup]: row i's group g at (g * b + i) * kQuantGroup, zero past K
   std::vector<float> scale;    // [groups][b]
   std::vector<float> offset;   // [b]: 128 * sum over k of scale(k) * q_k
 };
@@ -44,14 +47,15 @@ void size_rows(i64 b, i64 K, QuantRows& qr) {
 // (max(|x|, m) keeps m where |x| is NaN), q = nearbyint(x * (127 / amax)) (the default
 // rounding, to nearest even) clamped to +-127.
 void quantize_row(const float* X, i64 i, i64 K, QuantRows& qr) {
-  static_assert(kQuantGroup == 64, "a group is four vectors of 16 floats");
+  constexpr int kVectors = int(kQuantGroup / 16);  // of 16 floats per group
+  static_assert(kQuantGroup % 64 == 0, "a group is whole 4-byte units of whole vectors");
   const float* x = X + i * K;
   double offset = 0;
   const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
   for (i64 g = 0; g < qr.groups; ++g) {
     const i64 k0 = g * kQuantGroup;
-    __m512 v[4], vmax = _mm512_setzero_ps();
-    for (int u = 0; u < 4; ++u) {
+    __m512 v[kVectors], vmax = _mm512_setzero_ps();
+    for (int u = 0; u < kVectors; ++u) {
       v[u] = _mm512_maskz_loadu_ps(tail_mask16(K - k0 - 16 * u), x + k0 + 16 * u);
       vmax = _mm512_max_ps(_mm512_abs_ps(v[u]), vmax);
     }
@@ -61,7 +65,7 @@ void quantize_row(const float* X, i64 i, i64 K, QuantRows& qr) {
     const __m512 inv = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
     std::int8_t* q = qr.q.data() + (g * qr.b + i) * kQuantGroup;
     __m512i sum = _mm512_setzero_si512();
-    for (int u = 0; u < 4; ++u) {
+    for (int u = 0; u < kVectors; ++u) {
       __m512i n = _mm512_cvtps_epi32(_mm512_mul_ps(v[u], inv));
       n = _mm512_min_epi32(_mm512_max_epi32(n, lo), hi);
       n = _mm512_maskz_mov_epi32(tail_mask16(K - k0 - 16 * u), n);  // past K: 0
@@ -95,13 +99,13 @@ __attribute__((noinline)) void int8_panel_sums(const std::int8_t* panel, i64 L, 
   for (int m = 0; m < MR; ++m) f[m] = _mm512_setzero_ps();
   for (i64 g = 0; g < qr.groups; ++g) {
     if (ahead) {
-#pragma GCC unroll 16
-      for (int l = 0; l < 16; ++l) _mm_prefetch(ahead + 1024 * g + 64 * l, _MM_HINT_T0);
+#pragma GCC unroll 32
+      for (int l = 0; l < kGroupQuads; ++l) _mm_prefetch(ahead + kPanelGroupBytes * g + 64 * l, _MM_HINT_T0);
     }
-    const i64 j0 = g * 16;
+    const i64 j0 = g * kGroupQuads;
     const float* s = qr.scale.data() + g * qr.b + m0;
     // the group's rows 8 at a time (8 int32 sums in registers beside the MR float sums),
-    // each block over the same 1 KB of the panel, in L1 from the first
+    // each block over the same 2 KB of the panel, in L1 from the first
 #pragma GCC unroll 2
     for (int r0 = 0; r0 < MR; r0 += 8) {
       const std::int8_t* q = qr.q.data() + (g * qr.b + m0 + r0) * kQuantGroup;
@@ -119,9 +123,9 @@ __attribute__((noinline)) void int8_panel_sums(const std::int8_t* panel, i64 L, 
           acc[c][m] = _mm512_dpbusd_epi32(acc[c][m], w, _mm512_set1_epi32(x4));
         }
       };
-      if (j0 + 16 <= full_quads) {
-#pragma GCC unroll 16
-        for (int d = 0; d < 16; ++d) step(quad(j0 + d), d, d % CH);
+      if (j0 + kGroupQuads <= full_quads) {
+#pragma GCC unroll 32
+        for (int d = 0; d < kGroupQuads; ++d) step(quad(j0 + d), d, d % CH);
       } else {
         for (i64 j = j0; j < quads; ++j) step(quad_or_tail(j), int(j - j0), int(j % CH));
       }
@@ -138,7 +142,7 @@ __attribute__((noinline)) void int8_panel_sums(const std::int8_t* panel, i64 L, 
 
 // Input rows per pass over a panel: 16 float sums and 8 int32 ones in registers. With 8
 // rows per pass (two passes at batch 16) a panel of K = 5,120 (80 KB) came back from L2 for
-// the second; now each group's 1 KB serves both blocks of 8 rows from L1 (batch 16 products
+// the second; now each group's 2 KB serves both blocks of 8 rows from L1 (batch 16 products
 // 5-20% faster, seven alternating runs).
 constexpr int kInt8Inputs = 16;
 
@@ -197,7 +201,7 @@ __attribute__((noinline)) void int8_few_sums(const std::int8_t* panels, i64 K, i
 #pragma GCC unroll 8
   for (int i = 0; i < P * MR; ++i) f[i] = _mm512_setzero_ps();
   for (i64 g = 0; g < qr.groups; ++g) {
-    const i64 j0 = g * 16;
+    const i64 j0 = g * kGroupQuads;
     const std::int8_t* q = qr.q.data() + g * qr.b * kQuantGroup;
     __m512i acc[P][MR];
 #pragma GCC unroll 8
@@ -212,9 +216,9 @@ __attribute__((noinline)) void int8_few_sums(const std::int8_t* panels, i64 K, i
         acc[p][m] = _mm512_dpbusd_epi32(acc[p][m], _mm512_xor_si512(w, flip), _mm512_set1_epi32(x4));
       }
     };
-    if (j0 + 16 <= full_quads) {
-#pragma GCC unroll 16
-      for (int d = 0; d < 16; ++d)
+    if (j0 + kGroupQuads <= full_quads) {
+#pragma GCC unroll 32
+      for (int d = 0; d < kGroupQuads; ++d)
 #pragma GCC unroll 8
         for (int p = 0; p < P; ++p) step(p, _mm512_loadu_si512(panels + p * stride + (j0 + d) * 64), d);
     } else {
@@ -253,7 +257,7 @@ __attribute__((noinline)) void int8_two_panel_sums(const std::int8_t* p0, i64 K,
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m) fs[0][m] = fs[1][m] = _mm512_setzero_ps();
   for (i64 g = 0; g < qr.groups; ++g) {
-    const i64 j0 = g * 16;
+    const i64 j0 = g * kGroupQuads;
     const std::int8_t* q = qr.q.data() + (g * qr.b + m0) * kQuantGroup;
     __m512i acc[2][MR];
 #pragma GCC unroll 8
@@ -270,12 +274,12 @@ __attribute__((noinline)) void int8_two_panel_sums(const std::int8_t* p0, i64 K,
         acc[1][m] = _mm512_dpbusd_epi32(acc[1][m], w1, x);
       }
     };
-    if (j0 + 16 <= full_quads) {
-#pragma GCC unroll 16
-      for (int d = 0; d < 16; ++d) {
+    if (j0 + kGroupQuads <= full_quads) {
+#pragma GCC unroll 32
+      for (int d = 0; d < kGroupQuads; ++d) {
         if (ahead) {
-          _mm_prefetch(ahead + 1024 * g + 64 * d, _MM_HINT_T1);
-          _mm_prefetch(ahead + 16 * K + 1024 * g + 64 * d, _MM_HINT_T1);
+          _mm_prefetch(ahead + kPanelGroupBytes * g + 64 * d, _MM_HINT_T1);
+          _mm_prefetch(ahead + 16 * K + kPanelGroupBytes * g + 64 * d, _MM_HINT_T1);
         }
         step(_mm512_loadu_si512(p0 + (j0 + d) * 64), _mm512_loadu_si512(p1 + (j0 + d) * 64), d);
       }
