@@ -471,59 +471,75 @@ TEST_P(Kernels, AttentionDecodeEqualsTheLastRowOfCausalAttention) {
 }
 
 TEST_P(Kernels, AttentionDecodeBesideAProductGivesBoth) {
-  // attention_decode_beside: a batch-1 attention and an int8 product (the CPU runs them at
-  // once from 2 threads: one attends while the others take groups of 4 panels; 3 threads:
-  // two share the weights; 1 thread: one after the other), each checked against its oracle
-  // as the tests above check them alone: the attention against the last row of causal
-  // attention, the product against the double-precision product of the kernel's quantized
-  // activations. N = 437: 6 groups of 4 panels, 3 panels alone, a part of 5 rows.
+  // attention_decode_beside: a batch-1 attention and a product against int8, bf16 or fp32
+  // weights (the CPU runs them at once from 2 threads: one attends while the others take
+  // groups of 4 panels or spans of 32 fp32 rows; 3 threads: two share the weights; 1 thread:
+  // one after the other), each checked against its oracle as the tests above check them
+  // alone: the attention against the last row of causal attention, the product against the
+  // double-precision product of the activations as the kernel may round them (int8: the
+  // VNNI kernel's quantized ones; bf16 at one row and fp32: x as it is). N = 437: 6 groups
+  // of 4 panels, 3 panels alone, a part of 5 rows; for fp32 13 spans of 32 rows, 2 blocks of
+  // 8 and 5 rows alone. The bf16 and fp32 weights are the int8 ones / 8, exact in bf16.
   const i64 H = 16, K = 64, ld = 2 * K + 3, N = 27 * 16 + 5, Kp = 329;
   const int threads_before = current_threads();
-  for (const int threads : {1, 2, 3})
-    for (const i64 T : {std::int64_t(5), std::int64_t(300)}) {
-      SCOPED_TRACE("threads " + std::to_string(threads) + ", positions " + std::to_string(T));
-      set_threads(threads);
-      const auto q = rand_vec(H * K, 60), cache = rand_vec(T * ld, 61), x = rand_vec(Kp, 62);
-      std::mt19937 g(63);
-      std::uniform_int_distribution<int> d(-127, 127);
-      std::vector<std::int8_t> wq(N * Kp);
-      std::vector<float> scales(N);
-      for (auto& w : wq) w = std::int8_t(d(g));
-      for (i64 n = 0; n < N; ++n) scales[n] = 0.01f * float(n + 1);
-      Mirror m(*be);
-      std::int8_t* w_stored = m.in(wq);
-      be->stored_to_product_layout(w_stored, WeightFormat::kInt8, N, Kp);
-      const float* cache_ptr[1] = {m.in(cache)};
-      const std::int64_t lens[1] = {T};
-      std::vector<float> o(H * K), C(N, 1.0f);
-      be->attention_decode_beside(m.in(q), cache_ptr, ld, lens, m.out(o), 1, H, K,
-                                  {m.in(x), 1, Kp, w_stored, WeightFormat::kInt8, m.in(scales), N, 0.5f, 2.0f, m.out(C)});
-      m.back();
-      Vec qq(T * H * K, 0.0), k(T * K), v(T * K);
-      for (i64 c = 0; c < H * K; ++c) qq[(T - 1) * H * K + c] = q[c];
-      for (i64 t = 0; t < T; ++t)
-        for (i64 e = 0; e < K; ++e) k[t * K + e] = cache[t * ld + e], v[t * K + e] = cache[t * ld + K + e];
-      const Vec full = ref::attention(qq, k, v, 1, T, H, K);
-      expect_close(o, Vec(full.begin() + (T - 1) * H * K, full.end()), 1e-5, "attention beside the product");
-      // the activations as the kernels may round them: the CPU's VNNI kernel quantizes
-      // groups of kQuantGroup to max|x| / 127 steps; others multiply x as it is
-      const bool vnni = GetParam().rfind("cpu", 0) == 0 && stored_avx512_available();
-      Vec want(N);
-      for (i64 n = 0; n < N; ++n) {
-        double s = 0;
-        for (i64 k0 = 0; k0 < Kp; k0 += kQuantGroup) {
-          float amax = 0;
-          for (i64 kk = k0; kk < std::min(Kp, k0 + kQuantGroup); ++kk) amax = std::max(amax, std::fabs(x[kk]));
-          for (i64 kk = k0; kk < std::min(Kp, k0 + kQuantGroup); ++kk) {
-            const float xr = !vnni || amax == 0.0f ? x[kk]
-                             : (amax / 127.0f) * float(std::clamp(int(std::nearbyint(x[kk] * (127.0f / amax))), -127, 127));
-            s += double(xr) * double(wq[n * Kp + kk]);
-          }
+  for (const WeightFormat f : {WeightFormat::kInt8, WeightFormat::kBF16, WeightFormat::kF32})
+    for (const int threads : {1, 2, 3})
+      for (const i64 T : {std::int64_t(5), std::int64_t(300)}) {
+        SCOPED_TRACE("format " + std::to_string(int(f)) + ", threads " + std::to_string(threads) + ", positions " +
+                     std::to_string(T));
+        set_threads(threads);
+        const auto q = rand_vec(H * K, 60), cache = rand_vec(T * ld, 61), x = rand_vec(Kp, 62);
+        std::mt19937 g(63);
+        std::uniform_int_distribution<int> d(-127, 127);
+        std::vector<std::int8_t> wq(N * Kp);
+        std::vector<float> wf(N * Kp), scales(N);
+        std::vector<std::uint16_t> wb(N * Kp);
+        for (auto& w : wq) w = std::int8_t(d(g));
+        for (i64 i = 0; i < N * Kp; ++i) {
+          wf[i] = float(wq[i]) / 8.0f;
+          std::uint32_t bits;
+          std::memcpy(&bits, &wf[i], 4);
+          wb[i] = std::uint16_t(bits >> 16);
         }
-        want[n] = 0.5 * double(scales[n]) * s + 2.0;
+        for (i64 n = 0; n < N; ++n) scales[n] = 0.01f * float(n + 1);
+        Mirror m(*be);
+        void* w_stored = f == WeightFormat::kInt8   ? static_cast<void*>(m.in(wq))
+                         : f == WeightFormat::kBF16 ? static_cast<void*>(m.in(wb))
+                                                    : static_cast<void*>(m.in(wf));
+        be->stored_to_product_layout(w_stored, f, N, Kp);
+        const float* cache_ptr[1] = {m.in(cache)};
+        const std::int64_t lens[1] = {T};
+        std::vector<float> o(H * K), C(N, 1.0f);
+        be->attention_decode_beside(
+            m.in(q), cache_ptr, ld, lens, m.out(o), 1, H, K,
+            {m.in(x), 1, Kp, w_stored, f, f == WeightFormat::kInt8 ? m.in(scales) : nullptr, N, 0.5f, 2.0f, m.out(C)});
+        m.back();
+        Vec qq(T * H * K, 0.0), k(T * K), v(T * K);
+        for (i64 c = 0; c < H * K; ++c) qq[(T - 1) * H * K + c] = q[c];
+        for (i64 t = 0; t < T; ++t)
+          for (i64 e = 0; e < K; ++e) k[t * K + e] = cache[t * ld + e], v[t * K + e] = cache[t * ld + K + e];
+        const Vec full = ref::attention(qq, k, v, 1, T, H, K);
+        expect_close(o, Vec(full.begin() + (T - 1) * H * K, full.end()), 1e-5, "attention beside the product");
+        // int8: the CPU's VNNI kernel quantizes groups of kQuantGroup to max|x| / 127 steps;
+        // others multiply x as it is
+        const bool quantized = f == WeightFormat::kInt8 && GetParam().rfind("cpu", 0) == 0 && stored_avx512_available();
+        Vec want(N);
+        for (i64 n = 0; n < N; ++n) {
+          double s = 0;
+          for (i64 k0 = 0; k0 < Kp; k0 += kQuantGroup) {
+            float amax = 0;
+            for (i64 kk = k0; kk < std::min(Kp, k0 + kQuantGroup); ++kk) amax = std::max(amax, std::fabs(x[kk]));
+            for (i64 kk = k0; kk < std::min(Kp, k0 + kQuantGroup); ++kk) {
+              const float xr = !quantized || amax == 0.0f
+                                   ? x[kk]
+                                   : (amax / 127.0f) * float(std::clamp(int(std::nearbyint(x[kk] * (127.0f / amax))), -127, 127));
+              s += double(xr) * (f == WeightFormat::kInt8 ? double(wq[n * Kp + kk]) : double(wf[n * Kp + kk]));
+            }
+          }
+          want[n] = 0.5 * (f == WeightFormat::kInt8 ? double(scales[n]) : 1.0) * s + 2.0;
+        }
+        expect_close(C, want, 2e-6, "product beside the attention");
       }
-      expect_close(C, want, 2e-6, "int8 product beside the attention");
-    }
   set_threads(threads_before);
 }
 

@@ -494,21 +494,21 @@ void CpuBackend::attention_decode(const float* q, const float* const* cache, i64
 
 void CpuBackend::attention_decode_beside(const float* q, const float* const* cache, i64 ld, const std::int64_t* lens,
                                          float* o, i64 b, i64 H, i64 K, const StoredProduct& p) {
-  // Batch 1 with int8 weights: the attention (compute, its cache a few hundred KB) on one
-  // thread while the others stream the product's weights, then all on what is left; an
-  // int8 step at 544 positions spent ~0.43 ms of ~8.5 in the attention with memory idle
-  // (docs/PERFORMANCE.md, session 19). Elsewhere one after the other.
+  // Batch 1: the attention (compute, its cache a few hundred KB) on one thread while the
+  // others stream the product's weights, then all on what is left; an int8 step at 544
+  // positions spent ~0.43 ms of ~8.5 in the attention with memory idle (docs/PERFORMANCE.md,
+  // session 19). bf16 and fp32 weights too since session 22: a bf16 step (the two
+  // alternating, Zen 4) 1.00x at 160 positions, 1.01x at 544, 1.04x at 2,000, where the
+  // attention is ~70 us of a layer's ~350. Elsewhere one after the other.
 #if defined(__AVX512F__)
-  if (b == 1 && p.b == 1 && p.format == WeightFormat::kInt8 && H % 16 == 0 && K % 16 == 0 &&
-      stored_avx512_available()) {
+  if (b == 1 && p.b == 1 && H % 16 == 0 && K % 16 == 0) {
     const float scale = 1.0f / std::sqrt(float(K));
     const auto attend = [&] {
       thread_local std::vector<float> lanes;
       for (i64 h0 = 0; h0 < H; h0 += 16)
         decode_heads16(q + h0 * K, K, cache[0], ld, lens[0], scale, o + h0 * K, nullptr, nullptr, lanes);
     };
-    if (int8_row_beside(p.X, p.K, static_cast<const std::int8_t*>(p.W), p.scales, p.N, p.alpha, p.beta, p.C, attend))
-      return;
+    if (stored_row_beside(p.X, p.K, p.W, p.format, p.scales, p.N, p.alpha, p.beta, p.C, attend)) return;
   }
 #endif
   attention_decode(q, cache, ld, lens, o, b, H, K);

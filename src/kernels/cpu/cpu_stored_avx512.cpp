@@ -24,6 +24,8 @@
 // cpu_stored_gemv.cpp's tiled sgemm.
 #include "kernels/cpu/cpu_stored_avx512.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
@@ -88,41 +90,57 @@ void dense_rows_few(const float* w, i64 K, i64 stride, const float* X, float* ou
 // stream, 1.00-1.05x at 16 or 64; Zen 4, docs/PERFORMANCE.md). Every row's sum is the same.
 constexpr i64 kSpanRows = 4;
 
-void dense_product_few(const float* X, i64 b, i64 K, const float* W, i64 N, float alpha, float beta, float* C) {
-  const auto store = [&](i64 n, i64 step, int rows, const float* dots) {  // rows n, n + step, ...
+// The work of one fp32 product at 1-2 input rows, in items any thread may take: the spans,
+// then blocks of 8 rows side by side, then row by row.
+struct DenseFew {
+  const float* X;
+  i64 b, K;
+  const float* W;
+  i64 N;
+  float alpha, beta;
+  float* C;
+  i64 spans = N / (8 * kSpanRows), rest0 = spans * 8 * kSpanRows, blocks = (N - rest0) / 8;
+  i64 rest_items() const { return blocks + (N - rest0) % 8; }
+
+  void store(i64 n, i64 step, int rows, const float* dots) const {  // rows n, n + step, ...
     for (i64 r = 0; r < b; ++r)
       for (int i = 0; i < rows; ++i) {
         float& c = C[r * N + n + i * step];
         c = alpha * dots[r * rows + i] + (beta == 0.0f ? 0.0f : beta * c);
       }
-  };
-  const i64 spans = N / (8 * kSpanRows), rest0 = spans * 8 * kSpanRows, blocks = (N - rest0) / 8;
+  }
+  void span(i64 sp) const {
+    for (i64 j = 0; j < kSpanRows; ++j) {
+      const i64 n = sp * 8 * kSpanRows + j;
+      float dots[16];
+      if (b == 2) dense_rows_few<2, 8>(W + n * K, K, kSpanRows * K, X, dots);
+      else dense_rows_few<1, 8>(W + n * K, K, kSpanRows * K, X, dots);
+      store(n, kSpanRows, 8, dots);
+    }
+  }
+  void rest(i64 blk) const {
+    const i64 n = rest0 + (blk < blocks ? blk * 8 : blocks * 8 + (blk - blocks));
+    float dots[16];
+    if (blk < blocks) {
+      if (b == 2) dense_rows_few<2, 8>(W + n * K, K, K, X, dots);
+      else dense_rows_few<1, 8>(W + n * K, K, K, X, dots);
+      store(n, 1, 8, dots);
+    } else {
+      if (b == 2) dense_rows_few<2, 1>(W + n * K, K, K, X, dots);
+      else dense_rows_few<1, 1>(W + n * K, K, K, X, dots);
+      store(n, 1, 1, dots);
+    }
+  }
+};
+
+void dense_product_few(const float* X, i64 b, i64 K, const float* W, i64 N, float alpha, float beta, float* C) {
+  const DenseFew work{X, b, K, W, N, alpha, beta, C};
 #pragma omp parallel
   {
 #pragma omp for schedule(static) nowait
-    for (i64 sp = 0; sp < spans; ++sp)
-      for (i64 j = 0; j < kSpanRows; ++j) {
-        const i64 n = sp * 8 * kSpanRows + j;
-        float dots[16];
-        if (b == 2) dense_rows_few<2, 8>(W + n * K, K, kSpanRows * K, X, dots);
-        else dense_rows_few<1, 8>(W + n * K, K, kSpanRows * K, X, dots);
-        store(n, kSpanRows, 8, dots);
-      }
-    // the rest: blocks of 8 rows side by side, then row by row
+    for (i64 sp = 0; sp < work.spans; ++sp) work.span(sp);
 #pragma omp for schedule(static)
-    for (i64 blk = 0; blk < blocks + (N - rest0) % 8; ++blk) {
-      const i64 n = rest0 + (blk < blocks ? blk * 8 : blocks * 8 + (blk - blocks));
-      float dots[16];
-      if (blk < blocks) {
-        if (b == 2) dense_rows_few<2, 8>(W + n * K, K, K, X, dots);
-        else dense_rows_few<1, 8>(W + n * K, K, K, X, dots);
-        store(n, 1, 8, dots);
-      } else {
-        if (b == 2) dense_rows_few<2, 1>(W + n * K, K, K, X, dots);
-        else dense_rows_few<1, 1>(W + n * K, K, K, X, dots);
-        store(n, 1, 1, dots);
-      }
-    }
+    for (i64 blk = 0; blk < work.rest_items(); ++blk) work.rest(blk);
   }
 }
 
@@ -465,6 +483,45 @@ bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFo
   return false;
 }
 
+bool stored_row_beside(const float* x, i64 K, const void* W, WeightFormat format, const float* scales, i64 N,
+                       float alpha, float beta, float* C, const std::function<void()>& beside) {
+  if (omp_get_max_threads() < 2 || !stored_avx512_available()) return false;
+  if (format == WeightFormat::kInt8)
+    return int8_row_beside(x, K, static_cast<const std::int8_t*>(W), scales, N, alpha, beta, C, beside);
+  if (format == WeightFormat::kF32) {
+    // spans of 32 rows (128 KB at K = 1,024), dealt as threads come free
+    const DenseFew work{x, 1, K, static_cast<const float*>(W), N, alpha, beta, C};
+#pragma omp parallel
+    {
+      if (omp_get_thread_num() == 0) beside();
+#pragma omp for schedule(dynamic) nowait
+      for (i64 sp = 0; sp < work.spans; ++sp) work.span(sp);
+#pragma omp for schedule(dynamic) nowait
+      for (i64 blk = 0; blk < work.rest_items(); ++blk) work.rest(blk);
+    }
+    return true;
+  }
+  if (format != WeightFormat::kBF16) return false;
+  thread_local PairRows mine;
+  PairRows& pr = mine;
+  size_pairs(1, K, pr);
+  pair_rows(x, K, 0, pr.pairs, pr);
+  const auto* Wb = static_cast<const std::uint16_t*>(W);
+  // groups of 4 panels (64 rows, 512 KB at K = 4,096), as int8's: small enough to even the
+  // threads' ends
+  constexpr i64 kRows = 16 * 4;
+  const i64 many = N / kRows * kRows;
+#pragma omp parallel
+  {
+    if (omp_get_thread_num() == 0) beside();
+#pragma omp for schedule(dynamic) nowait
+    for (i64 n0 = 0; n0 < many; n0 += kRows) bf16_panels<4>(Wb, K, N, n0, pr, alpha, beta, C);
+#pragma omp for schedule(dynamic) nowait
+    for (i64 n0 = many; n0 < N; n0 += 16) bf16_panel(Wb, K, N, n0, pr, alpha, beta, C);
+  }
+  return true;
+}
+
 }  // namespace palm
 
 #else
@@ -472,6 +529,10 @@ bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFo
 namespace palm {
 bool stored_avx512_available() { return false; }
 bool stored_product_avx512(const float*, i64, i64, const void*, WeightFormat, const float*, i64, float, float, float*) {
+  return false;
+}
+bool stored_row_beside(const float*, i64, const void*, WeightFormat, const float*, i64, float, float, float*,
+                       const std::function<void()>&) {
   return false;
 }
 }  // namespace palm

@@ -50,11 +50,12 @@ bool stored_avx512_available();
 bool stored_product_avx512(const float* X, i64 b, i64 K, const void* W, WeightFormat format, const float* scales, i64 N,
                            float alpha, float beta, float* C);
 
-// As stored_product_avx512 for int8 W and one input row x, while `beside` runs on the
-// calling thread: the other threads start on the weights (groups of 4 panels, dealt out as
-// threads come free) and the caller joins them when beside returns. false (nothing done,
-// beside not run) where this build lacks the kernels or only one thread runs.
-bool int8_row_beside(const float* x, i64 K, const std::int8_t* W, const float* scales, i64 N, float alpha, float beta,
-                     float* C, const std::function<void()>& beside);
+// As stored_product_avx512 for one input row x (W int8, bf16 or fp32), while `beside` runs
+// on the calling thread: the other threads start on the weights (groups of 4 panels, or
+// spans of 32 fp32 rows, dealt out as threads come free) and the caller joins them when
+// beside returns. false (nothing done, beside not run) where this build lacks the kernels,
+// PALM_NO_AVX512_DOT is set or only one thread runs.
+bool stored_row_beside(const float* x, i64 K, const void* W, WeightFormat format, const float* scales, i64 N,
+                       float alpha, float beta, float* C, const std::function<void()>& beside);
 
 }  // namespace palm

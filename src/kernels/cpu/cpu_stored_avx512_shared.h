@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <functional>
 #include <type_traits>
 
 #include "kernels/backend.h"
@@ -50,6 +51,11 @@ inline void bf16_store(const __m512* f, int MR, i64 m0, i64 N, i64 n0, i64 L, fl
 // cpu_stored_int8.cpp.
 void int8_product_avx512(const float* X, i64 b, i64 K, const std::int8_t* W, const float* scales, i64 N, float alpha,
                          float beta, float* C);
+
+// int8_product_avx512 for one input row while `beside` runs on the calling thread
+// (stored_row_beside): cpu_stored_int8.cpp.
+bool int8_row_beside(const float* x, i64 K, const std::int8_t* W, const float* scales, i64 N, float alpha, float beta,
+                     float* C, const std::function<void()>& beside);
 
 // C[b, N] = alpha * X W^T + beta * C for bf16 W [N, K] in panels, X rounded to bf16 (where
 // __AVX512BF16__ is defined: cpu_stored_bf16_dot.cpp).

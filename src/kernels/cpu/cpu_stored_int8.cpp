@@ -412,13 +412,4 @@ bool int8_row_beside(const float* x, i64 K, const std::int8_t* W, const float* s
 
 }  // namespace palm
 
-#else
-
-namespace palm {
-bool int8_row_beside(const float*, i64, const std::int8_t*, const float*, i64, float, float, float*,
-                     const std::function<void()>&) {
-  return false;
-}
-}  // namespace palm
-
 #endif
