@@ -187,13 +187,16 @@ void decode_heads16(const float* q, i64 K, const float* kv, i64 ld, i64 len, flo
   // ahead, which kept too few lines in flight per core to stream the cache from memory: a
   // bench-medium batch-16 step's attention at 544 positions (53 MB of cache) took 6.5-7.5 ms
   // from memory against ~3 in cache; two blocks ahead into L2, 3.9-5.0 (six alternations on
-  // Zen 4; four blocks ahead, or L1 one block ahead as well, the same).
-  constexpr i64 kAhead = 2 * kBlock;
+  // Zen 4; four blocks ahead, or L1 one block ahead as well, the same). Once the first
+  // block was fetched too (below), one block ahead into L2 beat two: 1.03-1.05x at 544
+  // positions, 1.04x at 160, batch 1 1.045x; half a block 0.81x, four blocks 0.95-0.97x
+  // (Zen 4, session 22).
+  constexpr i64 kAhead = kBlock;
   // The first kAhead positions, which no block before them fetches, into L2 at once: every
-  // sequence (or part) started cold, its first two blocks waiting on their lines a few at a
+  // sequence (or part) started cold, its first blocks waiting on their lines a few at a
   // time. A bench-medium batch-16 step's attention from memory (12 layers, 16 sequences,
-  // the two versions alternating, Zen 4): 1.04-1.05x as fast at 544 positions, 1.09x at 160;
-  // batch 1 at 544 1.05x. Into L1 (T0): 1.01x.
+  // the two versions alternating, Zen 4; two blocks ahead then): 1.04-1.05x as fast at 544
+  // positions, 1.09x at 160; batch 1 at 544 1.05x. Into L1 (T0): 1.01x.
   const char* first = reinterpret_cast<const char*>(kv);
   for (i64 l = 0; l < std::min(len, kAhead) * ld / 16; ++l) _mm_prefetch(first + 64 * l, _MM_HINT_T1);
   alignas(64) float p[kBlock][16];
