@@ -491,14 +491,8 @@ bool stored_row_beside(const float* x, i64 K, const void* W, WeightFormat format
   if (format == WeightFormat::kF32) {
     // spans of 32 rows (128 KB at K = 1,024), dealt as threads come free
     const DenseFew work{x, 1, K, static_cast<const float*>(W), N, alpha, beta, C};
-#pragma omp parallel
-    {
-      if (omp_get_thread_num() == 0) beside();
-#pragma omp for schedule(dynamic) nowait
-      for (i64 sp = 0; sp < work.spans; ++sp) work.span(sp);
-#pragma omp for schedule(dynamic) nowait
-      for (i64 blk = 0; blk < work.rest_items(); ++blk) work.rest(blk);
-    }
+    items_beside(
+        beside, work.spans, [&](i64 sp) { work.span(sp); }, work.rest_items(), [&](i64 blk) { work.rest(blk); });
     return true;
   }
   if (format != WeightFormat::kBF16) return false;
@@ -511,14 +505,9 @@ bool stored_row_beside(const float* x, i64 K, const void* W, WeightFormat format
   // threads' ends
   constexpr i64 kRows = 16 * 4;
   const i64 many = N / kRows * kRows;
-#pragma omp parallel
-  {
-    if (omp_get_thread_num() == 0) beside();
-#pragma omp for schedule(dynamic) nowait
-    for (i64 n0 = 0; n0 < many; n0 += kRows) bf16_panels<4>(Wb, K, N, n0, pr, alpha, beta, C);
-#pragma omp for schedule(dynamic) nowait
-    for (i64 n0 = many; n0 < N; n0 += 16) bf16_panel(Wb, K, N, n0, pr, alpha, beta, C);
-  }
+  items_beside(
+      beside, many / kRows, [&](i64 i) { bf16_panels<4>(Wb, K, N, i * kRows, pr, alpha, beta, C); },
+      (N - many + 15) / 16, [&](i64 i) { bf16_panel(Wb, K, N, many + 16 * i, pr, alpha, beta, C); });
   return true;
 }
 

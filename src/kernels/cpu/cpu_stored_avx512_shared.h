@@ -4,6 +4,7 @@
 // defined.
 #pragma once
 #include <immintrin.h>
+#include <omp.h>
 
 #include <cstdint>
 #include <functional>
@@ -25,6 +26,21 @@ void with_shape(int MR, bool full, Fn&& fn) {
   }
   if (full) fn(std::integral_constant<int, MAX>{}, std::true_type{});
   else fn(std::integral_constant<int, MAX>{}, std::false_type{});
+}
+
+// A product's items beside other work (stored_row_beside): the calling thread runs `beside`
+// while the others start on items 0 .. items - 1 of `first`, then on those of `rest`, dealt
+// as threads come free, and the caller joins them when beside returns.
+template <typename First, typename Rest>
+void items_beside(const std::function<void()>& beside, i64 first_items, First&& first, i64 rest_items, Rest&& rest) {
+#pragma omp parallel
+  {
+    if (omp_get_thread_num() == 0) beside();
+#pragma omp for schedule(dynamic) nowait
+    for (i64 i = 0; i < first_items; ++i) first(i);
+#pragma omp for schedule(dynamic) nowait
+    for (i64 i = 0; i < rest_items; ++i) rest(i);
+  }
 }
 
 // bf16 panels (pack_panels, a 4-byte unit = two bf16): a panel's last value of each of its

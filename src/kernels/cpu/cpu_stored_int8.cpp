@@ -388,7 +388,6 @@ void int8_product_avx512(const float* X, i64 b, i64 K, const std::int8_t* Wq, co
 
 bool int8_row_beside(const float* x, i64 K, const std::int8_t* W, const float* scales, i64 N, float alpha, float beta,
                      float* C, const std::function<void()>& beside) {
-  if (omp_get_max_threads() < 2) return false;
   thread_local QuantRows mine;
   QuantRows& qr = mine;
   size_rows(1, K, qr);
@@ -399,14 +398,9 @@ bool int8_row_beside(const float* x, i64 K, const std::int8_t* W, const float* s
   // one-after-the-other, alternating steps: docs/PERFORMANCE.md).
   constexpr i64 kRows = 16 * 4;
   const i64 few = N / kRows * kRows;
-#pragma omp parallel
-  {
-    if (omp_get_thread_num() == 0) beside();
-#pragma omp for schedule(dynamic) nowait
-    for (i64 n0 = 0; n0 < few; n0 += kRows) int8_few_panels<4>(W, K, N, n0, 16, qr, scales, alpha, beta, C);
-#pragma omp for schedule(dynamic) nowait
-    for (i64 n0 = few; n0 < N; n0 += 16) int8_panel(W, K, N, n0, qr, scales, alpha, beta, C);
-  }
+  items_beside(
+      beside, few / kRows, [&](i64 i) { int8_few_panels<4>(W, K, N, i * kRows, 16, qr, scales, alpha, beta, C); },
+      (N - few + 15) / 16, [&](i64 i) { int8_panel(W, K, N, few + 16 * i, qr, scales, alpha, beta, C); });
   return true;
 }
 
