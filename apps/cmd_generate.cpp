@@ -22,7 +22,7 @@ namespace palm {
 namespace {
 
 struct GenerateCli {
-  std::string model, tokenizer, prompt, prompts_file, truncate, weights = "fp32";
+  std::string model, tokenizer, prompt, prompts_file, truncate, weights = "fp32", kv_cache = "auto";
   std::int64_t max_tokens = 64, num_samples = 1, max_batch = 16;
   SamplingOptions sampling;
   std::vector<std::string> stop;
@@ -104,7 +104,8 @@ void run_generate(const GenerateCli& o) {
   std::unique_ptr<DecodeWeights> stored_weights;
   if (format != WeightFormat::kF32) stored_weights = std::make_unique<DecodeWeights>(*be, *w, format);
   GenerationStats st;
-  const auto results = generate(*be, *w, reqs, o.max_batch, on_token, &st, stored_weights.get());
+  const auto results = generate(*be, *w, reqs, o.max_batch, on_token, &st, stored_weights.get(),
+                                 parse_kv_format(o.kv_cache, format));
   if (stream_out) {
     std::fwrite(text[0].data() + printed, 1, text[0].size() - printed, stdout);
     std::fputc('\n', stdout);
@@ -151,6 +152,9 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--truncate", o->truncate, "'left': keep the end of a prompt longer than the context");
   cmd->add_option("--weights", o->weights, "Decode with fp32, bf16 or int8 (per-row scales) weight storage")
       ->capture_default_str();
+  cmd->add_option("--kv-cache", o->kv_cache, "KV cache elements: fp32, bf16, or auto (bf16 with bf16/int8 weights)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
   cmd->add_flag("--json", o->json, "One JSON object per result: prompt_tokens, tokens, logprobs, text, finish_reason");
   cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
   cmd->callback([o] { run_generate(*o); });

@@ -25,7 +25,7 @@ namespace palm {
 namespace {
 
 struct ServeCli {
-  std::string model, tokenizer, weights = "fp32";
+  std::string model, tokenizer, weights = "fp32", kv_cache = "auto";
   ServeOptions o;
   std::int64_t max_batch = 16, max_queue = 64;
   int threads = 0;
@@ -83,7 +83,7 @@ void run(ServeCli& c) {
     return;
   }
 
-  Engine engine(*be, *w, c.max_batch, c.max_queue, stored_weights.get());
+  Engine engine(*be, *w, c.max_batch, c.max_queue, stored_weights.get(), parse_kv_format(c.kv_cache, format));
   Server server(engine, *tok, w->config, c.o);
   server.bind();
   {
@@ -121,6 +121,9 @@ void register_serve(CLI::App& app) {
       ->check(CLI::ExistingDirectory);
   cmd->add_option("--model-name", c->o.model_name, "The model id clients send (default: the run or file name)");
   cmd->add_option("--weights", c->weights, "Decode weights: fp32, bf16 or int8")->capture_default_str();
+  cmd->add_option("--kv-cache", c->kv_cache, "KV cache elements: fp32, bf16, or auto (bf16 with bf16/int8 weights)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
   cmd->add_option("--max-body", c->o.max_body_bytes, "Largest request body in bytes (413 above)")
       ->capture_default_str()
       ->check(integer_in(1, std::int64_t(1) << 30));

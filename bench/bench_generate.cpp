@@ -38,7 +38,7 @@ using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 struct BenchGenOptions {
-  std::string preset = "bench-medium";
+  std::string preset = "bench-medium", kv_cache = "auto";
   std::int64_t prompt = 128, tokens = 32;
   int threads = 0;
   int rounds = 5;
@@ -143,6 +143,8 @@ void run_bench_generate(const BenchGenOptions& o) {
 
   std::mt19937 rng(3);
   const DecodeWeights* stored = nullptr;
+  // each path's KV cache: --kv-cache, or by default as generate and serve pick it
+  const auto kv_for = [&](const DecodeWeights* dw) { return parse_kv_format(o.kv_cache, dw ? dw->format : WeightFormat::kF32); };
   // A batch of sequences, prompts prefilled, decoded one step at a time (step), with the
   // time of its steps and (--profile) their time per op.
   struct Decoding {
@@ -167,7 +169,7 @@ void run_bench_generate(const BenchGenOptions& o) {
     timing.totals.clear();
     for (std::int64_t i = 0; i < batch; ++i) {
       for (auto& t : prompt) t = std::int32_t(rng() % c.vocab_size);
-      d->caches.push_back(std::make_unique<KvCache>(*be, c, o.prompt + o.tokens + 1));
+      d->caches.push_back(std::make_unique<KvCache>(*be, c, o.prompt + o.tokens + 1, kv_for(stored)));
       if (i > 0 && per_prompt) per_prompt->take();
       const auto t0 = Clock::now();
       prefill(*be, w, *d->caches.back(), prompt.data(), o.prompt, d->logits->data());
@@ -203,6 +205,7 @@ void run_bench_generate(const BenchGenOptions& o) {
   // Stored weight formats: the bytes per token, speed, and the logprob change they cause.
   struct FormatResult {
     std::string name;
+    KvFormat kv = KvFormat::kF32;
     double bytes = 0;
     PairedRate b1;  // tokens/s, against the floor (bandwidth / bytes) beside it
     double b16 = 0;
@@ -216,6 +219,7 @@ void run_bench_generate(const BenchGenOptions& o) {
     FormatResult f;
     f.name = name;
     f.bytes = double(stores.back()->bytes());
+    f.kv = kv_for(stores.back().get());
     formats.push_back(f);
   }
   // This shared machine's bandwidth drifts by tens of percent within seconds (the same path
@@ -294,17 +298,17 @@ void run_bench_generate(const BenchGenOptions& o) {
       }
     llama_engine = lc.engine();
   }
-  // Quality: teacher-forced decode of random probes through each format, against the
-  // fp32 GEMM decode of the same batch, at batch 1 and at batch 16 (from 3 rows on the
+  // Quality: teacher-forced decode of random probes through each format (and its KV cache),
+  // against the fp32 GEMM decode of the same batch with an fp32 cache, at batch 1 and at batch 16 (from 3 rows on the
   // stored bf16 and int8 products run other kernels than at batch 1).
   constexpr std::size_t kProbeTokens = 64;
   std::vector<std::int32_t> probe(16 * kProbeTokens);
   for (auto& t : probe) t = std::int32_t(rng() % c.vocab_size);
-  auto logprobs = [&](const DecodeWeights* dw, std::int64_t batch) {  // [step][sequence]
+  auto logprobs = [&](const DecodeWeights* dw, KvFormat kv, std::int64_t batch) {  // [step][sequence]
     std::vector<std::unique_ptr<KvCache>> caches;
     std::vector<KvCache*> ptrs;
     for (std::int64_t i = 0; i < batch; ++i) {
-      caches.push_back(std::make_unique<KvCache>(*be, c, std::int64_t(kProbeTokens)));
+      caches.push_back(std::make_unique<KvCache>(*be, c, std::int64_t(kProbeTokens), kv));
       ptrs.push_back(caches.back().get());
     }
     DecodeScratch s(*be, c, batch);
@@ -325,10 +329,10 @@ void run_bench_generate(const BenchGenOptions& o) {
     return out;
   };
   for (const std::int64_t batch : {1, 16}) {
-    const std::vector<double> ref_lp = logprobs(nullptr, batch);
+    const std::vector<double> ref_lp = logprobs(nullptr, KvFormat::kF32, batch);
     for (std::size_t i = 0; i < stores.size(); ++i) {
       FormatResult& f = formats[i];
-      const auto lp = logprobs(stores[i].get(), batch);
+      const auto lp = logprobs(stores[i].get(), f.kv, batch);
       double& mean = batch == 1 ? f.mean_dlogprob : f.mean_dlogprob16;
       double& mx = batch == 1 ? f.max_dlogprob : f.max_dlogprob16;
       for (std::size_t t = 0; t < lp.size(); ++t) {
@@ -359,9 +363,9 @@ void run_bench_generate(const BenchGenOptions& o) {
              "  best round, x batch 1 in the median round; logprob change vs fp32 GEMM decode, 63 tokens per sequence, at batch 1 and 16):\n");
   for (const auto& f : formats) {
     fmt::print(
-        "    {:<5} {:7.1f} MB  floor {:6.1f}  batch 1 {:6.1f} tokens/s ({:3.0f}%)  batch 16 {:7.1f} ({:.1f}x)  |dlogprob| mean {:.2e} max {:.2e}"
+        "    {:<5} {:7.1f} MB  KV {}  floor {:6.1f}  batch 1 {:6.1f} tokens/s ({:3.0f}%)  batch 16 {:7.1f} ({:.1f}x)  |dlogprob| mean {:.2e} max {:.2e}"
         "  (batch 16: {:.2e} / {:.2e})\n",
-        f.name, f.bytes / 1e6, bw / f.bytes, f.b1.best, 100 * f.b1.median_fraction(), f.b16, median_ratio(f.b16_rounds, f.b1),
+        f.name, f.bytes / 1e6, kv_format_name(f.kv), bw / f.bytes, f.b1.best, 100 * f.b1.median_fraction(), f.b16, median_ratio(f.b16_rounds, f.b1),
         f.mean_dlogprob, f.max_dlogprob,
         f.mean_dlogprob16, f.max_dlogprob16);
   }
@@ -409,7 +413,7 @@ void run_bench_generate(const BenchGenOptions& o) {
     j["kv_cache_bytes_per_token_multi_head"] = a.kv_cache_bytes_per_token_mha_f32;
     if (ref > 0) j["reference_decode_tokens_per_s"] = ref;
     for (const auto& f : formats) {
-      j["stored_" + f.name] = {{"weight_bytes", f.bytes}, {"decode_tokens_per_s", f.b1.best},
+      j["stored_" + f.name] = {{"weight_bytes", f.bytes}, {"kv_cache", kv_format_name(f.kv)}, {"decode_tokens_per_s", f.b1.best},
                                {"floor_fraction", f.b1.median_fraction()}, {"floor_fractions", f.b1.fractions},
                                {"decode_tokens_per_s_batch16", f.b16}, {"batch16_over_batch1", median_ratio(f.b16_rounds, f.b1)},
                                {"mean_abs_dlogprob", f.mean_dlogprob},
@@ -441,6 +445,9 @@ void register_bench_generate(CLI::App& bench) {
   cmd->add_option("--rounds", o->rounds, "Interleaved measurement rounds (each rate's median round is reported)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100));
+  cmd->add_option("--kv-cache", o->kv_cache, "KV cache elements of every path: fp32, bf16, or auto (bf16 beside bf16/int8 weights)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
   cmd->add_flag("--profile", o->profile, "Time per op of a decode step");
   cmd->add_flag("--no-reference", o->no_reference, "Skip the PyTorch reference");
   cmd->add_flag("--compare-llama-cpp", o->llama_cpp,

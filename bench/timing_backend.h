@@ -89,16 +89,16 @@ class TimingBackend final : public Backend {
     in_.rope_fwd_at(in, li, out, lo, N, pos, h, K, base);
     add("rope_fwd_at", t0);
   }
-  void attention_decode(const float* q, const float* const* c, i64 ld, const std::int64_t* lens, float* o, i64 b,
-                        i64 H, i64 K) override {
+  void attention_decode(const float* q, const void* const* c, KvFormat f, i64 ld, const std::int64_t* lens, float* o,
+                        i64 b, i64 H, i64 K) override {
     const auto t0 = now();
-    in_.attention_decode(q, c, ld, lens, o, b, H, K);
+    in_.attention_decode(q, c, f, ld, lens, o, b, H, K);
     add("attention_decode", t0);
   }
-  void attention_decode_beside(const float* q, const float* const* c, i64 ld, const std::int64_t* lens, float* o,
-                               i64 b, i64 H, i64 K, const StoredProduct& p) override {
+  void attention_decode_beside(const float* q, const void* const* c, KvFormat f, i64 ld, const std::int64_t* lens,
+                               float* o, i64 b, i64 H, i64 K, const StoredProduct& p) override {
     const auto t0 = now();  // one op: the inner backend may run the two at once
-    in_.attention_decode_beside(q, c, ld, lens, o, b, H, K, p);
+    in_.attention_decode_beside(q, c, f, ld, lens, o, b, H, K, p);
     add("attention_decode + rows_times_stored beside it", t0, 2.0 * p.b * p.N * p.K);
   }
   void swiglu_fwd(const float* g, const float* u, i64 ld, float* a, i64 N, i64 F) override {
@@ -222,6 +222,11 @@ class TimingBackend final : public Backend {
     const auto t0 = now();
     in_.quantize_bf16(w, out, n);
     add("quantize_bf16", t0);
+  }
+  void store_kv_rows(const float* src, i64 ls, void* dst, KvFormat f, i64 ld, i64 rows, i64 cols) override {
+    const auto t0 = now();
+    in_.store_kv_rows(src, ls, dst, f, ld, rows, cols);
+    add("store_kv_rows", t0);
   }
   void quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int8_t* q, float* scales) override {
     const auto t0 = now();

@@ -1,5 +1,5 @@
 // The whole-tensor Backend ops (optimizer updates, norms, hashes, initialization, the
-// vocabulary-slice embedding and cross-entropy, decode quantization), run on every
+// vocabulary-slice embedding and cross-entropy, decode quantization, KV cache stores), run on every
 // backend compiled into this build, at odd sizes, against double-precision formulas
 // written out here (the ops' contracts in kernels/backend.h), and for the reductions
 // against themselves at 1 and 2 threads (bitwise: the chunked order is the contract).
@@ -301,6 +301,29 @@ TEST_P(BackendOps, DecodeWeightQuantization) {
           << r << "," << c;
     }
   }
+}
+
+TEST_P(BackendOps, StoreKvRowsCopiesOrRoundsToBf16) {
+  // 5 rows of 7 values (a source at pitch 11) into cache rows at pitch 9: fp32 bit for bit,
+  // bf16 the nearest (ties to even); what lies between the rows stays as it was
+  const i64 rows = 5, cols = 7, ld_src = 11, ld_dst = 9;
+  auto src = rand_vec(std::size_t(rows * ld_src), 13);
+  src[2] = 1.00390625f;  // a tie: to the even 1.0
+  std::vector<float> f32(std::size_t(rows * ld_dst), -7.0f);
+  std::vector<std::uint16_t> bf(std::size_t(rows * ld_dst), 0xABCD);
+  Mirror d(*be);
+  const float* dsrc = d.in(src);
+  be->store_kv_rows(dsrc, ld_src, d.out(f32), KvFormat::kF32, ld_dst, rows, cols);
+  be->store_kv_rows(dsrc, ld_src, d.out(bf), KvFormat::kBF16, ld_dst, rows, cols);
+  d.back();
+  for (i64 r = 0; r < rows; ++r)
+    for (i64 c = 0; c < ld_dst; ++c) {
+      const std::size_t at = std::size_t(r * ld_dst + c);
+      const float x = src[std::size_t(r * ld_src + c)];
+      EXPECT_EQ(f32[at], c < cols ? x : -7.0f) << r << "," << c;
+      EXPECT_EQ(bf[at], c < cols ? bf16_nearest(x) : 0xABCD) << r << "," << c;
+    }
+  EXPECT_EQ(bf[2], 0x3F80);
 }
 
 TEST_P(BackendOps, SamplingStatisticsAndTopK) {

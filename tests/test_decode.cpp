@@ -1,5 +1,6 @@
 // KV-cache decoding: logits at every position equal the full forward pass; a batch of
-// sequences of different lengths equals each decoded alone.
+// sequences of different lengths equals each decoded alone; stored weights and a bf16 cache
+// stay within their rounding of it.
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -137,6 +138,51 @@ TEST(Decode, StoredWeightFormatsTrackFp32) {
   EXPECT_THROW(parse_weight_format("fp8"), Error);
 }
 
+TEST(Decode, Bf16CacheTracksFp32) {
+  // 16 heads: the CPU's heads-in-lanes kernels (with AVX512_BF16 the vdpbf16ps one, which
+  // rounds queries and softmax weights to bf16 too); 3 heads: the products on widened rows
+  Reference r(9, 5, 24);
+  for (const std::int64_t heads : {16, 3}) {
+    ModelConfig c = cfg();
+    c.n_heads = heads;
+    Weights w(process_backend(), c);
+    init_weights(*make_backend(), w, 9);
+    const auto want = full_logits(*r.be, w, r.seq);
+    for (const char* weights : {"fp32", "bf16"}) {
+      const WeightFormat wf = parse_weight_format(weights);
+      const DecodeWeights dw(*r.be, w, wf);
+      KvCache cache(*r.be, c, c.max_seq_len, KvFormat::kBF16);
+      std::vector<float> logits(c.vocab_size);
+      prefill(*r.be, w, cache, r.seq.data(), 6, logits.data());  // reads the new k|v, not the cache
+      expect_close(logits.data(), want.data() + 5 * c.vocab_size, c.vocab_size, "prefill");
+      DecodeScratch s(*r.be, c, 1);
+      std::vector<KvCache*> one = {&cache};
+      double worst = 0;
+      for (std::size_t t = 6; t < r.seq.size(); ++t) {
+        decode_step(*r.be, w, one, &r.seq[t], logits.data(), s, wf == WeightFormat::kF32 ? nullptr : &dw);
+        worst = std::max(worst, rel_err(logits.data(), want.data() + t * c.vocab_size, c.vocab_size));
+      }
+      EXPECT_LT(worst, 2e-2) << heads << " heads, " << weights << " weights";
+      EXPECT_GT(worst, 1e-6) << heads << " heads, " << weights << " weights: the cache must actually round";
+    }
+  }
+  // one step's caches share a format; the names
+  const ModelConfig c = cfg();
+  Weights w(process_backend(), c);
+  init_weights(*make_backend(), w, 1);
+  KvCache a(*r.be, c, 8, KvFormat::kF32), b(*r.be, c, 8, KvFormat::kBF16);
+  std::vector<float> logits(2 * c.vocab_size);
+  prefill(*r.be, w, a, r.seq.data(), 2, logits.data());
+  prefill(*r.be, w, b, r.seq.data(), 2, logits.data());
+  DecodeScratch s(*r.be, c, 2);
+  EXPECT_THROW(decode_step(*r.be, w, {&a, &b}, r.seq.data(), logits.data(), s), Error);
+  EXPECT_EQ(parse_kv_format("auto", WeightFormat::kF32), KvFormat::kF32);
+  EXPECT_EQ(parse_kv_format("auto", WeightFormat::kInt8), KvFormat::kBF16);
+  EXPECT_EQ(parse_kv_format("fp32", WeightFormat::kBF16), KvFormat::kF32);
+  EXPECT_EQ(parse_kv_format("bf16", WeightFormat::kF32), KvFormat::kBF16);
+  EXPECT_THROW(parse_kv_format("fp16", WeightFormat::kF32), Error);
+}
+
 TEST(Decode, CacheIsHTimesSmallerThanMultiHeadAndBoundsAreChecked) {
   const ModelConfig c = cfg();
   const auto cache_be = make_backend();  // outlives the cache it allocates
@@ -145,7 +191,8 @@ TEST(Decode, CacheIsHTimesSmallerThanMultiHeadAndBoundsAreChecked) {
   // position: L * T * H * (K + K) floats; multi-query shares one head, so H times fewer
   ASSERT_GT(c.n_heads, 1);
   const std::int64_t multi_head_floats = c.n_layers * 10 * c.n_heads * (c.head_dim + c.head_dim);
-  EXPECT_EQ(std::int64_t(cache.data.size()) * c.n_heads, multi_head_floats);
+  EXPECT_EQ(std::int64_t(cache.data.size()) / 4 * c.n_heads, multi_head_floats);
+  EXPECT_EQ(KvCache(*cache_be, c, 10, KvFormat::kBF16).data.size() * 2, cache.data.size());
   Weights w(process_backend(), c);
   init_weights(*make_backend(), w, 1);
   auto be = make_backend();

@@ -10,7 +10,6 @@
 #include <random>
 #include <tuple>
 
-#include "base/threads.h"
 #include "device_mirror.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_stored_avx512.h"
@@ -425,122 +424,6 @@ TEST_P(Kernels, RopeAtExplicitPositionsEqualsRopeAtThosePositions) {
         want_far[(n * heads + h) * K + i + K / 2] = x2 * std::cos(angle) + x1 * std::sin(angle);
       }
   expect_close(out_far, want_far, 1e-5, "rope_fwd_at past the table");
-}
-
-TEST_P(Kernels, AttentionDecodeEqualsTheLastRowOfCausalAttention) {
-  // three sequences; and one alone, whose positions the CPU kernel splits between threads
-  // (two parts of 35 on two threads, merged by their maxima and sums). 3 heads: the
-  // products' path; 16 and 32 heads (K = 32 and 16): the CPU's heads-in-lanes kernel, one
-  // and two blocks of 16 heads, 70 positions = 4 blocks of 16 positions and 6 alone (parts of
-  // 35: 2 and 3); K = 80 and 48: its
-  // output tiles of 64 dimensions and of 16 and 48 after them. Queries 30x as
-  // large spread the scores over tens (standard deviation ~10): a head's maximum then rises
-  // past the kernel's reference by more than its slack (8) in later blocks too, which must
-  // scale down what was summed; at 1x only the first block sets it.
-  for (const auto& [H, K] : {std::pair<i64, i64>{3, 16}, {16, 32}, {32, 16}, {16, 80}, {16, 48}})
-  for (const float q_scale : {1.0f, 30.0f}) {
-    for (const std::vector<std::int64_t>& lens : {std::vector<std::int64_t>{1, 17, 70}, std::vector<std::int64_t>{70}}) {
-      const i64 ld = 2 * K + 5;
-      const i64 b = i64(lens.size());
-      auto q = rand_vec(b * H * K, 41);
-      for (float& x : q) x *= q_scale;
-      std::vector<std::vector<float>> caches;
-      std::vector<const float*> ptrs;  // host array of pointers into the backend's memory
-      Mirror d(*be);
-      for (i64 i = 0; i < b; ++i) {
-        caches.push_back(rand_vec(lens[i] * ld, 42 + unsigned(i)));
-        ptrs.push_back(d.in(caches.back()));
-      }
-      std::vector<float> o(b * H * K);
-      be->attention_decode(d.in(q), ptrs.data(), ld, lens.data(), d.out(o), b, H, K);
-      d.back();
-      for (i64 i = 0; i < b; ++i) {
-        const i64 T = lens[i];
-        Vec qq(T * H * K, 0.0), k(T * K), v(T * K);  // the query sits at the last position
-        for (i64 c = 0; c < H * K; ++c) qq[(T - 1) * H * K + c] = q[i * H * K + c];
-        for (i64 t = 0; t < T; ++t)
-          for (i64 e = 0; e < K; ++e) k[t * K + e] = caches[i][t * ld + e], v[t * K + e] = caches[i][t * ld + K + e];
-        const Vec full = ref::attention(qq, k, v, 1, T, H, K);
-        std::vector<float> got(o.begin() + i * H * K, o.begin() + (i + 1) * H * K);
-        expect_close(got, Vec(full.begin() + (T - 1) * H * K, full.end()), 1e-5,
-                     ("attention_decode, H " + std::to_string(H) + ", queries x" + std::to_string(int(q_scale)) +
-                      ", sequence of " + std::to_string(T)).c_str());
-      }
-    }
-  }
-}
-
-TEST_P(Kernels, AttentionDecodeBesideAProductGivesBoth) {
-  // attention_decode_beside: a batch-1 attention and a product against int8, bf16 or fp32
-  // weights (the CPU runs them at once from 2 threads: one attends while the others take
-  // groups of 4 panels or spans of 32 fp32 rows; 3 threads: two share the weights; 1 thread:
-  // one after the other), each checked against its oracle as the tests above check them
-  // alone: the attention against the last row of causal attention, the product against the
-  // double-precision product of the activations as the kernel may round them (int8: the
-  // VNNI kernel's quantized ones; bf16 at one row and fp32: x as it is). N = 437: 6 groups
-  // of 4 panels, 3 panels alone, a part of 5 rows; for fp32 13 spans of 32 rows, 2 blocks of
-  // 8 and 5 rows alone. The bf16 and fp32 weights are the int8 ones / 8, exact in bf16.
-  const i64 H = 16, K = 64, ld = 2 * K + 3, N = 27 * 16 + 5, Kp = 329;
-  const int threads_before = current_threads();
-  for (const WeightFormat f : {WeightFormat::kInt8, WeightFormat::kBF16, WeightFormat::kF32})
-    for (const int threads : {1, 2, 3})
-      for (const i64 T : {std::int64_t(5), std::int64_t(300)}) {
-        SCOPED_TRACE("format " + std::to_string(int(f)) + ", threads " + std::to_string(threads) + ", positions " +
-                     std::to_string(T));
-        set_threads(threads);
-        const auto q = rand_vec(H * K, 60), cache = rand_vec(T * ld, 61), x = rand_vec(Kp, 62);
-        std::mt19937 g(63);
-        std::uniform_int_distribution<int> d(-127, 127);
-        std::vector<std::int8_t> wq(N * Kp);
-        std::vector<float> wf(N * Kp), scales(N);
-        std::vector<std::uint16_t> wb(N * Kp);
-        for (auto& w : wq) w = std::int8_t(d(g));
-        for (i64 i = 0; i < N * Kp; ++i) {
-          wf[i] = float(wq[i]) / 8.0f;
-          std::uint32_t bits;
-          std::memcpy(&bits, &wf[i], 4);
-          wb[i] = std::uint16_t(bits >> 16);
-        }
-        for (i64 n = 0; n < N; ++n) scales[n] = 0.01f * float(n + 1);
-        Mirror m(*be);
-        void* w_stored = f == WeightFormat::kInt8   ? static_cast<void*>(m.in(wq))
-                         : f == WeightFormat::kBF16 ? static_cast<void*>(m.in(wb))
-                                                    : static_cast<void*>(m.in(wf));
-        be->stored_to_product_layout(w_stored, f, N, Kp);
-        const float* cache_ptr[1] = {m.in(cache)};
-        const std::int64_t lens[1] = {T};
-        std::vector<float> o(H * K), C(N, 1.0f);
-        be->attention_decode_beside(
-            m.in(q), cache_ptr, ld, lens, m.out(o), 1, H, K,
-            {m.in(x), 1, Kp, w_stored, f, f == WeightFormat::kInt8 ? m.in(scales) : nullptr, N, 0.5f, 2.0f, m.out(C)});
-        m.back();
-        Vec qq(T * H * K, 0.0), k(T * K), v(T * K);
-        for (i64 c = 0; c < H * K; ++c) qq[(T - 1) * H * K + c] = q[c];
-        for (i64 t = 0; t < T; ++t)
-          for (i64 e = 0; e < K; ++e) k[t * K + e] = cache[t * ld + e], v[t * K + e] = cache[t * ld + K + e];
-        const Vec full = ref::attention(qq, k, v, 1, T, H, K);
-        expect_close(o, Vec(full.begin() + (T - 1) * H * K, full.end()), 1e-5, "attention beside the product");
-        // int8: the CPU's VNNI kernel quantizes groups of kQuantGroup to max|x| / 127 steps;
-        // others multiply x as it is
-        const bool quantized = f == WeightFormat::kInt8 && GetParam().rfind("cpu", 0) == 0 && stored_avx512_available();
-        Vec want(N);
-        for (i64 n = 0; n < N; ++n) {
-          double s = 0;
-          for (i64 k0 = 0; k0 < Kp; k0 += kQuantGroup) {
-            float amax = 0;
-            for (i64 kk = k0; kk < std::min(Kp, k0 + kQuantGroup); ++kk) amax = std::max(amax, std::fabs(x[kk]));
-            for (i64 kk = k0; kk < std::min(Kp, k0 + kQuantGroup); ++kk) {
-              const float xr = !quantized || amax == 0.0f
-                                   ? x[kk]
-                                   : (amax / 127.0f) * float(std::clamp(int(std::nearbyint(x[kk] * (127.0f / amax))), -127, 127));
-              s += double(xr) * (f == WeightFormat::kInt8 ? double(wq[n * Kp + kk]) : double(wf[n * Kp + kk]));
-            }
-          }
-          want[n] = 0.5 * (f == WeightFormat::kInt8 ? double(scales[n]) : 1.0) * s + 2.0;
-        }
-        expect_close(C, want, 2e-6, "product beside the attention");
-      }
-  set_threads(threads_before);
 }
 
 TEST_P(Kernels, SwigluForwardAndFiniteDifferences) {

@@ -20,6 +20,7 @@
 #include "kernels/device_buffer.h"
 #include "model/accounting.h"
 #include "model/model.h"
+#include "model/kv_cache.h"
 #include "model/stored_weights.h"
 #include "python_model.h"
 
@@ -98,7 +99,7 @@ GenOutput run_generation(PythonModel& m, const std::vector<std::vector<std::int3
     flush(r, stop);
     return stop || cancelled;
   };
-  out.results = generate(*m.loaded.backend, *m.loaded.weights, reqs, 16, on_token, nullptr, m.stored.get());
+  out.results = generate(*m.loaded.backend, *m.loaded.weights, reqs, 16, on_token, nullptr, m.stored.get(), m.kv);
   for (std::size_t r = 0; r < reqs.size(); ++r) flush(r, true);
   return out;
 }
@@ -200,22 +201,24 @@ void bind_model(py::module_& m) {
       .def_static(
           "load",
           [](const std::string& path, const std::string& backend, int threads, const std::string& weights,
-             const std::string& tokenizer) {
+             const std::string& tokenizer, const std::string& kv_cache) {
             auto pm = std::make_shared<PythonModel>();
             const Computing computing;
             set_threads(threads);
             pm->loaded = load_model_and_tokenizer(path, tokenizer, backend);
             const WeightFormat format = parse_weight_format(weights);
+            pm->kv = parse_kv_format(kv_cache, format);
             if (format != WeightFormat::kF32)
               pm->stored = std::make_unique<DecodeWeights>(*pm->loaded.backend, *pm->loaded.weights, format);
             pm->weights_format = weights;
             return pm;
           },
           py::arg("path"), py::arg("backend") = "", py::arg("threads") = 0, py::arg("weights") = "fp32",
-          py::arg("tokenizer") = "",
+          py::arg("tokenizer") = "", py::arg("kv_cache") = "auto",
           "Load a run directory (its newest checkpoint), a checkpoint directory or a .safetensors file. backend: "
           "'cpu' or 'cuda' ('' = the default); threads: 0 = all cores; weights: fp32, bf16 or int8 storage for "
-          "generation; tokenizer: a directory (default: the one stored with the model)")
+          "generation; tokenizer: a directory (default: the one stored with the model); kv_cache: generation's KV "
+          "cache elements, fp32, bf16 or auto (bf16 with bf16 or int8 weights)")
       .def_property_readonly("config", [](const PythonModel& pm) { return json_to_python(config_to_json(pm.config())); })
       .def_property_readonly("path", [](const PythonModel& pm) { return pm.loaded.path; })
       .def_property_readonly("backend", [](const PythonModel& pm) { return pm.loaded.backend->name(); })

@@ -15,6 +15,7 @@ struct PythonModel {
   ModelAndTokenizer loaded;
   std::unique_ptr<DecodeWeights> stored;  // null: fp32
   std::string weights_format = "fp32";
+  KvFormat kv = KvFormat::kF32;  // generation's KV caches
   std::mutex mu;
   const ModelConfig& config() const { return loaded.weights->config; }
   ~PythonModel() { stored.reset(); }  // the decode copies live in the backend's memory: freed before it

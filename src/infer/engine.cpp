@@ -22,8 +22,8 @@ struct Engine::Sequence {
 };
 
 Engine::Engine(Backend& be, const Weights& w, std::int64_t max_batch, std::int64_t max_queue,
-               const DecodeWeights* stored)
-    : be_(be), w_(w), max_batch_(max_batch), max_queue_(max_queue), stored_(stored) {
+               const DecodeWeights* stored, KvFormat kv)
+    : be_(be), w_(w), max_batch_(max_batch), max_queue_(max_queue), stored_(stored), kv_(kv) {
   PALM_CHECK(max_batch > 0, "max batch must be positive (got ", max_batch, ")");
   PALM_CHECK(max_queue >= 0, "max queue must be >= 0 (got ", max_queue, ")");
   thread_ = std::thread([this] {
@@ -138,7 +138,7 @@ void Engine::loop() {
                    " tokens leaves no room in the context of ", c.max_seq_len);
         PALM_CHECK(s->req.max_tokens > 0, "max_tokens must be positive");
         const std::int64_t cap = std::min<std::int64_t>(c.max_seq_len, std::int64_t(s->req.prompt.size()) + s->req.max_tokens);
-        s->cache = std::make_unique<KvCache>(be_, c, cap);
+        s->cache = std::make_unique<KvCache>(be_, c, cap, kv_);
         prefill(be_, w_, *s->cache, s->req.prompt.data(), std::int64_t(s->req.prompt.size()), logits.data());
       } catch (const std::exception& e) {
         finish(*s, "error", e.what());

@@ -42,7 +42,7 @@ struct EngineRequest {
 class Engine {
  public:
   Engine(Backend& be, const Weights& w, std::int64_t max_batch, std::int64_t max_queue,
-         const DecodeWeights* stored = nullptr);
+         const DecodeWeights* stored = nullptr, KvFormat kv = KvFormat::kF32);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -68,6 +68,7 @@ class Engine {
   const Weights& w_;
   const std::int64_t max_batch_, max_queue_;
   const DecodeWeights* stored_;
+  KvFormat kv_;  // the sequences' caches
   mutable std::mutex mu_;
   std::condition_variable cv_, idle_cv_;
   std::deque<EngineRequest> queue_;

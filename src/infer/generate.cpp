@@ -18,7 +18,7 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 std::vector<GenerationResult> generate(Backend& be, const Weights& w, const std::vector<GenerationRequest>& requests,
                                        std::int64_t max_batch,
                                        const std::function<bool(std::size_t, std::int32_t)>& on_token,
-                                       GenerationStats* stats, const DecodeWeights* stored) {
+                                       GenerationStats* stats, const DecodeWeights* stored, KvFormat kv) {
   const ModelConfig& c = w.config;
   const std::int64_t V = c.vocab_size;
   std::vector<GenerationResult> out(requests.size());
@@ -40,7 +40,7 @@ std::vector<GenerationResult> generate(Backend& be, const Weights& w, const std:
                  " tokens leaves no room in the context of ", c.max_seq_len);
       PALM_CHECK(req.max_tokens > 0, "request ", r, ": max_tokens must be positive");
       const std::int64_t cap = std::min<std::int64_t>(c.max_seq_len, std::int64_t(req.prompt.size()) + req.max_tokens);
-      caches.push_back(std::make_unique<KvCache>(be, c, cap));
+      caches.push_back(std::make_unique<KvCache>(be, c, cap, kv));
       const auto t0 = Clock::now();
       prefill(be, w, *caches.back(), req.prompt.data(), std::int64_t(req.prompt.size()), logits.data());
       st.prefill_seconds += since(t0);

@@ -39,6 +39,7 @@ struct DecodeWeights;
 std::vector<GenerationResult> generate(Backend& be, const Weights& w, const std::vector<GenerationRequest>& requests,
                                        std::int64_t max_batch,
                                        const std::function<bool(std::size_t, std::int32_t)>& on_token,
-                                       GenerationStats* stats = nullptr, const DecodeWeights* stored = nullptr);
+                                       GenerationStats* stats = nullptr, const DecodeWeights* stored = nullptr,
+                                       KvFormat kv = KvFormat::kF32);
 
 }  // namespace palm

@@ -22,6 +22,10 @@ using i64 = std::int64_t;
 // per output row (symmetric, w = scale * q).
 enum class WeightFormat { kF32, kBF16, kInt8 };
 
+// Elements of a KV cache's rows: fp32, or bf16 (nearest even), which halves the bytes a
+// decode step's attention reads.
+enum class KvFormat { kF32, kBF16 };
+
 // The arguments of one rows_times_stored call (attention_decode_beside runs one).
 struct StoredProduct {
   const float* X;
@@ -140,19 +144,26 @@ class Backend {
 
   // One decode step of multi-query attention for b sequences: sequence i's query
   // q [i, H*K] attends to its cached positions 0..lens[i]-1, whose k and v rows are at
-  // cache[i] + t * ld (k) and cache[i] + K + t * ld (v). o [b, H*K].
-  virtual void attention_decode(const float* q, const float* const* cache, i64 ld,
+  // cache[i] + t * ld (k) and cache[i] + K + t * ld (v), in elements of `format`. o [b, H*K].
+  // A bf16 cache may have the queries and the softmax weights rounded to bf16 too (the CPU
+  // with AVX512_BF16 does: its products then run on vdpbf16ps).
+  virtual void attention_decode(const float* q, const void* const* cache, KvFormat format, i64 ld,
                                 const std::int64_t* lens, float* o, i64 b, i64 H, i64 K) = 0;
   // attention_decode and, independent of it, the product p (rows_times_stored): a decode
   // step's down projection, whose input (SwiGLU's output) is ready before the attention. A
-  // backend may run the two at once (the CPU at batch 1 with int8 weights: one thread
-  // attends, which leaves memory idle, while the others read the weights). Default: the
-  // attention, then the product.
-  virtual void attention_decode_beside(const float* q, const float* const* cache, i64 ld, const std::int64_t* lens,
-                                       float* o, i64 b, i64 H, i64 K, const StoredProduct& p) {
-    attention_decode(q, cache, ld, lens, o, b, H, K);
+  // backend may run the two at once (the CPU at batch 1: one thread attends, which leaves
+  // memory idle, while the others read the weights). Default: the attention, then the
+  // product.
+  virtual void attention_decode_beside(const float* q, const void* const* cache, KvFormat format, i64 ld,
+                                       const std::int64_t* lens, float* o, i64 b, i64 H, i64 K,
+                                       const StoredProduct& p) {
+    attention_decode(q, cache, format, ld, lens, o, b, H, K);
     rows_times_stored(p.X, p.b, p.K, p.W, p.format, p.scales, p.N, p.alpha, p.beta, p.C);
   }
+  // rows x cols fp32 values (src, rows ld_src apart) into KV cache rows (dst, rows ld_dst
+  // elements of `format` apart): copied, or rounded to bf16 (nearest even).
+  virtual void store_kv_rows(const float* src, i64 ld_src, void* dst, KvFormat format, i64 ld_dst, i64 rows,
+                             i64 cols) = 0;
 
   // Cross-entropy with PaLM's z-loss for N rows of V logits.
   // nll[n] = logZ_n - logits[n, target[n]], log_z[n] = logZ_n.

@@ -41,11 +41,13 @@ void block_fwd(Backend& be, const ModelConfig& c, const BlockWeights& w, const B
   weight_product(be, s ? &s->w_in : nullptr, w.bf16_gemms, N, E, D, 1.0f, a.h, w.f32.w_in, 0.0f, a.u);
   if (r.decoding()) {
     PALM_ASSERT(T == 1 && r.caches && r.lens && r.cache_rows);
+    const KvFormat format = r.caches[0]->format;  // one step's caches share it (decode_step checks)
     // RoPE at each row's own position; the new k|v join its cache
     be.rope_fwd_at(uq, E, a.q, HK, B, r.positions, H, K, base);
     be.rope_fwd_at(uk, E, uk, E, B, r.positions, 1, K, base);
     for (std::int64_t i = 0; i < B; ++i) {
-      be.copy_on_device(r.caches[i]->at(layer, r.positions[i]), uk + i * E, sizeof(float) * 2 * K);
+      KvCache& cache = *r.caches[i];
+      be.store_kv_rows(uk + i * E, E, cache.at(layer, r.positions[i]), cache.format, 2 * K, 1, 2 * K);
       r.cache_rows[i] = r.caches[i]->at(layer, 0);
     }
     if (!(tp && tp->active())) {
@@ -56,17 +58,17 @@ void block_fwd(Backend& be, const ModelConfig& c, const BlockWeights& w, const B
       if (x_out != x_in) be.copy_on_device(x_out, x_in, sizeof(float) * std::size_t(N * D));
       if (s) {
         const StoredMatrix& m = s->w_down;
-        be.attention_decode_beside(a.q, r.cache_rows, 2 * K, r.lens, a.att, B, H, K,
+        be.attention_decode_beside(a.q, r.cache_rows, format, 2 * K, r.lens, a.att, B, H, K,
                                    {a.act, N, F, m.data, m.format, m.scales.size() == 0 ? nullptr : m.scales.data(), D,
                                     1.0f, 1.0f, x_out});
       } else {
-        be.attention_decode(a.q, r.cache_rows, 2 * K, r.lens, a.att, B, H, K);
+        be.attention_decode(a.q, r.cache_rows, format, 2 * K, r.lens, a.att, B, H, K);
         weight_product(be, nullptr, w.bf16_gemms, N, D, F, 1.0f, a.act, w.f32.w_down, 1.0f, x_out);
       }
       weight_product(be, s ? &s->w_o : nullptr, w.bf16_gemms, N, D, HK, 1.0f, a.att, w.f32.w_o, 1.0f, x_out);
       return;
     }
-    be.attention_decode(a.q, r.cache_rows, 2 * K, r.lens, a.att, B, H, K);
+    be.attention_decode(a.q, r.cache_rows, format, 2 * K, r.lens, a.att, B, H, K);
   } else {
     // RoPE: q into its own buffer (so Q_b is [T*H, K]); k in place
     be.rope_fwd(uq, E, a.q, HK, N, T, H, K, base);
@@ -74,8 +76,8 @@ void block_fwd(Backend& be, const ModelConfig& c, const BlockWeights& w, const B
     be.attention_fwd(a.q, uk, uv, E, a.attn_saved, a.att, B, T, H, K);  // multi-query, causal
     if (r.caches) {
       PALM_ASSERT(B == 1);
-      be.copy_2d_on_device(r.caches[0]->at(layer, 0), sizeof(float) * 2 * K, uk, sizeof(float) * E,
-                           sizeof(float) * 2 * K, std::size_t(T));
+      KvCache& cache = *r.caches[0];
+      be.store_kv_rows(uk, E, cache.at(layer, 0), cache.format, 2 * K, T, 2 * K);
     }
   }
   be.swiglu_fwd(ugate, uup, E, a.act, N, F);

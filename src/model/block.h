@@ -27,7 +27,7 @@ struct BlockRows {
   // of scratch for each cache's first row of this layer.
   const std::int32_t* positions = nullptr;
   const std::int64_t* lens = nullptr;
-  const float** cache_rows = nullptr;
+  const void** cache_rows = nullptr;
   bool decoding() const { return positions != nullptr; }
 };
 

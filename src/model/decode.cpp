@@ -6,10 +6,24 @@
 
 namespace palm {
 
-KvCache::KvCache(Backend& be, const ModelConfig& c, std::int64_t cap) : capacity(cap), two_k(2 * c.head_dim) {
+KvCache::KvCache(Backend& be, const ModelConfig& c, std::int64_t cap, KvFormat f)
+    : capacity(cap), two_k(2 * c.head_dim), format(f) {
   PALM_CHECK(cap > 0 && cap <= c.max_seq_len, "KV cache capacity ", cap, " outside [1, max_seq_len ", c.max_seq_len, "]");
-  data = DeviceFloats(be, std::size_t(c.n_layers * cap * 2 * c.head_dim));
+  data = DeviceArray<std::byte>(be, std::size_t(c.n_layers * cap * two_k * element_bytes()));
 }
+
+KvFormat default_kv_format(WeightFormat weights) {
+  return weights == WeightFormat::kF32 ? KvFormat::kF32 : KvFormat::kBF16;
+}
+
+KvFormat parse_kv_format(const std::string& name, WeightFormat weights) {
+  if (name == "auto") return default_kv_format(weights);
+  if (name == "fp32") return KvFormat::kF32;
+  if (name == "bf16") return KvFormat::kBF16;
+  fail(str_cat("KV cache format must be auto, fp32 or bf16, got '", name, "'"));
+}
+
+const char* kv_format_name(KvFormat f) { return f == KvFormat::kBF16 ? "bf16" : "fp32"; }
 
 void prefill(Backend& be, const Weights& w, KvCache& cache, const std::int32_t* tokens, std::int64_t n,
              float* last_logits) {
@@ -54,6 +68,7 @@ void decode_step(Backend& be, const Weights& w, const std::vector<KvCache*>& cac
   check_tokens(c, tokens, b, "token");
   for (std::int64_t i = 0; i < b; ++i) {
     PALM_CHECK(caches[i]->len < caches[i]->capacity, "sequence ", i, " is full (", caches[i]->capacity, " tokens)");
+    PALM_CHECK(caches[i]->format == caches[0]->format, "decode step: sequence ", i, "'s KV cache is in another format");
     s.positions[i] = std::int32_t(caches[i]->len);
     s.lens[i] = caches[i]->len + 1;
   }

@@ -27,7 +27,7 @@ struct DecodeScratch {
   DeviceFloats x, h, mean, rstd, u, q, att, act;
   std::vector<std::int32_t> positions;
   std::vector<std::int64_t> lens;
-  std::vector<const float*> rows;
+  std::vector<const void*> rows;
 };
 
 // Adds one token to each of b sequences (each at its own position) and writes the

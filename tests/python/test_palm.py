@@ -127,6 +127,18 @@ def test_generate_batch_equals_prompts_file(model, tmp_path):
     assert "e" not in stop and model.generate("ROMEO:", max_tokens=40).startswith(stop)
 
 
+def test_a_bf16_kv_cache_equals_palm_generate_with_one(model):
+    run = os.path.dirname(model.path)
+    want = json.loads(cli("generate", "--model", run, "--prompt", "ROMEO:", "--max-tokens", "24", "--kv-cache", "bf16",
+                          "--json"))
+    got = palm.Model.load(run, kv_cache="bf16").generate_batch(["ROMEO:"], max_tokens=24)[0]
+    assert got["tokens"] == want["tokens"]
+    np.testing.assert_allclose(got["logprobs"], want["logprobs"], atol=1e-9)
+    # the first token comes from the prompt's forward, the rest read the rounded cache
+    fp32 = model.generate_batch(["ROMEO:"], max_tokens=24)[0]
+    assert got["logprobs"][0] == fp32["logprobs"][0] and got["logprobs"][1:] != fp32["logprobs"][1:]
+
+
 def read_safetensors(path):
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
@@ -199,6 +211,8 @@ def test_bad_input_is_palm_error_never_a_crash(model, run_dir):
         model.generate("")
     with pytest.raises(palm.Error, match="weight format"):
         palm.Model.load(os.path.dirname(model.path), weights="fp8")
+    with pytest.raises(palm.Error, match="KV cache format"):
+        palm.Model.load(os.path.dirname(model.path), kv_cache="fp16")
     with pytest.raises(palm.Error, match="backend"):
         palm.Model.load(os.path.dirname(model.path), backend="tpu")
     with pytest.raises(palm.Error, match="preset"):

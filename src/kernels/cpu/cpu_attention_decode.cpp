@@ -234,11 +234,232 @@ void decode_heads16(const float* q, i64 K, const float* kv, i64 ld, i64 len, flo
 }
 #endif
 
+#if defined(__AVX512BF16__)
+// ---- bf16 caches on vdpbf16ps -----------------------------------------------------------
+// decode_heads16 on a cache of bf16 rows, its products on vdpbf16ps: each lane sums two
+// bf16 products, at twice the FMA's multiply-adds per cycle on Zen 4, from half the bytes.
+// The queries and the softmax weights are rounded to bf16 too (as bf16 attention on a GPU
+// rounds Q, K, V and P; sums stay fp32). A score lane sums pairs of dimensions, (q_h[2j],
+// q_h[2j+1]) . (k[2j], k[2j+1]); the output sums pairs of positions, lane c of (v_t[c],
+// v_t+1[c]) against the broadcast pair (p_t[h], p_t+1[h]). Unpacking two value rows
+// (vpunpcklwd / vpunpckhwd) makes those pairs for 32 dimensions, in an order fixed per
+// 128-bit lane (unpack_order) that is undone once, when the output is written.
+
+inline std::uint32_t pair_at(const std::uint16_t* x) {
+  std::uint32_t w;
+  std::memcpy(&w, x, 4);
+  return w;
+}
+
+// dword h of the result: (bf16(a[h]), bf16(b[h])), nearest even
+inline __m512i interleave_bf16(__m512 a, __m512 b) {
+  alignas(64) static constexpr std::uint16_t kIdx[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                                         8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i both = __m512i(_mm512_cvtne2ps_pbh(b, a));  // words 0-15 a, 16-31 b
+  return _mm512_permutexvar_epi16(_mm512_load_si512(kIdx), both);
+}
+
+// Scores (unscaled) of N positions (rows k0, k0 + ld, ...) for 16 heads; qT [K/2][16]:
+// dword h of row j the pair of head h's query dimensions 2j, 2j+1.
+template <int N>
+inline void scores16_bf16(const std::uint32_t* qT, i64 K, const std::uint16_t* k0, i64 ld, const char* ahead, __m512* s) {
+  const i64 pairs = K / 2, lines = ahead ? N * ld * 2 / 64 : 0, per = (lines + pairs - 1) / pairs;
+#pragma GCC unroll 16
+  for (int u = 0; u < N; ++u) s[u] = _mm512_setzero_ps();
+  for (i64 j = 0; j < pairs; ++j) {
+    for (i64 l = j * per; l < std::min(lines, (j + 1) * per); ++l) _mm_prefetch(ahead + 64 * l, _MM_HINT_T1);
+    const __m512bh qj = __m512bh(_mm512_loadu_si512(qT + j * 16));
+#pragma GCC unroll 16
+    for (int u = 0; u < N; ++u)
+      s[u] = _mm512_dpbf16_ps(s[u], qj, __m512bh(_mm512_set1_epi32(int(pair_at(k0 + u * ld + 2 * j)))));
+  }
+}
+
+// Dimensions c0 .. c0 + 31 (kHalf: c0 .. c0 + 15) of acc [16][ldacc], in unpack order, +=
+// np pairs of positions: weights pw [np][16] (dword h: p_t[h], p_t+1[h]) against value
+// rows v0 + 2u ld and the row after it (for the last pair of an odd count the same row
+// again, against a weight of 0). Eight heads by two vectors per tile: one unpack serves 8
+// vdpbf16ps.
+template <bool kHalf>
+inline void accumulate_pairs(const std::uint32_t* pw, int np, bool odd, const std::uint16_t* v0, i64 ld, i64 ldacc,
+                             i64 c0, float* acc) {
+  for (int h0 = 0; h0 < 16; h0 += 8) {
+    __m512 a[8][2];
+#pragma GCC unroll 8
+    for (int h = 0; h < 8; ++h)
+      for (int c = 0; c < 2; ++c) a[h][c] = _mm512_load_ps(acc + (h0 + h) * ldacc + c0 + 16 * c);
+    const std::uint16_t* vu = v0 + c0;
+    for (int u = 0; u < np; ++u, vu += 2 * ld) {
+      const std::uint16_t* next = odd && u == np - 1 ? vu : vu + ld;
+      const __m512i x0 = kHalf ? _mm512_maskz_loadu_epi16(0xFFFF, vu) : _mm512_loadu_si512(vu);
+      const __m512i x1 = kHalf ? _mm512_maskz_loadu_epi16(0xFFFF, next) : _mm512_loadu_si512(next);
+      __m512i lo = _mm512_unpacklo_epi16(x0, x1), hi = _mm512_unpackhi_epi16(x0, x1);
+      __asm__("" : "+v"(lo), "+v"(hi));  // in registers, not folded into each head's product
+#pragma GCC unroll 8
+      for (int h = 0; h < 8; ++h) {
+        const __m512bh w = __m512bh(_mm512_set1_epi32(int(pw[u * 16 + h0 + h])));
+        a[h][0] = _mm512_dpbf16_ps(a[h][0], __m512bh(lo), w);
+        a[h][1] = _mm512_dpbf16_ps(a[h][1], __m512bh(hi), w);
+      }
+    }
+#pragma GCC unroll 8
+    for (int h = 0; h < 8; ++h)
+      for (int c = 0; c < 2; ++c) _mm512_store_ps(acc + (h0 + h) * ldacc + c0 + 16 * c, a[h][c]);
+  }
+}
+
+// Where dimension c0 + d of a 32-dimension tile sits: unpacking gives lane 4L + j of the
+// low vector dimension 8L + j and of the high one 8L + 4 + j (128-bit lane L, j < 4);
+// permutex2var indices (high vector + 16) for dimensions 0-15 (half 0) or 16-31 (half 1).
+inline __m512i unpack_order(int half) {
+  alignas(64) std::int32_t idx[16];
+  for (int i = 0; i < 16; ++i) {
+    const int d = 16 * half + i, L = d / 8, j = d % 8;
+    idx[i] = j < 4 ? 4 * L + j : 16 + 4 * L + j - 4;
+  }
+  return _mm512_load_si512(idx);
+}
+
+// decode_heads16 for a bf16 cache (K % 16 == 0): the same online softmax in blocks of 16
+// positions, the same prefetches, the same outputs.
+void decode_heads16_bf16(const float* q, i64 K, const std::uint16_t* kv, i64 ld, i64 len, float scale, float* o,
+                         float* max, float* sum, std::vector<float>& scratch) {
+  const i64 ldacc = (K + 31) / 32 * 32;  // a last tile of 16 dimensions takes 32 lanes
+  if (scratch.size() < std::size_t(K * 8 + 16 * ldacc + 16)) scratch.resize(std::size_t(K * 8 + 16 * ldacc + 16));
+  auto* qT = reinterpret_cast<std::uint32_t*>(scratch.data());  // [K/2][16]
+  float* acc = reinterpret_cast<float*>((reinterpret_cast<std::uintptr_t>(scratch.data() + K * 8) + 63) & ~std::uintptr_t(63));
+  for (i64 c = 0; c < K; c += 16) {
+    __m512 r[16];
+    for (int h = 0; h < 16; ++h) r[h] = _mm512_loadu_ps(q + h * K + c);  // unscaled: the rounding is q's alone
+    transpose16(r);
+    for (int d = 0; d < 16; d += 2) _mm512_storeu_si512(qT + (c + d) / 2 * 16, interleave_bf16(r[d], r[d + 1]));
+  }
+  std::fill(acc, acc + 16 * ldacc, 0.0f);
+  constexpr float kSlack = 8.0f;
+  constexpr int kBlock = 16;
+  constexpr i64 kAhead = kBlock;  // as decode_heads16 (measured there)
+  const char* first = reinterpret_cast<const char*>(kv);
+  for (i64 l = 0; l < std::min(len, kAhead) * ld * 2 / 64; ++l) _mm_prefetch(first + 64 * l, _MM_HINT_T1);
+  alignas(64) std::uint32_t pw[kBlock / 2][16];
+  __m512 m = _mm512_set1_ps(-INFINITY), total = _mm512_setzero_ps();
+  for (i64 t = 0; t < len; t += kBlock) {
+    const int n = int(std::min<i64>(kBlock, len - t));
+    const std::uint16_t* k0 = kv + t * ld;
+    __m512 s[kBlock];
+    if (n == kBlock) {
+      scores16_bf16<kBlock>(qT, K, k0, ld, t + kAhead + kBlock <= len ? reinterpret_cast<const char*>(k0 + kAhead * ld) : nullptr, s);
+    } else {
+      for (int u = 0; u < n; ++u) scores16_bf16<1>(qT, K, k0 + u * ld, ld, nullptr, s + u);
+    }
+    for (int u = 0; u < n; ++u) s[u] = _mm512_mul_ps(s[u], _mm512_set1_ps(scale));
+    __m512 top = m;
+    for (int u = 0; u < n; ++u) top = _mm512_max_ps(top, s[u]);
+    if (_mm512_cmp_ps_mask(top, _mm512_add_ps(m, _mm512_set1_ps(kSlack)), _CMP_GT_OQ)) {
+      const __m512 corr = exp16(_mm512_sub_ps(m, top));
+      total = _mm512_mul_ps(total, corr);
+      alignas(64) float c[16];
+      _mm512_store_ps(c, corr);
+      for (int h = 0; h < 16; ++h) {
+        const __m512 cv = _mm512_set1_ps(c[h]);
+        for (i64 d = 0; d < ldacc; d += 16)
+          _mm512_store_ps(acc + h * ldacc + d, _mm512_mul_ps(_mm512_load_ps(acc + h * ldacc + d), cv));
+      }
+      m = top;
+    }
+    for (int u = 0; u < n; u += 2) {
+      const __m512 e0 = exp16(_mm512_sub_ps(s[u], m));
+      const __m512 e1 = u + 1 < n ? exp16(_mm512_sub_ps(s[u + 1], m)) : _mm512_setzero_ps();
+      total = _mm512_add_ps(total, _mm512_add_ps(e0, e1));
+      _mm512_store_si512(pw[u / 2], interleave_bf16(e0, e1));
+    }
+    const std::uint16_t* v0 = kv + K + t * ld;
+    i64 c0 = 0;
+    for (; c0 + 32 <= K; c0 += 32) accumulate_pairs<false>(pw[0], (n + 1) / 2, n % 2, v0, ld, ldacc, c0, acc);
+    if (c0 < K) accumulate_pairs<true>(pw[0], (n + 1) / 2, n % 2, v0, ld, ldacc, c0, acc);
+  }
+  alignas(64) float sums[16];
+  _mm512_store_ps(sums, total);
+  const __m512i order0 = unpack_order(0), order1 = unpack_order(1);
+  for (int h = 0; h < 16; ++h) {
+    const __m512 norm = _mm512_set1_ps(max ? 1.0f : 1.0f / sums[h]);
+    for (i64 c0 = 0; c0 < K; c0 += 32) {
+      const __m512 lo = _mm512_load_ps(acc + h * ldacc + c0), hi = _mm512_load_ps(acc + h * ldacc + c0 + 16);
+      _mm512_storeu_ps(o + h * K + c0, _mm512_mul_ps(_mm512_permutex2var_ps(lo, order0, hi), norm));
+      if (c0 + 16 < K) _mm512_storeu_ps(o + h * K + c0 + 16, _mm512_mul_ps(_mm512_permutex2var_ps(lo, order1, hi), norm));
+    }
+  }
+  if (max) {
+    _mm512_storeu_ps(max, m);
+    _mm512_storeu_ps(sum, total);
+  }
+}
+#endif
+
+// One sequence's positions 0 .. len-1 at `rows` (k at rows + t ld, v K after it, in format
+// f) for all H heads: o [H, K] normalized or, with max and sum ([H] each), unnormalized with
+// the heads' maxima and sums (the parts of a split sequence, merged by the caller).
+void attend(Backend& be, const float* q, const void* rows, KvFormat f, i64 ld, i64 len, i64 H, i64 K, float* o, float* max,
+            float* sum) {
+  const float scale = 1.0f / std::sqrt(float(K));
+  // each only grows, then is reused (one vector for both, decode_heads16's [K, 32]
+  // resized down and the GEMM path's [H, len] up, was refilled with zeros at every call)
+  thread_local std::vector<float> scores, lanes, widened;
+#if defined(__AVX512BF16__)
+  if (f == KvFormat::kBF16 && H % 16 == 0 && K % 16 == 0) {
+    for (i64 h0 = 0; h0 < H; h0 += 16)
+      decode_heads16_bf16(q + h0 * K, K, static_cast<const std::uint16_t*>(rows), ld, len, scale, o + h0 * K,
+                          max ? max + h0 : nullptr, max ? sum + h0 : nullptr, lanes);
+    return;
+  }
+#endif
+  const float* keys = static_cast<const float*>(rows);
+  if (f == KvFormat::kBF16) {  // shapes and CPUs the bf16 kernel does not cover: widened to fp32 first
+    if (std::int64_t(widened.size()) < len * 2 * K) widened.resize(std::size_t(len * 2 * K));
+    const auto* in = static_cast<const std::uint16_t*>(rows);
+    for (i64 t = 0; t < len; ++t)
+      for (i64 e = 0; e < 2 * K; ++e) {
+        const std::uint32_t bits = std::uint32_t(in[t * ld + e]) << 16;
+        std::memcpy(&widened[std::size_t(t * 2 * K + e)], &bits, 4);
+      }
+    keys = widened.data();
+    ld = 2 * K;
+  }
+#if defined(__AVX512F__)
+  if (H % 16 == 0 && K % 16 == 0) {  // heads in vector lanes, 16 at a time
+    for (i64 h0 = 0; h0 < H; h0 += 16)
+      decode_heads16(q + h0 * K, K, keys, ld, len, scale, o + h0 * K, max ? max + h0 : nullptr, max ? sum + h0 : nullptr,
+                     lanes);
+    return;
+  }
+#endif
+  // all H heads share the cached keys: S [H, len] = q [H, K] K^T, one GEMM
+  if (std::int64_t(scores.size()) < H * len) scores.resize(std::size_t(H * len));
+  be.gemm(false, true, H, len, K, scale, q, K, keys, ld, 0.0f, scores.data(), len);
+  for (i64 h = 0; h < H; ++h) {
+    float* row = scores.data() + h * len;
+    const float mx = max_of(row, len);
+    float total = 0.0f;
+#pragma omp simd reduction(+ : total)
+    for (i64 j = 0; j < len; ++j) {
+      row[j] = fast_exp(row[j] - mx);
+      total += row[j];
+    }
+    if (max) {
+      max[h] = mx;
+      sum[h] = total;
+      continue;
+    }
+    const float inv = 1.0f / total;
+#pragma omp simd
+    for (i64 j = 0; j < len; ++j) row[j] *= inv;
+  }
+  be.gemm(false, false, H, K, len, 1.0f, scores.data(), len, keys + K, ld, 0.0f, o, K);
+}
+
 }  // namespace
 
-void CpuBackend::attention_decode(const float* q, const float* const* cache, i64 ld, const std::int64_t* lens,
-                                  float* o, i64 b, i64 H, i64 K) {
-  const float scale = 1.0f / std::sqrt(float(K));
+void CpuBackend::attention_decode(const float* q, const void* const* cache, KvFormat format, i64 ld,
+                                  const std::int64_t* lens, float* o, i64 b, i64 H, i64 K) {
   // Work items are (sequence, range of positions). Below one sequence per thread each
   // sequence's positions are split between the threads, every part for all heads, and the
   // parts' softmaxes merged by their maxima and sums: batch 1 had run on one thread (~12%
@@ -259,58 +480,27 @@ void CpuBackend::attention_decode(const float* q, const float* const* cache, i64
   float* const pout = part_out.data();
   float* const pmax = part_max.data();
   float* const psum = part_sum.data();
+  const i64 row_bytes = format == KvFormat::kBF16 ? 2 : 4;
 #pragma omp parallel
   {
-    // each only grows, then is reused (one vector for both, decode_heads16's [K, 32]
-    // resized down and the GEMM path's [H, len] up, was refilled with zeros at every call)
-    thread_local std::vector<float> scores, lanes;
-    auto attend = [&](i64 item) {
+    auto work = [&](i64 item) {
       const i64 i = item / parts, part = item % parts, n = lens[i];
       const i64 t0 = n * part / parts, len = n * (part + 1) / parts - t0;
-      const float* keys = cache[i] + t0 * ld;
-#if defined(__AVX512F__)
-      if (H % 16 == 0 && K % 16 == 0) {  // heads in vector lanes, 16 at a time
-        for (i64 h0 = 0; h0 < H; h0 += 16) {
-          float* out = parts > 1 ? pout + item * H * K + h0 * K : o + i * H * K + h0 * K;
-          decode_heads16(q + i * H * K + h0 * K, K, keys, ld, len, scale, out, parts > 1 ? pmax + item * H + h0 : nullptr,
-                         parts > 1 ? psum + item * H + h0 : nullptr, lanes);
-        }
-        return;
-      }
-#endif
-      // all H heads share the cached keys: S [H, len] = q_i [H, K] K^T, one GEMM
-      if (std::int64_t(scores.size()) < H * len) scores.resize(std::size_t(H * len));
-      gemm(false, true, H, len, K, scale, q + i * H * K, K, keys, ld, 0.0f, scores.data(), len);
-      for (i64 h = 0; h < H; ++h) {
-        float* row = scores.data() + h * len;
-        const float mx = max_of(row, len);
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (i64 j = 0; j < len; ++j) {
-          row[j] = fast_exp(row[j] - mx);
-          sum += row[j];
-        }
-        if (parts > 1) {
-          pmax[item * H + h] = mx;
-          psum[item * H + h] = sum;
-          continue;
-        }
-        const float inv = 1.0f / sum;
-#pragma omp simd
-        for (i64 j = 0; j < len; ++j) row[j] *= inv;
-      }
-      float* out = parts > 1 ? pout + item * H * K : o + i * H * K;
-      gemm(false, false, H, K, len, 1.0f, scores.data(), len, keys + K, ld, 0.0f, out, K);
+      const void* rows = static_cast<const char*>(cache[i]) + t0 * ld * row_bytes;
+      if (parts > 1)
+        attend(*this, q + i * H * K, rows, format, ld, len, H, K, pout + item * H * K, pmax + item * H, psum + item * H);
+      else
+        attend(*this, q + i * H * K, rows, format, ld, len, H, K, o + i * H * K, nullptr, nullptr);
     };
     // Split sequences have equal parts, one per thread or more: a static share each (batch
     // 1 at 544 positions, 2 threads: ~28 -> ~24 us a call; dynamic, one thread often took
     // both parts). Whole sequences of unequal lengths are dealt out as threads come free.
     if (parts > 1) {
 #pragma omp for schedule(static)
-      for (i64 item = 0; item < b * parts; ++item) attend(item);
+      for (i64 item = 0; item < b * parts; ++item) work(item);
     } else {
 #pragma omp for schedule(dynamic)
-      for (i64 item = 0; item < b * parts; ++item) attend(item);
+      for (i64 item = 0; item < b * parts; ++item) work(item);
     }
     if (parts > 1) {  // (after the loop's barrier) o = sum_p e^(m_p - m) out_p / sum_p e^(m_p - m) s_p
 #pragma omp for schedule(static) nowait
@@ -337,8 +527,8 @@ void CpuBackend::attention_decode(const float* q, const float* const* cache, i64
   }
 }
 
-void CpuBackend::attention_decode_beside(const float* q, const float* const* cache, i64 ld, const std::int64_t* lens,
-                                         float* o, i64 b, i64 H, i64 K, const StoredProduct& p) {
+void CpuBackend::attention_decode_beside(const float* q, const void* const* cache, KvFormat format, i64 ld,
+                                         const std::int64_t* lens, float* o, i64 b, i64 H, i64 K, const StoredProduct& p) {
   // Batch 1: the attention (compute, its cache a few hundred KB) on one thread while the
   // others stream the product's weights, then all on what is left; an int8 step at 544
   // positions spent ~0.43 ms of ~8.5 in the attention with memory idle (docs/PERFORMANCE.md,
@@ -347,16 +537,11 @@ void CpuBackend::attention_decode_beside(const float* q, const float* const* cac
   // attention is ~70 us of a layer's ~350. Elsewhere one after the other.
 #if defined(__AVX512F__)
   if (b == 1 && p.b == 1 && H % 16 == 0 && K % 16 == 0) {
-    const float scale = 1.0f / std::sqrt(float(K));
-    const auto attend = [&] {
-      thread_local std::vector<float> lanes;
-      for (i64 h0 = 0; h0 < H; h0 += 16)
-        decode_heads16(q + h0 * K, K, cache[0], ld, lens[0], scale, o + h0 * K, nullptr, nullptr, lanes);
-    };
-    if (stored_row_beside(p.X, p.K, p.W, p.format, p.scales, p.N, p.alpha, p.beta, p.C, attend)) return;
+    const auto attend_all = [&] { attend(*this, q, cache[0], format, ld, lens[0], H, K, o, nullptr, nullptr); };
+    if (stored_row_beside(p.X, p.K, p.W, p.format, p.scales, p.N, p.alpha, p.beta, p.C, attend_all)) return;
   }
 #endif
-  attention_decode(q, cache, ld, lens, o, b, H, K);
+  attention_decode(q, cache, format, ld, lens, o, b, H, K);
   rows_times_stored(p.X, p.b, p.K, p.W, p.format, p.scales, p.N, p.alpha, p.beta, p.C);
 }
 

@@ -49,10 +49,10 @@ class CpuBackend : public Backend {
                 i64 heads, i64 K, float base) override;
   void rope_fwd_at(const float* in, i64 ld_in, float* out, i64 ld_out, i64 N,
                    const std::int32_t* positions, i64 heads, i64 K, float base) override;
-  void attention_decode(const float* q, const float* const* cache, i64 ld, const std::int64_t* lens,
+  void attention_decode(const float* q, const void* const* cache, KvFormat format, i64 ld, const std::int64_t* lens,
                         float* o, i64 b, i64 H, i64 K) override;
-  void attention_decode_beside(const float* q, const float* const* cache, i64 ld, const std::int64_t* lens,
-                               float* o, i64 b, i64 H, i64 K, const StoredProduct& p) override;
+  void attention_decode_beside(const float* q, const void* const* cache, KvFormat format, i64 ld,
+                               const std::int64_t* lens, float* o, i64 b, i64 H, i64 K, const StoredProduct& p) override;
   void swiglu_fwd(const float* gate, const float* up, i64 ld_in, float* act, i64 N,
                   i64 F) override;
   void swiglu_bwd(const float* dact, const float* gate, const float* up, i64 ld_in,
@@ -88,6 +88,8 @@ class CpuBackend : public Backend {
   void xent_finish(const float* logits, const std::int32_t* targets, i64 first, const float* mx, const double* part,
                    float* nll, float* log_z, float* dlogits, float z_coef, float grad_scale, i64 N, i64 V) override;
   void quantize_bf16(const float* w, std::uint16_t* out, i64 n) override;
+  void store_kv_rows(const float* src, i64 ld_src, void* dst, KvFormat format, i64 ld_dst, i64 rows,
+                     i64 cols) override;
   void quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int8_t* q, float* scales) override;
   void stored_to_product_layout(void* w, WeightFormat format, i64 rows, i64 cols) override;
 

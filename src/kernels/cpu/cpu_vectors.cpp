@@ -192,6 +192,23 @@ void CpuBackend::quantize_bf16(const float* w, std::uint16_t* out, i64 n) {
   }
 }
 
+void CpuBackend::store_kv_rows(const float* src, i64 ld_src, void* dst, KvFormat format, i64 ld_dst, i64 rows,
+                               i64 cols) {
+  // one thread: a decode step stores one row of 2K per sequence and layer, a prompt T rows
+  if (format == KvFormat::kF32) {
+    copy_2d_on_device(dst, sizeof(float) * std::size_t(ld_dst), src, sizeof(float) * std::size_t(ld_src),
+                      sizeof(float) * std::size_t(cols), std::size_t(rows));
+    return;
+  }
+  auto* out = static_cast<std::uint16_t*>(dst);
+  for (i64 r = 0; r < rows; ++r)
+    for (i64 c = 0; c < cols; ++c) {
+      std::uint32_t bits;
+      std::memcpy(&bits, &src[r * ld_src + c], 4);
+      out[r * ld_dst + c] = std::uint16_t((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);  // nearest even
+    }
+}
+
 void CpuBackend::quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int8_t* q, float* scales) {
 #pragma omp parallel for schedule(static)
   for (i64 r = 0; r < rows; ++r) {

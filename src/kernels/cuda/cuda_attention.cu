@@ -257,16 +257,23 @@ __global__ void flash_backward_dkv(const float* dout, const float* q, const floa
 
 // One (sequence, head) per block: scores against the cached keys in a scratch row,
 // softmax, then the weighted sum of the cached values.
-__global__ void decode_attention(const float* q, const float* const* cache, i64 ld, const std::int64_t* lens,
+// A cached element as fp32: the cache holds fp32 or bf16 (nearest even) rows.
+__device__ inline float cached(const float* c, i64 i) { return c[i]; }
+__device__ inline float cached(const std::uint16_t* c, i64 i) { return bf16_bits_to_float(c[i]); }
+
+template <typename T>
+__global__ void decode_attention(const float* q, const void* const* cache, i64 ld, const std::int64_t* lens,
                                  float* o, i64 H, i64 K, float* scores, i64 max_len, float scale) {
   __shared__ float red[32];
   const i64 i = blockIdx.x / H, h = blockIdx.x % H, n = lens[i];
-  const float* kc = cache[i];
+  const T* kc = static_cast<const T*>(cache[i]);
   const float* qv = q + (i * H + h) * K;
   float* sc = scores + i64(blockIdx.x) * max_len;
   float mx = -INFINITY;
   for (i64 j = threadIdx.x; j < n; j += blockDim.x) {
-    const float sj = scale * dot_padded(qv, kc + j * ld, K);
+    float dot = 0.0f;
+    for (i64 e = 0; e < K; ++e) dot += qv[e] * cached(kc, j * ld + e);
+    const float sj = scale * dot;
     sc[j] = sj;
     mx = fmaxf(mx, sj);
   }
@@ -280,7 +287,7 @@ __global__ void decode_attention(const float* q, const float* const* cache, i64 
   sum = block_sum(sum, red);  // its barriers also publish sc[] to the whole block
   for (i64 e = threadIdx.x; e < K; e += blockDim.x) {
     float acc = 0.0f;
-    for (i64 j = 0; j < n; ++j) acc += sc[j] * kc[j * ld + K + e];
+    for (i64 j = 0; j < n; ++j) acc += sc[j] * cached(kc, j * ld + K + e);
     o[(i * H + h) * K + e] = acc / sum;
   }
 }
@@ -338,15 +345,20 @@ void CudaBackend::attention_bwd(const float* dout, const float* q, const float* 
   PALM_CUDA_LAUNCHED("flash_backward_dkv");
 }
 
-void CudaBackend::attention_decode(const float* q, const float* const* cache, i64 ld, const std::int64_t* lens,
-                                   float* o, i64 b, i64 H, i64 K) {
+void CudaBackend::attention_decode(const float* q, const void* const* cache, KvFormat format, i64 ld,
+                                   const std::int64_t* lens, float* o, i64 b, i64 H, i64 K) {
   if (b == 0) return;
   const i64 max_len = std::max<i64>(1, *std::max_element(lens, lens + b));
   const auto* dcache = stage(cache, b, 2);
   const auto* dlens = stage(lens, b, 3);
   float* sc = scores_.as<float>(std::size_t(b * H * max_len));
-  decode_attention<<<unsigned(b * H), kThreads, 0, stream_>>>(q, dcache, ld, dlens, o, H, K, sc, max_len,
-                                                              1.0f / std::sqrt(float(K)));
+  const float scale = 1.0f / std::sqrt(float(K));
+  if (format == KvFormat::kBF16) {
+    decode_attention<std::uint16_t><<<unsigned(b * H), kThreads, 0, stream_>>>(q, dcache, ld, dlens, o, H, K, sc,
+                                                                               max_len, scale);
+  } else {
+    decode_attention<float><<<unsigned(b * H), kThreads, 0, stream_>>>(q, dcache, ld, dlens, o, H, K, sc, max_len, scale);
+  }
   PALM_CUDA_LAUNCHED("decode_attention");
 }
 

@@ -75,8 +75,8 @@ class CudaBackend final : public Backend {
                      const float* saved, float* dq, float* dk, float* dv, i64 ld_dv, float* scratch,
                      i64 scratch_floats, i64 B, i64 T, i64 H, i64 K) override;
   i64 attention_bwd_scratch_floats(i64 B, i64 T, i64 H, i64 K) const override { return B * T * H; }  // rowsum(dO*O)
-  void attention_decode(const float* q, const float* const* cache, i64 ld, const std::int64_t* lens, float* o,
-                        i64 b, i64 H, i64 K) override;
+  void attention_decode(const float* q, const void* const* cache, KvFormat format, i64 ld, const std::int64_t* lens,
+                        float* o, i64 b, i64 H, i64 K) override;
   void xent_fwd_bwd(float* logits, const std::int32_t* targets, float* nll, float* log_z, float* dlogits,
                     float z_coef, float grad_scale, i64 N, i64 V) override;
   void add(const float* a, const float* b, float* out, i64 n) override;
@@ -102,6 +102,8 @@ class CudaBackend final : public Backend {
   void logit_stats(const float* logits, i64 b, i64 V, std::int32_t* argmax, float* max, double* log_z) override;
   void top_k(const float* logits, i64 V, i64 k, float* values, std::int32_t* ids) override;
   void quantize_bf16(const float* w, std::uint16_t* out, i64 n) override;
+  void store_kv_rows(const float* src, i64 ld_src, void* dst, KvFormat format, i64 ld_dst, i64 rows,
+                     i64 cols) override;
   void quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int8_t* q, float* scales) override;
   void stored_to_product_layout(void*, WeightFormat, i64, i64) override {}  // rows_times_stored reads rows as stored
 

@@ -100,6 +100,10 @@ __global__ void to_bf16(const float* w, std::uint16_t* out, i64 n) {
   PALM_CUDA_FOR(i, n) out[i] = float_to_bf16_bits(w[i]);
 }
 
+__global__ void to_bf16_rows(const float* src, i64 ld_src, std::uint16_t* dst, i64 ld_dst, i64 rows, i64 cols) {
+  PALM_CUDA_FOR(i, rows * cols) dst[i / cols * ld_dst + i % cols] = float_to_bf16_bits(src[i / cols * ld_src + i % cols]);
+}
+
 __global__ void int8_rows(const float* w, i64 cols, std::int8_t* q, float* scales) {
   __shared__ float red[32];
   const float* row = w + i64(blockIdx.x) * cols;
@@ -224,6 +228,19 @@ void CudaBackend::quantize_bf16(const float* w, std::uint16_t* out, i64 n) {
   if (n == 0) return;
   to_bf16<<<grid_for(n), kThreads, 0, stream_>>>(w, out, n);
   PALM_CUDA_LAUNCHED("to_bf16");
+}
+
+void CudaBackend::store_kv_rows(const float* src, i64 ld_src, void* dst, KvFormat format, i64 ld_dst, i64 rows,
+                                i64 cols) {
+  if (rows == 0 || cols == 0) return;
+  if (format == KvFormat::kF32) {
+    copy_2d_on_device(dst, sizeof(float) * std::size_t(ld_dst), src, sizeof(float) * std::size_t(ld_src),
+                      sizeof(float) * std::size_t(cols), std::size_t(rows));
+    return;
+  }
+  to_bf16_rows<<<grid_for(rows * cols), kThreads, 0, stream_>>>(src, ld_src, static_cast<std::uint16_t*>(dst), ld_dst,
+                                                                rows, cols);
+  PALM_CUDA_LAUNCHED("to_bf16_rows");
 }
 
 void CudaBackend::quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int8_t* q, float* scales) {
