@@ -14,6 +14,7 @@
 #include <mutex>
 
 #include "infer/engine.h"
+#include "infer/generate.h"
 #include "infer/sampler.h"
 #include "model/params.h"
 #include "infer/stop.h"
@@ -242,6 +243,51 @@ TEST(Engine, AFailingRequestFailsAloneAndTheEngineStaysUp) {
   std::unique_lock<std::mutex> lock(out.mu);
   ASSERT_TRUE(out.cv.wait_for(lock, std::chrono::seconds(30), [&] { return out.reasons.size() == 4; }));
   EXPECT_EQ(out.reasons.back(), "length");
+}
+
+// The engine (palm serve) keeps its sequences' caches in the format it is given and then
+// decodes what generate (palm generate) decodes with caches of that format, to the bit.
+TEST(Engine, ABf16CacheGivesWhatGenerateGivesWithOne) {
+  ModelConfig c = preset("tiny");
+  Weights w(process_backend(), c);
+  const auto be = make_backend();
+  init_weights(*be, w, 7);
+  GenerationRequest g;
+  g.prompt = {5, 9, 2, 7};
+  g.max_tokens = 12;
+  g.sampling.temperature = 0;
+  const auto never = [](std::size_t, std::int32_t) { return false; };
+  const auto want = generate(*be, w, {g}, 1, never, nullptr, nullptr, KvFormat::kBF16)[0];
+  const auto fp32 = generate(*be, w, {g}, 1, never, nullptr, nullptr, KvFormat::kF32)[0];
+  ASSERT_EQ(want.logprobs.size(), 12u);
+  EXPECT_EQ(want.logprobs[0], fp32.logprobs[0]);  // from the prompt's forward, which reads no cache
+  EXPECT_NE(std::vector<double>(want.logprobs.begin() + 1, want.logprobs.end()),
+            std::vector<double>(fp32.logprobs.begin() + 1, fp32.logprobs.end()));
+  Engine engine(*be, w, 4, 8, nullptr, KvFormat::kBF16);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::int32_t> tokens;
+  std::vector<double> logprobs;
+  bool done = false;
+  EngineRequest r;
+  r.prompt = g.prompt;
+  r.max_tokens = g.max_tokens;
+  r.sampling = g.sampling;
+  r.on_token = [&](std::int32_t t, double lp) {
+    tokens.push_back(t);
+    logprobs.push_back(lp);
+    return false;
+  };
+  r.on_done = [&](const std::string&, const std::string&) {
+    std::lock_guard<std::mutex> lock(mu);
+    done = true;
+    cv.notify_all();
+  };
+  ASSERT_EQ(engine.submit(std::move(r)), Engine::Admit::kAccepted);
+  std::unique_lock<std::mutex> lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return done; }));
+  EXPECT_EQ(tokens, want.tokens);
+  EXPECT_EQ(logprobs, want.logprobs);
 }
 
 }  // namespace
