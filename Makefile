@@ -34,7 +34,7 @@ test: python
 # build on every backend usable here: the CPU cases always (the CUDA build's own CPU
 # path), the CUDA cases where a GPU is (without one they are not instantiated, so none
 # is ever reported skipped). CI must have the toolkit; elsewhere its absence is reported.
-CUDA_TESTS = test_kernels test_backend_ops test_model test_device_comm
+CUDA_TESTS = test_kernels test_attention_decode test_backend_ops test_model test_device_comm
 test-cuda: deps
 	@if [ -z "$(NVCC)" ]; then \
 	  if [ "$$CI" = true ]; then echo "make test-cuda: CI must compile the CUDA backend, but no CUDA toolkit (nvcc) is installed" >&2; exit 1; fi; \

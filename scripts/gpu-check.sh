@@ -21,11 +21,11 @@ bundle=.gpu
 pack() {
   set -e
   make build-cuda >/dev/null
-  cmake --build build-cuda --target test_kernels test_backend_ops test_model test_device_comm >/dev/null
+  cmake --build build-cuda --target test_kernels test_attention_decode test_backend_ops test_model test_device_comm >/dev/null
   rm -rf "$bundle" && mkdir -p "$bundle/bin" "$bundle/lib"
   trap 'rm -rf "$bundle/bin" "$bundle/lib"' EXIT
-  cp build-cuda/palm build-cuda/tests/test_kernels build-cuda/tests/test_backend_ops build-cuda/tests/test_model \
-    build-cuda/tests/test_device_comm \
+  cp build-cuda/palm build-cuda/tests/test_kernels build-cuda/tests/test_attention_decode build-cuda/tests/test_backend_ops \
+    build-cuda/tests/test_model build-cuda/tests/test_device_comm \
     "$bundle/bin/"
   # every library the binaries load, except the C library, the C++ runtime (the GPU
   # machine's is newer; ours would shadow it for PyTorch) and cuBLAS (the machine's CUDA 13)
@@ -69,7 +69,7 @@ run() {
 
   say "## Tests on CUDA (every op against the double references; the model against PyTorch)"
   local t
-  for t in test_kernels test_backend_ops test_model test_device_comm; do
+  for t in test_kernels test_attention_decode test_backend_ops test_model test_device_comm; do
     timeout 180 "$unpacked/bin/$t" --gtest_filter='*cuda*' >"$out/$t.log" 2>&1
     say "- $t: exit $? -- $(grep -E '^\[  (PASSED|FAILED)  \]|tests? ran' "$out/$t.log" | tr '\n' ' ')"
     # the CUDA cases exist only where the device is usable: none ran is a failure, not a pass
