@@ -5,8 +5,8 @@
 // rounds them) to what rounding the softmax weights to bf16 may move each output, as the
 // CPU's vdpbf16ps kernel does: up to 2^-8 of each term (bf16's unit roundoff), so at most
 // 2^-8 sum_t p_t |v_t| / sum_t p_t (the same attention over |v|), allowed twice that (at
-// 2^-9 the kernel fails 76 outputs: the bound is reached); a lost pair, block or tile moves
-// outputs by whole terms (a swapped dimension order fails 300, a lost pair 252).
+// 2^-9 the kernel fails: the bound is reached); a lost pair, block or tile moves outputs by
+// whole terms (a swapped dimension order and a lost pair each fail most bf16 cases).
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -245,6 +245,23 @@ void decode_heads16(const float* q, i64 K, const float* kv, i64 ld, i64 len, flo
 // (vpunpcklwd / vpunpckhwd) makes those pairs for 32 dimensions, in an order fixed per
 // 128-bit lane (unpack_order) that is undone once, when the output is written.
 
+// exp16 for weights about to be rounded to bf16 (2^-8): a degree-4 polynomial (relative
+// error ~4e-5), one ln 2 constant, no upper clamp (x = s - m <= kSlack) and no mask (below
+// -87 it gives e^-87, ~1e-38): 12 operations instead of 17, the bf16 attention 1.04-1.07x
+// as fast (bench-medium batch 16 at 544 positions, alternating, Zen 4).
+inline __m512 exp16_bf16(__m512 x) {
+  const __m512 big = _mm512_set1_ps(12582912.0f);
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), big), big);
+  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693147180559945f), x);
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 24.0f), r, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+}
+
 inline std::uint32_t pair_at(const std::uint16_t* x) {
   std::uint32_t w;
   std::memcpy(&w, x, 4);
@@ -367,8 +384,8 @@ void decode_heads16_bf16(const float* q, i64 K, const std::uint16_t* kv, i64 ld,
       m = top;
     }
     for (int u = 0; u < n; u += 2) {
-      const __m512 e0 = exp16(_mm512_sub_ps(s[u], m));
-      const __m512 e1 = u + 1 < n ? exp16(_mm512_sub_ps(s[u + 1], m)) : _mm512_setzero_ps();
+      const __m512 e0 = exp16_bf16(_mm512_sub_ps(s[u], m));
+      const __m512 e1 = u + 1 < n ? exp16_bf16(_mm512_sub_ps(s[u + 1], m)) : _mm512_setzero_ps();
       total = _mm512_add_ps(total, _mm512_add_ps(e0, e1));
       _mm512_store_si512(pw[u / 2], interleave_bf16(e0, e1));
     }
