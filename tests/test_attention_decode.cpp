@@ -18,6 +18,7 @@
 
 #include "base/threads.h"
 #include "device_mirror.h"
+#include "expect_close.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_stored_avx512.h"
 #include "random_vec.h"
@@ -26,23 +27,9 @@
 namespace palm {
 namespace {
 
-using ref::Vec;
+using testing_util::expect_close;
 using testing_util::Mirror;
 using testing_util::rand_vec;
-
-// max |a - b| <= tol * max |b|
-void expect_close(const std::vector<float>& got, const Vec& want, double tol, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  double max_ref = 1e-30, max_err = 0;
-  std::size_t worst = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    max_ref = std::max(max_ref, std::abs(want[i]));
-    const double e = std::abs(double(got[i]) - want[i]);
-    if (e > max_err) max_err = e, worst = i;
-  }
-  EXPECT_LE(max_err, tol * max_ref) << what << ": worst element " << worst << " got " << got[worst] << " want "
-                                    << want[worst];
-}
 
 // x rounded to bf16, nearest even (what store_kv_rows writes)
 std::uint16_t bf16_bits(float x) {
@@ -73,24 +60,24 @@ const void* upload(Mirror& m, std::vector<float>& rows, KvFormat f) {
 }
 
 // Head outputs [H*K] of a query at the last of T cached positions (rows at ld: k | v).
-Vec last_row(const std::vector<float>& q, const std::vector<float>& rows, i64 ld, i64 T, i64 H, i64 K) {
-  Vec qq(T * H * K, 0.0), k(T * K), v(T * K);
+ref::Vec last_row(const std::vector<float>& q, const std::vector<float>& rows, i64 ld, i64 T, i64 H, i64 K) {
+  ref::Vec qq(T * H * K, 0.0), k(T * K), v(T * K);
   for (i64 c = 0; c < H * K; ++c) qq[(T - 1) * H * K + c] = q[c];
   for (i64 t = 0; t < T; ++t)
     for (i64 e = 0; e < K; ++e) k[t * K + e] = rows[t * ld + e], v[t * K + e] = rows[t * ld + K + e];
-  const Vec full = ref::attention(qq, k, v, 1, T, H, K);
-  return Vec(full.begin() + (T - 1) * H * K, full.end());
+  const ref::Vec full = ref::attention(qq, k, v, 1, T, H, K);
+  return ref::Vec(full.begin() + (T - 1) * H * K, full.end());
 }
 
 // o (attention_decode's output for q over the T rows) against last_row, as the header says.
 void expect_attention(const std::vector<float>& o, const std::vector<float>& q, const std::vector<float>& rows, i64 ld,
                       i64 T, i64 H, i64 K, KvFormat f, const std::string& what) {
-  const Vec want = last_row(q, rows, ld, T, H, K);
+  const ref::Vec want = last_row(q, rows, ld, T, H, K);
   if (f == KvFormat::kF32) return expect_close(o, want, 1e-5, what);
   std::vector<float> magnitudes = rows;
   for (i64 t = 0; t < T; ++t)
     for (i64 e = K; e < 2 * K; ++e) magnitudes[t * ld + e] = std::fabs(magnitudes[t * ld + e]);
-  const Vec bound = last_row(q, magnitudes, ld, T, H, K);
+  const ref::Vec bound = last_row(q, magnitudes, ld, T, H, K);
   double max_ref = 1e-30;
   for (const double w : want) max_ref = std::max(max_ref, std::abs(w));
   int bad = 0;
@@ -197,7 +184,7 @@ TEST_P(DecodeAttention, BesideAProductGivesBoth) {
           // int8: the CPU's VNNI kernel quantizes groups of kQuantGroup to max|x| / 127 steps;
           // others multiply x as it is
           const bool quantized = f == WeightFormat::kInt8 && GetParam().rfind("cpu", 0) == 0 && stored_avx512_available();
-          Vec want(N);
+          ref::Vec want(N);
           for (i64 n = 0; n < N; ++n) {
             double s = 0;
             for (i64 k0 = 0; k0 < Kp; k0 += kQuantGroup) {

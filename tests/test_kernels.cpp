@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "device_mirror.h"
+#include "expect_close.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_stored_avx512.h"
 #include "random_vec.h"
@@ -21,24 +22,11 @@ namespace {
 
 using ref::Vec;
 
+using testing_util::expect_close;
 using testing_util::Mirror;
 using testing_util::rand_vec;
 
 Vec to_d(const std::vector<float>& v) { return Vec(v.begin(), v.end()); }
-
-// max |a - b| <= tol * max |b| (scale-aware, fails on any single bad element)
-void expect_close(const std::vector<float>& got, const Vec& want, double tol, const char* what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  double max_ref = 1e-30, max_err = 0;
-  std::size_t worst = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    max_ref = std::max(max_ref, std::abs(want[i]));
-    const double e = std::abs(double(got[i]) - want[i]);
-    if (e > max_err) max_err = e, worst = i;
-  }
-  EXPECT_LE(max_err, tol * max_ref) << what << ": worst element " << worst << " got "
-                                    << got[worst] << " want " << want[worst];
-}
 
 // Central differences of f at x, for up to `samples` evenly spread coordinates.
 // Compares with the analytic gradient `grad` (scale-aware tolerance).
