@@ -17,6 +17,7 @@
 #include <immintrin.h>
 #endif
 
+#include "kernels/cpu/bf16.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_stored_avx512.h"
 #include "kernels/cpu/fast_math.h"
@@ -434,10 +435,7 @@ void attend(Backend& be, const float* q, const void* rows, KvFormat f, i64 ld, i
     if (std::int64_t(widened.size()) < len * 2 * K) widened.resize(std::size_t(len * 2 * K));
     const auto* in = static_cast<const std::uint16_t*>(rows);
     for (i64 t = 0; t < len; ++t)
-      for (i64 e = 0; e < 2 * K; ++e) {
-        const std::uint32_t bits = std::uint32_t(in[t * ld + e]) << 16;
-        std::memcpy(&widened[std::size_t(t * 2 * K + e)], &bits, 4);
-      }
+      for (i64 e = 0; e < 2 * K; ++e) widened[std::size_t(t * 2 * K + e)] = bf16_to_f32(in[t * ld + e]);
     keys = widened.data();
     ld = 2 * K;
   }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/rng.h"
+#include "kernels/cpu/bf16.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_stored_avx512.h"
 
@@ -185,11 +186,7 @@ void CpuBackend::xent_finish(const float* logits, const std::int32_t* targets, i
 
 void CpuBackend::quantize_bf16(const float* w, std::uint16_t* out, i64 n) {
 #pragma omp parallel for schedule(static)
-  for (i64 i = 0; i < n; ++i) {
-    std::uint32_t bits;
-    std::memcpy(&bits, &w[i], 4);
-    out[i] = std::uint16_t((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);  // nearest even
-  }
+  for (i64 i = 0; i < n; ++i) out[i] = to_bf16(w[i]);
 }
 
 void CpuBackend::store_kv_rows(const float* src, i64 ld_src, void* dst, KvFormat format, i64 ld_dst, i64 rows,
@@ -202,11 +199,7 @@ void CpuBackend::store_kv_rows(const float* src, i64 ld_src, void* dst, KvFormat
   }
   auto* out = static_cast<std::uint16_t*>(dst);
   for (i64 r = 0; r < rows; ++r)
-    for (i64 c = 0; c < cols; ++c) {
-      std::uint32_t bits;
-      std::memcpy(&bits, &src[r * ld_src + c], 4);
-      out[r * ld_dst + c] = std::uint16_t((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);  // nearest even
-    }
+    for (i64 c = 0; c < cols; ++c) out[r * ld_dst + c] = to_bf16(src[r * ld_src + c]);
 }
 
 void CpuBackend::quantize_int8_rows(const float* w, i64 rows, i64 cols, std::int8_t* q, float* scales) {
