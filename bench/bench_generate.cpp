@@ -22,6 +22,7 @@
 #include "base/threads.h"
 #include "common.h"
 #include "kernels/backend.h"
+#include "kernels/device_buffer.h"
 #include "model/accounting.h"
 #include "model/decode.h"
 #include "model/model.h"
@@ -53,10 +54,11 @@ struct BenchGenOptions {
 // rows at once "beat" a one-stream floor by 10-25%. best_of reads the whole array both ways
 // and keeps the faster; slice reads the next `bytes` of it (wrapping; at most the array),
 // so that a sample as long as a decode step can be taken between every two steps. The array is
-// written once and kept.
+// written once and kept, in the CPU backend's memory as the weights are (huge pages where the
+// system gives them): the floor is what the memory delivers to memory laid out like theirs.
 class ReadProbe {
  public:
-  ReadProbe() : a_(std::size_t(1) << 28, 1.0f) {}
+  ReadProbe() : host_(make_backend("cpu")), a_(*host_, std::size_t(1) << 28) { std::fill_n(a_.data(), a_.size(), 1.0f); }
   double best_of(int passes) const {
     double best = 0;
     for (int rep = 0; rep < passes; ++rep)
@@ -105,7 +107,8 @@ class ReadProbe {
   }
 
   std::size_t next_ = 0;  // slice's next line
-  std::vector<float> a_;
+  std::unique_ptr<Backend> host_;
+  DeviceFloats a_;
 };
 
 // palm_ref.py decode (bench/pytorch_reference.h configures it): tokens/s, or negative.

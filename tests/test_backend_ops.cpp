@@ -9,6 +9,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -390,6 +393,50 @@ TEST_P(BackendOps, AllocationsAreZeroAfterReuse) {
       EXPECT_NE(std::string(e.what()).find("out of"), std::string::npos) << e.what();  // CPU: "out of memory", CUDA: "out of GPU memory"
     }
   }
+}
+
+// The CPU backend's buffers of 2 MiB and more start on a 2 MiB boundary and carry the
+// kernel's huge-page advice ("hg" in /proc/self/smaps), and the process's address space
+// grows by the buffer's pages only (the alignment slack before and after it unmapped).
+std::size_t virtual_bytes() {  // VmSize in /proc/self/status
+  std::ifstream status("/proc/self/status");
+  std::string key;
+  std::size_t kb = 0;
+  while (status >> key)
+    if (key == "VmSize:" && status >> kb) return kb * 1024;
+  return 0;
+}
+
+std::string smaps_flags(const void* p) {  // VmFlags of the mapping holding p
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line, flags;
+  bool holds = false;
+  while (std::getline(smaps, line)) {
+    unsigned long lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (line.rfind("VmFlags:", 0) == 0) {
+      if (holds) flags = line;
+    } else if (head >> std::hex >> lo >> dash >> hi && dash == '-') {
+      holds = lo <= reinterpret_cast<std::uintptr_t>(p) && reinterpret_cast<std::uintptr_t>(p) < hi;
+    }
+  }
+  return flags;
+}
+
+TEST(CpuMemory, LargeBuffersAreAlignedAndAdvisedHugePages) {
+  const auto be = make_backend("cpu");
+  const std::size_t bytes = (std::size_t(5) << 20) + 123, page = 4096;
+  const std::size_t before = virtual_bytes();
+  auto* p = static_cast<std::uint8_t*>(be->allocate(bytes));
+  const std::size_t after = virtual_bytes();
+  EXPECT_EQ(after - before, (bytes + page - 1) / page * page) << "the address space grew by the buffer's pages";
+  ASSERT_EQ(reinterpret_cast<std::uintptr_t>(p) % (std::size_t(1) << 21), 0u);
+  ASSERT_EQ(std::count(p, p + bytes, std::uint8_t(0)), std::ptrdiff_t(bytes));
+  std::fill_n(p, bytes, std::uint8_t(7));  // every page of it writable
+  const std::string flags = smaps_flags(p);
+  EXPECT_NE(flags.find(" hg"), std::string::npos) << flags;
+  be->deallocate(p, bytes);
 }
 
 // The guarded CPU backend: a buffer's last 64-byte line is followed by an inaccessible
