@@ -63,6 +63,16 @@ inline void bf16_store(const __m512* f, int MR, i64 m0, i64 N, i64 n0, i64 L, fl
   }
 }
 
+// acc + vpdpbusd(w, the 4 bytes at x in every lane), the broadcast embedded in the
+// instruction ({1to16}, riding its load) instead of a vpbroadcastd of its own: GCC 12 folds
+// a broadcast into the instruction only where one instruction uses it, and the batch
+// kernels use each for two panels. A batch-16 step's int8 products 1.04-1.05x as fast (Zen 4,
+// alternating in one process; docs/PERFORMANCE.md, session 24).
+inline __m512i dpbusd_broadcast(__m512i acc, __m512i w, const void* x) {
+  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*static_cast<const std::int32_t*>(x)));
+  return acc;
+}
+
 // C[b, N] = alpha * scales[n] * (X W^T) + beta * C for int8 W [N, K] in panels (pack_panels):
 // cpu_stored_int8.cpp.
 void int8_product_avx512(const float* X, i64 b, i64 K, const std::int8_t* W, const float* scales, i64 N, float alpha,

@@ -277,11 +277,8 @@ __attribute__((noinline)) void int8_two_panel_sums(const std::int8_t* p0, i64 K,
       w1 = _mm512_xor_si512(w1, flip);
 #pragma GCC unroll 8
       for (int m = 0; m < MR; ++m) {
-        std::int32_t x4;
-        std::memcpy(&x4, q + m * kQuantGroup + 4 * d, 4);
-        const __m512i x = _mm512_set1_epi32(x4);
-        acc[0][m] = _mm512_dpbusd_epi32(acc[0][m], w0, x);
-        acc[1][m] = _mm512_dpbusd_epi32(acc[1][m], w1, x);
+        acc[0][m] = dpbusd_broadcast(acc[0][m], w0, q + m * kQuantGroup + 4 * d);
+        acc[1][m] = dpbusd_broadcast(acc[1][m], w1, q + m * kQuantGroup + 4 * d);
       }
     };
     if (j0 + kGroupQuads <= full_quads) {
