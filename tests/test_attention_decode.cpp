@@ -142,7 +142,8 @@ TEST_P(DecodeAttention, BesideAProductGivesBoth) {
   // one after the other), each checked against its oracle as the tests above check them
   // alone: the attention against the last row of causal attention, the product against the
   // double-precision product of the activations as the kernel may round them (int8: the
-  // VNNI kernel's quantized ones; bf16 at one row and fp32: x as it is). N = 437: 6 groups
+  // VNNI kernel's quantized ones; bf16: x rounded to bf16 where the CPU multiplies on
+  // vdpbf16ps, else x as it is; fp32: x as it is). N = 437: 6 groups
   // of 4 panels, 3 panels alone, a part of 5 rows; for fp32 13 spans of 32 rows, 2 blocks of
   // 8 and 5 rows alone. The bf16 and fp32 weights are the int8 ones / 8, exact in bf16.
   const i64 H = 16, K = 64, ld = 2 * K + 3, N = 27 * 16 + 5, Kp = 329;
@@ -183,7 +184,9 @@ TEST_P(DecodeAttention, BesideAProductGivesBoth) {
           expect_attention(o, q, cache, ld, T, H, K, kv, "attention beside the product");
           // int8: the CPU's VNNI kernel quantizes groups of kQuantGroup to max|x| / 127 steps;
           // others multiply x as it is
-          const bool quantized = f == WeightFormat::kInt8 && GetParam().rfind("cpu", 0) == 0 && stored_avx512_available();
+          const bool cpu_kernels = GetParam().rfind("cpu", 0) == 0 && stored_avx512_available();
+          const bool quantized = f == WeightFormat::kInt8 && cpu_kernels;
+          const bool bf16_rounds = f == WeightFormat::kBF16 && cpu_kernels && bf16_dot_min_rows() == 1;
           ref::Vec want(N);
           for (i64 n = 0; n < N; ++n) {
             double s = 0;
@@ -191,9 +194,9 @@ TEST_P(DecodeAttention, BesideAProductGivesBoth) {
               float amax = 0;
               for (i64 kk = k0; kk < std::min(Kp, k0 + kQuantGroup); ++kk) amax = std::max(amax, std::fabs(x[kk]));
               for (i64 kk = k0; kk < std::min(Kp, k0 + kQuantGroup); ++kk) {
-                const float xr = !quantized || amax == 0.0f
-                                     ? x[kk]
-                                     : (amax / 127.0f) * float(std::clamp(int(std::nearbyint(x[kk] * (127.0f / amax))), -127, 127));
+                const float xr = bf16_rounds                 ? bf16_value(bf16_bits(x[kk]))
+                                 : !quantized || amax == 0.0f ? x[kk]
+                                                              : (amax / 127.0f) * float(std::clamp(int(std::nearbyint(x[kk] * (127.0f / amax))), -127, 127));
                 s += double(xr) * (f == WeightFormat::kInt8 ? double(wq[n * Kp + kk]) : double(wf[n * Kp + kk]));
               }
             }

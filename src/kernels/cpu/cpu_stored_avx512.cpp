@@ -15,9 +15,10 @@
 // cores' vpdpbusd rate even in cache; transposing 16 rows on the fly cost as much as the
 // products (docs/PERFORMANCE.md).
 //
-// bf16: the weights are stored in the same panels (a 4-byte unit is a pair of bf16), widened
-// exactly to fp32 in registers and multiplied by the fp32 activations: nothing is rounded,
-// and the sums differ from fp32 weights' only in their order.
+// bf16 (on a CPU without AVX512_BF16; with it, cpu_stored_bf16_dot.cpp's vdpbf16ps kernel
+// takes every batch): the weights are stored in the same panels (a 4-byte unit is a pair of
+// bf16), widened exactly to fp32 in registers and multiplied by the fp32 activations:
+// nothing is rounded, and the sums differ from fp32 weights' only in their order.
 //
 // fp32, 1-2 input rows: the weights stream from memory, each used once or twice; 8 rows
 // are summed side by side, so each core reads 8 streams at once. fp32 from 3 rows is
@@ -44,7 +45,6 @@
 #include <cstdlib>
 
 namespace palm {
-
 namespace {
 
 // ------------------------------------------------------------------ fp32, 1-2 input rows
@@ -505,6 +505,9 @@ bool stored_row_beside(const float* x, i64 K, const void* W, WeightFormat format
     return true;
   }
   if (format != WeightFormat::kBF16) return false;
+#if defined(__AVX512BF16__)
+  return bf16_dot_row_beside(x, K, static_cast<const std::uint16_t*>(W), N, alpha, beta, C, beside);
+#else
   thread_local PairRows mine;
   PairRows& pr = mine;
   size_pairs(1, K, pr);
@@ -518,6 +521,7 @@ bool stored_row_beside(const float* x, i64 K, const void* W, WeightFormat format
       beside, many / kRows, [&](i64 i) { bf16_panels<4>(Wb, K, N, i * kRows, pr, alpha, beta, C); },
       (N - many + 15) / 16, [&](i64 i) { bf16_panel(Wb, K, N, many + 16 * i, pr, alpha, beta, C); });
   return true;
+#endif
 }
 
 }  // namespace palm

@@ -31,10 +31,12 @@ inline constexpr i64 kQuantGroup = 128;
 // + r * (row_bytes % 4).
 void pack_panels(void* w, i64 rows, i64 row_bytes);
 
-// bf16 weights from this many input rows on, on a CPU with AVX512_BF16: the activations
-// are rounded to bf16 (nearest even) and multiplied on vdpbf16ps (cpu_stored_bf16_dot.cpp);
-// fewer rows, or a CPU without it, widen the weights and round nothing.
-inline constexpr i64 kBf16DotRows = 3;
+// bf16 weights from this many input rows on (every batch), on a CPU with AVX512_BF16: the
+// activations are rounded to bf16 (nearest even) and multiplied on vdpbf16ps
+// (cpu_stored_bf16_dot.cpp); a CPU without it widens the weights and rounds nothing. (From
+// 3 rows until session 24: batch 1-2 widened too, until the memory read ~65 GB/s and the
+// widening's arithmetic showed behind it; docs/PERFORMANCE.md.)
+inline constexpr i64 kBf16DotRows = 1;
 // kBf16DotRows where this build has that kernel (and PALM_NO_AVX512_DOT is not set), else 0.
 i64 bf16_dot_min_rows();
 

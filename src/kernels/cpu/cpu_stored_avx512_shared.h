@@ -87,4 +87,9 @@ bool int8_row_beside(const float* x, i64 K, const std::int8_t* W, const float* s
 // __AVX512BF16__ is defined: cpu_stored_bf16_dot.cpp).
 void bf16_dot_product(const float* X, i64 b, i64 K, const std::uint16_t* W, i64 N, float alpha, float beta, float* C);
 
+// bf16_dot_product for one input row while `beside` runs on the calling thread
+// (stored_row_beside), where __AVX512BF16__ is defined.
+bool bf16_dot_row_beside(const float* x, i64 K, const std::uint16_t* W, i64 N, float alpha, float beta, float* C,
+                         const std::function<void()>& beside);
+
 }  // namespace palm

@@ -8,8 +8,9 @@
 // at the same instruction rate (a probe, 12 chains per thread: 57 G FMA multiply-adds/s per
 // thread, 113 G for vdpbf16ps): a bench-medium decode step of 16 tokens needs 3.4 G
 // multiply-adds, 30 ms at the FMA rate, which caps batch 16 at ~530 tokens/s where 6x
-// batch 1 is ~570 (docs/PERFORMANCE.md). Batch 1-2 stay on the widening kernel: they are
-// bound by the memory, and there it rounds nothing.
+// batch 1 is ~570 (docs/PERFORMANCE.md). Batch 1-2 too since session 24: there the memory
+// bounds them, but the widening's shift, mask and two FMAs per 64 bytes were not all hidden
+// behind it when the memory read ~65 GB/s (kFewAhead below).
 #include "kernels/cpu/cpu_stored_avx512.h"
 
 #include <algorithm>
@@ -50,7 +51,7 @@ void round_block(const float* X, i64 K, i64 k0, UnitRows& ur) {
 // f[p * MR + m] = the dots of MR input rows from m0 with P panels side by side (panel p at
 // p0 + p * 16 rows; FULL = false: one panel of L < 16 rows), each broadcast unit serving
 // the P panels. `ahead`: memory to prefetch a line of per unit (the next panels), or null.
-template <int MR, int P, bool FULL>
+template <int MR, int P, bool FULL, int PF = 0>
 __attribute__((noinline)) void dot_sums(const std::uint16_t* p0, i64 L, i64 K, const __m512i* tails, const UnitRows& ur,
                                         i64 m0, const char* ahead, i64 ahead_stride, __m512* f) {
   const __mmask16 lanes = tail_mask16(L);
@@ -76,8 +77,11 @@ __attribute__((noinline)) void dot_sums(const std::uint16_t* p0, i64 L, i64 K, c
   for (; j + 4 <= full_units; j += 4) {
 #pragma GCC unroll 4
     for (int d = 0; d < 4; ++d) {
-#pragma GCC unroll 4
-      for (int p = 0; p < P; ++p) w[p] = load(p, j + d);
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) {
+        if (PF) _mm_prefetch(reinterpret_cast<const char*>(p0 + p * 16 * K + (j + d) * 32) + PF, _MM_HINT_T1);
+        w[p] = load(p, j + d);
+      }
       // into L2, not L1: two panels ahead (64 KB at K = 1,024) into Zen 4's 32 KB L1 evicted
       // the ones in use (a batch-16 step's products 25.6 -> 20.7 ms)
       if (ahead) _mm_prefetch(ahead + (j + d) * ahead_stride, _MM_HINT_T2);
@@ -95,14 +99,24 @@ __attribute__((noinline)) void dot_sums(const std::uint16_t* p0, i64 L, i64 K, c
     for (int m = 0; m < MR; ++m) f[p * MR + m] = acc[p][m];
 }
 
+// Batch 1-2 read the weights as P = 8 or 4 streams per thread (as the widening kernel and
+// int8 do), each prefetched 1 KB ahead into L2 (as fp32's and int8's batch-1 streams) instead
+// of the next panels: at batch 1, 1.06-1.11x the widening kernel's speed when the memory
+// read ~65 GB/s and 1.01-1.03x at ~37 (alternating in one process, Zen 4); without the
+// prefetch 1.00-1.03x, and the prefetch alone on the widening kernel 0.94-0.98x: its two FMAs
+// and widening per 64 bytes, not the memory, were what the prefetch could not hide
+// (docs/PERFORMANCE.md, session 24).
+constexpr int kFewAhead = 1024;
+
 // Input rows per pass over the panels: P * kPassRows sums in registers.
 constexpr int kPassRows = 8;
 
 // Panels n0 .. n0 + 16 P - 1 (P full panels, or one of L rows), every input row. The next
 // panels are prefetched a line per unit, spread over the passes (as the widening kernel
 // does: all in the first pass made it wait on the memory, then not read at all).
-template <int P>
-void panels(const std::uint16_t* W, i64 K, i64 N, i64 n0, const UnitRows& ur, float alpha, float beta, float* C) {
+template <int P, int PF = 0>
+void panels(const std::uint16_t* W, i64 K, i64 N, i64 n0, const UnitRows& ur, float alpha, float beta, float* C,
+            bool fetch_next = true) {
   const i64 L = std::min<i64>(16, N - n0);
   const std::uint16_t* first = W + n0 * K;
   __m512i tails[P];
@@ -115,10 +129,10 @@ void panels(const std::uint16_t* W, i64 K, i64 N, i64 n0, const UnitRows& ur, fl
   for (i64 m0 = 0; m0 < ur.b; m0 += kPassRows) {
     const int MR = int(std::min<i64>(kPassRows, ur.b - m0));
     const i64 from = (m0 / kPassRows) * per_pass;
-    const char* ahead = next_rows > 0 && from < ahead_bytes ? reinterpret_cast<const char*>(W + next * K) + from : nullptr;
+    const char* ahead = fetch_next && next_rows > 0 && from < ahead_bytes ? reinterpret_cast<const char*>(W + next * K) + from : nullptr;
     __m512 f[P * kPassRows];
     with_shape<kPassRows>(MR, L == 16, [&](auto mr, auto full) {
-      if constexpr (full.value) dot_sums<mr.value, P, true>(first, 16, K, tails, ur, m0, ahead, stride, f);
+      if constexpr (full.value) dot_sums<mr.value, P, true, PF>(first, 16, K, tails, ur, m0, ahead, stride, f);
       else if constexpr (P == 1) dot_sums<mr.value, 1, false>(first, L, K, tails, ur, m0, ahead, stride, f);
     });
     for (int p = 0; p < P; ++p) bf16_store(f + p * MR, MR, m0, N, n0 + 16 * p, p == 0 ? L : 16, alpha, beta, C);
@@ -135,17 +149,39 @@ void bf16_dot_product(const float* X, i64 b, i64 K, const std::uint16_t* W, i64 
   ur.b = b;
   ur.units = (K + 1) / 2;
   ur.x.resize(std::size_t(ur.units * b));
-  const i64 pairs = N / 32 * 32;
+  // full panels 8 (batch 1), 4 (batch 2) or 2 at a time (each broadcast serves them all),
+  // then the last panels alone
+  const i64 rows = b == 1 ? 16 * 8 : b == 2 ? 16 * 4 : 16 * 2, many = N / rows * rows;
 #pragma omp parallel
   {
 #pragma omp for schedule(static)
     for (i64 k0 = 0; k0 < K; k0 += 32) round_block(X, K, k0, ur);
-    // two full panels at a time (each broadcast serves both), then the last panels alone
 #pragma omp for schedule(static) nowait
-    for (i64 n0 = 0; n0 < pairs; n0 += 32) panels<2>(W, K, N, n0, ur, alpha, beta, C);
+    for (i64 n0 = 0; n0 < many; n0 += rows) {
+      if (b == 1) panels<8, kFewAhead>(W, K, N, n0, ur, alpha, beta, C, false);
+      else if (b == 2) panels<4, kFewAhead>(W, K, N, n0, ur, alpha, beta, C, false);
+      else panels<2>(W, K, N, n0, ur, alpha, beta, C);
+    }
 #pragma omp for schedule(static)
-    for (i64 n0 = pairs; n0 < N; n0 += 16) panels<1>(W, K, N, n0, ur, alpha, beta, C);
+    for (i64 n0 = many; n0 < N; n0 += 16) panels<1>(W, K, N, n0, ur, alpha, beta, C);
   }
+}
+
+bool bf16_dot_row_beside(const float* x, i64 K, const std::uint16_t* W, i64 N, float alpha, float beta, float* C,
+                         const std::function<void()>& beside) {
+  thread_local UnitRows mine;
+  UnitRows& ur = mine;
+  ur.b = 1;
+  ur.units = (K + 1) / 2;
+  ur.x.resize(std::size_t(ur.units));
+  for (i64 k0 = 0; k0 < K; k0 += 32) round_block(x, K, k0, ur);  // before, so no thread waits on another
+  // groups of 4 panels, as the int8 and widening kernels deal them beside an attention
+  constexpr i64 kRows = 16 * 4;
+  const i64 many = N / kRows * kRows;
+  items_beside(
+      beside, many / kRows, [&](i64 i) { panels<4, kFewAhead>(W, K, N, i * kRows, ur, alpha, beta, C, false); },
+      (N - many + 15) / 16, [&](i64 i) { panels<1>(W, K, N, many + 16 * i, ur, alpha, beta, C); });
+  return true;
 }
 
 }  // namespace palm
