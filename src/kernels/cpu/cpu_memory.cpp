@@ -69,8 +69,8 @@ void* CpuBackend::map_zeroed(std::size_t bytes) {
   // Mappings of kHugePage or more start on a huge-page boundary and ask for transparent huge
   // pages (where the system leaves that to madvise, as Debian's default does): a decode step
   // streams every weight once, and with 4 KB pages each 4 KB of it costs a TLB miss. On a
-  // Zen 4 VM a step's products read 1.03-1.05x as fast from huge pages (docs/PERFORMANCE.md,
-  // session 24). Where the kernel has no THP, madvise fails and the pages stay 4 KB.
+  // Zen 4 VM a step's products read 1.03-1.06x as fast from huge pages at ~37 GB/s and
+  // 1.08-1.13x at ~65 (docs/PERFORMANCE.md, session 24). Where the kernel has no THP, madvise fails and the pages stay 4 KB.
   const std::size_t extra = bytes >= kHugePage ? kHugePage : 0;
   auto* raw = static_cast<char*>(::mmap(nullptr, bytes + extra, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   PALM_CHECK(raw != MAP_FAILED, "out of memory: cannot allocate ", static_cast<double>(bytes) / (1 << 20), " MiB");

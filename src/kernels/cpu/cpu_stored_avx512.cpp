@@ -45,6 +45,7 @@
 #include <cstdlib>
 
 namespace palm {
+
 namespace {
 
 // ------------------------------------------------------------------ fp32, 1-2 input rows
@@ -57,7 +58,7 @@ namespace {
 
 // out[r * ROWS + i] = sum_k w_i[k] * X[r][k] for ROWS weight rows (w + i * stride) and R (1
 // or 2) input rows; ROWS = 1 only for the last rows. PF > 0: each row's line PF bytes ahead
-// is prefetched into L2 as a line is read (kFewAhead).
+// is prefetched into L2 as a line is read (kStreamAhead).
 template <int R, int ROWS, int PF = 0>
 void dense_rows_few(const float* w, i64 K, i64 stride, const float* X, float* out) {
   __m512 acc[R][ROWS];
@@ -92,13 +93,6 @@ void dense_rows_few(const float* w, i64 K, i64 stride, const float* X, float* ou
 // stream, 1.00-1.05x at 16 or 64; Zen 4, docs/PERFORMANCE.md). Every row's sum is the same.
 constexpr i64 kSpanRows = 4;
 
-// Software prefetch of each stream 1 KB ahead, into L2, in the spans: Zen 4's own prefetchers
-// left a batch-1 step's fp32 products at ~78% of the read probe when the memory read ~65 GB/s
-// (huge pages); with it 1.09-1.13x as fast there (~87% of the probe) and 1.02-1.04x at ~37 GB/s,
-// and 1.05-1.07x at batch 2 (the 37 products of a step, alternating in one process; 512 B
-// and 2 KB ahead a little less, into L1 (T0) much slower: docs/PERFORMANCE.md, session 24).
-constexpr int kFewAhead = 1024;
-
 // The work of one fp32 product at 1-2 input rows, in items any thread may take: the spans,
 // then blocks of 8 rows side by side, then row by row.
 struct DenseFew {
@@ -122,8 +116,8 @@ struct DenseFew {
     for (i64 j = 0; j < kSpanRows; ++j) {
       const i64 n = sp * 8 * kSpanRows + j;
       float dots[16];
-      if (b == 2) dense_rows_few<2, 8, kFewAhead>(W + n * K, K, kSpanRows * K, X, dots);
-      else dense_rows_few<1, 8, kFewAhead>(W + n * K, K, kSpanRows * K, X, dots);
+      if (b == 2) dense_rows_few<2, 8, kStreamAhead>(W + n * K, K, kSpanRows * K, X, dots);
+      else dense_rows_few<1, 8, kStreamAhead>(W + n * K, K, kSpanRows * K, X, dots);
       store(n, kSpanRows, 8, dots);
     }
   }

@@ -63,6 +63,15 @@ inline void bf16_store(const __m512* f, int MR, i64 m0, i64 N, i64 n0, i64 L, fl
   }
 }
 
+// Batch 1-2's weight streams (fp32 batch 1-2, int8 batch 1, bf16 batch 1-2 on vdpbf16ps)
+// prefetch each stream's line this many bytes ahead into L2 as a line is read: Zen 4's own
+// prefetchers left a batch-1 step's products at ~0.78 of the read probe when the memory read
+// ~65 GB/s. A step's products, alternating in one process: fp32 batch 1 1.09-1.13x as fast
+// there (1.02-1.04x at ~37 GB/s), batch 2 1.05-1.07x, int8 batch 1 1.05-1.09x; 512 B and 2 KB
+// a little less, into L1 (T0) much slower. Not for int8 at batch 2 (0.82-0.94x) nor for the
+// widening bf16 kernel (0.94-0.98x): docs/PERFORMANCE.md, session 24.
+inline constexpr int kStreamAhead = 1024;
+
 // acc + vpdpbusd(w, the 4 bytes at x in every lane), the broadcast embedded in the
 // instruction ({1to16}, riding its load) instead of a vpbroadcastd of its own: GCC 12 folds
 // a broadcast into the instruction only where one instruction uses it, and the batch

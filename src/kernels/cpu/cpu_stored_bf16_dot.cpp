@@ -10,7 +10,7 @@
 // multiply-adds, 30 ms at the FMA rate, which caps batch 16 at ~530 tokens/s where 6x
 // batch 1 is ~570 (docs/PERFORMANCE.md). Batch 1-2 too since session 24: there the memory
 // bounds them, but the widening's shift, mask and two FMAs per 64 bytes were not all hidden
-// behind it when the memory read ~65 GB/s (kFewAhead below).
+// behind it when the memory read ~65 GB/s (kStreamAhead, cpu_stored_avx512_shared.h).
 #include "kernels/cpu/cpu_stored_avx512.h"
 
 #include <algorithm>
@@ -100,13 +100,11 @@ __attribute__((noinline)) void dot_sums(const std::uint16_t* p0, i64 L, i64 K, c
 }
 
 // Batch 1-2 read the weights as P = 8 or 4 streams per thread (as the widening kernel and
-// int8 do), each prefetched 1 KB ahead into L2 (as fp32's and int8's batch-1 streams) instead
-// of the next panels: at batch 1, 1.06-1.11x the widening kernel's speed when the memory
-// read ~65 GB/s and 1.01-1.03x at ~37 (alternating in one process, Zen 4); without the
-// prefetch 1.00-1.03x, and the prefetch alone on the widening kernel 0.94-0.98x: its two FMAs
-// and widening per 64 bytes, not the memory, were what the prefetch could not hide
-// (docs/PERFORMANCE.md, session 24).
-constexpr int kFewAhead = 1024;
+// int8 do), each prefetched kStreamAhead into L2 instead of the next panels: at batch 1,
+// 1.06-1.11x the widening kernel's speed when the memory read ~65 GB/s and 1.01-1.03x at ~37
+// (alternating in one process, Zen 4); without the prefetch 1.00-1.03x, and the prefetch
+// alone on the widening kernel 0.94-0.98x: its two FMAs and widening per 64 bytes, not the
+// memory, were what the prefetch could not hide (docs/PERFORMANCE.md, session 24).
 
 // Input rows per pass over the panels: P * kPassRows sums in registers.
 constexpr int kPassRows = 8;
@@ -158,8 +156,8 @@ void bf16_dot_product(const float* X, i64 b, i64 K, const std::uint16_t* W, i64 
     for (i64 k0 = 0; k0 < K; k0 += 32) round_block(X, K, k0, ur);
 #pragma omp for schedule(static) nowait
     for (i64 n0 = 0; n0 < many; n0 += rows) {
-      if (b == 1) panels<8, kFewAhead>(W, K, N, n0, ur, alpha, beta, C, false);
-      else if (b == 2) panels<4, kFewAhead>(W, K, N, n0, ur, alpha, beta, C, false);
+      if (b == 1) panels<8, kStreamAhead>(W, K, N, n0, ur, alpha, beta, C, false);
+      else if (b == 2) panels<4, kStreamAhead>(W, K, N, n0, ur, alpha, beta, C, false);
       else panels<2>(W, K, N, n0, ur, alpha, beta, C);
     }
 #pragma omp for schedule(static)
@@ -179,7 +177,7 @@ bool bf16_dot_row_beside(const float* x, i64 K, const std::uint16_t* W, i64 N, f
   constexpr i64 kRows = 16 * 4;
   const i64 many = N / kRows * kRows;
   items_beside(
-      beside, many / kRows, [&](i64 i) { panels<4, kFewAhead>(W, K, N, i * kRows, ur, alpha, beta, C, false); },
+      beside, many / kRows, [&](i64 i) { panels<4, kStreamAhead>(W, K, N, i * kRows, ur, alpha, beta, C, false); },
       (N - many + 15) / 16, [&](i64 i) { panels<1>(W, K, N, many + 16 * i, ur, alpha, beta, C); });
   return true;
 }

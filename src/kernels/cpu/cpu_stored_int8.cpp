@@ -193,7 +193,7 @@ void int8_panel(const std::int8_t* W, i64 K, i64 N, i64 n0, const QuantRows& qr,
 // (panel p at panels + p * 16 * K), so each core reads P streams at once: on Ice Lake one
 // stream per core reads ~22.5 GB/s and 8 ~30 (as fp32's 8 rows below). P = 8 at batch 1,
 // 4 at batch 2 (the sums in registers). PF > 0: each panel's line PF bytes ahead prefetched
-// into L2 as a line is read (kInt8Ahead).
+// into L2 as a line is read (kStreamAhead: batch 1's 8 streams only).
 template <int MR, int P, int PF>
 __attribute__((noinline)) void int8_few_sums(const std::int8_t* panels, i64 K, i64 stride, const __m512i* tails,
                                              const QuantRows& qr, __m512* f) {
@@ -335,11 +335,6 @@ void int8_two_panels(const std::int8_t* W, i64 K, i64 N, i64 n0, const QuantRows
   }
 }
 
-// Batch 1's 8 streams prefetched 1 KB ahead into L2, as fp32's (cpu_stored_avx512.cpp): a
-// step's int8 products 1.05-1.08x as fast at ~65 GB/s, 1.01-1.05x at ~37 (alternating in one
-// process, Zen 4). Not at batch 2 (4 streams, 2 rows): there it made them 0.82-0.94x as fast.
-constexpr int kInt8Ahead = 1024;
-
 // P full panels for 1-2 input rows: rows n0 + p * gap .. + 15 (gap: rows from one panel to
 // the next read beside it).
 template <int P>
@@ -350,7 +345,7 @@ void int8_few_panels(const std::int8_t* W, i64 K, i64 N, i64 n0, i64 gap, const 
   for (int p = 0; p < P; ++p) tails[p] = int8_tail(panels + p * gap * K, 16, K);
   __m512 f[2 * P];
   if (qr.b == 2) int8_few_sums<2, P, 0>(panels, K, gap * K, tails, qr, f);
-  else int8_few_sums<1, P, P == 8 ? kInt8Ahead : 0>(panels, K, gap * K, tails, qr, f);
+  else int8_few_sums<1, P, P == 8 ? kStreamAhead : 0>(panels, K, gap * K, tails, qr, f);
   const int MR = int(qr.b);
   for (int p = 0; p < P; ++p) {
     const __m512 ws = _mm512_mul_ps(_mm512_set1_ps(alpha), _mm512_loadu_ps(scales + n0 + gap * p));
